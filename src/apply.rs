@@ -1,0 +1,590 @@
+//! The slave's applier: writes source transactions into the target
+//! database, exactly once.
+//!
+//! **Invariant:** each source transaction's rows and the checkpoint row
+//! that names its position commit in one local transaction. A crash before
+//! the COMMIT loses both; after it, both are there. On restart the slave
+//! asks the master for what follows the checkpoint, so nothing is applied
+//! twice and nothing is skipped.
+//!
+//! DDL commits implicitly and cannot share a transaction with the
+//! checkpoint. The applier first records `ddl_pending_seq` (committed),
+//! then runs the statement, then advances the checkpoint. A crash in
+//! between leaves `ddl_pending_seq` set; the statement is then run again
+//! and an "already exists"/"does not exist" answer is taken as proof that
+//! it had been applied (MariaDB 10.6+ DDL is atomic, so it is all or
+//! nothing).
+//!
+//! Row changes never guess: an update or delete that matches no row, or an
+//! insert that hits a duplicate key, stops the slave with an error naming
+//! the table, key and source position (the replica has diverged).
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Value as MyValue};
+
+use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
+use crate::migrations;
+use crate::position::{Gtid, SourcePosition};
+use crate::source::{Source, SourceError};
+use crate::sql;
+
+/// The apply session writes what it was given: UTC for TIMESTAMP, strict
+/// so nothing is silently truncated, no auto-increment on an explicit 0,
+/// and the `binary` charset so string bytes arrive unconverted in the
+/// column's own charset.
+const SESSION_SETUP: &str = "SET SESSION time_zone='+00:00', \
+    sql_mode='NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', \
+    foreign_key_checks=0, NAMES binary";
+
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// Errors that prove a repeated DDL statement had already been applied.
+const DDL_ALREADY_APPLIED: &[u16] = &[
+    1007, // database exists
+    1008, // database doesn't exist
+    1050, // table exists
+    1051, // unknown table
+    1060, // duplicate column
+    1061, // duplicate key name
+    1091, // can't drop: doesn't exist
+    1146, // table doesn't exist
+    4092, // unknown VIEW / sequence
+];
+
+/// Rows per multi-row INSERT, capped so the placeholders stay below the
+/// protocol's 65,535.
+const INSERT_BATCH_ROWS: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Target(#[from] SourceError),
+    #[error("replica has diverged at source position {position}: {op} on {table} {key}: {reason}. The replica's checkpoint was not moved; fix the row on the replica (or re-seed it) and restart the slave")]
+    Conflict {
+        position: String,
+        op: &'static str,
+        table: String,
+        key: String,
+        reason: String,
+    },
+    #[error("statement from the primary failed on the replica at source position {position}: `{sql}`: {reason}")]
+    Ddl {
+        position: String,
+        sql: String,
+        reason: String,
+    },
+    #[error("applying the transaction at source position {position} failed: {reason}")]
+    Sql { position: String, reason: String },
+    #[error("lost the connection to the target database: {0}")]
+    Lost(String),
+}
+
+impl ApplyError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApplyError::Target(e) => e.is_retryable(),
+            ApplyError::Lost(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// How far the slave has applied, as stored in `rowcast.checkpoint`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub position: Option<SourcePosition>,
+    pub ddl_pending_seq: Option<u64>,
+}
+
+pub struct Applier {
+    conn: Conn,
+    name: String,
+    checkpoint: Checkpoint,
+}
+
+fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
+    match e {
+        mysql_async::Error::Server(s) => ApplyError::Sql {
+            position: position.to_string(),
+            reason: format!("{} (error {})", s.message, s.code),
+        },
+        other => ApplyError::Lost(other.to_string()),
+    }
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+fn describe_key(schema: &TableSchema, row: &Row) -> String {
+    let cols: Vec<usize> = if schema.primary_key.is_empty() {
+        (0..schema.columns.len()).collect()
+    } else {
+        schema.primary_key.iter().map(|&i| i as usize).collect()
+    };
+    let names: Vec<&str> = cols
+        .iter()
+        .map(|&i| schema.columns[i].name.as_str())
+        .collect();
+    let values: Vec<String> = cols
+        .iter()
+        .map(|&i| match &row[i] {
+            crate::change::Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
+            v => format!("{v:?}"),
+        })
+        .collect();
+    let label = if schema.primary_key.is_empty() {
+        "row"
+    } else {
+        "key"
+    };
+    format!("{label} ({})=({})", names.join(","), values.join(","))
+}
+
+impl Applier {
+    /// Connects to the target, creates the `rowcast` schema if needed and
+    /// reads this slave's checkpoint.
+    pub async fn connect(target: &Source, name: &str) -> Result<Applier, ApplyError> {
+        let mut conn = target.connect().await?;
+        migrations::run(&mut conn)
+            .await
+            .map_err(|e| target.classify(e))?;
+        conn.query_drop(SESSION_SETUP)
+            .await
+            .map_err(|e| target.classify(e))?;
+        let row: Option<(u64, Vec<u8>, u64, Option<Vec<u8>>, Option<u64>)> = conn
+            .exec_first(
+                "SELECT log_seq, source_file, source_offset, source_gtid, ddl_pending_seq \
+                 FROM rowcast.checkpoint WHERE slave_name = ?",
+                (name,),
+            )
+            .await
+            .map_err(|e| target.classify(e))?;
+        let checkpoint = match row {
+            Some((seq, file, offset, gtid, ddl_pending_seq)) => {
+                let file = String::from_utf8_lossy(&file).into_owned();
+                let position = (!file.is_empty()).then(|| SourcePosition {
+                    file,
+                    offset,
+                    gtid: gtid.and_then(|g| String::from_utf8_lossy(&g).parse::<Gtid>().ok()),
+                });
+                Checkpoint {
+                    seq,
+                    position,
+                    ddl_pending_seq,
+                }
+            }
+            None => Checkpoint {
+                seq: 0,
+                position: None,
+                ddl_pending_seq: None,
+            },
+        };
+        Ok(Applier {
+            conn,
+            name: name.to_string(),
+            checkpoint,
+        })
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Applies one source transaction and its checkpoint, exactly once.
+    pub async fn apply(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if let Some(p) = &self.checkpoint.position {
+            if !txn.position.is_after(p) {
+                tracing::debug!(position = %txn.position, "already applied; skipping");
+                return Ok(());
+            }
+        }
+        let result = if txn.is_ddl() {
+            self.apply_with_ddl(seq, txn).await
+        } else {
+            self.apply_rows_txn(seq, txn).await
+        };
+        if result.is_err() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        result?;
+        self.checkpoint = Checkpoint {
+            seq,
+            position: Some(txn.position.clone()),
+            ddl_pending_seq: None,
+        };
+        Ok(())
+    }
+
+    async fn apply_rows_txn(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        let pos = &txn.position;
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        for change in &txn.changes {
+            self.apply_change(txn, change).await?;
+        }
+        self.write_checkpoint(seq, txn).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(())
+    }
+
+    async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        let pos = &txn.position;
+        let retrying = self.checkpoint.ddl_pending_seq == Some(seq);
+        self.mark_ddl_pending(seq, pos).await?;
+        let mut in_rows_txn = false;
+        for change in &txn.changes {
+            match change {
+                Change::Ddl(ddl) => {
+                    if in_rows_txn {
+                        self.conn
+                            .query_drop("COMMIT")
+                            .await
+                            .map_err(|e| sql_error(pos, e))?;
+                        in_rows_txn = false;
+                    }
+                    self.run_ddl(ddl, pos, retrying).await?;
+                }
+                other => {
+                    if !in_rows_txn {
+                        self.conn
+                            .query_drop("START TRANSACTION")
+                            .await
+                            .map_err(|e| sql_error(pos, e))?;
+                        in_rows_txn = true;
+                    }
+                    self.apply_change(txn, other).await?;
+                }
+            }
+        }
+        if !in_rows_txn {
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| sql_error(pos, e))?;
+        }
+        self.write_checkpoint(seq, txn).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(())
+    }
+
+    async fn mark_ddl_pending(&mut self, seq: u64, pos: &SourcePosition) -> Result<(), ApplyError> {
+        let cp = &self.checkpoint;
+        let (file, offset, gtid) = match &cp.position {
+            Some(p) => (
+                p.file.clone(),
+                p.offset,
+                p.gtid.as_ref().map(|g| g.to_string()),
+            ),
+            None => (String::new(), 0, None),
+        };
+        self.conn
+            .exec_drop(
+                "INSERT INTO rowcast.checkpoint \
+                   (slave_name, log_seq, source_file, source_offset, source_gtid, ddl_pending_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE ddl_pending_seq = VALUES(ddl_pending_seq)",
+                (&self.name, cp.seq, file, offset, gtid, seq),
+            )
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(())
+    }
+
+    async fn run_ddl(
+        &mut self,
+        ddl: &Ddl,
+        pos: &SourcePosition,
+        retrying: bool,
+    ) -> Result<(), ApplyError> {
+        let ddl_err = |reason: String| ApplyError::Ddl {
+            position: pos.to_string(),
+            sql: ddl.sql_text().chars().take(300).collect(),
+            reason,
+        };
+        if let Some(db) = &ddl.database {
+            if let Err(e) = self
+                .conn
+                .query_drop(format!("USE {}", sql::ident(db)))
+                .await
+            {
+                return Err(match server_code(&e) {
+                    Some(_) => ddl_err(format!(
+                        "its default database `{db}` does not exist on the replica ({e})"
+                    )),
+                    None => ApplyError::Lost(e.to_string()),
+                });
+            }
+        }
+        let mut context = Vec::new();
+        if let Some(mode) = ddl.sql_mode {
+            context.push(format!("sql_mode={mode}"));
+        }
+        if let Some((client, conn, server)) = ddl.charset {
+            context.push(format!(
+                "character_set_client={client}, collation_connection={conn}, collation_server={server}"
+            ));
+        }
+        if !context.is_empty() {
+            self.conn
+                .query_drop(format!("SET SESSION {}", context.join(", ")))
+                .await
+                .map_err(|e| sql_error(pos, e))?;
+        }
+        let result = self.conn.query_drop(ddl.sql.as_slice()).await;
+        // Restore the apply session whatever happened.
+        self.conn
+            .query_drop(SESSION_SETUP)
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        match result {
+            Ok(()) => {
+                tracing::info!(position = %pos, sql = %ddl.sql_text(), "applied statement");
+                Ok(())
+            }
+            Err(e) => match server_code(&e) {
+                Some(code) if retrying && DDL_ALREADY_APPLIED.contains(&code) => {
+                    tracing::warn!(position = %pos, code, "statement was applied before a restart; continuing");
+                    Ok(())
+                }
+                Some(_) => Err(ddl_err(e.to_string())),
+                None => Err(ApplyError::Lost(e.to_string())),
+            },
+        }
+    }
+
+    async fn write_checkpoint(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        let p = &txn.position;
+        self.conn
+            .exec_drop(
+                "INSERT INTO rowcast.checkpoint \
+                   (slave_name, log_seq, source_file, source_offset, source_gtid, source_time, applied_at, ddl_pending_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, NOW(6), NULL) \
+                 ON DUPLICATE KEY UPDATE log_seq=VALUES(log_seq), source_file=VALUES(source_file), \
+                   source_offset=VALUES(source_offset), source_gtid=VALUES(source_gtid), \
+                   source_time=VALUES(source_time), applied_at=VALUES(applied_at), ddl_pending_seq=NULL",
+                (
+                    &self.name,
+                    seq,
+                    &p.file,
+                    p.offset,
+                    p.gtid.as_ref().map(|g| g.to_string()),
+                    txn.timestamp,
+                ),
+            )
+            .await
+            .map_err(|e| sql_error(p, e))
+    }
+
+    async fn apply_change(&mut self, txn: &Transaction, change: &Change) -> Result<(), ApplyError> {
+        let pos = &txn.position;
+        let schema = |t: &u32| &txn.tables[*t as usize];
+        match change {
+            Change::Insert { table, rows } => {
+                let schema = schema(table);
+                let per = INSERT_BATCH_ROWS
+                    .min(60_000 / schema.columns.len().max(1))
+                    .max(1);
+                for chunk in rows.chunks(per) {
+                    let stmt = insert_sql(schema, chunk.len());
+                    let params: Vec<MyValue> = chunk.iter().flatten().map(sql::param).collect();
+                    if let Err(e) = self.conn.exec_drop(stmt, Params::Positional(params)).await {
+                        return Err(match server_code(&e) {
+                            Some(ER_DUP_ENTRY) => ApplyError::Conflict {
+                                position: pos.to_string(),
+                                op: "INSERT",
+                                table: sql::table(&schema.database, &schema.name),
+                                key: if chunk.len() == 1 {
+                                    describe_key(schema, &chunk[0])
+                                } else {
+                                    format!("one of {} rows", chunk.len())
+                                },
+                                reason: e.to_string(),
+                            },
+                            _ => sql_error(pos, e),
+                        });
+                    }
+                }
+            }
+            Change::Update { table, rows } => {
+                let schema = schema(table);
+                let stmt = update_sql(schema);
+                for (before, after) in rows {
+                    let mut params: Vec<MyValue> = after.iter().map(sql::param).collect();
+                    params.extend(key_params(schema, before));
+                    self.exec_one_row(stmt.clone(), params, pos, "UPDATE", schema, before)
+                        .await?;
+                }
+            }
+            Change::Delete { table, rows } => {
+                let schema = schema(table);
+                let stmt = delete_sql(schema);
+                for row in rows {
+                    let params = key_params(schema, row);
+                    self.exec_one_row(stmt.clone(), params, pos, "DELETE", schema, row)
+                        .await?;
+                }
+            }
+            Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
+        }
+        Ok(())
+    }
+
+    async fn exec_one_row(
+        &mut self,
+        stmt: String,
+        params: Vec<MyValue>,
+        pos: &SourcePosition,
+        op: &'static str,
+        schema: &TableSchema,
+        row: &Row,
+    ) -> Result<(), ApplyError> {
+        let conflict = |reason: String| ApplyError::Conflict {
+            position: pos.to_string(),
+            op,
+            table: sql::table(&schema.database, &schema.name),
+            key: describe_key(schema, row),
+            reason,
+        };
+        match self.conn.exec_drop(stmt, Params::Positional(params)).await {
+            Ok(()) => {}
+            Err(e) => {
+                return Err(match server_code(&e) {
+                    Some(ER_DUP_ENTRY) => conflict(e.to_string()),
+                    Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => {
+                        ApplyError::Lost(e.to_string())
+                    }
+                    _ => sql_error(pos, e),
+                })
+            }
+        }
+        // The session has CLIENT_FOUND_ROWS: affected rows = matched rows.
+        match self.conn.affected_rows() {
+            1 => Ok(()),
+            0 => Err(conflict("the row does not exist on the replica".into())),
+            n => Err(conflict(format!("{n} rows matched the key"))),
+        }
+    }
+}
+
+fn column_list(schema: &TableSchema) -> String {
+    schema
+        .columns
+        .iter()
+        .map(|c| sql::ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn insert_sql(schema: &TableSchema, rows: usize) -> String {
+    let one = format!("({})", vec!["?"; schema.columns.len()].join(","));
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        sql::table(&schema.database, &schema.name),
+        column_list(schema),
+        vec![one; rows].join(",")
+    )
+}
+
+/// The columns that identify a row: the primary key, or every column of a
+/// table without one (its before-image, matched null-safely).
+fn key_columns(schema: &TableSchema) -> Vec<usize> {
+    if schema.primary_key.is_empty() {
+        (0..schema.columns.len()).collect()
+    } else {
+        schema.primary_key.iter().map(|&i| i as usize).collect()
+    }
+}
+
+fn where_clause(schema: &TableSchema) -> String {
+    let conds: Vec<String> = key_columns(schema)
+        .into_iter()
+        .map(|i| format!("{} <=> ?", sql::ident(&schema.columns[i].name)))
+        .collect();
+    // Without a key, identical rows are interchangeable: touch exactly one.
+    let limit = if schema.primary_key.is_empty() {
+        " LIMIT 1"
+    } else {
+        ""
+    };
+    format!(" WHERE {}{}", conds.join(" AND "), limit)
+}
+
+fn key_params(schema: &TableSchema, row: &Row) -> Vec<MyValue> {
+    key_columns(schema)
+        .into_iter()
+        .map(|i| sql::param(&row[i]))
+        .collect()
+}
+
+fn update_sql(schema: &TableSchema) -> String {
+    let sets: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("{} = ?", sql::ident(&c.name)))
+        .collect();
+    format!(
+        "UPDATE {} SET {}{}",
+        sql::table(&schema.database, &schema.name),
+        sets.join(", "),
+        where_clause(schema)
+    )
+}
+
+fn delete_sql(schema: &TableSchema) -> String {
+    format!(
+        "DELETE FROM {}{}",
+        sql::table(&schema.database, &schema.name),
+        where_clause(schema)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ColumnDef, ColumnKind};
+
+    fn schema(pk: Vec<u32>) -> TableSchema {
+        let col = |n: &str| ColumnDef {
+            name: n.into(),
+            kind: ColumnKind::Int,
+            unsigned: false,
+            collation: 0,
+        };
+        TableSchema {
+            database: "d".into(),
+            name: "t".into(),
+            columns: vec![col("id"), col("v")],
+            primary_key: pk,
+        }
+    }
+
+    #[test]
+    fn statements_use_the_key_or_the_whole_row() {
+        assert_eq!(
+            insert_sql(&schema(vec![0]), 2),
+            "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)"
+        );
+        assert_eq!(
+            update_sql(&schema(vec![0])),
+            "UPDATE `d`.`t` SET `id` = ?, `v` = ? WHERE `id` <=> ?"
+        );
+        assert_eq!(
+            delete_sql(&schema(vec![])),
+            "DELETE FROM `d`.`t` WHERE `id` <=> ? AND `v` <=> ? LIMIT 1"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! rowcast's own change format: what flows from decode to the change log,
+//! over the wire, and into the applier.
+//!
+//! Nothing here knows about `mysql_common`: decode translates binlog events
+//! into these types, and every later stage sees only them. Values keep the
+//! exact information the binlog carried (a DECIMAL stays its digits, a
+//! TIMESTAMP stays seconds since the epoch), so applying them loses nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::position::SourcePosition;
+
+/// One committed source transaction, the unit of shipping and of applying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// Where the transaction ends in the primary's binlog. A slave that has
+    /// applied this transaction stores exactly this as its checkpoint.
+    pub position: SourcePosition,
+    /// Commit time on the primary, seconds since the epoch (binlog header).
+    pub timestamp: u32,
+    /// The tables the row changes refer to, by index.
+    pub tables: Vec<TableSchema>,
+    pub changes: Vec<Change>,
+}
+
+impl Transaction {
+    pub fn row_count(&self) -> usize {
+        self.changes
+            .iter()
+            .map(|c| match c {
+                Change::Insert { rows, .. } | Change::Delete { rows, .. } => rows.len(),
+                Change::Update { rows, .. } => rows.len(),
+                Change::Ddl(_) => 0,
+            })
+            .sum()
+    }
+
+    pub fn is_ddl(&self) -> bool {
+        self.changes.iter().any(|c| matches!(c, Change::Ddl(_)))
+    }
+}
+
+/// A table as the binlog's TABLE_MAP described it at the time of the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub database: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes into `columns` of the primary key, empty when there is none.
+    pub primary_key: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub kind: ColumnKind,
+    pub unsigned: bool,
+    /// Collation id of a character column (0 when not a character column or
+    /// unknown). `63` is `binary`.
+    pub collation: u16,
+}
+
+/// The storage type of a column, as far as decoding and applying need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnKind {
+    TinyInt,
+    SmallInt,
+    MediumInt,
+    Int,
+    BigInt,
+    Float,
+    Double,
+    Decimal,
+    Year,
+    Date,
+    Time,
+    DateTime,
+    Timestamp,
+    Char,
+    VarChar,
+    Blob,
+    Enum,
+    Set,
+    Bit,
+    Json,
+    Geometry,
+    Other(u8),
+}
+
+/// One row change. Rows are aligned with the table's `columns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    Insert {
+        table: u32,
+        rows: Vec<Row>,
+    },
+    /// Before and after images of each updated row.
+    Update {
+        table: u32,
+        rows: Vec<(Row, Row)>,
+    },
+    Delete {
+        table: u32,
+        rows: Vec<Row>,
+    },
+    Ddl(Ddl),
+}
+
+pub type Row = Vec<Value>;
+
+/// A statement the primary logged as text (DDL), with the session context it
+/// ran in: replaying it under another sql_mode or charset could change what
+/// it does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ddl {
+    /// The session's default database, if any.
+    pub database: Option<String>,
+    /// The statement's bytes, in the session's `character_set_client`.
+    pub sql: Vec<u8>,
+    /// The session's `sql_mode` as the server's bit set.
+    pub sql_mode: Option<u64>,
+    /// `character_set_client`, `collation_connection`, `collation_server`.
+    pub charset: Option<(u16, u16, u16)>,
+}
+
+impl Ddl {
+    /// The statement for logs and messages (lossy where not UTF-8).
+    pub fn sql_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.sql)
+    }
+}
+
+/// A column value exactly as the binlog carried it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Int(i64),
+    UInt(u64),
+    Float(f32),
+    Double(f64),
+    /// DECIMAL in its canonical text form (e.g. `-12.3400`).
+    Decimal(String),
+    /// CHAR/VARCHAR/TEXT in the column's own charset, BINARY/BLOB/GEOMETRY.
+    Bytes(Vec<u8>),
+    Date {
+        year: u16,
+        month: u8,
+        day: u8,
+    },
+    DateTime {
+        year: u16,
+        month: u8,
+        day: u8,
+        hour: u8,
+        minute: u8,
+        second: u8,
+        micros: u32,
+    },
+    /// Seconds since the epoch in UTC; `0` is the zero timestamp.
+    Timestamp {
+        seconds: u32,
+        micros: u32,
+    },
+    Time {
+        negative: bool,
+        hours: u32,
+        minutes: u8,
+        seconds: u8,
+        micros: u32,
+    },
+    /// `0` is the year `0000`.
+    Year(u16),
+    /// 1-based index into the ENUM's members; 0 is the empty error value.
+    Enum(u16),
+    /// Bit set of the SET's members.
+    Set(u64),
+    Bit(u64),
+    /// JSON as UTF-8 text.
+    Json(Vec<u8>),
+}

@@ -1,0 +1,679 @@
+//! The master's durable change log: append-only segment files of encoded
+//! transactions.
+//!
+//! Layout of `--data-dir`:
+//! - `meta.bin`: format version and the source position the log starts at
+//!   (the position before its first record).
+//! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments named by the sequence number of
+//!   their first record. A segment is a 12-byte header (`RCLOGSEG`, format
+//!   version u16, reserved u16) followed by records
+//!   `[len u32 LE][crc32 u32 LE][payload]`, where the payload is the codec's
+//!   encoding of `(seq, Transaction)`.
+//!
+//! **Invariant:** a record is visible to readers (and so to slaves) only
+//! after it has been fsynced; [`LogEnd`] published through a watch channel
+//! is the durable end. A torn tail left by a crash is cut off at open.
+//! Sequence numbers increase by one per record and source positions
+//! strictly increase, so the master resumes the binlog after the last
+//! record and a slave is served from the first record after its checkpoint.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::change::Transaction;
+use crate::codec::{self, CodecError, FORMAT_VERSION};
+use crate::position::SourcePosition;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"RCLOGSEG";
+const SEGMENT_HEADER_LEN: u64 = 12;
+const RECORD_HEADER_LEN: usize = 8;
+/// Segments roll over past this size so retention can drop whole files.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("change log I/O error in {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("change log file {path} is corrupt: {reason}; move the data dir aside to start a new log (slaves then need --resnapshot)")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; use the matching rowcast version or start a new data dir")]
+    Version { path: PathBuf, found: u16 },
+    #[error("change log record could not be encoded: {0}")]
+    Codec(#[from] CodecError),
+    #[error(
+        "position {requested} is older than the change log, which starts after {start}; \
+         the slave must be seeded again with `rowcast slave --resnapshot`"
+    )]
+    Purged {
+        requested: SourcePosition,
+        start: SourcePosition,
+    },
+    #[error("the change log is not initialised with a start position")]
+    Uninitialised,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format_version: u16,
+    start: SourcePosition,
+}
+
+/// The durable end of the log: everything up to here is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogEnd {
+    /// Sequence number of the last record, 0 when the log is empty.
+    pub last_seq: u64,
+    /// First sequence number of the segment being written.
+    pub segment: u64,
+    /// Length in bytes of that segment that is durable.
+    pub offset: u64,
+}
+
+/// A record as it sits on disk, handed to the server without re-encoding.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub seq: u64,
+    pub position: SourcePosition,
+    /// The codec encoding of `(seq, Transaction)`.
+    pub payload: Vec<u8>,
+}
+
+impl RawRecord {
+    pub fn decode(&self) -> Result<(u64, Transaction), CodecError> {
+        codec::decode(&self.payload)
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+/// Sorted first-sequence numbers of the segments in `dir`.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_suffix(".seg") {
+            if let Ok(seq) = n.parse() {
+                out.push(seq);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Reads the record at the reader's position. `Ok(None)` means a clean end
+/// or an incomplete record (a torn tail, or one not yet durable).
+fn read_record(
+    r: &mut impl Read,
+    path: &Path,
+) -> Result<Option<(u64, SourcePosition, Vec<u8>)>, LogError> {
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    match r.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    if len > codec::MAX_ENCODED_LEN {
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; len];
+    match r.read_exact(&mut payload) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    if crc32fast::hash(&payload) != crc {
+        return Ok(None);
+    }
+    // The payload begins with (seq, position): decode just that prefix.
+    let (seq, position): (u64, SourcePosition) =
+        codec::decode_prefix(&payload).map_err(|e| LogError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("record header does not decode: {e}"),
+        })?;
+    Ok(Some((seq, position, payload)))
+}
+
+fn check_segment_header(file: &mut File, path: &Path) -> Result<(), LogError> {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| LogError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "segment header is truncated".into(),
+        })?;
+    if &header[0..8] != SEGMENT_MAGIC {
+        return Err(LogError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "not a rowcast log segment".into(),
+        });
+    }
+    let found = u16::from_le_bytes([header[8], header[9]]);
+    if found != FORMAT_VERSION {
+        return Err(LogError::Version {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The writer side. Exactly one exists per data dir, owned by the master.
+pub struct ChangeLog {
+    dir: PathBuf,
+    meta: Option<Meta>,
+    file: Option<File>,
+    end: LogEnd,
+    last_position: Option<SourcePosition>,
+    segment_bytes: u64,
+    published: watch::Sender<LogEnd>,
+    buf: Vec<u8>,
+}
+
+impl ChangeLog {
+    /// Opens (or creates) the log in `dir`, cutting off a torn tail.
+    pub fn open(dir: &Path) -> Result<ChangeLog, LogError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let meta_path = dir.join("meta.bin");
+        let meta = match fs::read(&meta_path) {
+            Ok(bytes) => {
+                let meta: Meta = codec::decode(&bytes).map_err(|e| LogError::Corrupt {
+                    path: meta_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if meta.format_version != FORMAT_VERSION {
+                    return Err(LogError::Version {
+                        path: meta_path,
+                        found: meta.format_version,
+                    });
+                }
+                Some(meta)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&meta_path)(e)),
+        };
+        let mut log = ChangeLog {
+            dir: dir.to_path_buf(),
+            meta,
+            file: None,
+            end: LogEnd::default(),
+            last_position: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            published: watch::channel(LogEnd::default()).0,
+            buf: Vec::new(),
+        };
+        log.recover()?;
+        log.published.send_replace(log.end);
+        Ok(log)
+    }
+
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1024);
+        self
+    }
+
+    fn recover(&mut self) -> Result<(), LogError> {
+        let segments = list_segments(&self.dir)?;
+        let Some(&last) = segments.last() else {
+            return Ok(());
+        };
+        let path = segment_path(&self.dir, last);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        check_segment_header(&mut file, &path)?;
+        let mut reader = BufReader::new(&mut file);
+        let mut good = SEGMENT_HEADER_LEN;
+        let mut last_seq = last.saturating_sub(1);
+        let mut last_position = None;
+        while let Some((seq, position, payload)) = read_record(&mut reader, &path)? {
+            if seq != last_seq + 1 {
+                return Err(LogError::Corrupt {
+                    path,
+                    reason: format!("sequence jumps from {last_seq} to {seq}"),
+                });
+            }
+            last_seq = seq;
+            last_position = Some(position);
+            good += (RECORD_HEADER_LEN + payload.len()) as u64;
+        }
+        drop(reader);
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        if len > good {
+            tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail of the change log");
+            file.set_len(good).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        if last_position.is_none() && segments.len() > 1 {
+            // An empty newest segment: the last record is in the one before.
+            let prev = segments[segments.len() - 2];
+            let mut reader = LogReader::open_segment(&self.dir, prev)?;
+            while let Some(rec) = reader.next_in_segment()? {
+                last_seq = rec.seq;
+                last_position = Some(rec.position);
+            }
+        }
+        self.end = LogEnd {
+            last_seq,
+            segment: last,
+            offset: good,
+        };
+        self.last_position = last_position;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// The position the log begins after, if it was ever initialised.
+    pub fn start_position(&self) -> Option<&SourcePosition> {
+        self.meta.as_ref().map(|m| &m.start)
+    }
+
+    /// Records where a new log starts. Called once, on the master's first run.
+    pub fn initialise(&mut self, start: SourcePosition) -> Result<(), LogError> {
+        let meta = Meta {
+            format_version: FORMAT_VERSION,
+            start,
+        };
+        let path = self.dir.join("meta.bin");
+        let tmp = self.dir.join("meta.bin.tmp");
+        let bytes = codec::encode(&meta)?;
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.meta = Some(meta);
+        Ok(())
+    }
+
+    /// Where the master resumes reading the binlog: after the last record,
+    /// or at the start position of an empty log.
+    pub fn resume_position(&self) -> Option<SourcePosition> {
+        self.last_position
+            .clone()
+            .or_else(|| self.start_position().cloned())
+    }
+
+    pub fn end(&self) -> LogEnd {
+        self.end
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A handle that opens readers; readers see only durable records.
+    pub fn subscribe(&self) -> LogHandle {
+        LogHandle {
+            dir: self.dir.clone(),
+            start: self.start_position().cloned(),
+            end: self.published.subscribe(),
+        }
+    }
+
+    fn roll_segment(&mut self, first_seq: u64) -> Result<(), LogError> {
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(io_err(&self.dir))?;
+        }
+        let path = segment_path(&self.dir, first_seq);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+        header.extend_from_slice(SEGMENT_MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u16.to_le_bytes());
+        file.write_all(&header).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        fsync_dir(&self.dir)?;
+        self.file = Some(file);
+        self.end.segment = first_seq;
+        self.end.offset = SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Appends transactions, fsyncs once for the whole batch (group
+    /// commit), and only then makes them visible to readers.
+    pub fn append(&mut self, txns: &[Transaction]) -> Result<(), LogError> {
+        if txns.is_empty() {
+            return Ok(());
+        }
+        if self.meta.is_none() {
+            return Err(LogError::Uninitialised);
+        }
+        for txn in txns {
+            if let Some(last) = &self.last_position {
+                if !txn.position.is_after(last) {
+                    // Re-reading the binlog after a reconnect can repeat a
+                    // transaction the log already has; skipping it keeps
+                    // positions strictly increasing (exactly once).
+                    tracing::debug!(position = %txn.position, "transaction already in the change log");
+                    continue;
+                }
+            }
+            if self.file.is_none() || self.end.offset >= self.segment_bytes {
+                self.flush_to_file()?;
+                self.roll_segment(self.end.last_seq + 1)?;
+            }
+            let seq = self.end.last_seq + 1;
+            let start = self.buf.len();
+            self.buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+            codec::encode_into(&(seq, txn), &mut self.buf)?;
+            let payload_len = self.buf.len() - start - RECORD_HEADER_LEN;
+            let crc = crc32fast::hash(&self.buf[start + RECORD_HEADER_LEN..]);
+            self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+            self.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+            self.end.last_seq = seq;
+            self.end.offset += (RECORD_HEADER_LEN + payload_len) as u64;
+            self.last_position = Some(txn.position.clone());
+        }
+        self.flush_to_file()?;
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(io_err(&self.dir))?;
+        }
+        self.published.send_replace(self.end);
+        Ok(())
+    }
+
+    fn flush_to_file(&mut self) -> Result<(), LogError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = self.file.as_mut().ok_or(LogError::Uninitialised)?;
+        file.write_all(&self.buf).map_err(io_err(&self.dir))?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Cloneable access for readers: the directory and the durable end.
+#[derive(Clone)]
+pub struct LogHandle {
+    dir: PathBuf,
+    start: Option<SourcePosition>,
+    end: watch::Receiver<LogEnd>,
+}
+
+impl LogHandle {
+    pub fn end(&self) -> LogEnd {
+        *self.end.borrow()
+    }
+
+    pub fn start(&self) -> Option<&SourcePosition> {
+        self.start.as_ref()
+    }
+
+    /// A reader positioned at the first record after `after` (or at the
+    /// very first record when `after` is `None`).
+    pub fn reader_after(&self, after: Option<&SourcePosition>) -> Result<LogReader, LogError> {
+        if let (Some(p), Some(start)) = (after, &self.start) {
+            if start.is_after(p) {
+                return Err(LogError::Purged {
+                    requested: p.clone(),
+                    start: start.clone(),
+                });
+            }
+        }
+        let segments = list_segments(&self.dir)?;
+        // Find the last segment whose first record is not after `after`.
+        let mut chosen = segments.first().copied();
+        if let Some(p) = after {
+            for &s in &segments {
+                let mut r = LogReader::open_segment(&self.dir, s)?;
+                match r.next_in_segment()? {
+                    Some(rec) if !rec.position.is_after(p) => chosen = Some(s),
+                    _ => break,
+                }
+            }
+        }
+        let mut reader = match chosen {
+            Some(s) => LogReader::open_segment(&self.dir, s)?,
+            None => LogReader::empty(&self.dir),
+        };
+        reader.end = Some(self.end.clone());
+        reader.skip_to_after = after.cloned();
+        Ok(reader)
+    }
+}
+
+/// Reads records in order, waiting at the durable end for more.
+pub struct LogReader {
+    dir: PathBuf,
+    segment: Option<u64>,
+    file: Option<BufReader<File>>,
+    offset: u64,
+    end: Option<watch::Receiver<LogEnd>>,
+    skip_to_after: Option<SourcePosition>,
+}
+
+impl LogReader {
+    fn empty(dir: &Path) -> LogReader {
+        LogReader {
+            dir: dir.to_path_buf(),
+            segment: None,
+            file: None,
+            offset: 0,
+            end: None,
+            skip_to_after: None,
+        }
+    }
+
+    fn open_segment(dir: &Path, seq: u64) -> Result<LogReader, LogError> {
+        let path = segment_path(dir, seq);
+        let mut file = File::open(&path).map_err(io_err(&path))?;
+        check_segment_header(&mut file, &path)?;
+        Ok(LogReader {
+            dir: dir.to_path_buf(),
+            segment: Some(seq),
+            file: Some(BufReader::with_capacity(1 << 20, file)),
+            offset: SEGMENT_HEADER_LEN,
+            end: None,
+            skip_to_after: None,
+        })
+    }
+
+    /// Next record of the current segment file, without waiting.
+    fn next_in_segment(&mut self) -> Result<Option<RawRecord>, LogError> {
+        let Some(seg) = self.segment else {
+            return Ok(None);
+        };
+        let path = segment_path(&self.dir, seg);
+        let Some(file) = self.file.as_mut() else {
+            return Ok(None);
+        };
+        match read_record(file, &path)? {
+            Some((seq, position, payload)) => {
+                self.offset += (RECORD_HEADER_LEN + payload.len()) as u64;
+                Ok(Some(RawRecord {
+                    seq,
+                    position,
+                    payload,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next durable record, waiting for the writer when at the end.
+    /// Returns `Ok(None)` only when the master is shutting down.
+    pub async fn next(&mut self) -> Result<Option<RawRecord>, LogError> {
+        loop {
+            let Some(end_rx) = self.end.as_mut() else {
+                return Ok(None);
+            };
+            let end = *end_rx.borrow_and_update();
+            let available = match self.segment {
+                Some(seg) if seg == end.segment => self.offset < end.offset,
+                Some(seg) => seg < end.segment,
+                None => end.last_seq > 0,
+            };
+            if !available {
+                if end_rx.changed().await.is_err() {
+                    return Ok(None);
+                }
+                continue;
+            }
+            if self.segment.is_none() {
+                let first = list_segments(&self.dir)?.first().copied();
+                if let Some(first) = first {
+                    let end_rx = self.end.take();
+                    let skip = self.skip_to_after.take();
+                    *self = LogReader::open_segment(&self.dir, first)?;
+                    self.end = end_rx;
+                    self.skip_to_after = skip;
+                }
+                continue;
+            }
+            match self.next_in_segment()? {
+                Some(rec) => {
+                    if let Some(p) = &self.skip_to_after {
+                        if !rec.position.is_after(p) {
+                            continue;
+                        }
+                        self.skip_to_after = None;
+                    }
+                    return Ok(Some(rec));
+                }
+                None => {
+                    let seg = self.segment.unwrap_or(0);
+                    if seg == end.segment {
+                        // Durable bytes announced but not readable: the
+                        // file is corrupt underneath us.
+                        return Err(LogError::Corrupt {
+                            path: segment_path(&self.dir, seg),
+                            reason: format!("record at byte {} is unreadable", self.offset),
+                        });
+                    }
+                    let next = list_segments(&self.dir)?
+                        .into_iter()
+                        .find(|s| *s > seg)
+                        .ok_or_else(|| LogError::Corrupt {
+                            path: self.dir.clone(),
+                            reason: format!("segment after {seg} is missing"),
+                        })?;
+                    let end_rx = self.end.take();
+                    let skip = self.skip_to_after.take();
+                    *self = LogReader::open_segment(&self.dir, next)?;
+                    self.end = end_rx;
+                    self.skip_to_after = skip;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Change, Ddl};
+
+    fn txn(file: &str, offset: u64) -> Transaction {
+        Transaction {
+            position: SourcePosition::new(file, offset),
+            timestamp: 1,
+            tables: vec![],
+            changes: vec![Change::Ddl(Ddl {
+                database: None,
+                sql: format!("CREATE DATABASE d{offset}").into_bytes(),
+                sql_mode: None,
+                charset: None,
+            })],
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_reads_and_resumes_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let batch: Vec<_> = (1..=50).map(|i| txn("b.000001", 100 * i)).collect();
+        log.append(&batch).unwrap();
+        assert!(
+            list_segments(dir.path()).unwrap().len() > 1,
+            "segments roll over"
+        );
+        // A repeat of an already logged position is not appended twice.
+        log.append(&batch[49..]).unwrap();
+        assert_eq!(log.end().last_seq, 50);
+        drop(log);
+
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(
+            log.resume_position().unwrap(),
+            SourcePosition::new("b.000001", 5000)
+        );
+        let handle = log.subscribe();
+        let mut r = handle
+            .reader_after(Some(&SourcePosition::new("b.000001", 2500)))
+            .unwrap();
+        let rec = r.next().await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.position.offset), (26, 2600));
+        let (seq, t) = rec.decode().unwrap();
+        assert_eq!(seq, 26);
+        assert_eq!(t, txn("b.000001", 2600));
+        let mut all = handle.reader_after(None).unwrap();
+        for expect in 1..=50 {
+            assert_eq!(all.next().await.unwrap().unwrap().seq, expect);
+        }
+        let older = handle.reader_after(Some(&SourcePosition::new("b.000000", 9)));
+        assert!(matches!(older, Err(LogError::Purged { .. })));
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_and_reader_waits_for_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10), txn("b.000001", 20)])
+            .unwrap();
+        drop(log);
+        let seg = segment_path(dir.path(), 1);
+        let full = fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(full - 3).unwrap();
+
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end().last_seq, 1);
+        assert_eq!(log.resume_position().unwrap().offset, 10);
+        let handle = log.subscribe();
+        let mut r = handle
+            .reader_after(Some(&SourcePosition::new("b.000001", 10)))
+            .unwrap();
+        let waiter = tokio::spawn(async move { r.next().await.unwrap().unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "nothing after 10 yet");
+        log.append(&[txn("b.000001", 30)]).unwrap();
+        let rec = waiter.await.unwrap();
+        assert_eq!((rec.seq, rec.position.offset), (2, 30));
+    }
+}

@@ -1,0 +1,116 @@
+//! The one place that knows how rowcast values become bytes.
+//!
+//! Frames on the wire and records in the change log are bincode 2 (serde,
+//! standard config: little-endian varints). Keeping bincode behind these
+//! functions means a format change touches one file, and every caller gets
+//! the same size limit, so a corrupt length can never drive a huge
+//! allocation.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Version of the encoding of `Transaction` and friends. Stored in every
+/// change-log segment header and exchanged in the wire handshake.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Upper bound on one decoded value; also the largest frame and log record.
+pub const MAX_ENCODED_LEN: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("could not encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("could not decode (corrupt or incompatible data): {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("{extra} bytes left over after decoding: the data is corrupt or of another format")]
+    Trailing { extra: usize },
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_ENCODED_LEN>()
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Appends the encoding of `value` to `buf`, avoiding a temporary vector.
+pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, buf, config())?;
+    Ok(())
+}
+
+/// Decodes a whole buffer; trailing bytes are an error, not ignored.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing {
+            extra: bytes.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes a value from the start of `bytes`, ignoring what follows. Used
+/// to read just the `(seq, position)` head of a change-log record.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(bincode::serde::decode_from_slice(bytes, config())?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::*;
+    use crate::position::{Gtid, SourcePosition};
+
+    #[test]
+    fn transaction_round_trips() {
+        let txn = Transaction {
+            position: SourcePosition {
+                file: "binlog.000003".into(),
+                offset: 1234,
+                gtid: Some(Gtid::MariaDb {
+                    domain: 0,
+                    server: 1,
+                    seq: 9,
+                }),
+            },
+            timestamp: 1_700_000_000,
+            tables: vec![TableSchema {
+                database: "d".into(),
+                name: "t".into(),
+                columns: vec![ColumnDef {
+                    name: "id".into(),
+                    kind: ColumnKind::BigInt,
+                    unsigned: true,
+                    collation: 0,
+                }],
+                primary_key: vec![0],
+            }],
+            changes: vec![
+                Change::Insert {
+                    table: 0,
+                    rows: vec![vec![Value::UInt(u64::MAX)], vec![Value::Null]],
+                },
+                Change::Ddl(Ddl {
+                    database: Some("d".into()),
+                    sql: b"DROP TABLE t".to_vec(),
+                    sql_mode: Some(0),
+                    charset: Some((33, 33, 8)),
+                }),
+            ],
+        };
+        let bytes = encode(&txn).unwrap();
+        assert_eq!(decode::<Transaction>(&bytes).unwrap(), txn);
+    }
+
+    #[test]
+    fn trailing_and_truncated_bytes_are_errors() {
+        let mut bytes = encode(&Value::Bytes(vec![1, 2, 3])).unwrap();
+        assert!(decode::<Value>(&bytes[..bytes.len() - 1]).is_err());
+        bytes.push(0);
+        assert!(matches!(
+            decode::<Value>(&bytes),
+            Err(CodecError::Trailing { extra: 1 })
+        ));
+    }
+}

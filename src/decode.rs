@@ -1,0 +1,702 @@
+//! Turns binlog events into committed [`Transaction`]s.
+//!
+//! The decoder is a pure state machine fed one `mysql_common` event at a
+//! time; it owns no connection, so it is tested on events built in memory.
+//! It is the last place that sees `mysql_common` types.
+//!
+//! A transaction opens at a GTID event (MariaDB 162, MySQL GTID) or a
+//! `BEGIN` query, collects TABLE_MAP + ROWS events, and is emitted only at
+//! its XID event or `COMMIT` query: half a transaction never leaves this
+//! module. A DDL statement outside a `BEGIN` is a transaction of its own.
+//! The position given to a transaction is the end of its last event, which
+//! is exactly where a binlog dump resumes after it.
+
+use std::collections::HashMap;
+
+use mysql_common::binlog::consts::EventType;
+use mysql_common::binlog::events::{
+    Event, EventData, OptionalMetaExtractor, QueryEvent, RowsEventData, StatusVarVal, TableMapEvent,
+};
+use mysql_common::binlog::row::BinlogRow;
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
+use mysql_common::value::Value as MyValue;
+
+use crate::change::{Change, ColumnDef, ColumnKind, Ddl, Row, TableSchema, Transaction, Value};
+use crate::position::{Gtid, SourcePosition};
+
+/// MariaDB event types that `mysql_common` reports as unknown.
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+/// MariaDB GTID flag: the transaction is a single statement without
+/// BEGIN/COMMIT (DDL, or a non-transactional table).
+const MARIADB_FL_STANDALONE: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot read binlog event at {position}: {source}")]
+    Event {
+        position: String,
+        source: std::io::Error,
+    },
+    #[error("ROWS event at {position} refers to table id {table_id} without a TABLE_MAP event")]
+    UnknownTable { position: String, table_id: u64 },
+    #[error(
+        "ROWS event for `{table}` at {position} has a partial row image; \
+         set binlog_row_image=FULL on the primary"
+    )]
+    PartialImage { table: String, position: String },
+    #[error(
+        "table `{table}` at {position} has no column names in its TABLE_MAP; \
+         set binlog_row_metadata=FULL on the primary"
+    )]
+    NoColumnNames { table: String, position: String },
+    #[error("cannot represent column `{table}`.`{column}` at {position}: {reason}")]
+    Value {
+        table: String,
+        column: String,
+        position: String,
+        reason: String,
+    },
+    #[error(
+        "statement-based event at {position} (`{sql}`): a session on the primary changed \
+         binlog_format away from ROW; rowcast only replicates row events. \
+         Keep binlog_format=ROW for every session"
+    )]
+    StatementEvent { position: String, sql: String },
+}
+
+/// What a query event means for transaction boundaries.
+#[derive(Debug, PartialEq, Eq)]
+enum QueryKind {
+    Begin,
+    Commit,
+    Rollback,
+    /// Comments, savepoints and statements that carry no replicated change.
+    Ignore,
+    /// DML logged as a statement: cannot be replicated by row.
+    StatementDml,
+    Ddl,
+}
+
+fn classify_query(sql: &str) -> QueryKind {
+    let s = sql.trim_start();
+    if s.starts_with('#') || s.is_empty() {
+        return QueryKind::Ignore;
+    }
+    let first: String = s
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let second = s
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    match first.as_str() {
+        "BEGIN" => QueryKind::Begin,
+        "START" if second == "TRANSACTION" => QueryKind::Begin,
+        "COMMIT" => QueryKind::Commit,
+        "ROLLBACK" if second == "TO" => QueryKind::Ignore,
+        "ROLLBACK" => QueryKind::Rollback,
+        "SAVEPOINT" | "RELEASE" => QueryKind::Ignore,
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => QueryKind::StatementDml,
+        _ => QueryKind::Ddl,
+    }
+}
+
+struct Pending {
+    gtid: Option<Gtid>,
+    standalone: bool,
+    tables: Vec<TableSchema>,
+    table_slots: HashMap<u64, u32>,
+    changes: Vec<Change>,
+}
+
+impl Pending {
+    fn new(gtid: Option<Gtid>, standalone: bool) -> Self {
+        Pending {
+            gtid,
+            standalone,
+            tables: Vec::new(),
+            table_slots: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// The binlog-to-transaction state machine. Feed it every event in order.
+pub struct Decoder {
+    file: String,
+    pending: Option<Pending>,
+    table_maps: HashMap<u64, TableMapEvent<'static>>,
+}
+
+impl Decoder {
+    /// `file` is the binlog file the stream starts in; ROTATE events move it.
+    pub fn new(file: impl Into<String>) -> Self {
+        Decoder {
+            file: file.into(),
+            pending: None,
+            table_maps: HashMap::new(),
+        }
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// True between the first event of a transaction and its commit.
+    pub fn in_transaction(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn position(&self, event: &Event) -> SourcePosition {
+        SourcePosition::new(self.file.clone(), u64::from(event.header().log_pos()))
+    }
+
+    /// Consumes one event; returns a transaction when this event commits one.
+    pub fn feed(&mut self, event: &Event) -> Result<Option<Transaction>, DecodeError> {
+        let header = event.header();
+        match header.event_type_raw() {
+            MARIADB_GTID => {
+                let gtid = parse_mariadb_gtid(event.data(), header.server_id());
+                if let Some((gtid, flags)) = gtid {
+                    self.begin(Some(gtid), flags & MARIADB_FL_STANDALONE != 0);
+                }
+                return Ok(None);
+            }
+            MARIADB_ANNOTATE_ROWS | MARIADB_BINLOG_CHECKPOINT | MARIADB_GTID_LIST => {
+                return Ok(None)
+            }
+            _ => {}
+        }
+        let data = match event.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None),
+            // Event types unknown to mysql_common carry nothing we replicate.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::InvalidData && header.event_type().is_err() =>
+            {
+                return Ok(None)
+            }
+            Err(source) => {
+                return Err(DecodeError::Event {
+                    position: self.position(event).to_string(),
+                    source,
+                })
+            }
+        };
+        match data {
+            EventData::RotateEvent(rotate) => {
+                self.file = rotate.name().into_owned();
+                Ok(None)
+            }
+            EventData::GtidEvent(g) => {
+                let gtid = Gtid::MySql {
+                    uuid: g.sid(),
+                    gno: g.gno(),
+                };
+                self.begin(Some(gtid), false);
+                Ok(None)
+            }
+            EventData::QueryEvent(q) => self.query(event, &q),
+            EventData::TableMapEvent(tme) => {
+                self.table_maps.insert(tme.table_id(), tme.into_owned());
+                Ok(None)
+            }
+            EventData::RowsEvent(rows) => {
+                self.rows(event, &rows)?;
+                Ok(None)
+            }
+            EventData::XidEvent(_) => Ok(self.commit(event)),
+            _ => Ok(None),
+        }
+    }
+
+    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool) {
+        if let Some(p) = &self.pending {
+            if !p.changes.is_empty() {
+                tracing::warn!(file = %self.file, "transaction without commit discarded at a new GTID");
+            }
+        }
+        self.pending = Some(Pending::new(gtid, standalone));
+    }
+
+    fn commit(&mut self, event: &Event) -> Option<Transaction> {
+        let pending = self.pending.take()?;
+        let mut position = self.position(event);
+        position.gtid = pending.gtid;
+        Some(Transaction {
+            position,
+            timestamp: event.header().timestamp(),
+            tables: pending.tables,
+            changes: pending.changes,
+        })
+    }
+
+    fn query(
+        &mut self,
+        event: &Event,
+        q: &QueryEvent<'_>,
+    ) -> Result<Option<Transaction>, DecodeError> {
+        let sql = q.query();
+        match classify_query(&sql) {
+            QueryKind::Begin => {
+                if self.pending.is_none() {
+                    self.begin(None, false);
+                }
+                Ok(None)
+            }
+            QueryKind::Commit => Ok(self.commit(event)),
+            QueryKind::Rollback => {
+                self.pending = None;
+                Ok(None)
+            }
+            QueryKind::Ignore => Ok(None),
+            QueryKind::StatementDml => Err(DecodeError::StatementEvent {
+                position: self.position(event).to_string(),
+                sql: sql.chars().take(200).collect(),
+            }),
+            QueryKind::Ddl => {
+                let ddl = ddl_from_query(q);
+                let standalone = match &mut self.pending {
+                    Some(p) => {
+                        p.changes.push(Change::Ddl(ddl));
+                        p.standalone
+                    }
+                    None => {
+                        let mut p = Pending::new(None, true);
+                        p.changes.push(Change::Ddl(ddl));
+                        self.pending = Some(p);
+                        true
+                    }
+                };
+                // A standalone statement is its own commit: there is no XID.
+                Ok(if standalone { self.commit(event) } else { None })
+            }
+        }
+    }
+
+    fn rows(&mut self, event: &Event, rows: &RowsEventData<'_>) -> Result<(), DecodeError> {
+        let table_id = rows.table_id();
+        let tme = self
+            .table_maps
+            .get(&table_id)
+            .ok_or_else(|| DecodeError::UnknownTable {
+                position: self.position(event).to_string(),
+                table_id,
+            })?;
+        let pending = self
+            .pending
+            .get_or_insert_with(|| Pending::new(None, false));
+        let slot = match pending.table_slots.get(&table_id) {
+            Some(s) => *s,
+            None => {
+                let schema = table_schema(tme).map_err(|reason| match reason {
+                    SchemaError::NoNames => DecodeError::NoColumnNames {
+                        table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                        position: format!("{}:{}", self.file, event.header().log_pos()),
+                    },
+                })?;
+                pending.tables.push(schema);
+                let slot = (pending.tables.len() - 1) as u32;
+                pending.table_slots.insert(table_id, slot);
+                slot
+            }
+        };
+        let schema = &pending.tables[slot as usize];
+        let position = || format!("{}:{}", self.file, event.header().log_pos());
+        let mut before_rows = Vec::new();
+        let mut after_rows = Vec::new();
+        for item in rows.rows(tme) {
+            let (before, after) = item.map_err(|source| DecodeError::Event {
+                position: position(),
+                source,
+            })?;
+            if let Some(b) = before {
+                before_rows.push(convert_row(schema, b, &position)?);
+            }
+            if let Some(a) = after {
+                after_rows.push(convert_row(schema, a, &position)?);
+            }
+        }
+        let change = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => {
+                Change::Insert {
+                    table: slot,
+                    rows: after_rows,
+                }
+            }
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => {
+                Change::Delete {
+                    table: slot,
+                    rows: before_rows,
+                }
+            }
+            _ => Change::Update {
+                table: slot,
+                rows: before_rows.into_iter().zip(after_rows).collect(),
+            },
+        };
+        // Consecutive events of one kind on one table merge: a big statement
+        // is split into ~8 KB events, and the applier batches better whole.
+        match (pending.changes.last_mut(), change) {
+            (Some(Change::Insert { table, rows }), Change::Insert { table: t, rows: r })
+                if *table == t =>
+            {
+                rows.extend(r)
+            }
+            (Some(Change::Delete { table, rows }), Change::Delete { table: t, rows: r })
+                if *table == t =>
+            {
+                rows.extend(r)
+            }
+            (Some(Change::Update { table, rows }), Change::Update { table: t, rows: r })
+                if *table == t =>
+            {
+                rows.extend(r)
+            }
+            (_, change) => pending.changes.push(change),
+        }
+        Ok(())
+    }
+}
+
+/// MariaDB GTID event body: seq_no u64, domain_id u32, flags u8, ...
+fn parse_mariadb_gtid(body: &[u8], server: u32) -> Option<(Gtid, u8)> {
+    if body.len() < 13 {
+        return None;
+    }
+    let seq = u64::from_le_bytes(body[0..8].try_into().ok()?);
+    let domain = u32::from_le_bytes(body[8..12].try_into().ok()?);
+    Some((
+        Gtid::MariaDb {
+            domain,
+            server,
+            seq,
+        },
+        body[12],
+    ))
+}
+
+fn ddl_from_query(q: &QueryEvent<'_>) -> Ddl {
+    let mut ddl = Ddl {
+        database: Some(q.schema().into_owned()).filter(|s| !s.is_empty()),
+        sql: q.query_raw().to_vec(),
+        sql_mode: None,
+        charset: None,
+    };
+    for var in q.status_vars().iter() {
+        match var.get_value() {
+            Ok(StatusVarVal::SqlMode(mode)) => ddl.sql_mode = Some(mode.0),
+            Ok(StatusVarVal::Charset {
+                charset_client,
+                collation_connection,
+                collation_server,
+            }) => ddl.charset = Some((charset_client, collation_connection, collation_server)),
+            _ => {}
+        }
+    }
+    ddl
+}
+
+enum SchemaError {
+    NoNames,
+}
+
+pub fn column_kind(t: ColumnType) -> ColumnKind {
+    use ColumnType::*;
+    match t {
+        MYSQL_TYPE_TINY => ColumnKind::TinyInt,
+        MYSQL_TYPE_SHORT => ColumnKind::SmallInt,
+        MYSQL_TYPE_INT24 => ColumnKind::MediumInt,
+        MYSQL_TYPE_LONG => ColumnKind::Int,
+        MYSQL_TYPE_LONGLONG => ColumnKind::BigInt,
+        MYSQL_TYPE_FLOAT => ColumnKind::Float,
+        MYSQL_TYPE_DOUBLE => ColumnKind::Double,
+        MYSQL_TYPE_DECIMAL | MYSQL_TYPE_NEWDECIMAL => ColumnKind::Decimal,
+        MYSQL_TYPE_YEAR => ColumnKind::Year,
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => ColumnKind::Time,
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime,
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp,
+        MYSQL_TYPE_STRING => ColumnKind::Char,
+        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => ColumnKind::VarChar,
+        MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
+            ColumnKind::Blob
+        }
+        MYSQL_TYPE_ENUM => ColumnKind::Enum,
+        MYSQL_TYPE_SET => ColumnKind::Set,
+        MYSQL_TYPE_BIT => ColumnKind::Bit,
+        MYSQL_TYPE_JSON => ColumnKind::Json,
+        MYSQL_TYPE_GEOMETRY => ColumnKind::Geometry,
+        other => ColumnKind::Other(other as u8),
+    }
+}
+
+/// Builds rowcast's view of a table from its TABLE_MAP event, which with
+/// `binlog_row_metadata=FULL` carries names, signedness, charsets and the
+/// primary key.
+fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
+    let meta =
+        OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|_| SchemaError::NoNames)?;
+    let mut signedness = meta.iter_signedness();
+    let mut charsets = meta.iter_charset();
+    let mut enum_charsets = meta.iter_enum_and_set_charset();
+    let mut names = meta.iter_column_name();
+    let mut columns = Vec::with_capacity(tme.columns_count() as usize);
+    for i in 0..tme.columns_count() as usize {
+        let t = tme
+            .get_column_type(i)
+            .ok()
+            .flatten()
+            .unwrap_or(ColumnType::MYSQL_TYPE_NULL);
+        let unsigned = if t.is_numeric_type() {
+            signedness.next().unwrap_or(false)
+        } else {
+            false
+        };
+        let collation = if t.is_character_type() {
+            charsets.next().and_then(|c| c.ok()).unwrap_or(0)
+        } else if t.is_enum_or_set_type() {
+            enum_charsets.next().and_then(|c| c.ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        let name = match names.next() {
+            Some(Ok(n)) => n.name().into_owned(),
+            _ => return Err(SchemaError::NoNames),
+        };
+        columns.push(ColumnDef {
+            name,
+            kind: column_kind(t),
+            unsigned,
+            collation,
+        });
+    }
+    let primary_key = meta
+        .iter_primary_key()
+        .filter_map(|k| k.ok())
+        .map(|k| k as u32)
+        .collect();
+    Ok(TableSchema {
+        database: tme.database_name().into_owned(),
+        name: tme.table_name().into_owned(),
+        columns,
+        primary_key,
+    })
+}
+
+fn convert_row(
+    schema: &TableSchema,
+    row: BinlogRow,
+    position: &dyn Fn() -> String,
+) -> Result<Row, DecodeError> {
+    if row.len() != schema.columns.len() {
+        return Err(DecodeError::PartialImage {
+            table: format!("{}.{}", schema.database, schema.name),
+            position: position(),
+        });
+    }
+    row.unwrap()
+        .into_iter()
+        .zip(&schema.columns)
+        .map(|(v, col)| {
+            convert_value(col, v).map_err(|reason| DecodeError::Value {
+                table: format!("{}.{}", schema.database, schema.name),
+                column: col.name.clone(),
+                position: position(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn text(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|_| "value is not ASCII text".to_string())
+}
+
+/// Maps one binlog value to rowcast's exact representation. `mysql_common`
+/// hands several types back as text or loosely typed integers; this puts the
+/// column type back in so nothing is guessed later.
+pub fn convert_value(col: &ColumnDef, v: BinlogValue<'_>) -> Result<Value, String> {
+    let v =
+        match v {
+            BinlogValue::Value(v) => v,
+            BinlogValue::Jsonb(j) => {
+                let json = serde_json::Value::try_from(j).map_err(|e| e.to_string())?;
+                return Ok(Value::Json(json.to_string().into_bytes()));
+            }
+            BinlogValue::JsonDiff(_) => return Err(
+                "partial JSON update (binlog_row_value_options=PARTIAL_JSON) is not supported; \
+                 set binlog_row_value_options='' on the primary"
+                    .into(),
+            ),
+        };
+    if v == MyValue::NULL {
+        return Ok(Value::Null);
+    }
+    Ok(match (col.kind, v) {
+        (ColumnKind::Year, MyValue::Bytes(b)) => {
+            // mysql_common adds 1900 to the stored byte; 0 stands for 0000.
+            let y: u16 = text(&b)?.parse().map_err(|_| "bad YEAR".to_string())?;
+            Value::Year(if y == 1900 { 0 } else { y })
+        }
+        (ColumnKind::Timestamp, MyValue::Int(s)) => Value::Timestamp {
+            seconds: s as u32,
+            micros: 0,
+        },
+        (ColumnKind::Timestamp, MyValue::Bytes(b)) => {
+            let t = text(&b)?;
+            let (s, us) = t.split_once('.').unwrap_or((t, "0"));
+            Value::Timestamp {
+                seconds: s.parse().map_err(|_| "bad TIMESTAMP".to_string())?,
+                micros: us.parse().map_err(|_| "bad TIMESTAMP".to_string())?,
+            }
+        }
+        (ColumnKind::Decimal, MyValue::Bytes(b)) => Value::Decimal(text(&b)?.to_string()),
+        (ColumnKind::Date, MyValue::Date(year, month, day, ..)) => Value::Date { year, month, day },
+        (ColumnKind::DateTime, MyValue::Date(year, month, day, hour, minute, second, micros)) => {
+            Value::DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            }
+        }
+        (ColumnKind::Time, MyValue::Time(negative, days, h, minutes, seconds, micros)) => {
+            Value::Time {
+                negative,
+                hours: days * 24 + u32::from(h),
+                minutes,
+                seconds,
+                micros,
+            }
+        }
+        (ColumnKind::Enum, MyValue::Int(i)) => Value::Enum(i as u16),
+        (ColumnKind::Set, MyValue::Bytes(b)) => {
+            let mut bits = [0u8; 8];
+            bits[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+            Value::Set(u64::from_le_bytes(bits))
+        }
+        (ColumnKind::Bit, MyValue::Bytes(b)) => {
+            Value::Bit(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+        }
+        (ColumnKind::Json, MyValue::Bytes(b)) => Value::Json(b),
+        (_, MyValue::Int(i)) if col.unsigned => Value::UInt(i as u64),
+        (_, MyValue::Int(i)) => Value::Int(i),
+        (_, MyValue::UInt(u)) => Value::UInt(u),
+        (_, MyValue::Float(f)) => Value::Float(f),
+        (_, MyValue::Double(d)) => Value::Double(d),
+        (_, MyValue::Bytes(b)) => Value::Bytes(b),
+        (kind, other) => return Err(format!("unexpected value {other:?} for a {kind:?} column")),
+    })
+}
+
+/// The event types a master must see for a transaction to be complete;
+/// exported so the source can tell idle heartbeats from real progress.
+pub fn is_heartbeat(event: &Event) -> bool {
+    event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_transaction_control_and_ddl() {
+        assert_eq!(classify_query("BEGIN"), QueryKind::Begin);
+        assert_eq!(classify_query("COMMIT"), QueryKind::Commit);
+        assert_eq!(classify_query("ROLLBACK"), QueryKind::Rollback);
+        assert_eq!(classify_query("ROLLBACK TO SAVEPOINT a"), QueryKind::Ignore);
+        assert_eq!(classify_query("SAVEPOINT `a`"), QueryKind::Ignore);
+        assert_eq!(
+            classify_query("# Dummy event replacing event type 160"),
+            QueryKind::Ignore
+        );
+        assert_eq!(classify_query("create table t (a int)"), QueryKind::Ddl);
+        assert_eq!(
+            classify_query("DROP TABLE `t` /* generated by server */"),
+            QueryKind::Ddl
+        );
+        assert_eq!(
+            classify_query("insert into t values (1)"),
+            QueryKind::StatementDml
+        );
+    }
+
+    #[test]
+    fn parses_mariadb_gtid_body() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&42u64.to_le_bytes());
+        body.extend_from_slice(&7u32.to_le_bytes());
+        body.push(MARIADB_FL_STANDALONE);
+        let (gtid, flags) = parse_mariadb_gtid(&body, 3).unwrap();
+        assert_eq!(gtid.to_string(), "7-3-42");
+        assert_eq!(flags, 1);
+        assert!(parse_mariadb_gtid(&body[..12], 3).is_none());
+    }
+
+    fn col(kind: ColumnKind, unsigned: bool) -> ColumnDef {
+        ColumnDef {
+            name: "c".into(),
+            kind,
+            unsigned,
+            collation: 0,
+        }
+    }
+
+    #[test]
+    fn converts_values_with_their_column_type() {
+        let v = |kind, unsigned, v| convert_value(&col(kind, unsigned), BinlogValue::Value(v));
+        assert_eq!(
+            v(ColumnKind::Year, false, MyValue::Bytes(b"1900".to_vec())),
+            Ok(Value::Year(0))
+        );
+        assert_eq!(
+            v(ColumnKind::Year, false, MyValue::Bytes(b"2155".to_vec())),
+            Ok(Value::Year(2155))
+        );
+        assert_eq!(
+            v(
+                ColumnKind::Timestamp,
+                false,
+                MyValue::Bytes(b"1700000000.000123".to_vec())
+            ),
+            Ok(Value::Timestamp {
+                seconds: 1_700_000_000,
+                micros: 123
+            })
+        );
+        assert_eq!(
+            v(ColumnKind::MediumInt, true, MyValue::Int(16_777_215)),
+            Ok(Value::UInt(16_777_215))
+        );
+        assert_eq!(
+            v(ColumnKind::Set, false, MyValue::Bytes(vec![5, 1])),
+            Ok(Value::Set(261))
+        );
+        assert_eq!(
+            v(ColumnKind::Bit, false, MyValue::Bytes(vec![1, 0])),
+            Ok(Value::Bit(256))
+        );
+        assert_eq!(
+            v(ColumnKind::Time, false, MyValue::Time(true, 2, 3, 4, 5, 6)),
+            Ok(Value::Time {
+                negative: true,
+                hours: 51,
+                minutes: 4,
+                seconds: 5,
+                micros: 6
+            })
+        );
+        assert_eq!(v(ColumnKind::Int, false, MyValue::NULL), Ok(Value::Null));
+    }
+}

@@ -1,0 +1,36 @@
+//! rowcast: replicates a MySQL/MariaDB primary to live replicas through its
+//! row-based binlog.
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md):
+//! - [`source`]: connects to the primary, checks its settings, opens the
+//!   binlog stream.
+//! - [`decode`]: binlog events → committed [`change::Transaction`]s.
+//! - [`changelog`]: the master's durable, segmented change log.
+//! - [`frame`], [`connection`], [`wire`]: the master–slave protocol.
+//! - [`serve`]: the master's listener and per-slave stream.
+//! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
+//!   its `rowcast` schema.
+//! - [`master`] and [`slave`] wire the stages into the two processes.
+//!
+//! Shared vocabulary: [`position`] (where in the binlog), [`change`] (the
+//! change format), [`codec`] (the only place that encodes it), [`sql`]
+//! (quoting and parameter values).
+//!
+//! Errors are `thiserror` enums per module, each able to say whether a
+//! retry can help; only the supervisor loops in `master` and `slave` retry.
+
+pub mod apply;
+pub mod change;
+pub mod changelog;
+pub mod codec;
+pub mod connection;
+pub mod decode;
+pub mod frame;
+pub mod master;
+pub mod migrations;
+pub mod position;
+pub mod serve;
+pub mod slave;
+pub mod source;
+pub mod sql;
+pub mod wire;

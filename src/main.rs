@@ -1,0 +1,147 @@
+//! The `rowcast` command line: parses flags into validated configs, runs
+//! one command, and maps its outcome to an exit code. All user-facing
+//! output that is not a log line is printed here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use rowcast::master::{self, MasterConfig};
+use rowcast::slave::{self, SlaveConfig};
+use rowcast::source::Source;
+
+#[derive(Parser)]
+#[command(
+    name = "rowcast",
+    version,
+    about = "Live replicas of a MySQL/MariaDB primary, from its row-based binlog"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read the primary's binlog into a change log and serve it to slaves.
+    Master {
+        /// The primary, as mysql://USER:PASSWORD@HOST:PORT (or $ROWCAST_SOURCE).
+        #[arg(long, env = "ROWCAST_SOURCE", hide_env_values = true)]
+        source: String,
+        /// Address slaves connect to.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: String,
+        /// Directory of the change log.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Server id of the replication connection (default: derived from
+        /// the data dir, above 2^31 so it does not clash with real replicas).
+        #[arg(long)]
+        server_id: Option<u32>,
+    },
+    /// Apply a master's changes to a local database.
+    Slave {
+        /// The master's --listen address.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        master: String,
+        /// The replica database, as mysql://USER:PASSWORD@HOST:PORT (or $ROWCAST_TARGET).
+        #[arg(long, env = "ROWCAST_TARGET", hide_env_values = true)]
+        target: String,
+        /// This slave's name; its checkpoint is stored under it.
+        #[arg(long)]
+        name: String,
+        /// Seconds of silence from the master before reconnecting.
+        #[arg(long, default_value_t = 15)]
+        master_timeout: u64,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// A channel that flips to `true` on SIGINT or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Master {
+            source,
+            listen,
+            data_dir,
+            server_id,
+        } => {
+            let source = Source::from_url(&source)?;
+            let server_id = server_id.unwrap_or_else(|| master::default_server_id(&data_dir));
+            let config = MasterConfig {
+                source,
+                listen,
+                data_dir,
+                server_id,
+            };
+            master::run(config, shutdown_signal()).await?;
+        }
+        Command::Slave {
+            master,
+            target,
+            name,
+            master_timeout,
+        } => {
+            let target = Source::from_url(&target)?;
+            let config = SlaveConfig {
+                master,
+                target,
+                name,
+                master_timeout: Duration::from_secs(master_timeout.max(1)),
+            };
+            slave::run(config, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `rowcast master`: wires the stages together. The source stream feeds
+//! the decoder; committed transactions go through a bounded channel to a
+//! writer thread that appends them to the change log with group fsync; the
+//! server streams durable records to slaves.
+//!
+//! A supervisor loop owns reconnection: a retryable source error (lost
+//! connection, primary restarting) reconnects with exponential backoff and
+//! resumes after the last transaction handed to the log; a fatal one stops
+//! the master with the error.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::change::Transaction;
+use crate::changelog::{ChangeLog, LogError};
+use crate::decode::{DecodeError, Decoder};
+use crate::position::SourcePosition;
+use crate::serve::{Listener, ServerState};
+use crate::source::{self, Source, SourceError};
+
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub source: Source,
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub server_id: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
+    Listen { addr: String, reason: String },
+}
+
+/// A server id for the replication connection that real replicas will not
+/// use: high bit set, the rest from the data dir, so two masters on one
+/// primary differ.
+pub fn default_server_id(data_dir: &std::path::Path) -> u32 {
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let h = crc32fast::hash(path.to_string_lossy().as_bytes());
+    0x8000_0000 | (h & 0x7fff_ffff)
+}
+
+pub async fn run(
+    config: MasterConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    let source = &config.source;
+    let mut log = ChangeLog::open(&config.data_dir)?;
+    let mut conn = source.connect().await?;
+    let info = source::check_primary(source, &mut conn).await?;
+    tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+    if log.start_position().is_none() {
+        let start = source::current_position(source, &mut conn).await?;
+        tracing::info!(position = %start, "new change log starts at the primary's current position");
+        log.initialise(start)?;
+    }
+    drop(conn);
+
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| MasterError::Listen {
+            addr: config.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
+    let state = Arc::new(ServerState::default());
+    let server =
+        tokio::spawn(Listener::new(listener, log.subscribe(), state, shutdown.clone()).run());
+
+    let mut resume = log.resume_position().expect("initialised above");
+    let (tx, rx) = mpsc::channel::<Transaction>(4096);
+    let writer = std::thread::spawn(move || write_loop(log, rx));
+
+    let mut backoff = Duration::from_millis(200);
+    let result = loop {
+        let outcome = tokio::select! {
+            _ = shutdown.changed() => break Ok(()),
+            r = stream_once(&config, &resume, &tx) => r,
+        };
+        match outcome {
+            Ok(last) => {
+                resume = last;
+                backoff = Duration::from_millis(200);
+            }
+            Err((last, e)) => {
+                resume = last;
+                match e {
+                    MasterError::Source(ref s) if s.is_retryable() => {
+                        tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
+                        tokio::select! {
+                            _ = shutdown.changed() => break Ok(()),
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    e => break Err(e),
+                }
+            }
+        }
+        if writer.is_finished() {
+            break Ok(());
+        }
+    };
+    drop(tx);
+    // The writer drains what was decoded, so nothing handed over is lost.
+    let written = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    server.abort();
+    match (result, written) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(Err(e))) => Err(e.into()),
+        (Ok(()), _) => Ok(()),
+    }
+}
+
+/// Reads the binlog from `from` until the stream fails; returns the
+/// position after the last transaction sent to the writer (where the next
+/// attempt resumes) with the error.
+async fn stream_once(
+    config: &MasterConfig,
+    from: &SourcePosition,
+    tx: &mpsc::Sender<Transaction>,
+) -> Result<SourcePosition, (SourcePosition, MasterError)> {
+    let mut last = from.clone();
+    let mut stream = source::open_stream(&config.source, config.server_id, from)
+        .await
+        .map_err(|e| (last.clone(), e.into()))?;
+    tracing::info!(from = %from, "streaming binlog");
+    let mut decoder = Decoder::new(from.file.clone());
+    // Several heartbeat periods of silence mean the connection is dead
+    // even if TCP has not noticed.
+    let silence = source::HEARTBEAT_PERIOD * 5;
+    loop {
+        let event = match tokio::time::timeout(silence, stream.next()).await {
+            Err(_) => {
+                return Err((
+                    last,
+                    SourceError::Lost {
+                        endpoint: config.source.endpoint().into(),
+                        reason: format!("no event or heartbeat for {silence:?}"),
+                    }
+                    .into(),
+                ))
+            }
+            Ok(None) => {
+                return Err((
+                    last,
+                    SourceError::Lost {
+                        endpoint: config.source.endpoint().into(),
+                        reason: "the binlog stream ended".into(),
+                    }
+                    .into(),
+                ))
+            }
+            Ok(Some(Err(e))) => return Err((last, config.source.classify(e).into())),
+            Ok(Some(Ok(event))) => event,
+        };
+        match decoder.feed(&event) {
+            Ok(Some(txn)) => {
+                let position = txn.position.clone();
+                if tx.send(txn).await.is_err() {
+                    // The writer stopped (its error is reported by run).
+                    return Ok(last);
+                }
+                last = position;
+            }
+            Ok(None) => {}
+            Err(e) => return Err((last, e.into())),
+        }
+    }
+}
+
+/// The log writer: takes everything queued, appends it with one fsync, and
+/// repeats. Runs on its own thread because fsync blocks.
+fn write_loop(mut log: ChangeLog, mut rx: mpsc::Receiver<Transaction>) -> Result<(), LogError> {
+    const MAX_BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(t) => batch.push(t),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = log.append(&batch) {
+            tracing::error!(cause = %e, "change log append failed; stopping");
+            return Err(e);
+        }
+        batch.clear();
+    }
+    Ok(())
+}

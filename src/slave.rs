@@ -1,0 +1,251 @@
+//! `rowcast slave`: connects to a master, shakes hands with its checkpoint,
+//! and applies the transactions it receives.
+//!
+//! A reader task receives frames into a bounded channel while the applier
+//! commits, so network and database work overlap. The slave reconnects
+//! with backoff when the master goes away or goes silent (no frame or
+//! heartbeat within the timeout); errors that a retry cannot fix (not a
+//! master, incompatible protocol, purged position, a diverged replica)
+//! stop it with the reason.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::{Applier, ApplyError};
+use crate::change::Transaction;
+use crate::codec::MAX_ENCODED_LEN;
+use crate::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::source::Source;
+use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+
+#[derive(Debug, Clone)]
+pub struct SlaveConfig {
+    pub master: String,
+    pub target: Source,
+    pub name: String,
+    /// Silence from the master longer than this drops the connection.
+    pub master_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlaveError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{addr} is not a rowcast master: {what}")]
+    NotAMaster { addr: String, what: String },
+    #[error("master {addr} refused this slave: {message}")]
+    Refused { addr: String, message: String },
+    #[error("master {addr} is unavailable: {reason}")]
+    Unavailable { addr: String, reason: String },
+}
+
+impl SlaveError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            SlaveError::Apply(e) => e.is_retryable(),
+            SlaveError::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub async fn run(
+    config: SlaveConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SlaveError> {
+    let mut applier = Applier::connect(&config.target, &config.name).await?;
+    let cp = applier.checkpoint();
+    tracing::info!(
+        name = %config.name,
+        target = %config.target.endpoint(),
+        checkpoint = %cp.position.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "none".into()),
+        "slave ready"
+    );
+    let mut backoff = Duration::from_millis(200);
+    let mut connected_once = false;
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            r = session(&config, &mut applier, &mut connected_once) => r,
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!(master = %config.master, "master closed the connection; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(cause = %e, retry_in = ?backoff, "connection problem; reconnecting");
+                if let SlaveError::Apply(_) = e {
+                    // The target connection may be broken: start it afresh.
+                    match Applier::connect(&config.target, &config.name).await {
+                        Ok(a) => applier = a,
+                        Err(err) if err.is_retryable() => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+enum Incoming {
+    Txn(u64, Transaction),
+    Heartbeat,
+}
+
+async fn session(
+    config: &SlaveConfig,
+    applier: &mut Applier,
+    connected_once: &mut bool,
+) -> Result<(), SlaveError> {
+    let addr = config.master.clone();
+    let unavailable = |reason: String| SlaveError::Unavailable {
+        addr: addr.clone(),
+        reason,
+    };
+    let socket = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| unavailable("no answer within 10s".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let _ = socket.set_nodelay(true);
+    let (read_half, write_half) = socket.into_split();
+    let mut reader = FrameReader::new(read_half, MAX_ENCODED_LEN + 16);
+    let mut writer = FrameWriter::new(write_half);
+
+    let mut greeting = [0u8; wire::GREETING_LEN];
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        reader.read_exact_raw(&mut greeting),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(SlaveError::NotAMaster {
+                addr,
+                what: "it sent no rowcast greeting within 10s".into(),
+            })
+        }
+        Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // A master that is shutting down closes at once; a port that is
+            // never a master closes the same way. Only the first is normal.
+            return Err(if *connected_once {
+                unavailable("closed the connection during the greeting".into())
+            } else {
+                SlaveError::NotAMaster {
+                    addr,
+                    what: "it closed the connection without a rowcast greeting".into(),
+                }
+            });
+        }
+        Ok(Err(e)) => return Err(unavailable(e.to_string())),
+        Ok(Ok(())) => {}
+    }
+    if &greeting[..8] != wire::MAGIC {
+        return Err(SlaveError::NotAMaster {
+            addr,
+            what: wire::describe_foreign_greeting(&greeting),
+        });
+    }
+    let after = applier.checkpoint().position.clone();
+    let hello = SlaveMessage::Hello {
+        protocol: wire::PROTOCOL_VERSION,
+        name: config.name.clone(),
+        after,
+    };
+    writer
+        .send(&hello)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    match reader
+        .read_message_timeout::<MasterMessage>(Duration::from_secs(30))
+        .await
+    {
+        Ok(Some(MasterMessage::Welcome { last_seq })) => {
+            tracing::info!(master = %addr, master_last_seq = last_seq, "connected to master");
+            *connected_once = true;
+        }
+        Ok(Some(MasterMessage::Error { kind, message })) => {
+            return Err(match kind {
+                ErrorKind::Internal => unavailable(message),
+                ErrorKind::Incompatible | ErrorKind::PositionPurged => {
+                    SlaveError::Refused { addr, message }
+                }
+            })
+        }
+        Ok(Some(other)) => {
+            return Err(SlaveError::NotAMaster {
+                addr,
+                what: format!("unexpected first message {other:?}"),
+            })
+        }
+        Ok(None) => {
+            return Err(unavailable(
+                "closed the connection during the handshake".into(),
+            ))
+        }
+        Err(e) => return Err(unavailable(e.to_string())),
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Result<Incoming, SlaveError>>(256);
+    let timeout = config.master_timeout;
+    let reader_addr = addr.clone();
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let item = match reader.read_message_timeout::<MasterMessage>(timeout).await {
+                Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
+                Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
+                Ok(Some(MasterMessage::Error { message, .. })) => Err(SlaveError::Refused {
+                    addr: reader_addr.clone(),
+                    message,
+                }),
+                Ok(Some(MasterMessage::Welcome { .. })) => continue,
+                Ok(None) => return,
+                Err(e) => Err(SlaveError::Unavailable {
+                    addr: reader_addr.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+
+    let result = async {
+        while let Some(item) = rx.recv().await {
+            match item? {
+                Incoming::Txn(seq, txn) => {
+                    applier.apply(seq, &txn).await?;
+                    // Ack when the queue is drained, not per transaction.
+                    if rx.is_empty() {
+                        let cp = applier.checkpoint();
+                        if let Some(position) = cp.position.clone() {
+                            let ack = SlaveMessage::Ack {
+                                seq: cp.seq,
+                                position,
+                            };
+                            writer
+                                .send(&ack)
+                                .await
+                                .map_err(|e| unavailable(e.to_string()))?;
+                        }
+                    }
+                }
+                Incoming::Heartbeat => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    reader_task.abort();
+    result
+}

@@ -1,0 +1,350 @@
+//! The primary: connecting to it, checking that its binlog can be
+//! replicated, and opening a binlog stream at a position.
+//!
+//! Errors are classified where they arise: [`SourceError::is_retryable`]
+//! is true for a lost or refused connection (the supervisor reconnects with
+//! backoff) and false for anything a retry cannot fix (settings, grants,
+//! credentials, a purged binlog), which stops the master with a message
+//! naming the fix.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
+
+use crate::position::SourcePosition;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// MySQL/MariaDB error codes that decide how an error is handled.
+const ER_ACCESS_DENIED: u16 = 1045;
+const ER_DBACCESS_DENIED: u16 = 1044;
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid database URL: {0}; expected mysql://USER:PASSWORD@HOST:PORT")]
+    Url(String),
+    #[error("cannot connect to {endpoint}: {reason}; check the host, port and that the server is running")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{endpoint} refused the login of user `{user}`: {reason}; check the user name and password in the URL")]
+    AccessDenied {
+        endpoint: String,
+        user: String,
+        reason: String,
+    },
+    #[error("primary {endpoint} is not set up for row-based replication: {setting} is {actual}, rowcast needs {expected}. Fix: {fix}")]
+    Setting {
+        endpoint: String,
+        setting: &'static str,
+        actual: String,
+        expected: &'static str,
+        fix: String,
+    },
+    #[error("user `{user}` on {endpoint} lacks the {grant} privilege. Fix: GRANT {grant} ON *.* TO '{user}'@'%'")]
+    MissingGrant {
+        endpoint: String,
+        user: String,
+        grant: &'static str,
+    },
+    #[error("the primary no longer has the binlog rowcast needs ({position}): {reason}. The change log cannot continue; start the master on a fresh --data-dir and re-seed the slaves")]
+    BinlogPurged { position: String, reason: String },
+    #[error("connection to the primary {endpoint} was lost: {reason}")]
+    Lost { endpoint: String, reason: String },
+    #[error("query on the primary {endpoint} failed: {reason}")]
+    Query { endpoint: String, reason: String },
+}
+
+impl SourceError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Unreachable { .. } | SourceError::Lost { .. }
+        )
+    }
+}
+
+/// How to reach the primary; the password never appears in `Display`.
+#[derive(Clone)]
+pub struct Source {
+    opts: Opts,
+    endpoint: String,
+    user: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({}@{})", self.user, self.endpoint)
+    }
+}
+
+impl Source {
+    pub fn from_url(url: &str) -> Result<Source, SourceError> {
+        let opts =
+            Opts::from_url(url).map_err(|e| SourceError::Url(redact(&e.to_string(), url)))?;
+        let endpoint = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+        let user = opts.user().unwrap_or("").to_string();
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            .stmt_cache_size(1024)
+            .client_found_rows(true)
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .into();
+        Ok(Source {
+            opts,
+            endpoint,
+            user,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn opts(&self) -> &Opts {
+        &self.opts
+    }
+
+    pub async fn connect(&self) -> Result<Conn, SourceError> {
+        connect(&self.opts, &self.endpoint, &self.user).await
+    }
+
+    pub fn classify(&self, e: mysql_async::Error) -> SourceError {
+        classify(e, &self.endpoint, &self.user)
+    }
+}
+
+/// Removes a URL's password from text that might echo it.
+pub fn redact(text: &str, url: &str) -> String {
+    match Opts::from_url(url)
+        .ok()
+        .and_then(|o| o.pass().map(str::to_string))
+    {
+        Some(p) if !p.is_empty() => text.replace(&p, "***"),
+        _ => text.to_string(),
+    }
+}
+
+pub async fn connect(opts: &Opts, endpoint: &str, user: &str) -> Result<Conn, SourceError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts.clone())).await {
+        Err(_) => Err(SourceError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+        }),
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(match classify(e, endpoint, user) {
+            SourceError::Lost { endpoint, reason } => SourceError::Unreachable { endpoint, reason },
+            other => other,
+        }),
+    }
+}
+
+pub fn classify(e: mysql_async::Error, endpoint: &str, user: &str) -> SourceError {
+    match &e {
+        mysql_async::Error::Server(s)
+            if s.code == ER_ACCESS_DENIED || s.code == ER_DBACCESS_DENIED =>
+        {
+            SourceError::AccessDenied {
+                endpoint: endpoint.into(),
+                user: user.into(),
+                reason: s.message.clone(),
+            }
+        }
+        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_READING_BINLOG => {
+            SourceError::BinlogPurged {
+                position: "requested position".into(),
+                reason: s.message.clone(),
+            }
+        }
+        mysql_async::Error::Server(s) => SourceError::Query {
+            endpoint: endpoint.into(),
+            reason: format!("{} (error {})", s.message, s.code),
+        },
+        _ => SourceError::Lost {
+            endpoint: endpoint.into(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What the checks learned about the primary.
+#[derive(Debug, Clone)]
+pub struct PrimaryInfo {
+    pub version: String,
+    pub is_mariadb: bool,
+    pub server_id: u32,
+}
+
+/// Checks every setting and grant rowcast depends on, before streaming.
+pub async fn check_primary(source: &Source, conn: &mut Conn) -> Result<PrimaryInfo, SourceError> {
+    let row: Option<(String, u32, String, String, String)> = conn
+        .query_first(
+            "SELECT @@version, @@server_id, @@log_bin, @@binlog_format, @@binlog_row_image",
+        )
+        .await
+        .map_err(|e| source.classify(e))?;
+    let (version, server_id, log_bin, format, image) = row.unwrap_or_default();
+    let is_mariadb = version.to_ascii_lowercase().contains("mariadb");
+    let endpoint = source.endpoint().to_string();
+    let setting = |setting, actual: &str, expected, fix: &str| SourceError::Setting {
+        endpoint: endpoint.clone(),
+        setting,
+        actual: actual.to_string(),
+        expected,
+        fix: fix.to_string(),
+    };
+    if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
+        return Err(setting(
+            "log_bin",
+            "OFF",
+            "ON",
+            "start the server with --log-bin (and a unique --server-id), then restart it",
+        ));
+    }
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(setting(
+            "binlog_format",
+            &format,
+            "ROW",
+            "SET GLOBAL binlog_format=ROW and put binlog_format=ROW in the server's config",
+        ));
+    }
+    if !image.eq_ignore_ascii_case("FULL") {
+        return Err(setting(
+            "binlog_row_image",
+            &image,
+            "FULL",
+            "SET GLOBAL binlog_row_image=FULL and put it in the server's config",
+        ));
+    }
+    let metadata: Option<String> = conn
+        .query_first("SELECT @@binlog_row_metadata")
+        .await
+        .map_err(|_| {
+            setting(
+                "binlog_row_metadata",
+                "unsupported",
+                "FULL",
+                "use MariaDB 10.5+ or MySQL 8.0.1+",
+            )
+        })?;
+    let metadata = metadata.unwrap_or_default();
+    if !metadata.eq_ignore_ascii_case("FULL") {
+        return Err(setting(
+            "binlog_row_metadata",
+            &metadata,
+            "FULL",
+            "SET GLOBAL binlog_row_metadata=FULL and put it in the server's config",
+        ));
+    }
+    check_grants(source, conn).await?;
+    Ok(PrimaryInfo {
+        version,
+        is_mariadb,
+        server_id,
+    })
+}
+
+async fn check_grants(source: &Source, conn: &mut Conn) -> Result<(), SourceError> {
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS FOR CURRENT_USER()")
+        .await
+        .map_err(|e| source.classify(e))?;
+    let all = grants.join("\n").to_ascii_uppercase();
+    let has = |p: &str| all.contains("ALL PRIVILEGES ON *.*") || all.contains(p);
+    let missing = |grant| SourceError::MissingGrant {
+        endpoint: source.endpoint().into(),
+        user: source.user().into(),
+        grant,
+    };
+    if !has("REPLICATION SLAVE") && !has("REPLICATION REPLICA") {
+        return Err(missing("REPLICATION SLAVE"));
+    }
+    // The position query needs REPLICATION CLIENT (MySQL) or BINLOG
+    // MONITOR (MariaDB 10.5+); trying it is the reliable check.
+    current_position_query(conn).await.map_err(|e| match &e {
+        mysql_async::Error::Server(s) if s.code == ER_SPECIFIC_ACCESS_DENIED => {
+            missing("REPLICATION CLIENT")
+        }
+        _ => source.classify(e),
+    })?;
+    Ok(())
+}
+
+async fn current_position_query(
+    conn: &mut Conn,
+) -> Result<Option<(String, u64)>, mysql_async::Error> {
+    // MySQL 8.4 removed SHOW MASTER STATUS in favour of SHOW BINARY LOG STATUS.
+    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(r) => r,
+        Err(mysql_async::Error::Server(s)) if s.code == 1064 => {
+            conn.query_first("SHOW BINARY LOG STATUS").await?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(row.and_then(|r| {
+        let file: Option<String> = r.get(0);
+        let pos: Option<u64> = r.get(1);
+        file.zip(pos)
+    }))
+}
+
+/// The primary's current end of binlog: where a new change log starts.
+pub async fn current_position(
+    source: &Source,
+    conn: &mut Conn,
+) -> Result<SourcePosition, SourceError> {
+    match current_position_query(conn)
+        .await
+        .map_err(|e| source.classify(e))?
+    {
+        Some((file, pos)) => Ok(SourcePosition::new(file, pos)),
+        None => Err(SourceError::Setting {
+            endpoint: source.endpoint().into(),
+            setting: "log_bin",
+            actual: "OFF".into(),
+            expected: "ON",
+            fix: "start the server with --log-bin".into(),
+        }),
+    }
+}
+
+/// How often the primary sends a heartbeat on an idle stream; silence for
+/// several periods means the connection is dead.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+
+/// Opens a binlog stream starting at `from`, as a replica with `server_id`.
+pub async fn open_stream(
+    source: &Source,
+    server_id: u32,
+    from: &SourcePosition,
+) -> Result<BinlogStream, SourceError> {
+    let mut conn = source.connect().await?;
+    let setup = [
+        // Makes MariaDB send its own GTID events rather than QUERY stand-ins.
+        "SET @mariadb_slave_capability=4".to_string(),
+        format!(
+            "SET @master_heartbeat_period={}",
+            HEARTBEAT_PERIOD.as_nanos()
+        ),
+    ];
+    for q in setup {
+        conn.query_drop(q).await.map_err(|e| source.classify(e))?;
+    }
+    let request = BinlogStreamRequest::new(server_id)
+        .with_filename(from.file.as_bytes())
+        .with_pos(from.offset);
+    conn.get_binlog_stream(request)
+        .await
+        .map_err(|e| match source.classify(e) {
+            SourceError::BinlogPurged { reason, .. } => SourceError::BinlogPurged {
+                position: from.to_string(),
+                reason,
+            },
+            other => other,
+        })
+}

@@ -1,0 +1,136 @@
+//! The rowcast protocol between master and slaves: greeting, handshake and
+//! the messages each side sends.
+//!
+//! 1. On connect the master writes a 10-byte greeting: [`MAGIC`] and its
+//!    protocol version (u16 LE). A slave that reads anything else knows at
+//!    once it has not reached a rowcast master, and says what it found.
+//! 2. The slave sends [`SlaveMessage::Hello`] with its protocol version,
+//!    name and checkpoint. The master answers [`MasterMessage::Welcome`] or
+//!    [`MasterMessage::Error`] and closes.
+//! 3. The master streams [`MasterMessage::Transaction`] frames, and
+//!    [`MasterMessage::Heartbeat`] when idle; the slave sends
+//!    [`SlaveMessage::Ack`] after it commits.
+//!
+//! Every frame payload is a codec-encoded message. A transaction frame is
+//! built from the change-log record's bytes without decoding them: the
+//! payload is the variant tag followed by the record, which is exactly the
+//! encoding of `MasterMessage::Transaction(seq, txn)`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::Transaction;
+use crate::position::SourcePosition;
+
+pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
+/// Bumped on any incompatible change to messages or the change format.
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const GREETING_LEN: usize = 10;
+/// Frames before the handshake completes are small; nobody gets to make
+/// the master allocate much before it knows who they are.
+pub const HANDSHAKE_FRAME_LIMIT: usize = 64 * 1024;
+
+pub fn greeting() -> [u8; GREETING_LEN] {
+    let mut g = [0u8; GREETING_LEN];
+    g[..8].copy_from_slice(MAGIC);
+    g[8..].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    g
+}
+
+/// Explains what a peer that is not a rowcast master answered with.
+pub fn describe_foreign_greeting(bytes: &[u8]) -> String {
+    // A MySQL/MariaDB server greets first with a packet whose 5th byte is
+    // the protocol version 10, followed by a version string.
+    if bytes.len() >= 5 && bytes[4] == 10 {
+        return "it answered like a MySQL/MariaDB server; --master must be the address \
+                `rowcast master --listen` uses, not the database's"
+            .into();
+    }
+    if bytes.starts_with(b"HTTP") {
+        return "it answered like an HTTP server".into();
+    }
+    format!("it answered with bytes {:02x?}", bytes)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlaveMessage {
+    Hello {
+        protocol: u16,
+        name: String,
+        /// The slave's checkpoint; `None` for a slave that has applied
+        /// nothing yet.
+        after: Option<SourcePosition>,
+    },
+    /// Everything up to and including `seq` is committed on the slave.
+    Ack { seq: u64, position: SourcePosition },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MasterMessage {
+    /// Must stay variant 0: see [`transaction_frame_tag`].
+    Transaction(u64, Transaction),
+    Welcome {
+        /// Sequence number of the newest record in the master's log.
+        last_seq: u64,
+    },
+    /// Sent when idle so the slave can tell a quiet master from a dead one.
+    Heartbeat {
+        last_seq: u64,
+        position: Option<SourcePosition>,
+        /// Master's clock, ms since the epoch.
+        now_ms: u64,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The slave speaks another protocol version.
+    Incompatible,
+    /// The slave's position is no longer in the master's log.
+    PositionPurged,
+    /// The master cannot serve for a reason of its own.
+    Internal,
+}
+
+/// The bytes that precede a change-log record to make it a
+/// `MasterMessage::Transaction` frame payload.
+pub fn transaction_frame_tag() -> [u8; 1] {
+    [0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn transaction_frame_is_tag_plus_log_record() {
+        let txn = Transaction {
+            position: SourcePosition::new("b.000001", 99),
+            timestamp: 5,
+            tables: vec![],
+            changes: vec![],
+        };
+        let record = codec::encode(&(7u64, &txn)).unwrap();
+        let mut payload = transaction_frame_tag().to_vec();
+        payload.extend_from_slice(&record);
+        assert_eq!(
+            payload,
+            codec::encode(&MasterMessage::Transaction(7, txn.clone())).unwrap()
+        );
+        assert_eq!(
+            codec::decode::<MasterMessage>(&payload).unwrap(),
+            MasterMessage::Transaction(7, txn)
+        );
+    }
+
+    #[test]
+    fn foreign_greetings_are_named() {
+        let mysql = [0x5b, 0, 0, 0, 10, b'1', b'0'];
+        assert!(describe_foreign_greeting(&mysql).contains("MySQL/MariaDB server"));
+        assert!(describe_foreign_greeting(b"HTTP/1.1 400").contains("HTTP"));
+    }
+}
