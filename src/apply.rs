@@ -157,7 +157,8 @@ impl Applier {
         conn.query_drop(SESSION_SETUP)
             .await
             .map_err(|e| target.classify(e))?;
-        let row: Option<(u64, Vec<u8>, u64, Option<Vec<u8>>, Option<u64>)> = conn
+        type CheckpointRow = (u64, Vec<u8>, u64, Option<Vec<u8>>, Option<u64>);
+        let row: Option<CheckpointRow> = conn
             .exec_first(
                 "SELECT log_seq, source_file, source_offset, source_gtid, ddl_pending_seq \
                  FROM rowcast.checkpoint WHERE slave_name = ?",
@@ -315,7 +316,15 @@ impl Applier {
             sql: ddl.sql_text().chars().take(300).collect(),
             reason,
         };
-        if let Some(db) = &ddl.database {
+        // The primary logs CREATE DATABASE with the new database as the
+        // session's; it cannot be the default before it exists, and the
+        // statement names it anyway.
+        let creates_database = {
+            let text = ddl.sql_text().to_ascii_uppercase();
+            let mut words = text.split_whitespace();
+            words.next() == Some("CREATE") && matches!(words.next(), Some("DATABASE" | "SCHEMA"))
+        };
+        if let Some(db) = ddl.database.as_ref().filter(|_| !creates_database) {
             if let Err(e) = self
                 .conn
                 .query_drop(format!("USE {}", sql::ident(db)))

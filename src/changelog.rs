@@ -49,8 +49,8 @@ pub enum LogError {
          the slave must be seeded again with `rowcast slave --resnapshot`"
     )]
     Purged {
-        requested: SourcePosition,
-        start: SourcePosition,
+        requested: Box<SourcePosition>,
+        start: Box<SourcePosition>,
     },
     #[error("the change log is not initialised with a start position")]
     Uninitialised,
@@ -437,8 +437,8 @@ impl LogHandle {
         if let (Some(p), Some(start)) = (after, &self.start) {
             if start.is_after(p) {
                 return Err(LogError::Purged {
-                    requested: p.clone(),
-                    start: start.clone(),
+                    requested: Box::new(p.clone()),
+                    start: Box::new(start.clone()),
                 });
             }
         }

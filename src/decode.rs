@@ -192,7 +192,11 @@ impl Decoder {
         };
         match data {
             EventData::RotateEvent(rotate) => {
-                self.file = rotate.name().into_owned();
+                let mut name = rotate.name_raw();
+                if has_trailing_checksum(event) {
+                    name = &name[..name.len().saturating_sub(4)];
+                }
+                self.file = String::from_utf8_lossy(name).into_owned();
                 Ok(None)
             }
             EventData::GtidEvent(g) => {
@@ -364,6 +368,28 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// The server's first (fake) ROTATE event precedes the FORMAT_DESCRIPTION
+/// event that announces checksums, so its body still ends in a CRC32 that
+/// `mysql_common` reads as part of the file name. The CRC is recognised by
+/// recomputing it over the header and the rest of the body.
+fn has_trailing_checksum(event: &Event) -> bool {
+    let h = event.header();
+    let body = event.data();
+    if body.len() < 8 + 4 {
+        return false;
+    }
+    let mut bytes = Vec::with_capacity(19 + body.len());
+    bytes.extend_from_slice(&h.timestamp().to_le_bytes());
+    bytes.push(h.event_type_raw());
+    bytes.extend_from_slice(&h.server_id().to_le_bytes());
+    bytes.extend_from_slice(&h.event_size().to_le_bytes());
+    bytes.extend_from_slice(&h.log_pos().to_le_bytes());
+    bytes.extend_from_slice(&h.flags_raw().to_le_bytes());
+    bytes.extend_from_slice(body);
+    let (data, crc) = bytes.split_at(bytes.len() - 4);
+    crc32fast::hash(data) == u32::from_le_bytes(crc.try_into().unwrap())
 }
 
 /// MariaDB GTID event body: seq_no u64, domain_id u32, flags u8, ...

@@ -1,0 +1,472 @@
+//! Test harness: throwaway MariaDB servers and rowcast processes.
+//!
+//! Every server gets a fresh data directory in a temp dir (copied from a
+//! template installed once per test binary), a free port, and is stopped
+//! when dropped. A missing `mariadbd` is a loud failure, never a skip:
+//! `scripts/test` installs it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const ROWCAST: &str = env!("CARGO_BIN_EXE_rowcast");
+
+/// How long to wait for replication to converge. Generous: CI is slow.
+pub const CONVERGE: Duration = Duration::from_secs(120);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn which(bin: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` not found: install Debian's mariadb-server (scripts/test does this)");
+}
+
+/// A data directory with the system tables, made once and copied per server.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<TempDir> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("rowcast-template-")
+                .tempdir()
+                .unwrap();
+            let out = Command::new(which("mariadb-install-db"))
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ])
+                .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .output()
+                .expect("running mariadb-install-db");
+            assert!(
+                out.status.success(),
+                "mariadb-install-db failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .path()
+}
+
+pub struct MariaDb {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl MariaDb {
+    /// A primary: binlog on, row format, full metadata.
+    pub fn primary() -> MariaDb {
+        Self::start_with(&[
+            "--log-bin=binlog",
+            "--binlog_format=ROW",
+            "--binlog_row_image=FULL",
+            "--binlog_row_metadata=FULL",
+        ])
+    }
+
+    /// A plain server for a replica.
+    pub fn replica() -> MariaDb {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> MariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("rowcast-db-")
+            .tempdir()
+            .unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template().join("data"))
+            .arg(dir.path().join("data"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let server_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut args: Vec<String> = vec![
+            "--no-defaults".into(),
+            format!("--datadir={}", dir.path().join("data").display()),
+            "--bind-address=127.0.0.1".into(),
+            format!("--socket={}", dir.path().join("sock").display()),
+            format!("--pid-file={}", dir.path().join("pid").display()),
+            format!("--log-error={}", dir.path().join("err.log").display()),
+            "--user=root".into(),
+            format!("--server-id={server_id}"),
+            "--innodb-buffer-pool-size=64M".into(),
+            "--innodb-log-file-size=64M".into(),
+            "--skip-name-resolve".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut db = MariaDb {
+            port: 0,
+            dir,
+            child: None,
+            args,
+        };
+        db.launch();
+        db
+    }
+
+    fn launch(&mut self) {
+        for _attempt in 0..5 {
+            let port = if self.port == 0 {
+                free_port()
+            } else {
+                self.port
+            };
+            let child = Command::new(which("mariadbd"))
+                .args(&self.args)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting mariadbd");
+            self.port = port;
+            self.child = Some(child);
+            if self.wait_ready(Duration::from_secs(60)) {
+                return;
+            }
+            self.kill();
+            if self.port != 0 {
+                // Maybe the port was taken in between: try another.
+                self.port = 0;
+            }
+        }
+        panic!(
+            "mariadbd did not start; its log:\n{}",
+            std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default()
+        );
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if self.try_sql("SELECT 1").is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(which("mariadb"))
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uroot",
+                "-N",
+                "-B",
+                "--raw",
+            ])
+            .arg(format!("-P{}", self.port))
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs SQL and returns the tab-separated output; panics on error.
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql)
+            .unwrap_or_else(|e| panic!("SQL failed on port {}: {e}\n{sql}", self.port))
+    }
+
+    /// `SHOW CREATE TABLE`-independent content of a table: every row,
+    /// ordered by every column, with HEX of each value.
+    pub fn dump(&self, table: &str) -> String {
+        let cols = self.sql(&format!(
+            "SELECT GROUP_CONCAT(CONCAT('HEX(`', COLUMN_NAME, '`)') ORDER BY ORDINAL_POSITION) \
+             FROM information_schema.COLUMNS WHERE CONCAT(TABLE_SCHEMA,'.',TABLE_NAME) = '{table}'"
+        ));
+        let cols = cols.trim();
+        assert!(
+            !cols.is_empty() && cols != "NULL",
+            "table {table} not found on port {}",
+            self.port
+        );
+        self.sql(&format!("SELECT {cols} FROM {table} ORDER BY {cols}"))
+    }
+
+    pub fn checksum(&self, table: &str) -> String {
+        self.sql(&format!("CHECKSUM TABLE {table}"))
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts the server on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running rowcast process whose stderr goes to a file.
+pub struct Rowcast {
+    child: Option<Child>,
+    pub log: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+impl Rowcast {
+    pub fn spawn(args: &[&str]) -> Rowcast {
+        let dir = tempfile::Builder::new()
+            .prefix("rowcast-proc-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(ROWCAST)
+            .args(args)
+            .env("RUST_LOG", "info,rowcast=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting rowcast");
+        Rowcast {
+            child: Some(child),
+            log,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Starts a master and waits until it listens, which it does only
+    /// after its change log has a start position: writes made after this
+    /// returns are replicated.
+    pub fn master(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
+        let mut m = Rowcast::master_no_wait(primary, data_dir, listen);
+        let ok = wait_until(CONVERGE, || {
+            std::net::TcpStream::connect(listen).is_ok() || !m.is_running()
+        });
+        assert!(
+            ok && m.is_running(),
+            "master did not start:\n{}",
+            m.log_text()
+        );
+        m
+    }
+
+    pub fn master_no_wait(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
+        Rowcast::spawn(&[
+            "master",
+            "--source",
+            &primary.url(),
+            "--listen",
+            listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+    }
+
+    pub fn slave(master: &str, target: &MariaDb, name: &str) -> Rowcast {
+        Rowcast::spawn(&[
+            "slave",
+            "--master",
+            master,
+            "--target",
+            &target.url(),
+            "--name",
+            name,
+            "--master-timeout",
+            "5",
+        ])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for Rowcast {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() || std::env::var_os("ROWCAST_TEST_LOGS").is_some() {
+            eprintln!(
+                "--- rowcast log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Runs rowcast to completion (for commands that must fail fast).
+pub fn run_rowcast(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(ROWCAST)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "rowcast {args:?} did not exit within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn listen_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cond()
+}
+
+/// The primary's current binlog end as `file:pos`.
+pub fn primary_position(primary: &MariaDb) -> String {
+    let s = primary.sql("SHOW MASTER STATUS");
+    let mut f = s.split('\t');
+    format!("{}:{}", f.next().unwrap_or(""), f.next().unwrap_or(""))
+}
+
+/// The slave's checkpoint as `file:pos`.
+pub fn slave_position(replica: &MariaDb, name: &str) -> String {
+    replica
+        .try_sql(&format!(
+            "SELECT CONCAT(source_file, ':', source_offset) FROM rowcast.checkpoint WHERE slave_name='{name}'"
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Waits until the slave has applied everything the primary has written.
+pub fn wait_caught_up(primary: &MariaDb, replica: &MariaDb, name: &str) {
+    let target = primary_position(primary);
+    let ok = wait_until(CONVERGE, || slave_position(replica, name) == target);
+    assert!(
+        ok,
+        "slave {name} did not reach {target}; it is at {}",
+        slave_position(replica, name)
+    );
+}
+
+/// Asserts a table is identical on both servers, by CHECKSUM TABLE and by
+/// a row-by-row HEX dump.
+pub fn assert_same_table(primary: &MariaDb, replica: &MariaDb, table: &str) {
+    assert_eq!(
+        primary.checksum(table),
+        replica.checksum(table),
+        "CHECKSUM TABLE {table} differs"
+    );
+    assert_eq!(
+        primary.dump(table),
+        replica.dump(table),
+        "rows of {table} differ"
+    );
+}
