@@ -29,6 +29,7 @@ fn ddl_and_row_changes_reach_two_slaves() {
          UPDATE shop.items SET qty = qty - 1 WHERE name = 'apple';
          UPDATE shop.items SET price = price * 2 WHERE qty >= 5;
          DELETE FROM shop.items WHERE name = 'fig';
+         FLUSH BINARY LOGS;
          START TRANSACTION;
            INSERT INTO shop.events VALUES ('sale', 1), ('sale', 1);
            UPDATE shop.items SET qty = 0 WHERE name = 'pear';
@@ -41,9 +42,11 @@ fn ddl_and_row_changes_reach_two_slaves() {
          CREATE TABLE shop.gone (a INT);
          INSERT INTO shop.gone VALUES (1);
          DROP TABLE shop.gone;
+         FLUSH BINARY LOGS;
          CREATE DATABASE scratch;
          DROP DATABASE scratch;",
     );
+    assert!(primary_position(&primary).starts_with("binlog.000003:"), "the binlog rotated twice");
     for (replica, name) in [(&r1, "one"), (&r2, "two")] {
         wait_caught_up(&primary, replica, name);
         assert_same_table(&primary, replica, "shop.items");
