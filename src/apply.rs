@@ -22,7 +22,11 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value as MyValue};
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
+use crate::statements::TablePlan;
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
@@ -52,9 +56,9 @@ const DDL_ALREADY_APPLIED: &[u16] = &[
     4092, // unknown VIEW / sequence
 ];
 
-/// Rows per multi-row INSERT, capped so the placeholders stay below the
-/// protocol's 65,535.
+/// Limits of one multi-row INSERT.
 const INSERT_BATCH_ROWS: usize = 200;
+const INSERT_BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -102,6 +106,8 @@ pub struct Applier {
     conn: Conn,
     name: String,
     checkpoint: Checkpoint,
+    /// Statements per table, valid until the next DDL.
+    plans: HashMap<(String, String), Arc<TablePlan>>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -119,31 +125,6 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
         mysql_async::Error::Server(s) => Some(s.code),
         _ => None,
     }
-}
-
-fn describe_key(schema: &TableSchema, row: &Row) -> String {
-    let cols: Vec<usize> = if schema.primary_key.is_empty() {
-        (0..schema.columns.len()).collect()
-    } else {
-        schema.primary_key.iter().map(|&i| i as usize).collect()
-    };
-    let names: Vec<&str> = cols
-        .iter()
-        .map(|&i| schema.columns[i].name.as_str())
-        .collect();
-    let values: Vec<String> = cols
-        .iter()
-        .map(|&i| match &row[i] {
-            crate::change::Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
-            v => format!("{v:?}"),
-        })
-        .collect();
-    let label = if schema.primary_key.is_empty() {
-        "row"
-    } else {
-        "key"
-    };
-    format!("{label} ({})=({})", names.join(","), values.join(","))
 }
 
 impl Applier {
@@ -190,6 +171,7 @@ impl Applier {
             conn,
             name: name.to_string(),
             checkpoint,
+            plans: HashMap::new(),
         })
     }
 
@@ -255,6 +237,7 @@ impl Applier {
                         in_rows_txn = false;
                     }
                     self.run_ddl(ddl, pos, retrying).await?;
+                    self.plans.clear();
                 }
                 other => {
                     if !in_rows_txn {
@@ -398,28 +381,59 @@ impl Applier {
             .map_err(|e| sql_error(p, e))
     }
 
+    /// The plan for a table, rebuilt when the binlog's description of it
+    /// changes or after DDL.
+    async fn plan(&mut self, schema: &TableSchema, pos: &SourcePosition) -> Result<Arc<TablePlan>, ApplyError> {
+        let key = (schema.database.clone(), schema.name.clone());
+        if let Some(p) = self.plans.get(&key) {
+            if &p.schema == schema {
+                return Ok(p.clone());
+            }
+        }
+        // MariaDB leaves GENERATION_EXPRESSION NULL for ordinary columns,
+        // MySQL leaves it empty.
+        let generated: Vec<Vec<u8>> = self
+            .conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND GENERATION_EXPRESSION <> ''",
+                (&schema.database, &schema.name),
+            )
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        let generated: HashSet<String> = generated
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned())
+            .collect();
+        let plan = Arc::new(TablePlan::new(schema.clone(), &generated));
+        self.plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
     async fn apply_change(&mut self, txn: &Transaction, change: &Change) -> Result<(), ApplyError> {
         let pos = &txn.position;
-        let schema = |t: &u32| &txn.tables[*t as usize];
         match change {
             Change::Insert { table, rows } => {
-                let schema = schema(table);
-                let per = INSERT_BATCH_ROWS
-                    .min(60_000 / schema.columns.len().max(1))
-                    .max(1);
-                for chunk in rows.chunks(per) {
-                    let stmt = insert_sql(schema, chunk.len());
-                    let params: Vec<MyValue> = chunk.iter().flatten().map(sql::param).collect();
-                    if let Err(e) = self.conn.exec_drop(stmt, Params::Positional(params)).await {
+                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
+                let mut rest = &rows[..];
+                let mut params = Vec::new();
+                while !rest.is_empty() {
+                    let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
+                    let (chunk, tail) = rest.split_at(n);
+                    rest = tail;
+                    params.clear();
+                    plan.insert_params(chunk, &mut params);
+                    let params = Params::Positional(std::mem::take(&mut params));
+                    if let Err(e) = self.conn.exec_drop(plan.insert_sql(n), params).await {
                         return Err(match server_code(&e) {
                             Some(ER_DUP_ENTRY) => ApplyError::Conflict {
                                 position: pos.to_string(),
                                 op: "INSERT",
-                                table: sql::table(&schema.database, &schema.name),
-                                key: if chunk.len() == 1 {
-                                    describe_key(schema, &chunk[0])
+                                table: plan.table_name(),
+                                key: if n == 1 {
+                                    plan.describe_key(&chunk[0])
                                 } else {
-                                    format!("one of {} rows", chunk.len())
+                                    format!("(one of {n} rows)")
                                 },
                                 reason: e.to_string(),
                             },
@@ -429,22 +443,17 @@ impl Applier {
                 }
             }
             Change::Update { table, rows } => {
-                let schema = schema(table);
-                let stmt = update_sql(schema);
+                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
                 for (before, after) in rows {
-                    let mut params: Vec<MyValue> = after.iter().map(sql::param).collect();
-                    params.extend(key_params(schema, before));
-                    self.exec_one_row(stmt.clone(), params, pos, "UPDATE", schema, before)
-                        .await?;
+                    let params = plan.update_params(before, after);
+                    self.exec_one_row(&plan.update, params, pos, "UPDATE", &plan, before).await?;
                 }
             }
             Change::Delete { table, rows } => {
-                let schema = schema(table);
-                let stmt = delete_sql(schema);
+                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
                 for row in rows {
-                    let params = key_params(schema, row);
-                    self.exec_one_row(stmt.clone(), params, pos, "DELETE", schema, row)
-                        .await?;
+                    let params = plan.key_params(row);
+                    self.exec_one_row(&plan.delete, params, pos, "DELETE", &plan, row).await?;
                 }
             }
             Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
@@ -454,31 +463,26 @@ impl Applier {
 
     async fn exec_one_row(
         &mut self,
-        stmt: String,
+        stmt: &str,
         params: Vec<MyValue>,
         pos: &SourcePosition,
         op: &'static str,
-        schema: &TableSchema,
+        plan: &TablePlan,
         row: &Row,
     ) -> Result<(), ApplyError> {
         let conflict = |reason: String| ApplyError::Conflict {
             position: pos.to_string(),
             op,
-            table: sql::table(&schema.database, &schema.name),
-            key: describe_key(schema, row),
+            table: plan.table_name(),
+            key: plan.describe_key(row),
             reason,
         };
-        match self.conn.exec_drop(stmt, Params::Positional(params)).await {
-            Ok(()) => {}
-            Err(e) => {
-                return Err(match server_code(&e) {
-                    Some(ER_DUP_ENTRY) => conflict(e.to_string()),
-                    Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => {
-                        ApplyError::Lost(e.to_string())
-                    }
-                    _ => sql_error(pos, e),
-                })
-            }
+        if let Err(e) = self.conn.exec_drop(stmt, Params::Positional(params)).await {
+            return Err(match server_code(&e) {
+                Some(ER_DUP_ENTRY) => conflict(e.to_string()),
+                Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => ApplyError::Lost(e.to_string()),
+                _ => sql_error(pos, e),
+            });
         }
         // The session has CLIENT_FOUND_ROWS: affected rows = matched rows.
         match self.conn.affected_rows() {
@@ -486,114 +490,5 @@ impl Applier {
             0 => Err(conflict("the row does not exist on the replica".into())),
             n => Err(conflict(format!("{n} rows matched the key"))),
         }
-    }
-}
-
-fn column_list(schema: &TableSchema) -> String {
-    schema
-        .columns
-        .iter()
-        .map(|c| sql::ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn insert_sql(schema: &TableSchema, rows: usize) -> String {
-    let one = format!("({})", vec!["?"; schema.columns.len()].join(","));
-    format!(
-        "INSERT INTO {} ({}) VALUES {}",
-        sql::table(&schema.database, &schema.name),
-        column_list(schema),
-        vec![one; rows].join(",")
-    )
-}
-
-/// The columns that identify a row: the primary key, or every column of a
-/// table without one (its before-image, matched null-safely).
-fn key_columns(schema: &TableSchema) -> Vec<usize> {
-    if schema.primary_key.is_empty() {
-        (0..schema.columns.len()).collect()
-    } else {
-        schema.primary_key.iter().map(|&i| i as usize).collect()
-    }
-}
-
-fn where_clause(schema: &TableSchema) -> String {
-    let conds: Vec<String> = key_columns(schema)
-        .into_iter()
-        .map(|i| format!("{} <=> ?", sql::ident(&schema.columns[i].name)))
-        .collect();
-    // Without a key, identical rows are interchangeable: touch exactly one.
-    let limit = if schema.primary_key.is_empty() {
-        " LIMIT 1"
-    } else {
-        ""
-    };
-    format!(" WHERE {}{}", conds.join(" AND "), limit)
-}
-
-fn key_params(schema: &TableSchema, row: &Row) -> Vec<MyValue> {
-    key_columns(schema)
-        .into_iter()
-        .map(|i| sql::param(&row[i]))
-        .collect()
-}
-
-fn update_sql(schema: &TableSchema) -> String {
-    let sets: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| format!("{} = ?", sql::ident(&c.name)))
-        .collect();
-    format!(
-        "UPDATE {} SET {}{}",
-        sql::table(&schema.database, &schema.name),
-        sets.join(", "),
-        where_clause(schema)
-    )
-}
-
-fn delete_sql(schema: &TableSchema) -> String {
-    format!(
-        "DELETE FROM {}{}",
-        sql::table(&schema.database, &schema.name),
-        where_clause(schema)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::change::{ColumnDef, ColumnKind};
-
-    fn schema(pk: Vec<u32>) -> TableSchema {
-        let col = |n: &str| ColumnDef {
-            name: n.into(),
-            kind: ColumnKind::Int,
-            unsigned: false,
-            collation: 0,
-        };
-        TableSchema {
-            database: "d".into(),
-            name: "t".into(),
-            columns: vec![col("id"), col("v")],
-            primary_key: pk,
-        }
-    }
-
-    #[test]
-    fn statements_use_the_key_or_the_whole_row() {
-        assert_eq!(
-            insert_sql(&schema(vec![0]), 2),
-            "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)"
-        );
-        assert_eq!(
-            update_sql(&schema(vec![0])),
-            "UPDATE `d`.`t` SET `id` = ?, `v` = ? WHERE `id` <=> ?"
-        );
-        assert_eq!(
-            delete_sql(&schema(vec![])),
-            "DELETE FROM `d`.`t` WHERE `id` <=> ? AND `v` <=> ? LIMIT 1"
-        );
     }
 }

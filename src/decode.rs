@@ -606,6 +606,10 @@ pub fn convert_value(col: &ColumnDef, v: BinlogValue<'_>) -> Result<Value, Strin
                 micros,
             }
         }
+        // mysql_common reads a signed MEDIUMINT without sign extension.
+        (ColumnKind::MediumInt, MyValue::Int(i)) if !col.unsigned && i > 0x7f_ffff => {
+            Value::Int(i - 0x100_0000)
+        }
         (ColumnKind::Enum, MyValue::Int(i)) => Value::Enum(i as u16),
         (ColumnKind::Set, MyValue::Bytes(b)) => {
             let mut bits = [0u8; 8];

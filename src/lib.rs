@@ -14,7 +14,7 @@
 //!
 //! Shared vocabulary: [`position`] (where in the binlog), [`change`] (the
 //! change format), [`codec`] (the only place that encodes it), [`sql`]
-//! (quoting and parameter values).
+//! (quoting and parameter values), [`statements`] (the SQL for one table).
 //!
 //! Errors are `thiserror` enums per module, each able to say whether a
 //! retry can help; only the supervisor loops in `master` and `slave` retry.
@@ -33,4 +33,5 @@ pub mod serve;
 pub mod slave;
 pub mod source;
 pub mod sql;
+pub mod statements;
 pub mod wire;

@@ -209,24 +209,37 @@ impl MariaDb {
             .unwrap_or_else(|e| panic!("SQL failed on port {}: {e}\n{sql}", self.port))
     }
 
-    /// `SHOW CREATE TABLE`-independent content of a table: every row,
-    /// ordered by every column, with HEX of each value.
+    /// Every row of `db.table` (names split at the first dot, so they
+    /// may hold anything else), ordered by every column. Strings, binary,
+    /// ENUM/SET, BIT, JSON and geometry are HEX'ed byte for byte; TIMESTAMP
+    /// is shown in UTC; other values in their text form.
     pub fn dump(&self, table: &str) -> String {
+        let (db, t) = table.split_once('.').expect("db.table");
+        let lit = |s: &str| s.replace('\\', "\\\\").replace('\'', "\\'");
         let cols = self.sql(&format!(
-            "SELECT GROUP_CONCAT(CONCAT('HEX(`', COLUMN_NAME, '`)') ORDER BY ORDINAL_POSITION) \
-             FROM information_schema.COLUMNS WHERE CONCAT(TABLE_SCHEMA,'.',TABLE_NAME) = '{table}'"
+            "SELECT GROUP_CONCAT(CASE \
+               WHEN DATA_TYPE IN ('char','varchar','tinytext','text','mediumtext','longtext','binary', \
+                 'varbinary','tinyblob','blob','mediumblob','longblob','enum','set','json','bit', \
+                 'geometry','point','linestring','polygon','multipoint','multilinestring', \
+                 'multipolygon','geometrycollection') \
+               THEN CONCAT('HEX(`', REPLACE(COLUMN_NAME, '`', '``'), '`)') \
+               ELSE CONCAT('CONCAT(`', REPLACE(COLUMN_NAME, '`', '``'), '`)') END \
+               ORDER BY ORDINAL_POSITION SEPARATOR ',') \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = '{}'",
+            lit(db),
+            lit(t)
         ));
         let cols = cols.trim();
-        assert!(
-            !cols.is_empty() && cols != "NULL",
-            "table {table} not found on port {}",
-            self.port
-        );
-        self.sql(&format!("SELECT {cols} FROM {table} ORDER BY {cols}"))
+        assert!(!cols.is_empty() && cols != "NULL", "table {table} not found on port {}", self.port);
+        self.sql(&format!(
+            "SET SESSION time_zone = '+00:00'; SELECT {cols} FROM {} ORDER BY {cols}",
+            quoted(table)
+        ))
     }
 
     pub fn checksum(&self, table: &str) -> String {
-        self.sql(&format!("CHECKSUM TABLE {table}"))
+        let out = self.sql(&format!("CHECKSUM TABLE {}", quoted(table)));
+        out.split('\t').nth(1).unwrap_or("").trim().to_string()
     }
 
     pub fn stop(&mut self) {
@@ -264,6 +277,12 @@ impl Drop for MariaDb {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `db.table` as a quoted SQL name.
+pub fn quoted(table: &str) -> String {
+    let (db, t) = table.split_once('.').expect("db.table");
+    format!("`{}`.`{}`", db.replace('`', "``"), t.replace('`', "``"))
 }
 
 /// A running rowcast process whose stderr goes to a file.
