@@ -26,11 +26,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
-use crate::statements::TablePlan;
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
 use crate::sql;
+use crate::statements::TablePlan;
 
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
@@ -383,7 +383,11 @@ impl Applier {
 
     /// The plan for a table, rebuilt when the binlog's description of it
     /// changes or after DDL.
-    async fn plan(&mut self, schema: &TableSchema, pos: &SourcePosition) -> Result<Arc<TablePlan>, ApplyError> {
+    async fn plan(
+        &mut self,
+        schema: &TableSchema,
+        pos: &SourcePosition,
+    ) -> Result<Arc<TablePlan>, ApplyError> {
         let key = (schema.database.clone(), schema.name.clone());
         if let Some(p) = self.plans.get(&key) {
             if &p.schema == schema {
@@ -445,15 +449,17 @@ impl Applier {
             Change::Update { table, rows } => {
                 let plan = self.plan(&txn.tables[*table as usize], pos).await?;
                 for (before, after) in rows {
-                    let params = plan.update_params(before, after);
-                    self.exec_one_row(&plan.update, params, pos, "UPDATE", &plan, before).await?;
+                    let (stmt, params) = plan.update_for(before, after);
+                    self.exec_one_row(&stmt, params, pos, "UPDATE", &plan, before)
+                        .await?;
                 }
             }
             Change::Delete { table, rows } => {
                 let plan = self.plan(&txn.tables[*table as usize], pos).await?;
                 for row in rows {
                     let params = plan.key_params(row);
-                    self.exec_one_row(&plan.delete, params, pos, "DELETE", &plan, row).await?;
+                    self.exec_one_row(&plan.delete, params, pos, "DELETE", &plan, row)
+                        .await?;
                 }
             }
             Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),

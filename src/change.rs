@@ -177,4 +177,24 @@ pub enum Value {
     Bit(u64),
     /// JSON as UTF-8 text.
     Json(Vec<u8>),
+    /// A MySQL partial JSON update (`binlog_row_value_options=PARTIAL_JSON`):
+    /// edits to apply, in order, to the column's current value. Only ever
+    /// in an UPDATE's after-image.
+    JsonDiff(Vec<JsonEdit>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonEdit {
+    pub op: JsonEditOp,
+    /// A JSON path such as `$.a[2]`.
+    pub path: String,
+    /// The new value as JSON text (absent for `Remove`).
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JsonEditOp {
+    Replace,
+    Insert,
+    Remove,
 }

@@ -7,7 +7,7 @@
 
 use mysql_async::Value as MyValue;
 
-use crate::change::Value;
+use crate::change::{JsonEdit, JsonEditOp, Value};
 
 /// Quotes an identifier with backticks, doubling any backtick inside.
 pub fn ident(name: &str) -> String {
@@ -75,7 +75,42 @@ pub fn param(v: &Value) -> MyValue {
         Value::Year(y) => MyValue::UInt(u64::from(*y)),
         Value::Enum(i) => MyValue::UInt(u64::from(*i)),
         Value::Set(b) | Value::Bit(b) => MyValue::UInt(*b),
+        // A partial JSON update is an expression, not a value: the
+        // statement plan writes it with `json_edit_sql`, never through here.
+        Value::JsonDiff(_) => unreachable!("partial JSON updates are planned as SQL expressions"),
     }
+}
+
+/// The SQL expression that applies MySQL partial JSON edits to `column`,
+/// with its parameters in textual order. Values go through
+/// `JSON_EXTRACT(?, '$')` so both MySQL and MariaDB treat them as JSON,
+/// not as strings.
+pub fn json_edit_sql(column: &str, edits: &[JsonEdit], params: &mut Vec<MyValue>) -> String {
+    let mut expr = ident(column);
+    for e in edits {
+        let path = MyValue::Bytes(e.path.as_bytes().to_vec());
+        let value = || MyValue::Bytes(e.value.clone().unwrap_or_else(|| b"null".to_vec()));
+        expr = match e.op {
+            JsonEditOp::Replace => {
+                params.extend([path, value()]);
+                format!("JSON_REPLACE({expr}, ?, JSON_EXTRACT(?, '$'))")
+            }
+            // An array position inserts (shifting the rest); a member adds.
+            JsonEditOp::Insert if e.path.ends_with(']') => {
+                params.extend([path, value()]);
+                format!("JSON_ARRAY_INSERT({expr}, ?, JSON_EXTRACT(?, '$'))")
+            }
+            JsonEditOp::Insert => {
+                params.extend([path, value()]);
+                format!("JSON_INSERT({expr}, ?, JSON_EXTRACT(?, '$'))")
+            }
+            JsonEditOp::Remove => {
+                params.push(path);
+                format!("JSON_REMOVE({expr}, ?)")
+            }
+        };
+    }
+    expr
 }
 
 /// UTC civil time of a Unix timestamp (Howard Hinnant's algorithm).
@@ -111,6 +146,36 @@ mod tests {
         assert_eq!(ident("a"), "`a`");
         assert_eq!(ident("we`ird name"), "`we``ird name`");
         assert_eq!(table("d", "t"), "`d`.`t`");
+    }
+
+    #[test]
+    fn json_edits_nest_in_order() {
+        let edits = vec![
+            JsonEdit {
+                op: JsonEditOp::Replace,
+                path: "$.a".into(),
+                value: Some(b"1".to_vec()),
+            },
+            JsonEdit {
+                op: JsonEditOp::Insert,
+                path: "$.b[0]".into(),
+                value: Some(b"\"x\"".to_vec()),
+            },
+            JsonEdit {
+                op: JsonEditOp::Remove,
+                path: "$.c".into(),
+                value: None,
+            },
+        ];
+        let mut params = Vec::new();
+        let sql = json_edit_sql("j", &edits, &mut params);
+        assert_eq!(
+            sql,
+            "JSON_REMOVE(JSON_ARRAY_INSERT(JSON_REPLACE(`j`, ?, JSON_EXTRACT(?, '$')), ?, JSON_EXTRACT(?, '$')), ?)"
+        );
+        assert_eq!(params.len(), 5);
+        assert_eq!(params[0], MyValue::Bytes(b"$.a".to_vec()));
+        assert_eq!(params[4], MyValue::Bytes(b"$.c".to_vec()));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (virtual or stored generated columns) are never written and never used
 //! to find a row.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use mysql_async::Value as MyValue;
@@ -72,7 +73,9 @@ impl TablePlan {
     }
 
     pub fn insert_sql(&self, rows: usize) -> String {
-        let mut s = String::with_capacity(self.insert_head.len() + rows * (self.row_placeholders.len() + 1));
+        let mut s = String::with_capacity(
+            self.insert_head.len() + rows * (self.row_placeholders.len() + 1),
+        );
         s.push_str(&self.insert_head);
         for i in 0..rows {
             if i > 0 {
@@ -105,10 +108,40 @@ impl TablePlan {
         }
     }
 
-    pub fn update_params(&self, before: &Row, after: &Row) -> Vec<MyValue> {
-        let mut p: Vec<MyValue> = self.written.iter().map(|&i| sql::param(&after[i])).collect();
+    /// The UPDATE for one row and its parameters. A MySQL partial JSON
+    /// update makes the statement row-specific (`col = JSON_...(col, ...)`);
+    /// every other row uses the prepared [`TablePlan::update`].
+    pub fn update_for(&self, before: &Row, after: &Row) -> (Cow<'_, str>, Vec<MyValue>) {
+        let mut p = Vec::with_capacity(self.written.len() + self.key.len());
+        if !after.iter().any(|v| matches!(v, Value::JsonDiff(_))) {
+            p.extend(self.written.iter().map(|&i| sql::param(&after[i])));
+            p.extend(self.key_params(before));
+            return (Cow::Borrowed(&self.update), p);
+        }
+        let mut sets = Vec::with_capacity(self.written.len());
+        for &i in &self.written {
+            let name = &self.schema.columns[i].name;
+            match &after[i] {
+                Value::JsonDiff(edits) => sets.push(format!(
+                    "{} = {}",
+                    sql::ident(name),
+                    sql::json_edit_sql(name, edits, &mut p)
+                )),
+                v => {
+                    sets.push(format!("{} = ?", sql::ident(name)));
+                    p.push(sql::param(v));
+                }
+            }
+        }
         p.extend(self.key_params(before));
-        p
+        let where_at = self.update.find(" WHERE ").unwrap_or(self.update.len());
+        let sql = format!(
+            "UPDATE {} SET {}{}",
+            self.table_name(),
+            sets.join(", "),
+            &self.update[where_at..]
+        );
+        (Cow::Owned(sql), p)
     }
 
     pub fn key_params(&self, row: &Row) -> Vec<MyValue> {
@@ -117,12 +150,18 @@ impl TablePlan {
 
     /// `key (id)=(5)` or `row (a,b)=(1,'x')`, for error messages.
     pub fn describe_key(&self, row: &Row) -> String {
-        let names: Vec<&str> = self.key.iter().map(|&i| self.schema.columns[i].name.as_str()).collect();
+        let names: Vec<&str> = self
+            .key
+            .iter()
+            .map(|&i| self.schema.columns[i].name.as_str())
+            .collect();
         let values: Vec<String> = self
             .key
             .iter()
             .map(|&i| match &row[i] {
-                Value::Bytes(b) if b.len() > 64 => format!("'{}…'", String::from_utf8_lossy(&b[..64])),
+                Value::Bytes(b) if b.len() > 64 => {
+                    format!("'{}…'", String::from_utf8_lossy(&b[..64]))
+                }
                 Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
                 Value::Null => "NULL".into(),
                 Value::Int(v) => v.to_string(),
@@ -171,13 +210,36 @@ mod tests {
     fn statements_use_the_key_or_the_whole_row_and_skip_generated_columns() {
         let generated: HashSet<String> = ["g".to_string()].into();
         let p = TablePlan::new(schema(vec![0]), &generated);
-        assert_eq!(p.insert_sql(2), "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)");
-        assert_eq!(p.update, "UPDATE `d`.`t` SET `id` = ?, `v` = ? WHERE `id` <=> ?");
+        assert_eq!(
+            p.insert_sql(2),
+            "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)"
+        );
+        assert_eq!(
+            p.update,
+            "UPDATE `d`.`t` SET `id` = ?, `v` = ? WHERE `id` <=> ?"
+        );
         let p = TablePlan::new(schema(vec![]), &generated);
-        assert_eq!(p.delete, "DELETE FROM `d`.`t` WHERE `id` <=> ? AND `v` <=> ? LIMIT 1");
+        assert_eq!(
+            p.delete,
+            "DELETE FROM `d`.`t` WHERE `id` <=> ? AND `v` <=> ? LIMIT 1"
+        );
         let row = vec![Value::Int(1), Value::Null, Value::Int(3)];
         assert_eq!(p.describe_key(&row), "row (id,v)=(1,NULL)");
-        assert_eq!(p.update_params(&row, &row).len(), 4);
+        let (sql, params) = p.update_for(&row, &row);
+        assert_eq!(sql, p.update);
+        assert_eq!(params.len(), 4);
+        let edit = vec![crate::change::JsonEdit {
+            op: crate::change::JsonEditOp::Remove,
+            path: "$.x".into(),
+            value: None,
+        }];
+        let after = vec![Value::Int(1), Value::JsonDiff(edit), Value::Int(3)];
+        let (sql, params) = p.update_for(&row, &after);
+        assert_eq!(
+            sql,
+            "UPDATE `d`.`t` SET `id` = ?, `v` = JSON_REMOVE(`v`, ?) WHERE `id` <=> ? AND `v` <=> ? LIMIT 1"
+        );
+        assert_eq!(params.len(), 4);
     }
 
     #[test]
@@ -187,6 +249,10 @@ mod tests {
         let rows = vec![big; 10];
         assert_eq!(p.insert_batch_len(&rows, 200, 2500), 2);
         assert_eq!(p.insert_batch_len(&rows, 3, 1 << 20), 3);
-        assert_eq!(p.insert_batch_len(&rows[..1], 200, 10), 1, "one row always fits");
+        assert_eq!(
+            p.insert_batch_len(&rows[..1], 200, 10),
+            1,
+            "one row always fits"
+        );
     }
 }

@@ -46,7 +46,10 @@ fn ddl_and_row_changes_reach_two_slaves() {
          CREATE DATABASE scratch;
          DROP DATABASE scratch;",
     );
-    assert!(primary_position(&primary).starts_with("binlog.000003:"), "the binlog rotated twice");
+    assert!(
+        primary_position(&primary).starts_with("binlog.000003:"),
+        "the binlog rotated twice"
+    );
     for (replica, name) in [(&r1, "one"), (&r2, "two")] {
         wait_caught_up(&primary, replica, name);
         assert_same_table(&primary, replica, "shop.items");

@@ -148,7 +148,12 @@ fn every_type_round_trips_exactly() {
         assert_same_table(&primary, &replica, t);
     }
     // The no-key table really holds its duplicates.
-    assert_eq!(replica.sql("SELECT COUNT(*) FROM types.nopk WHERE a = 1").trim(), "2");
+    assert_eq!(
+        replica
+            .sql("SELECT COUNT(*) FROM types.nopk WHERE a = 1")
+            .trim(),
+        "2"
+    );
 
     primary.sql(CHANGES);
     wait_caught_up(&primary, &replica, "types");
@@ -156,10 +161,25 @@ fn every_type_round_trips_exactly() {
         assert_same_table(&primary, &replica, t);
     }
     // Deleting one of two identical rows deleted exactly one on the slave.
-    assert_eq!(replica.sql("SELECT COUNT(*) FROM types.nopk WHERE a = 1").trim(), "1");
-    assert_eq!(replica.sql("SELECT COUNT(*) FROM types.nopk WHERE a IS NULL").trim(), "1");
+    assert_eq!(
+        replica
+            .sql("SELECT COUNT(*) FROM types.nopk WHERE a = 1")
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        replica
+            .sql("SELECT COUNT(*) FROM types.nopk WHERE a IS NULL")
+            .trim(),
+        "1"
+    );
     // Generated columns were computed by the replica, not written.
-    assert_eq!(replica.sql("SELECT v, st FROM types.gen WHERE id = 1").trim(), "22\t12");
+    assert_eq!(
+        replica
+            .sql("SELECT v, st FROM types.gen WHERE id = 1")
+            .trim(),
+        "22\t12"
+    );
     for t in TABLES {
         let show = |db: &MariaDb| db.sql(&format!("SHOW CREATE TABLE {}", quoted(t)));
         assert_eq!(show(&primary), show(&replica), "SHOW CREATE TABLE {t}");

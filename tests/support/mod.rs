@@ -230,7 +230,11 @@ impl MariaDb {
             lit(t)
         ));
         let cols = cols.trim();
-        assert!(!cols.is_empty() && cols != "NULL", "table {table} not found on port {}", self.port);
+        assert!(
+            !cols.is_empty() && cols != "NULL",
+            "table {table} not found on port {}",
+            self.port
+        );
         self.sql(&format!(
             "SET SESSION time_zone = '+00:00'; SELECT {cols} FROM {} ORDER BY {cols}",
             quoted(table)
