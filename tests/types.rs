@@ -16,6 +16,7 @@ const TABLES: &[&str] = &[
     "types.gen",
     "types.nopk",
     "types.composite",
+    "types.inv",
     "we`ird db.tab le ü",
 ];
 
@@ -48,6 +49,7 @@ CREATE TABLE types.gen (id INT PRIMARY KEY, a INT,
   v INT AS (a * 2) VIRTUAL, st INT AS (a + 1) STORED, w VARCHAR(10));
 CREATE TABLE types.nopk (a INT, f FLOAT, d DOUBLE, s VARCHAR(10), b BLOB);
 CREATE TABLE types.composite (a VARCHAR(20), b DATETIME(3), c INT, v TEXT, PRIMARY KEY (a, b));
+CREATE TABLE types.inv (id INT PRIMARY KEY, hidden INT INVISIBLE, `select` INT);
 CREATE DATABASE `we``ird db`;
 CREATE TABLE `we``ird db`.`tab le ü` (`sélect` INT PRIMARY KEY, `from` VARCHAR(10), `a``b` INT, `naïve col` TEXT);
 "#;
@@ -94,6 +96,7 @@ INSERT INTO types.gen (id, a, w) VALUES (1, 1, 'one'), (2, NULL, 'null'), (3, -5
 INSERT INTO types.nopk VALUES (1, 1.1, 2.2, 'dup', 0x00), (1, 1.1, 2.2, 'dup', 0x00), (2, 0.3, 0.30000000000000004, 'two', NULL), (NULL, NULL, NULL, NULL, NULL), (NULL, NULL, NULL, NULL, NULL);
 INSERT INTO types.composite VALUES ('k', '2024-01-01 00:00:00.001', 1, 'a'), ('k', '2024-01-01 00:00:00.002', 2, 'b'), ('ü', '2024-01-01 00:00:00', 3, 'c');
 INSERT INTO `we``ird db`.`tab le ü` VALUES (1, 'select', 2, '😀'), (2, NULL, NULL, 'ü');
+INSERT INTO types.inv (id, hidden, `select`) VALUES (1, 10, 100), (2, 20, 200);
 "#;
 
 const CHANGES: &str = r#"
@@ -120,6 +123,8 @@ UPDATE types.nopk SET s = 'float' WHERE f = 0.3 OR a = 2;
 DELETE FROM types.nopk WHERE a IS NULL LIMIT 1;
 UPDATE types.composite SET v = 'changed', c = 10 WHERE a = 'k' AND b = '2024-01-01 00:00:00.002';
 DELETE FROM types.composite WHERE a = 'ü';
+UPDATE types.inv SET hidden = 11 WHERE id = 1;
+DELETE FROM types.inv WHERE id = 2;
 UPDATE `we``ird db`.`tab le ü` SET `from` = 'where', `a``b` = 3 WHERE `sélect` = 1;
 DELETE FROM `we``ird db`.`tab le ü` WHERE `sélect` = 2;
 "#;
