@@ -31,6 +31,7 @@ use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
 use crate::sql;
 use crate::statements::TablePlan;
+use crate::wire::SnapshotObject;
 
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
@@ -108,6 +109,8 @@ pub struct Applier {
     checkpoint: Checkpoint,
     /// Statements per table, valid until the next DDL.
     plans: HashMap<(String, String), Arc<TablePlan>>,
+    /// Views of a snapshot being loaded, created once all tables exist.
+    snapshot_views: Vec<SnapshotObject>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -172,6 +175,7 @@ impl Applier {
             name: name.to_string(),
             checkpoint,
             plans: HashMap::new(),
+            snapshot_views: Vec::new(),
         })
     }
 
@@ -379,6 +383,165 @@ impl Applier {
             )
             .await
             .map_err(|e| sql_error(p, e))
+    }
+
+    /// Deletes this slave's checkpoint: the next connection asks for a
+    /// snapshot.
+    pub async fn forget_checkpoint(&mut self) -> Result<(), ApplyError> {
+        let at = SourcePosition::new("(none)", 0);
+        self.conn
+            .exec_drop(
+                "DELETE FROM rowcast.checkpoint WHERE slave_name = ?",
+                (&self.name,),
+            )
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        self.checkpoint = Checkpoint {
+            seq: 0,
+            position: None,
+            ddl_pending_seq: None,
+        };
+        Ok(())
+    }
+
+    /// Runs a statement from `SHOW CREATE ...` (UTF-8 text).
+    async fn run_snapshot_ddl(
+        &mut self,
+        database: Option<&str>,
+        sql: &[u8],
+    ) -> Result<(), ApplyError> {
+        let at = SourcePosition::new("(snapshot)", 0);
+        let ddl_err = |e: mysql_async::Error| ApplyError::Ddl {
+            position: "snapshot".into(),
+            sql: String::from_utf8_lossy(sql).chars().take(300).collect(),
+            reason: e.to_string(),
+        };
+        self.conn
+            .query_drop("SET NAMES utf8mb4, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        if let Some(db) = database {
+            self.conn
+                .query_drop(format!("USE {}", sql::ident(db)))
+                .await
+                .map_err(ddl_err)?;
+        }
+        let result = self.conn.query_drop(sql).await;
+        self.conn
+            .query_drop(SESSION_SETUP)
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        result.map_err(ddl_err)
+    }
+
+    /// Starts loading a snapshot: the checkpoint is removed first, so a
+    /// slave interrupted while loading never believes it is complete; then
+    /// each replicated database is dropped and created afresh with its
+    /// tables.
+    pub async fn snapshot_begin(
+        &mut self,
+        databases: &[SnapshotObject],
+        tables: &[SnapshotObject],
+        views: Vec<SnapshotObject>,
+    ) -> Result<(), ApplyError> {
+        self.forget_checkpoint().await?;
+        self.plans.clear();
+        for db in databases {
+            self.run_snapshot_ddl(
+                None,
+                format!("DROP DATABASE IF EXISTS {}", sql::ident(&db.name)).as_bytes(),
+            )
+            .await?;
+            self.run_snapshot_ddl(None, &db.create_sql).await?;
+        }
+        for t in tables {
+            self.run_snapshot_ddl(Some(&t.database), &t.create_sql)
+                .await?;
+        }
+        self.snapshot_views = views;
+        Ok(())
+    }
+
+    /// Loads one chunk of snapshot rows in one local transaction.
+    pub async fn snapshot_rows(
+        &mut self,
+        table: &TableSchema,
+        rows: &[Row],
+    ) -> Result<(), ApplyError> {
+        let at = SourcePosition::new("(snapshot)", 0);
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        let change = Change::Insert {
+            table: 0,
+            rows: rows.to_vec(),
+        };
+        let txn = Transaction {
+            position: at.clone(),
+            timestamp: 0,
+            tables: vec![table.clone()],
+            changes: Vec::new(),
+        };
+        let result = self.apply_change(&txn, &change).await;
+        if result.is_err() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            return result;
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(&at, e))
+    }
+
+    /// Creates the snapshot's views (in dependency order, by retrying the
+    /// ones that name a view not yet created) and stores the snapshot
+    /// position as the checkpoint: from here on the slave is complete.
+    pub async fn snapshot_end(&mut self, position: &SourcePosition) -> Result<(), ApplyError> {
+        let mut pending = std::mem::take(&mut self.snapshot_views);
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            let mut last_err = None;
+            let before = pending.len();
+            for v in pending {
+                match self
+                    .run_snapshot_ddl(Some(&v.database), &v.create_sql)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e @ ApplyError::Lost(_)) => return Err(e),
+                    Err(e) => {
+                        last_err = Some(e);
+                        failed.push(v);
+                    }
+                }
+            }
+            if failed.len() == before {
+                return Err(last_err.expect("a failure was recorded"));
+            }
+            pending = failed;
+        }
+        let txn = Transaction {
+            position: position.clone(),
+            timestamp: 0,
+            tables: Vec::new(),
+            changes: Vec::new(),
+        };
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(position, e))?;
+        self.write_checkpoint(0, &txn).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(position, e))?;
+        self.checkpoint = Checkpoint {
+            seq: 0,
+            position: Some(position.clone()),
+            ddl_pending_seq: None,
+        };
+        Ok(())
     }
 
     /// The plan for a table, rebuilt when the binlog's description of it

@@ -5,9 +5,12 @@
 //! - [`source`]: connects to the primary, checks its settings, opens the
 //!   binlog stream.
 //! - [`decode`]: binlog events → committed [`change::Transaction`]s.
+//! - [`filter`] and [`ddl`]: which databases, tables and statements are
+//!   replicated.
 //! - [`changelog`]: the master's durable, segmented change log.
 //! - [`frame`], [`connection`], [`wire`]: the master–slave protocol.
 //! - [`serve`]: the master's listener and per-slave stream.
+//! - [`snapshot`]: the consistent copy that seeds a new slave.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
 //!   its `rowcast` schema.
 //! - [`master`] and [`slave`] wire the stages into the two processes.
@@ -24,13 +27,16 @@ pub mod change;
 pub mod changelog;
 pub mod codec;
 pub mod connection;
+pub mod ddl;
 pub mod decode;
+pub mod filter;
 pub mod frame;
 pub mod master;
 pub mod migrations;
 pub mod position;
 pub mod serve;
 pub mod slave;
+pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod statements;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use rowcast::filter::Filter;
 use rowcast::master::{self, MasterConfig};
 use rowcast::slave::{self, SlaveConfig};
 use rowcast::source::Source;
@@ -50,6 +51,13 @@ enum Command {
         /// the data dir, above 2^31 so it does not clash with real replicas).
         #[arg(long)]
         server_id: Option<u32>,
+        /// Replicate only these: `db` or `db.table`, * and ? as wildcards
+        /// (repeatable). Default: everything but the server's own schemas.
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Never replicate these: `db` or `db.table` globs (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -65,6 +73,10 @@ enum Command {
         /// Seconds of silence from the master before reconnecting.
         #[arg(long, default_value_t = 15)]
         master_timeout: u64,
+        /// Drop the replicated databases on the target and seed them again
+        /// from a new snapshot.
+        #[arg(long)]
+        resnapshot: bool,
     },
 }
 
@@ -103,14 +115,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data_dir,
             server_id,
+            include,
+            exclude,
         } => {
             let source = Source::from_url(&source)?;
+            let filter = Filter::new(&include, &exclude)?;
             let server_id = server_id.unwrap_or_else(|| master::default_server_id(&data_dir));
             let config = MasterConfig {
                 source,
                 listen,
                 data_dir,
                 server_id,
+                filter,
             };
             master::run(config, shutdown_signal()).await?;
         }
@@ -119,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             name,
             master_timeout,
+            resnapshot,
         } => {
             let target = Source::from_url(&target)?;
             let config = SlaveConfig {
@@ -126,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 target,
                 name,
                 master_timeout: Duration::from_secs(master_timeout.max(1)),
+                resnapshot,
             };
             slave::run(config, shutdown_signal()).await?;
         }

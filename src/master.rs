@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, watch};
 use crate::change::Transaction;
 use crate::changelog::{ChangeLog, LogError};
 use crate::decode::{DecodeError, Decoder};
+use crate::filter::Filter;
 use crate::position::SourcePosition;
-use crate::serve::{Listener, ServerState};
+use crate::serve::{Listener, ServerState, SnapshotSource};
 use crate::source::{self, Source, SourceError};
 
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub struct MasterConfig {
     pub listen: String,
     pub data_dir: PathBuf,
     pub server_id: u32,
+    pub filter: Filter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +78,21 @@ pub async fn run(
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
     let state = Arc::new(ServerState::default());
-    let server =
-        tokio::spawn(Listener::new(listener, log.subscribe(), state, shutdown.clone()).run());
+    let snapshots = SnapshotSource {
+        source: source.clone(),
+        is_mariadb: info.is_mariadb,
+        filter: Arc::new(config.filter.clone()),
+    };
+    let server = tokio::spawn(
+        Listener::new(
+            listener,
+            log.subscribe(),
+            state,
+            snapshots,
+            shutdown.clone(),
+        )
+        .run(),
+    );
 
     let mut resume = log.resume_position().expect("initialised above");
     let (tx, rx) = mpsc::channel::<Transaction>(4096);
@@ -170,7 +185,8 @@ async fn stream_once(
             Ok(Some(Ok(event))) => event,
         };
         match decoder.feed(&event) {
-            Ok(Some(txn)) => {
+            Ok(Some(mut txn)) => {
+                config.filter.retain(&mut txn);
                 let position = txn.position.clone();
                 if tx.send(txn).await.is_err() {
                     // The writer stopped (its error is reported by run).

@@ -14,9 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use tokio::sync::mpsc;
+
+use crate::change::{Row, TableSchema};
 use crate::changelog::{LogError, LogHandle};
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::filter::Filter;
 use crate::position::SourcePosition;
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::source::Source;
 use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,10 +44,19 @@ pub struct ServerState {
     pub slaves: Mutex<HashMap<String, SlaveInfo>>,
 }
 
+/// What a handler needs to seed a slave with a snapshot.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub source: Source,
+    pub is_mariadb: bool,
+    pub filter: Arc<Filter>,
+}
+
 pub struct Listener {
     listener: TcpListener,
     log: LogHandle,
     state: Arc<ServerState>,
+    snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -50,12 +65,14 @@ impl Listener {
         listener: TcpListener,
         log: LogHandle,
         state: Arc<ServerState>,
+        snapshots: SnapshotSource,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Listener {
             listener,
             log,
             state,
+            snapshots,
             shutdown,
         }
     }
@@ -73,6 +90,7 @@ impl Listener {
                             addr,
                             log: self.log.clone(),
                             state: self.state.clone(),
+                            snapshots: self.snapshots.clone(),
                             shutdown: self.shutdown.clone(),
                         };
                         tokio::spawn(async move { handler.run(socket).await });
@@ -93,7 +111,16 @@ struct Handler {
     addr: SocketAddr,
     log: LogHandle,
     state: Arc<ServerState>,
+    snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 impl Handler {
@@ -105,7 +132,143 @@ impl Handler {
         }
     }
 
-    async fn serve(mut self, socket: TcpStream) -> Result<(), ConnectionError> {
+    /// Whether the change log holds a statement (DDL) after `from` and up
+    /// to `to`. Waits for the log to reach `to`; a log that stays idle for
+    /// a few seconds before it does has nothing more in that range (the
+    /// binlog can end in events that are not transactions).
+    async fn ddl_between(
+        &self,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, LogError> {
+        if !to.is_after(from) {
+            return Ok(false);
+        }
+        let mut reader = self.log.reader_after(Some(from))?;
+        loop {
+            let rec = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+                Err(_) | Ok(Ok(None)) => return Ok(false),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Some(rec))) => rec,
+            };
+            if rec.position.is_after(to) {
+                return Ok(false);
+            }
+            let (_, txn) = rec.decode()?;
+            if txn.is_ddl() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads a consistent snapshot and streams it; returns its position.
+    /// The reading runs in its own task and hands chunks over a small
+    /// channel, so at most a few chunks are in memory.
+    async fn send_snapshot(&self, writer: &mut FrameWriter) -> Result<SourcePosition, ServeError> {
+        let snap = &self.snapshots;
+        // The catalog (SHOW CREATE ...) is not transactional: it shows the
+        // schema as of when it is read, not as of the snapshot position.
+        // If DDL on a replicated object landed in between, start over.
+        let mut attempt = 0;
+        let (mut snapshot, catalog) = loop {
+            attempt += 1;
+            let mut snapshot = Snapshot::begin(&snap.source, snap.is_mariadb).await?;
+            let catalog = snapshot.catalog(&snap.filter).await?;
+            let catalog_at = snapshot.source_end(&snap.source).await?;
+            match self.ddl_between(&snapshot.position, &catalog_at).await {
+                Ok(false) => break (snapshot, catalog),
+                Ok(true) if attempt < 20 => {
+                    tracing::info!(
+                        attempt,
+                        "schema changed while the snapshot started; starting it again"
+                    );
+                    snapshot.finish().await;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Ok(true) => {
+                    return Err(SnapshotError::Read {
+                        object: "catalog".into(),
+                        reason: "the schema kept changing during 20 snapshot attempts".into(),
+                    }
+                    .into())
+                }
+                Err(e) => {
+                    return Err(SnapshotError::Read {
+                        object: "change log".into(),
+                        reason: e.to_string(),
+                    }
+                    .into())
+                }
+            }
+        };
+        let position = snapshot.position.clone();
+        tracing::info!(
+            %position,
+            databases = catalog.databases.len(),
+            tables = catalog.tables.len(),
+            views = catalog.views.len(),
+            estimated_rows = catalog.estimated_rows,
+            estimated_bytes = catalog.estimated_bytes,
+            "snapshot started"
+        );
+        writer
+            .send(&MasterMessage::SnapshotBegin {
+                position: position.clone(),
+                databases: catalog.databases,
+                tables: catalog.tables.clone(),
+                views: catalog.views,
+                estimated_rows: catalog.estimated_rows,
+                estimated_bytes: catalog.estimated_bytes,
+            })
+            .await?;
+        let (tx, mut rx) = mpsc::channel::<(TableSchema, Vec<Row>)>(4);
+        let tables = catalog.tables;
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            for t in &tables {
+                total += snapshot
+                    .read_table(&t.database, &t.name, |schema, rows| {
+                        let tx = tx.clone();
+                        async move { tx.send((schema, rows)).await.is_ok() }
+                    })
+                    .await?;
+            }
+            snapshot.finish().await;
+            Ok::<u64, SnapshotError>(total)
+        });
+        let (mut rows_sent, mut bytes_sent, mut last_log) = (0u64, 0u64, std::time::Instant::now());
+        while let Some((table, rows)) = rx.recv().await {
+            rows_sent += rows.len() as u64;
+            bytes_sent += rows.iter().map(crate::statements::row_bytes).sum::<usize>() as u64;
+            writer
+                .write_message(&MasterMessage::SnapshotRows { table, rows })
+                .await?;
+            writer.flush().await?;
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!(
+                    rows = rows_sent,
+                    bytes = bytes_sent,
+                    estimated_rows = catalog.estimated_rows,
+                    "snapshot progress"
+                );
+                last_log = std::time::Instant::now();
+            }
+        }
+        let total = reader.await.map_err(|e| SnapshotError::Read {
+            object: "snapshot".into(),
+            reason: e.to_string(),
+        })??;
+        writer
+            .send(&MasterMessage::SnapshotEnd {
+                position: position.clone(),
+                rows: total,
+            })
+            .await?;
+        tracing::info!(rows = total, bytes = bytes_sent, %position, "snapshot sent");
+        Ok(position)
+    }
+
+    async fn serve(mut self, socket: TcpStream) -> Result<(), ServeError> {
         let (read_half, write_half) = socket.into_split();
         let mut reader = FrameReader::new(read_half, wire::HANDSHAKE_FRAME_LIMIT);
         let mut writer = FrameWriter::new(write_half);
@@ -147,6 +310,28 @@ impl Handler {
                 .await?;
             return Ok(());
         }
+        writer
+            .send(&MasterMessage::Welcome {
+                last_seq: self.log.end().last_seq,
+            })
+            .await?;
+        // A slave without a checkpoint is seeded first.
+        let after = match after {
+            Some(p) => Some(p),
+            None => match self.send_snapshot(&mut writer).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(cause = %e, "snapshot failed");
+                    let _ = writer
+                        .send(&MasterMessage::Error {
+                            kind: ErrorKind::Internal,
+                            message: e.to_string(),
+                        })
+                        .await;
+                    return Ok(());
+                }
+            },
+        };
         let mut log_reader = match self.log.reader_after(after.as_ref()) {
             Ok(r) => r,
             Err(e) => {
@@ -206,7 +391,7 @@ impl Handler {
                 ack = &mut acks => {
                     break match ack {
                         Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e),
+                        Ok(Err(e)) => Err(e.into()),
                         Err(_) => Ok(()),
                     };
                 }

@@ -27,6 +27,8 @@ pub struct SlaveConfig {
     pub name: String,
     /// Silence from the master longer than this drops the connection.
     pub master_timeout: Duration,
+    /// Forget the checkpoint and seed the replica again.
+    pub resnapshot: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
     let mut applier = Applier::connect(&config.target, &config.name).await?;
+    if config.resnapshot {
+        tracing::warn!(name = %config.name, "--resnapshot: forgetting the checkpoint; the replicated databases will be dropped and copied again");
+        applier.forget_checkpoint().await?;
+    }
     let cp = applier.checkpoint();
     tracing::info!(
         name = %config.name,
@@ -99,6 +105,7 @@ pub async fn run(
 enum Incoming {
     Txn(u64, Transaction),
     Heartbeat,
+    Snapshot(MasterMessage),
 }
 
 async fn session(
@@ -202,11 +209,24 @@ async fn session(
             let item = match reader.read_message_timeout::<MasterMessage>(timeout).await {
                 Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
                 Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
-                Ok(Some(MasterMessage::Error { message, .. })) => Err(SlaveError::Refused {
-                    addr: reader_addr.clone(),
-                    message,
+                Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
+                    // The master's own trouble (a failed snapshot read):
+                    // worth another try.
+                    ErrorKind::Internal => SlaveError::Unavailable {
+                        addr: reader_addr.clone(),
+                        reason: message,
+                    },
+                    _ => SlaveError::Refused {
+                        addr: reader_addr.clone(),
+                        message,
+                    },
                 }),
                 Ok(Some(MasterMessage::Welcome { .. })) => continue,
+                Ok(Some(
+                    m @ (MasterMessage::SnapshotBegin { .. }
+                    | MasterMessage::SnapshotRows { .. }
+                    | MasterMessage::SnapshotEnd { .. }),
+                )) => Ok(Incoming::Snapshot(m)),
                 Ok(None) => return,
                 Err(e) => Err(SlaveError::Unavailable {
                     addr: reader_addr.clone(),
@@ -221,6 +241,7 @@ async fn session(
     });
 
     let result = async {
+        let mut progress = (0u64, 0u64, std::time::Instant::now());
         while let Some(item) = rx.recv().await {
             match item? {
                 Incoming::Txn(seq, txn) => {
@@ -241,6 +262,31 @@ async fn session(
                     }
                 }
                 Incoming::Heartbeat => {}
+                Incoming::Snapshot(MasterMessage::SnapshotBegin {
+                    position,
+                    databases,
+                    tables,
+                    views,
+                    estimated_rows,
+                    estimated_bytes,
+                }) => {
+                    tracing::info!(%position, tables = tables.len(), estimated_rows, estimated_bytes, "receiving a snapshot");
+                    applier.snapshot_begin(&databases, &tables, views).await?;
+                    progress = (0, estimated_rows, std::time::Instant::now());
+                }
+                Incoming::Snapshot(MasterMessage::SnapshotRows { table, rows }) => {
+                    progress.0 += rows.len() as u64;
+                    applier.snapshot_rows(&table, &rows).await?;
+                    if progress.2.elapsed() > Duration::from_secs(5) {
+                        tracing::info!(rows = progress.0, estimated_rows = progress.1, "snapshot loading");
+                        progress.2 = std::time::Instant::now();
+                    }
+                }
+                Incoming::Snapshot(MasterMessage::SnapshotEnd { position, rows }) => {
+                    applier.snapshot_end(&position).await?;
+                    tracing::info!(%position, rows, "snapshot loaded; following the change log");
+                }
+                Incoming::Snapshot(_) => {}
             }
         }
         Ok(())

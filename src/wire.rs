@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::Transaction;
+use crate::change::{Row, TableSchema, Transaction};
 use crate::position::SourcePosition;
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
@@ -83,6 +83,35 @@ pub enum MasterMessage {
         kind: ErrorKind,
         message: String,
     },
+    /// Opens a snapshot: the position it was read at and every object to
+    /// create. Row chunks follow, then [`MasterMessage::SnapshotEnd`].
+    SnapshotBegin {
+        position: SourcePosition,
+        databases: Vec<SnapshotObject>,
+        tables: Vec<SnapshotObject>,
+        views: Vec<SnapshotObject>,
+        estimated_rows: u64,
+        estimated_bytes: u64,
+    },
+    /// A chunk of rows of one table (only its non-generated columns).
+    SnapshotRows {
+        table: TableSchema,
+        rows: Vec<Row>,
+    },
+    /// All rows are sent; streaming continues after `position`.
+    SnapshotEnd {
+        position: SourcePosition,
+        rows: u64,
+    },
+}
+
+/// A database, table or view with the statement that creates it, as
+/// `SHOW CREATE ...` gave it on the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotObject {
+    pub database: String,
+    pub name: String,
+    pub create_sql: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
