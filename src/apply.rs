@@ -31,6 +31,7 @@ use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
 use crate::sql;
 use crate::statements::TablePlan;
+use crate::verify;
 use crate::wire::SnapshotObject;
 
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
@@ -608,6 +609,11 @@ impl Applier {
                         });
                     }
                 }
+                if verify::is_chunk_table(&plan.schema) {
+                    for row in rows {
+                        self.check_chunk(&plan.schema, row, pos).await?;
+                    }
+                }
             }
             Change::Update { table, rows } => {
                 let plan = self.plan(&txn.tables[*table as usize], pos).await?;
@@ -628,6 +634,19 @@ impl Applier {
             Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
         }
         Ok(())
+    }
+
+    /// A `rowcast checksum` chunk row: checksum the same chunk here, in
+    /// this transaction, at this exact position.
+    async fn check_chunk(
+        &mut self,
+        schema: &TableSchema,
+        row: &Row,
+        pos: &SourcePosition,
+    ) -> Result<(), ApplyError> {
+        verify::check_replicated_chunk(&mut self.conn, &self.name, schema, row)
+            .await
+            .map_err(|e| sql_error(pos, e))
     }
 
     async fn exec_one_row(

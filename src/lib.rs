@@ -13,6 +13,8 @@
 //! - [`snapshot`]: the consistent copy that seeds a new slave.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
 //!   its `rowcast` schema.
+//! - [`verify`]: `rowcast checksum`, chunk checksums compared at the same
+//!   source position.
 //! - [`master`] and [`slave`] wire the stages into the two processes.
 //!
 //! Shared vocabulary: [`position`] (where in the binlog), [`change`] (the
@@ -40,4 +42,5 @@ pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod statements;
+pub mod verify;
 pub mod wire;

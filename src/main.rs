@@ -13,6 +13,7 @@ use rowcast::filter::Filter;
 use rowcast::master::{self, MasterConfig};
 use rowcast::slave::{self, SlaveConfig};
 use rowcast::source::Source;
+use rowcast::verify;
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +79,30 @@ enum Command {
         #[arg(long)]
         resnapshot: bool,
     },
+    /// Prove replicas equal their primary: chunk checksums compared at the
+    /// same source position, while writes go on. Exit 0: equal, 1: differs,
+    /// 2: error.
+    Checksum {
+        /// The primary (or $ROWCAST_SOURCE). Needs CREATE, INSERT on
+        /// rowcast_checksum.* besides SELECT.
+        #[arg(long, env = "ROWCAST_SOURCE", hide_env_values = true)]
+        source: String,
+        /// A replica written by a rowcast slave (repeatable).
+        #[arg(long, required = true)]
+        target: Vec<String>,
+        /// Only these tables: `db` or `db.table` globs (repeatable).
+        #[arg(long, value_name = "GLOB")]
+        tables: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Target duration of each chunk's checksum query, in ms.
+        #[arg(long, default_value_t = 200)]
+        chunk_ms: u64,
+        /// Seconds to wait for a replica to apply the run.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -108,7 +133,61 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn print_report(report: &verify::Report) {
+    println!(
+        "checksum run {} (primary at {})",
+        report.run_id, report.position
+    );
+    for t in &report.targets {
+        println!();
+        println!(
+            "replica {} (slave `{}`), applied the run {:.1} s after the primary finished",
+            t.target, t.slave, t.lag_seconds
+        );
+        let width = t
+            .tables
+            .iter()
+            .map(|r| r.database.len() + r.table.len() + 1)
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        println!(
+            "  {:<width$}  {:>12}  {:>7}  STATUS",
+            "TABLE", "ROWS", "CHUNKS"
+        );
+        for r in &t.tables {
+            let name = format!("{}.{}", r.database, r.table);
+            println!(
+                "  {:<width$}  {:>12}  {:>7}  {}",
+                name,
+                r.rows,
+                r.chunks,
+                r.status()
+            );
+            for k in r.differing_keys.iter().take(20) {
+                println!("  {:<width$}    key {k}", "");
+            }
+            if r.differing_keys.len() > 20 {
+                println!(
+                    "  {:<width$}    ... and {} more",
+                    "",
+                    r.differing_keys.len() - 20
+                );
+            }
+        }
+    }
+    println!();
+    println!(
+        "{}",
+        if report.all_equal() {
+            "all tables equal"
+        } else {
+            "DIFFERENCES FOUND"
+        }
+    );
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Master {
             source,
@@ -147,19 +226,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             slave::run(config, shutdown_signal()).await?;
         }
+        Command::Checksum {
+            source,
+            target,
+            tables,
+            json,
+            chunk_ms,
+            wait,
+        } => {
+            let opts = verify::ChecksumOptions {
+                source: Source::from_url(&source)?,
+                targets: target
+                    .iter()
+                    .map(|t| Source::from_url(t))
+                    .collect::<Result<_, _>>()?,
+                tables,
+                chunk_time: Duration::from_millis(chunk_ms.max(10)),
+                wait: Duration::from_secs(wait),
+            };
+            let report = match verify::run(&opts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report);
+            }
+            return Ok(if report.all_equal() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // `checksum` reserves exit code 1 for "differs".
+    let failure = match cli.command {
+        Command::Checksum { .. } => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }

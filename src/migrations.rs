@@ -6,7 +6,10 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
 /// Every migration in order; the number is its version.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_checkpoint.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_checkpoint.sql")),
+    (2, include_str!("../migrations/0002_checksum_results.sql")),
+];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {
     conn.query_drop("CREATE DATABASE IF NOT EXISTS rowcast")

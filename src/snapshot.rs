@@ -152,7 +152,8 @@ impl Snapshot {
                 name: db.clone(),
                 create_sql,
             });
-            let tables: Vec<(Vec<u8>, Vec<u8>, Option<u64>, Option<u64>)> = self
+            type TableRow = (Vec<u8>, Vec<u8>, Option<u64>, Option<u64>);
+            let tables: Vec<TableRow> = self
                 .conn
                 .exec(
                     "SELECT TABLE_NAME, TABLE_TYPE, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES \

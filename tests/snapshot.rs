@@ -33,7 +33,11 @@ fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
                 .arg(&sql)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         i
     })
@@ -83,7 +87,10 @@ fn new_slave_is_seeded_while_writes_go_on() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let writes = writer.join().unwrap();
-    assert!(writes > 5, "the load ran during the snapshot ({writes} rounds)");
+    assert!(
+        writes > 5,
+        "the load ran during the snapshot ({writes} rounds)"
+    );
     wait_caught_up(&primary, &replica, "seeded");
     assert_all_equal(&primary, &replica);
     assert!(slave.log_text().contains("snapshot loaded"));
@@ -105,9 +112,20 @@ fn slave_killed_during_snapshot_starts_over_and_converges() {
     });
     assert!(loading, "snapshot rows never arrived");
     slave.kill9();
-    let loaded: u64 = replica.sql("SELECT COUNT(*) FROM big.t").trim().parse().unwrap();
-    assert!(loaded < 300_000, "killed halfway, not after the end ({loaded} rows)");
-    assert_eq!(slave_position(&replica, "s"), "", "a half-loaded slave has no checkpoint");
+    let loaded: u64 = replica
+        .sql("SELECT COUNT(*) FROM big.t")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        loaded < 300_000,
+        "killed halfway, not after the end ({loaded} rows)"
+    );
+    assert_eq!(
+        slave_position(&replica, "s"),
+        "",
+        "a half-loaded slave has no checkpoint"
+    );
     primary.sql("UPDATE big.t SET amount = -1 WHERE id <= 10; INSERT INTO small.kv VALUES ('after-kill', 9)");
 
     let _slave = Rowcast::slave(&listen, &replica, "s");
@@ -183,10 +201,25 @@ fn filters_keep_excluded_objects_off_the_slave() {
     let dir = data.path().to_str().unwrap();
     let url = primary.url();
     let mut master = Rowcast::spawn(&[
-        "master", "--source", &url, "--listen", &listen, "--data-dir", dir,
-        "--include", "shop", "--include", "late*", "--exclude", "shop.secret",
+        "master",
+        "--source",
+        &url,
+        "--listen",
+        &listen,
+        "--data-dir",
+        dir,
+        "--include",
+        "shop",
+        "--include",
+        "late*",
+        "--exclude",
+        "shop.secret",
     ]);
-    assert!(wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok() || !master.is_running()));
+    assert!(wait_until(CONVERGE, || std::net::TcpStream::connect(
+        &listen
+    )
+    .is_ok()
+        || !master.is_running()));
     let _slave = Rowcast::slave(&listen, &replica, "f");
     wait_until(CONVERGE, || !slave_position(&replica, "f").is_empty());
     primary.sql(
@@ -200,10 +233,18 @@ fn filters_keep_excluded_objects_off_the_slave() {
     assert_same_table(&primary, &replica, "shop.items");
     assert_same_table(&primary, &replica, "late.x");
     assert_same_table(&primary, &replica, "shop.secret2");
-    assert!(replica.try_sql("SELECT 1 FROM shop.secret").is_err(), "excluded table copied");
+    assert!(
+        replica.try_sql("SELECT 1 FROM shop.secret").is_err(),
+        "excluded table copied"
+    );
     assert_eq!(replica.sql("SHOW DATABASES LIKE 'other'"), "");
     assert_eq!(replica.sql("SHOW DATABASES LIKE 'notme'"), "");
-    assert_eq!(replica.sql("SELECT COUNT(*) FROM mysql.user WHERE user = 'reader'").trim(), "0");
+    assert_eq!(
+        replica
+            .sql("SELECT COUNT(*) FROM mysql.user WHERE user = 'reader'")
+            .trim(),
+        "0"
+    );
 }
 
 #[test]
@@ -222,12 +263,25 @@ fn resnapshot_repairs_a_diverged_replica() {
     replica.sql("DELETE FROM r.t WHERE id = 2; INSERT INTO r.t VALUES (9, 9)");
     primary.sql("UPDATE r.t SET v = 20 WHERE id = 2");
     let mut slave = Rowcast::slave(&listen, &replica, "s");
-    assert!(wait_until(CONVERGE, || !slave.is_running()), "a diverged slave must stop");
+    assert!(
+        wait_until(CONVERGE, || !slave.is_running()),
+        "a diverged slave must stop"
+    );
     let log = slave.log_text();
-    assert!(log.contains("diverged") && log.contains("(id)=(2)") && log.contains("`r`.`t`"), "{log}");
+    assert!(
+        log.contains("diverged") && log.contains("(id)=(2)") && log.contains("`r`.`t`"),
+        "{log}"
+    );
 
     let _slave = Rowcast::spawn(&[
-        "slave", "--master", &listen, "--target", &replica.url(), "--name", "s", "--resnapshot",
+        "slave",
+        "--master",
+        &listen,
+        "--target",
+        &replica.url(),
+        "--name",
+        "s",
+        "--resnapshot",
     ]);
     wait_caught_up(&primary, &replica, "s");
     assert_same_table(&primary, &replica, "r.t");
