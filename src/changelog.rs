@@ -85,6 +85,8 @@ pub struct LogEnd {
 pub struct RawRecord {
     pub seq: u64,
     pub position: SourcePosition,
+    /// The transaction's commit time on the primary.
+    pub timestamp: u32,
     /// The codec encoding of `(seq, Transaction)`.
     pub payload: Vec<u8>,
 }
@@ -124,10 +126,7 @@ fn fsync_dir(dir: &Path) -> Result<(), LogError> {
 
 /// Reads the record at the reader's position. `Ok(None)` means a clean end
 /// or an incomplete record (a torn tail, or one not yet durable).
-fn read_record(
-    r: &mut impl Read,
-    path: &Path,
-) -> Result<Option<(u64, SourcePosition, Vec<u8>)>, LogError> {
+fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogError> {
     let mut header = [0u8; RECORD_HEADER_LEN];
     match r.read_exact(&mut header) {
         Ok(()) => {}
@@ -148,13 +147,18 @@ fn read_record(
     if crc32fast::hash(&payload) != crc {
         return Ok(None);
     }
-    // The payload begins with (seq, position): decode just that prefix.
-    let (seq, position): (u64, SourcePosition) =
-        codec::decode_prefix(&payload).map_err(|e| LogError::Corrupt {
+    // The payload begins with (seq, position, timestamp): decode just that.
+    let (seq, position, timestamp): (u64, SourcePosition, u32) = codec::decode_prefix(&payload)
+        .map_err(|e| LogError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("record header does not decode: {e}"),
         })?;
-    Ok(Some((seq, position, payload)))
+    Ok(Some(RawRecord {
+        seq,
+        position,
+        timestamp,
+        payload,
+    }))
 }
 
 fn check_segment_header(file: &mut File, path: &Path) -> Result<(), LogError> {
@@ -250,7 +254,13 @@ impl ChangeLog {
         let mut good = SEGMENT_HEADER_LEN;
         let mut last_seq = last.saturating_sub(1);
         let mut last_position = None;
-        while let Some((seq, position, payload)) = read_record(&mut reader, &path)? {
+        while let Some(RawRecord {
+            seq,
+            position,
+            payload,
+            ..
+        }) = read_record(&mut reader, &path)?
+        {
             if seq != last_seq + 1 {
                 return Err(LogError::Corrupt {
                     path,
@@ -431,6 +441,25 @@ impl LogHandle {
         self.start.as_ref()
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `(first sequence number kept, segment count, bytes on disk)`.
+    pub fn stats(&self) -> (u64, u64, u64) {
+        let segments = list_segments(&self.dir).unwrap_or_default();
+        let bytes = segments
+            .iter()
+            .filter_map(|s| fs::metadata(segment_path(&self.dir, *s)).ok())
+            .map(|m| m.len())
+            .sum();
+        (
+            segments.first().copied().unwrap_or(0),
+            segments.len() as u64,
+            bytes,
+        )
+    }
+
     /// A reader positioned at the first record after `after` (or at the
     /// very first record when `after` is `None`).
     pub fn reader_after(&self, after: Option<&SourcePosition>) -> Result<LogReader, LogError> {
@@ -510,13 +539,9 @@ impl LogReader {
             return Ok(None);
         };
         match read_record(file, &path)? {
-            Some((seq, position, payload)) => {
-                self.offset += (RECORD_HEADER_LEN + payload.len()) as u64;
-                Ok(Some(RawRecord {
-                    seq,
-                    position,
-                    payload,
-                }))
+            Some(rec) => {
+                self.offset += (RECORD_HEADER_LEN + rec.payload.len()) as u64;
+                Ok(Some(rec))
             }
             None => Ok(None),
         }

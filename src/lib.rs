@@ -15,6 +15,7 @@
 //!   its `rowcast` schema.
 //! - [`verify`]: `rowcast checksum`, chunk checksums compared at the same
 //!   source position.
+//! - [`status`], [`show`], [`metrics`]: what operators look at.
 //! - [`master`] and [`slave`] wire the stages into the two processes.
 //!
 //! Shared vocabulary: [`position`] (where in the binlog), [`change`] (the
@@ -34,13 +35,16 @@ pub mod decode;
 pub mod filter;
 pub mod frame;
 pub mod master;
+pub mod metrics;
 pub mod migrations;
 pub mod position;
 pub mod serve;
+pub mod show;
 pub mod slave;
 pub mod snapshot;
 pub mod source;
 pub mod sql;
 pub mod statements;
+pub mod status;
 pub mod verify;
 pub mod wire;

@@ -59,6 +59,9 @@ enum Command {
         /// Never replicate these: `db` or `db.table` globs (repeatable).
         #[arg(long, value_name = "GLOB")]
         exclude: Vec<String>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -78,6 +81,32 @@ enum Command {
         /// from a new snapshot.
         #[arg(long)]
         resnapshot: bool,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9188).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
+    },
+    /// Show a master's position, its change log and every slave's state and lag.
+    Status {
+        /// The master's --listen address.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        master: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look at a replica's data: databases, tables of DB, or rows of DB.TABLE.
+    Show {
+        /// The replica (or $ROWCAST_TARGET).
+        #[arg(long, env = "ROWCAST_TARGET", hide_env_values = true)]
+        target: String,
+        /// `DB` or `DB.TABLE`.
+        what: Option<String>,
+        /// Rows to show at most.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// A SQL condition on the rows, e.g. "id > 10".
+        #[arg(long = "where", value_name = "SQL")]
+        where_: Option<String>,
     },
     /// Prove replicas equal their primary: chunk checksums compared at the
     /// same source position, while writes go on. Exit 0: equal, 1: differs,
@@ -131,6 +160,99 @@ fn shutdown_signal() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// Prints rows as an aligned table.
+fn print_table(header: &[String], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count().min(60));
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c: String = c.chars().take(60).collect();
+                format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0))
+            })
+            .collect();
+        println!("  {}", parts.join("  ").trim_end());
+    };
+    line(header);
+    line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_status(s: &rowcast::wire::MasterStatus) {
+    let pos = |p: &Option<rowcast::position::SourcePosition>| {
+        p.as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("primary      {} at {}", s.primary, pos(&s.primary_position));
+    println!(
+        "master log   {} (seq {}..{}, {} segment(s), {} bytes) in {}",
+        pos(&s.log_position),
+        s.log_first_seq,
+        s.log_last_seq,
+        s.log_segments,
+        s.log_bytes,
+        s.log_dir
+    );
+    let behind = match (&s.primary_position, &s.log_position) {
+        (Some(p), Some(l)) if p.file == l.file => {
+            format!("{} bytes of binlog", p.offset.saturating_sub(l.offset))
+        }
+        (Some(p), Some(l)) if p.is_after(l) => "more than one binlog file".into(),
+        _ => "0 bytes of binlog".into(),
+    };
+    println!("master lag   {behind} behind the primary");
+    println!();
+    if s.slaves.is_empty() {
+        println!("no slave has connected since the master started");
+        return;
+    }
+    let header: Vec<String> = [
+        "SLAVE",
+        "ADDRESS",
+        "STATE",
+        "APPLIED POSITION",
+        "LAG TXNS",
+        "LAG S",
+        "SNAPSHOT",
+        "LAST ERROR",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = s
+        .slaves
+        .iter()
+        .map(|sl| {
+            vec![
+                sl.name.clone(),
+                sl.addr.clone(),
+                sl.state.clone(),
+                pos(&sl.applied_position),
+                sl.lag_transactions.to_string(),
+                sl.lag_seconds.to_string(),
+                if sl.snapshot_estimated_rows > 0 || sl.snapshot_rows > 0 {
+                    format!("{}/{} rows", sl.snapshot_rows, sl.snapshot_estimated_rows)
+                } else {
+                    "-".into()
+                },
+                sl.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(&header, &rows);
 }
 
 fn print_report(report: &verify::Report) {
@@ -196,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server_id,
             include,
             exclude,
+            metrics,
         } => {
             let source = Source::from_url(&source)?;
             let filter = Filter::new(&include, &exclude)?;
@@ -206,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_dir,
                 server_id,
                 filter,
+                metrics,
             };
             master::run(config, shutdown_signal()).await?;
         }
@@ -215,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             master_timeout,
             resnapshot,
+            metrics,
         } => {
             let target = Source::from_url(&target)?;
             let config = SlaveConfig {
@@ -223,8 +348,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 name,
                 master_timeout: Duration::from_secs(master_timeout.max(1)),
                 resnapshot,
+                metrics,
             };
             slave::run(config, shutdown_signal()).await?;
+        }
+        Command::Status { master, json } => {
+            let status = rowcast::status::fetch(&master).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+        Command::Show {
+            target,
+            what,
+            limit,
+            where_,
+        } => {
+            let target = Source::from_url(&target)?;
+            let shown =
+                rowcast::show::show(&target, what.as_deref(), limit, where_.as_deref()).await?;
+            for f in &shown.freshness {
+                println!("{f}");
+            }
+            println!();
+            print_table(&shown.header, &shown.rows);
+            println!("({} row(s))", shown.rows.len());
         }
         Command::Checksum {
             source,

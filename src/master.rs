@@ -20,6 +20,7 @@ use crate::change::Transaction;
 use crate::changelog::{ChangeLog, LogError};
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
+use crate::metrics::Metrics;
 use crate::position::SourcePosition;
 use crate::serve::{Listener, ServerState, SnapshotSource};
 use crate::source::{self, Source, SourceError};
@@ -31,6 +32,8 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     pub server_id: u32,
     pub filter: Filter,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,15 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MasterError> {
     let source = &config.source;
+    let metrics = Metrics::new();
+    if let Some(addr) = &config.metrics {
+        crate::metrics::serve(addr.clone(), metrics.clone(), "master")
+            .await
+            .map_err(|e| MasterError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
     let mut log = ChangeLog::open(&config.data_dir)?;
     let mut conn = source.connect().await?;
     let info = source::check_primary(source, &mut conn).await?;
@@ -77,7 +89,7 @@ pub async fn run(
             reason: e.to_string(),
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
-    let state = Arc::new(ServerState::default());
+    let state = Arc::new(ServerState::new(metrics.clone()));
     let snapshots = SnapshotSource {
         source: source.clone(),
         is_mariadb: info.is_mariadb,
@@ -87,7 +99,7 @@ pub async fn run(
         Listener::new(
             listener,
             log.subscribe(),
-            state,
+            state.clone(),
             snapshots,
             shutdown.clone(),
         )
@@ -96,7 +108,8 @@ pub async fn run(
 
     let mut resume = log.resume_position().expect("initialised above");
     let (tx, rx) = mpsc::channel::<Transaction>(4096);
-    let writer = std::thread::spawn(move || write_loop(log, rx));
+    let tip_state = state.clone();
+    let writer = std::thread::spawn(move || write_loop(log, rx, tip_state));
 
     let mut backoff = Duration::from_millis(200);
     let result = loop {
@@ -113,6 +126,7 @@ pub async fn run(
                 resume = last;
                 match e {
                     MasterError::Source(ref s) if s.is_retryable() => {
+                        state.metrics.reconnects.add(1);
                         tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
                         tokio::select! {
                             _ = shutdown.changed() => break Ok(()),
@@ -202,7 +216,11 @@ async fn stream_once(
 
 /// The log writer: takes everything queued, appends it with one fsync, and
 /// repeats. Runs on its own thread because fsync blocks.
-fn write_loop(mut log: ChangeLog, mut rx: mpsc::Receiver<Transaction>) -> Result<(), LogError> {
+fn write_loop(
+    mut log: ChangeLog,
+    mut rx: mpsc::Receiver<Transaction>,
+    state: Arc<ServerState>,
+) -> Result<(), LogError> {
     const MAX_BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -213,9 +231,22 @@ fn write_loop(mut log: ChangeLog, mut rx: mpsc::Receiver<Transaction>) -> Result
                 Err(_) => break,
             }
         }
+        let before = log.end();
         if let Err(e) = log.append(&batch) {
+            state.metrics.errors.add(1);
             tracing::error!(cause = %e, "change log append failed; stopping");
             return Err(e);
+        }
+        let m = &state.metrics;
+        m.transactions.add(batch.len() as u64);
+        m.rows.add(batch.iter().map(|t| t.row_count() as u64).sum());
+        let end = log.end();
+        if end.segment == before.segment {
+            m.bytes.add(end.offset.saturating_sub(before.offset));
+        }
+        m.last_seq.set(end.last_seq);
+        if let Some(last) = batch.last() {
+            *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
         }
         batch.clear();
     }

@@ -20,10 +20,11 @@ use crate::change::{Row, TableSchema};
 use crate::changelog::{LogError, LogHandle};
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::filter::Filter;
+use crate::metrics::Metrics;
 use crate::position::SourcePosition;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::source::Source;
-use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+use crate::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An idle stream gets a heartbeat this often.
@@ -34,14 +35,49 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct SlaveInfo {
     pub addr: SocketAddr,
+    pub state: &'static str,
     pub acked_seq: u64,
     pub acked_position: Option<SourcePosition>,
-    pub connected: bool,
+    pub acked_source_time: u32,
+    /// Highest sequence number sent, and the primary commit time of the
+    /// oldest transaction sent but not yet acknowledged (0: none).
+    pub sent_seq: u64,
+    pub oldest_unacked_time: u32,
+    pub snapshot_rows: u64,
+    pub snapshot_estimated_rows: u64,
+    pub last_error: Option<String>,
 }
 
-#[derive(Default)]
 pub struct ServerState {
     pub slaves: Mutex<HashMap<String, SlaveInfo>>,
+    /// Position and primary commit time of the newest logged transaction.
+    pub log_tip: Mutex<(Option<SourcePosition>, u32)>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ServerState {
+    pub fn new(metrics: Arc<Metrics>) -> ServerState {
+        ServerState {
+            slaves: Mutex::new(HashMap::new()),
+            log_tip: Mutex::new((None, 0)),
+            metrics,
+        }
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut SlaveInfo)) {
+        if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
+            f(info);
+        }
+    }
+
+    fn connected_count(&self) -> u64 {
+        self.slaves
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| matches!(s.state, "snapshotting" | "streaming"))
+            .count() as u64
+    }
 }
 
 /// What a handler needs to seed a slave with a snapshot.
@@ -164,7 +200,11 @@ impl Handler {
     /// Reads a consistent snapshot and streams it; returns its position.
     /// The reading runs in its own task and hands chunks over a small
     /// channel, so at most a few chunks are in memory.
-    async fn send_snapshot(&self, writer: &mut FrameWriter) -> Result<SourcePosition, ServeError> {
+    async fn send_snapshot(
+        &self,
+        writer: &mut FrameWriter,
+        name: &str,
+    ) -> Result<SourcePosition, ServeError> {
         let snap = &self.snapshots;
         // The catalog (SHOW CREATE ...) is not transactional: it shows the
         // schema as of when it is read, not as of the snapshot position.
@@ -239,6 +279,11 @@ impl Handler {
         let (mut rows_sent, mut bytes_sent, mut last_log) = (0u64, 0u64, std::time::Instant::now());
         while let Some((table, rows)) = rx.recv().await {
             rows_sent += rows.len() as u64;
+            self.state.metrics.snapshot_rows.add(rows.len() as u64);
+            self.state.update(name, |info| {
+                info.snapshot_rows = rows_sent;
+                info.snapshot_estimated_rows = catalog.estimated_rows;
+            });
             bytes_sent += rows.iter().map(crate::statements::row_bytes).sum::<usize>() as u64;
             writer
                 .write_message(&MasterMessage::SnapshotRows { table, rows })
@@ -285,6 +330,11 @@ impl Handler {
                 return Ok(());
             }
         };
+        if hello == SlaveMessage::StatusRequest {
+            let status = self.status().await;
+            writer.send(&MasterMessage::Status(status)).await?;
+            return Ok(());
+        }
         let SlaveMessage::Hello {
             protocol,
             name,
@@ -315,10 +365,53 @@ impl Handler {
                 last_seq: self.log.end().last_seq,
             })
             .await?;
+        self.state.slaves.lock().unwrap().insert(
+            name.clone(),
+            SlaveInfo {
+                addr: self.addr,
+                state: if after.is_some() {
+                    "streaming"
+                } else {
+                    "snapshotting"
+                },
+                acked_seq: 0,
+                acked_position: after.clone(),
+                acked_source_time: 0,
+                sent_seq: 0,
+                oldest_unacked_time: 0,
+                snapshot_rows: 0,
+                snapshot_estimated_rows: 0,
+                last_error: None,
+            },
+        );
+        self.state
+            .metrics
+            .slaves_connected
+            .set(self.state.connected_count());
+        let result = self.stream(name.clone(), after, reader, writer).await;
+        self.state.update(&name, |info| {
+            if info.state != "failed" {
+                info.state = "disconnected";
+            }
+        });
+        self.state
+            .metrics
+            .slaves_connected
+            .set(self.state.connected_count());
+        result
+    }
+
+    async fn stream(
+        &mut self,
+        name: String,
+        after: Option<SourcePosition>,
+        mut reader: FrameReader,
+        mut writer: FrameWriter,
+    ) -> Result<(), ServeError> {
         // A slave without a checkpoint is seeded first.
         let after = match after {
             Some(p) => Some(p),
-            None => match self.send_snapshot(&mut writer).await {
+            None => match self.send_snapshot(&mut writer, &name).await {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::error!(cause = %e, "snapshot failed");
@@ -349,32 +442,48 @@ impl Handler {
                 return Ok(());
             }
         };
-        tracing::info!(after = ?after.as_ref().map(|p| p.to_string()), "slave connected");
+        tracing::info!(after = ?after.as_ref().map(|p| p.to_string()), "streaming to slave");
+        self.state.update(&name, |info| {
+            info.state = "streaming";
+            info.acked_position = after.clone();
+        });
         writer
             .send(&MasterMessage::Welcome {
                 last_seq: self.log.end().last_seq,
             })
             .await?;
-        self.state.slaves.lock().unwrap().insert(
-            name.clone(),
-            SlaveInfo {
-                addr: self.addr,
-                acked_seq: 0,
-                acked_position: after.clone(),
-                connected: true,
-            },
-        );
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
         let state = self.state.clone();
         let ack_name = name.clone();
         let mut acks = tokio::spawn(async move {
             loop {
                 match reader.read_message::<SlaveMessage>().await {
-                    Ok(Some(SlaveMessage::Ack { seq, position })) => {
-                        if let Some(info) = state.slaves.lock().unwrap().get_mut(&ack_name) {
+                    Ok(Some(SlaveMessage::Ack {
+                        seq,
+                        position,
+                        source_time,
+                    })) => {
+                        state.update(&ack_name, |info| {
+                            info.state = "streaming";
                             info.acked_seq = seq;
                             info.acked_position = Some(position);
-                        }
+                            info.acked_source_time = source_time;
+                            info.oldest_unacked_time =
+                                if seq >= info.sent_seq { 0 } else { source_time };
+                        });
+                    }
+                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                        state.update(&ack_name, |info| {
+                            info.snapshot_rows = rows;
+                            info.snapshot_estimated_rows = estimated;
+                        });
+                    }
+                    Ok(Some(SlaveMessage::Failed { message })) => {
+                        tracing::error!(slave = %ack_name, error = %message, "slave stopped with an error");
+                        state.update(&ack_name, |info| {
+                            info.state = "failed";
+                            info.last_error = Some(message);
+                        });
                     }
                     Ok(Some(_)) => continue,
                     Ok(None) => return Ok(()),
@@ -384,11 +493,13 @@ impl Handler {
         });
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         let tag = wire::transaction_frame_tag();
-        let result = loop {
+        let mut acks_done = false;
+        let result: Result<(), ServeError> = loop {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break Ok(()),
                 ack = &mut acks => {
+                    acks_done = true;
                     break match ack {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(e)) => Err(e.into()),
@@ -398,6 +509,17 @@ impl Handler {
                 rec = log_reader.next() => match rec {
                     Ok(Some(rec)) => {
                         writer.write_frame_parts(&[&tag, &rec.payload]).await?;
+                        self.state.update(&name, |i| {
+                            if i.sent_seq == 0 && i.acked_seq == 0 {
+                                // After a snapshot: everything before this
+                                // record is in the slave's copy.
+                                i.acked_seq = rec.seq - 1;
+                            }
+                            i.sent_seq = rec.seq;
+                            if i.oldest_unacked_time == 0 {
+                                i.oldest_unacked_time = rec.timestamp;
+                            }
+                        });
                         if writer.buffered() > 256 * 1024 {
                             writer.flush().await?;
                         }
@@ -424,11 +546,72 @@ impl Handler {
                 }
             }
         };
-        acks.abort();
-        if let Some(info) = self.state.slaves.lock().unwrap().get_mut(&name) {
-            info.connected = false;
+        // Let the ack reader take a last message (e.g. `Failed`) first.
+        if !acks_done {
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut acks).await;
+            acks.abort();
         }
         result
+    }
+
+    async fn status(&self) -> MasterStatus {
+        let source = &self.snapshots.source;
+        let primary_position = match source.connect().await {
+            Ok(mut conn) => crate::source::current_position(source, &mut conn)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        let (log_position, log_time) = self.state.log_tip.lock().unwrap().clone();
+        let end = self.log.end();
+        let (first_seq, segments, bytes) = self.log.stats();
+        let now = (now_ms() / 1000) as u32;
+        let mut slaves: Vec<SlaveStatus> = self
+            .state
+            .slaves
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, s)| {
+                // A slave that has been sent nothing yet is at the log's end
+                // (just seeded) or is about to be sent its backlog.
+                let lag_transactions = if s.sent_seq == 0 && s.acked_seq == 0 {
+                    0
+                } else {
+                    end.last_seq.saturating_sub(s.acked_seq)
+                };
+                let lag_seconds = if lag_transactions == 0 || s.oldest_unacked_time == 0 {
+                    0
+                } else {
+                    u64::from(now.saturating_sub(s.oldest_unacked_time))
+                };
+                SlaveStatus {
+                    name: name.clone(),
+                    addr: s.addr.to_string(),
+                    state: s.state.to_string(),
+                    applied_seq: s.acked_seq,
+                    applied_position: s.acked_position.clone(),
+                    lag_transactions,
+                    lag_seconds,
+                    snapshot_rows: s.snapshot_rows,
+                    snapshot_estimated_rows: s.snapshot_estimated_rows,
+                    last_error: s.last_error.clone(),
+                }
+            })
+            .collect();
+        slaves.sort_by(|a, b| a.name.cmp(&b.name));
+        MasterStatus {
+            primary: source.endpoint().to_string(),
+            primary_position,
+            log_position,
+            log_time,
+            log_first_seq: first_seq,
+            log_last_seq: end.last_seq,
+            log_segments: segments,
+            log_bytes: bytes,
+            log_dir: self.log.dir().display().to_string(),
+            slaves,
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::apply::{Applier, ApplyError};
 use crate::change::Transaction;
 use crate::codec::MAX_ENCODED_LEN;
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::metrics::Metrics;
 use crate::source::Source;
 use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
 
@@ -29,6 +30,8 @@ pub struct SlaveConfig {
     pub master_timeout: Duration,
     /// Forget the checkpoint and seed the replica again.
     pub resnapshot: bool,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,15 @@ pub async fn run(
     config: SlaveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
+    let metrics = Metrics::new();
+    if let Some(addr) = &config.metrics {
+        crate::metrics::serve(addr.clone(), metrics.clone(), "slave")
+            .await
+            .map_err(|e| SlaveError::Unavailable {
+                addr: addr.clone(),
+                reason: format!("cannot serve metrics: {e}"),
+            })?;
+    }
     let mut applier = Applier::connect(&config.target, &config.name).await?;
     if config.resnapshot {
         tracing::warn!(name = %config.name, "--resnapshot: forgetting the checkpoint; the replicated databases will be dropped and copied again");
@@ -74,7 +86,7 @@ pub async fn run(
     loop {
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            r = session(&config, &mut applier, &mut connected_once) => r,
+            r = session(&config, &mut applier, &mut connected_once, &metrics) => r,
         };
         match result {
             Ok(()) => {
@@ -82,6 +94,7 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
             }
             Err(e) if e.is_retryable() => {
+                metrics.reconnects.add(1);
                 tracing::warn!(cause = %e, retry_in = ?backoff, "connection problem; reconnecting");
                 if let SlaveError::Apply(_) = e {
                     // The target connection may be broken: start it afresh.
@@ -112,6 +125,7 @@ async fn session(
     config: &SlaveConfig,
     applier: &mut Applier,
     connected_once: &mut bool,
+    metrics: &Metrics,
 ) -> Result<(), SlaveError> {
     let addr = config.master.clone();
     let unavailable = |reason: String| SlaveError::Unavailable {
@@ -221,7 +235,7 @@ async fn session(
                         message,
                     },
                 }),
-                Ok(Some(MasterMessage::Welcome { .. })) => continue,
+                Ok(Some(MasterMessage::Welcome { .. } | MasterMessage::Status(_))) => continue,
                 Ok(Some(
                     m @ (MasterMessage::SnapshotBegin { .. }
                     | MasterMessage::SnapshotRows { .. }
@@ -245,7 +259,19 @@ async fn session(
         while let Some(item) = rx.recv().await {
             match item? {
                 Incoming::Txn(seq, txn) => {
-                    applier.apply(seq, &txn).await?;
+                    if let Err(e) = applier.apply(seq, &txn).await {
+                        if !e.is_retryable() {
+                            // Tell the master (and so `rowcast status`) why.
+                            metrics.errors.add(1);
+                            let _ = writer.send(&SlaveMessage::Failed { message: e.to_string() }).await;
+                        }
+                        return Err(e.into());
+                    }
+                    metrics.transactions.add(1);
+                    metrics.rows.add(txn.row_count() as u64);
+                    metrics.last_seq.set(seq);
+                    let now = crate::serve::now_ms() / 1000;
+                    metrics.lag_seconds.set(if rx.is_empty() { 0 } else { now.saturating_sub(u64::from(txn.timestamp)) });
                     // Ack when the queue is drained, not per transaction.
                     if rx.is_empty() {
                         let cp = applier.checkpoint();
@@ -253,6 +279,7 @@ async fn session(
                             let ack = SlaveMessage::Ack {
                                 seq: cp.seq,
                                 position,
+                                source_time: txn.timestamp,
                             };
                             writer
                                 .send(&ack)
@@ -276,7 +303,12 @@ async fn session(
                 }
                 Incoming::Snapshot(MasterMessage::SnapshotRows { table, rows }) => {
                     progress.0 += rows.len() as u64;
+                    metrics.snapshot_rows.add(rows.len() as u64);
                     applier.snapshot_rows(&table, &rows).await?;
+                    if progress.2.elapsed() > Duration::from_secs(1) {
+                        let msg = SlaveMessage::SnapshotProgress { rows: progress.0, estimated: progress.1 };
+                        writer.send(&msg).await.map_err(|e| unavailable(e.to_string()))?;
+                    }
                     if progress.2.elapsed() > Duration::from_secs(5) {
                         tracing::info!(rows = progress.0, estimated_rows = progress.1, "snapshot loading");
                         progress.2 = std::time::Instant::now();

@@ -113,6 +113,12 @@ pub fn json_edit_sql(column: &str, edits: &[JsonEdit], params: &mut Vec<MyValue>
     expr
 }
 
+/// `YYYY-MM-DD hh:mm:ss` of a Unix timestamp, in UTC.
+pub fn civil_string(secs: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil_from_epoch(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
+}
+
 /// UTC civil time of a Unix timestamp (Howard Hinnant's algorithm).
 pub fn civil_from_epoch(secs: i64) -> (u16, u8, u8, u8, u8, u8) {
     let days = secs.div_euclid(86_400);

@@ -60,8 +60,19 @@ pub enum SlaveMessage {
         /// nothing yet.
         after: Option<SourcePosition>,
     },
-    /// Everything up to and including `seq` is committed on the slave.
-    Ack { seq: u64, position: SourcePosition },
+    /// Everything up to and including `seq` is committed on the slave;
+    /// `source_time` is the primary's commit time of that transaction.
+    Ack {
+        seq: u64,
+        position: SourcePosition,
+        source_time: u32,
+    },
+    /// The slave is loading a snapshot: rows done of the estimate.
+    SnapshotProgress { rows: u64, estimated: u64 },
+    /// The slave stops for good, for this reason.
+    Failed { message: String },
+    /// Sent instead of `Hello` by `rowcast status`.
+    StatusRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +114,40 @@ pub enum MasterMessage {
         position: SourcePosition,
         rows: u64,
     },
+    /// The answer to [`SlaveMessage::StatusRequest`].
+    Status(MasterStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    pub primary: String,
+    /// The primary's binlog end right now, if it could be read.
+    pub primary_position: Option<SourcePosition>,
+    /// Position of the newest transaction in the change log.
+    pub log_position: Option<SourcePosition>,
+    /// Primary commit time of that transaction (epoch seconds).
+    pub log_time: u32,
+    pub log_first_seq: u64,
+    pub log_last_seq: u64,
+    pub log_segments: u64,
+    pub log_bytes: u64,
+    pub log_dir: String,
+    pub slaves: Vec<SlaveStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaveStatus {
+    pub name: String,
+    pub addr: String,
+    /// `snapshotting`, `streaming`, `disconnected` or `failed`.
+    pub state: String,
+    pub applied_seq: u64,
+    pub applied_position: Option<SourcePosition>,
+    pub lag_transactions: u64,
+    pub lag_seconds: u64,
+    pub snapshot_rows: u64,
+    pub snapshot_estimated_rows: u64,
+    pub last_error: Option<String>,
 }
 
 /// A database, table or view with the statement that creates it, as

@@ -1,0 +1,63 @@
+//! The client side of `rowcast status`: asks a master for its
+//! [`MasterStatus`] over the rowcast port.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::connection::{FrameReader, FrameWriter};
+use crate::wire::{self, MasterMessage, MasterStatus, SlaveMessage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot reach the master at {addr}: {reason}; is `rowcast master` running with --listen {addr}?")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} is not a rowcast master: {what}")]
+    NotAMaster { addr: String, what: String },
+}
+
+pub async fn fetch(addr: &str) -> Result<MasterStatus, StatusError> {
+    let unreachable = |reason: String| StatusError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let socket = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable("no answer within 10s".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (r, w) = socket.into_split();
+    let mut reader = FrameReader::new(r, 64 << 20);
+    let mut writer = FrameWriter::new(w);
+    let mut greeting = [0u8; wire::GREETING_LEN];
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        reader.read_exact_raw(&mut greeting),
+    )
+    .await
+    .map_err(|_| StatusError::NotAMaster {
+        addr: addr.into(),
+        what: "no greeting within 10s".into(),
+    })?
+    .map_err(|e| unreachable(e.to_string()))?;
+    if &greeting[..8] != wire::MAGIC {
+        return Err(StatusError::NotAMaster {
+            addr: addr.into(),
+            what: wire::describe_foreign_greeting(&greeting),
+        });
+    }
+    writer
+        .send(&SlaveMessage::StatusRequest)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    match reader
+        .read_message_timeout::<MasterMessage>(Duration::from_secs(30))
+        .await
+    {
+        Ok(Some(MasterMessage::Status(s))) => Ok(s),
+        Ok(other) => Err(StatusError::NotAMaster {
+            addr: addr.into(),
+            what: format!("unexpected answer {other:?}"),
+        }),
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}
