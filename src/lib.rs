@@ -9,7 +9,8 @@
 //!   replicated.
 //! - [`changelog`]: the master's durable, segmented change log.
 //! - [`frame`], [`connection`], [`wire`]: the master–slave protocol.
-//! - [`serve`]: the master's listener and per-slave stream.
+//! - [`serve`]: the master's listener and per-slave stream; [`auth`] its
+//!   shared-secret challenge-response.
 //! - [`snapshot`]: the consistent copy that seeds a new slave.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
 //!   its `rowcast` schema.
@@ -26,6 +27,7 @@
 //! retry can help; only the supervisor loops in `master` and `slave` retry.
 
 pub mod apply;
+pub mod auth;
 pub mod change;
 pub mod changelog;
 pub mod codec;

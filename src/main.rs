@@ -62,6 +62,9 @@ enum Command {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        /// File holding a shared secret that slaves must prove they know.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -84,6 +87,9 @@ enum Command {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9188).
         #[arg(long, value_name = "HOST:PORT")]
         metrics: Option<String>,
+        /// File holding the master's shared secret.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
     /// Show a master's position, its change log and every slave's state and lag.
     Status {
@@ -93,6 +99,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// File holding the master's shared secret.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
     },
     /// Look at a replica's data: databases, tables of DB, or rows of DB.TABLE.
     Show {
@@ -319,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             include,
             exclude,
             metrics,
+            token_file,
         } => {
             let source = Source::from_url(&source)?;
             let filter = Filter::new(&include, &exclude)?;
@@ -330,6 +340,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 server_id,
                 filter,
                 metrics,
+                token: token_file
+                    .as_deref()
+                    .map(rowcast::auth::load_token)
+                    .transpose()?,
             };
             master::run(config, shutdown_signal()).await?;
         }
@@ -340,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             master_timeout,
             resnapshot,
             metrics,
+            token_file,
         } => {
             let target = Source::from_url(&target)?;
             let config = SlaveConfig {
@@ -349,11 +364,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 master_timeout: Duration::from_secs(master_timeout.max(1)),
                 resnapshot,
                 metrics,
+                token: token_file
+                    .as_deref()
+                    .map(rowcast::auth::load_token)
+                    .transpose()?,
             };
             slave::run(config, shutdown_signal()).await?;
         }
-        Command::Status { master, json } => {
-            let status = rowcast::status::fetch(&master).await?;
+        Command::Status {
+            master,
+            json,
+            token_file,
+        } => {
+            let token = token_file
+                .as_deref()
+                .map(rowcast::auth::load_token)
+                .transpose()?;
+            let status = rowcast::status::fetch(&master, token.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

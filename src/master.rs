@@ -34,6 +34,8 @@ pub struct MasterConfig {
     pub filter: Filter,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<String>,
+    /// Shared secret slaves must prove they know.
+    pub token: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub async fn run(
         source: source.clone(),
         is_mariadb: info.is_mariadb,
         filter: Arc::new(config.filter.clone()),
+        token: config.token.clone().map(Arc::new),
     };
     let server = tokio::spawn(
         Listener::new(

@@ -86,6 +86,8 @@ pub struct SnapshotSource {
     pub source: Source,
     pub is_mariadb: bool,
     pub filter: Arc<Filter>,
+    /// The shared secret slaves must prove they know, if any.
+    pub token: Option<Arc<Vec<u8>>>,
 }
 
 pub struct Listener {
@@ -318,7 +320,14 @@ impl Handler {
         let mut reader = FrameReader::new(read_half, wire::HANDSHAKE_FRAME_LIMIT);
         let mut writer = FrameWriter::new(write_half);
         writer.write_raw(&wire::greeting()).await?;
-        writer.flush().await?;
+        let nonce = crate::auth::nonce();
+        let token = self.snapshots.token.clone();
+        writer
+            .send(&MasterMessage::Challenge {
+                nonce: nonce.to_vec(),
+                token_required: token.is_some(),
+            })
+            .await?;
         let hello = match reader
             .read_message_timeout::<SlaveMessage>(HANDSHAKE_TIMEOUT)
             .await
@@ -330,7 +339,33 @@ impl Handler {
                 return Ok(());
             }
         };
-        if hello == SlaveMessage::StatusRequest {
+        // Who is asking, and their answer to the challenge.
+        let (who, answer) = match &hello {
+            SlaveMessage::Hello { name, auth, .. } => (name.clone(), auth.clone()),
+            SlaveMessage::StatusRequest { auth } => ("status".to_string(), auth.clone()),
+            _ => (String::new(), None),
+        };
+        if let Some(token) = &token {
+            let ok = answer
+                .as_deref()
+                .is_some_and(|a| crate::auth::verify(token, &nonce, &who, a));
+            if !ok {
+                let message = if answer.is_none() {
+                    "this master requires a token: start the slave with --token-file pointing at the master's secret"
+                } else {
+                    "wrong token: the slave's --token-file does not hold the master's secret"
+                };
+                tracing::warn!(addr = %self.addr, name = %who, "refused a peer with a wrong or missing token");
+                writer
+                    .send(&MasterMessage::Error {
+                        kind: ErrorKind::Unauthorized,
+                        message: message.into(),
+                    })
+                    .await?;
+                return Ok(());
+            }
+        }
+        if let SlaveMessage::StatusRequest { .. } = hello {
             let status = self.status().await;
             writer.send(&MasterMessage::Status(status)).await?;
             return Ok(());
@@ -339,6 +374,7 @@ impl Handler {
             protocol,
             name,
             after,
+            ..
         } = hello
         else {
             tracing::warn!(addr = %self.addr, "refused a peer that did not start with Hello");

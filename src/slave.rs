@@ -32,6 +32,8 @@ pub struct SlaveConfig {
     pub resnapshot: bool,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<String>,
+    /// Shared secret to prove to the master.
+    pub token: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +177,37 @@ async fn session(
             what: wire::describe_foreign_greeting(&greeting),
         });
     }
+    let nonce = match reader
+        .read_message_timeout::<MasterMessage>(Duration::from_secs(10))
+        .await
+    {
+        Ok(Some(MasterMessage::Challenge {
+            nonce,
+            token_required,
+        })) => {
+            if token_required && config.token.is_none() {
+                return Err(SlaveError::Refused {
+                    addr,
+                    message: "this master requires a token: start the slave with --token-file pointing at the master's secret".into(),
+                });
+            }
+            nonce
+        }
+        Ok(other) => {
+            return Err(SlaveError::NotAMaster {
+                addr,
+                what: format!("no challenge after the greeting ({other:?})"),
+            })
+        }
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
     let after = applier.checkpoint().position.clone();
     let hello = SlaveMessage::Hello {
         protocol: wire::PROTOCOL_VERSION,
+        auth: config
+            .token
+            .as_deref()
+            .map(|t| crate::auth::respond(t, &nonce, &config.name)),
         name: config.name.clone(),
         after,
     };
@@ -196,7 +226,7 @@ async fn session(
         Ok(Some(MasterMessage::Error { kind, message })) => {
             return Err(match kind {
                 ErrorKind::Internal => unavailable(message),
-                ErrorKind::Incompatible | ErrorKind::PositionPurged => {
+                ErrorKind::Incompatible | ErrorKind::PositionPurged | ErrorKind::Unauthorized => {
                     SlaveError::Refused { addr, message }
                 }
             })
@@ -235,7 +265,11 @@ async fn session(
                         message,
                     },
                 }),
-                Ok(Some(MasterMessage::Welcome { .. } | MasterMessage::Status(_))) => continue,
+                Ok(Some(
+                    MasterMessage::Welcome { .. }
+                    | MasterMessage::Status(_)
+                    | MasterMessage::Challenge { .. },
+                )) => continue,
                 Ok(Some(
                     m @ (MasterMessage::SnapshotBegin { .. }
                     | MasterMessage::SnapshotRows { .. }

@@ -14,9 +14,11 @@ pub enum StatusError {
     Unreachable { addr: String, reason: String },
     #[error("{addr} is not a rowcast master: {what}")]
     NotAMaster { addr: String, what: String },
+    #[error("master {addr} refused: {message}")]
+    Refused { addr: String, message: String },
 }
 
-pub async fn fetch(addr: &str) -> Result<MasterStatus, StatusError> {
+pub async fn fetch(addr: &str, token: Option<&[u8]>) -> Result<MasterStatus, StatusError> {
     let unreachable = |reason: String| StatusError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -45,8 +47,21 @@ pub async fn fetch(addr: &str) -> Result<MasterStatus, StatusError> {
             what: wire::describe_foreign_greeting(&greeting),
         });
     }
+    let nonce = match reader
+        .read_message_timeout::<MasterMessage>(Duration::from_secs(10))
+        .await
+    {
+        Ok(Some(MasterMessage::Challenge { nonce, .. })) => nonce,
+        other => {
+            return Err(StatusError::NotAMaster {
+                addr: addr.into(),
+                what: format!("no challenge after the greeting ({other:?})"),
+            })
+        }
+    };
+    let auth = token.map(|t| crate::auth::respond(t, &nonce, "status"));
     writer
-        .send(&SlaveMessage::StatusRequest)
+        .send(&SlaveMessage::StatusRequest { auth })
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     match reader
@@ -54,6 +69,10 @@ pub async fn fetch(addr: &str) -> Result<MasterStatus, StatusError> {
         .await
     {
         Ok(Some(MasterMessage::Status(s))) => Ok(s),
+        Ok(Some(MasterMessage::Error { message, .. })) => Err(StatusError::Refused {
+            addr: addr.into(),
+            message,
+        }),
         Ok(other) => Err(StatusError::NotAMaster {
             addr: addr.into(),
             what: format!("unexpected answer {other:?}"),

@@ -4,8 +4,9 @@
 //! 1. On connect the master writes a 10-byte greeting: [`MAGIC`] and its
 //!    protocol version (u16 LE). A slave that reads anything else knows at
 //!    once it has not reached a rowcast master, and says what it found.
-//! 2. The slave sends [`SlaveMessage::Hello`] with its protocol version,
-//!    name and checkpoint. The master answers [`MasterMessage::Welcome`] or
+//! 2. The master sends [`MasterMessage::Challenge`] (a fresh nonce); the
+//!    slave sends [`SlaveMessage::Hello`] with its protocol version, name,
+//!    checkpoint and, with a token, its answer to the challenge. The master answers [`MasterMessage::Welcome`] or
 //!    [`MasterMessage::Error`] and closes.
 //! 3. The master streams [`MasterMessage::Transaction`] frames, and
 //!    [`MasterMessage::Heartbeat`] when idle; the slave sends
@@ -56,6 +57,8 @@ pub enum SlaveMessage {
     Hello {
         protocol: u16,
         name: String,
+        /// HMAC-SHA256(token, nonce ‖ name) when the slave has a token.
+        auth: Option<Vec<u8>>,
         /// The slave's checkpoint; `None` for a slave that has applied
         /// nothing yet.
         after: Option<SourcePosition>,
@@ -71,14 +74,20 @@ pub enum SlaveMessage {
     SnapshotProgress { rows: u64, estimated: u64 },
     /// The slave stops for good, for this reason.
     Failed { message: String },
-    /// Sent instead of `Hello` by `rowcast status`.
-    StatusRequest,
+    /// Sent instead of `Hello` by `rowcast status`; `auth` answers the
+    /// challenge for the name `status`.
+    StatusRequest { auth: Option<Vec<u8>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MasterMessage {
     /// Must stay variant 0: see [`transaction_frame_tag`].
     Transaction(u64, Transaction),
+    /// Sent right after the greeting: the nonce to authenticate with.
+    Challenge {
+        nonce: Vec<u8>,
+        token_required: bool,
+    },
     Welcome {
         /// Sequence number of the newest record in the master's log.
         last_seq: u64,
@@ -167,6 +176,8 @@ pub enum ErrorKind {
     PositionPurged,
     /// The master cannot serve for a reason of its own.
     Internal,
+    /// Wrong or missing token.
+    Unauthorized,
 }
 
 /// The bytes that precede a change-log record to make it a
