@@ -180,6 +180,13 @@ impl Applier {
         })
     }
 
+    /// Makes the target read-only for everyone without the READ_ONLY
+    /// ADMIN (MariaDB) or SUPER privilege, so nobody diverges the replica
+    /// by accident. rowcast's own user must have one of them.
+    pub async fn set_read_only(&mut self) -> Result<(), mysql_async::Error> {
+        self.conn.query_drop("SET GLOBAL read_only = 1").await
+    }
+
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
     }

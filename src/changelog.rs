@@ -20,6 +20,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -67,6 +69,22 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 struct Meta {
     format_version: u16,
     start: SourcePosition,
+}
+
+/// How much change log to keep.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_bytes: 10 << 30,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// The durable end of the log: everything up to here is fsynced.
@@ -188,6 +206,8 @@ fn check_segment_header(file: &mut File, path: &Path) -> Result<(), LogError> {
 pub struct ChangeLog {
     dir: PathBuf,
     meta: Option<Meta>,
+    /// The start position as readers see it; moves forward on purge.
+    shared_start: Arc<Mutex<Option<SourcePosition>>>,
     file: Option<File>,
     end: LogEnd,
     last_position: Option<SourcePosition>,
@@ -218,9 +238,11 @@ impl ChangeLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(&meta_path)(e)),
         };
+        let shared_start = Arc::new(Mutex::new(meta.as_ref().map(|m| m.start.clone())));
         let mut log = ChangeLog {
             dir: dir.to_path_buf(),
             meta,
+            shared_start,
             file: None,
             end: LogEnd::default(),
             last_position: None,
@@ -305,6 +327,11 @@ impl ChangeLog {
 
     /// Records where a new log starts. Called once, on the master's first run.
     pub fn initialise(&mut self, start: SourcePosition) -> Result<(), LogError> {
+        self.write_meta(start)
+    }
+
+    fn write_meta(&mut self, start: SourcePosition) -> Result<(), LogError> {
+        *self.shared_start.lock().unwrap() = Some(start.clone());
         let meta = Meta {
             format_version: FORMAT_VERSION,
             start,
@@ -341,7 +368,7 @@ impl ChangeLog {
     pub fn subscribe(&self) -> LogHandle {
         LogHandle {
             dir: self.dir.clone(),
-            start: self.start_position().cloned(),
+            start: self.shared_start.clone(),
             end: self.published.subscribe(),
         }
     }
@@ -413,6 +440,47 @@ impl ChangeLog {
         Ok(())
     }
 
+    /// Deletes whole old segments while the log is over `retention`'s
+    /// size or its oldest segment over its age, never a segment holding a
+    /// record at or after `keep_from_seq` (what a connected slave has not
+    /// confirmed yet), and never the segment being written. The start
+    /// position moves to the last deleted record, so a slave asking for
+    /// anything older is told to re-seed. Returns the segments deleted.
+    pub fn purge(&mut self, retention: &Retention, keep_from_seq: u64) -> Result<usize, LogError> {
+        let segments = list_segments(&self.dir)?;
+        let mut sizes: Vec<(u64, u64, SystemTime)> = Vec::new();
+        for &seg in &segments {
+            let path = segment_path(&self.dir, seg);
+            let m = fs::metadata(&path).map_err(io_err(&path))?;
+            sizes.push((seg, m.len(), m.modified().unwrap_or(SystemTime::now())));
+        }
+        let mut total: u64 = sizes.iter().map(|s| s.1).sum();
+        let mut deleted = 0;
+        for i in 0..sizes.len().saturating_sub(1) {
+            let (seg, len, modified) = sizes[i];
+            let next_first = sizes[i + 1].0;
+            let too_big = total > retention.max_bytes;
+            let too_old = modified.elapsed().unwrap_or_default() > retention.max_age;
+            if !(too_big || too_old) || next_first > keep_from_seq {
+                break;
+            }
+            let mut reader = LogReader::open_segment(&self.dir, seg)?;
+            let mut last = None;
+            while let Some(rec) = reader.next_in_segment()? {
+                last = Some(rec.position);
+            }
+            if let Some(last) = last {
+                self.write_meta(last)?;
+            }
+            let path = segment_path(&self.dir, seg);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            tracing::info!(segment = %path.display(), bytes = len, "change log segment removed by retention");
+            total -= len;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     fn flush_to_file(&mut self) -> Result<(), LogError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -428,7 +496,7 @@ impl ChangeLog {
 #[derive(Clone)]
 pub struct LogHandle {
     dir: PathBuf,
-    start: Option<SourcePosition>,
+    start: Arc<Mutex<Option<SourcePosition>>>,
     end: watch::Receiver<LogEnd>,
 }
 
@@ -437,8 +505,9 @@ impl LogHandle {
         *self.end.borrow()
     }
 
-    pub fn start(&self) -> Option<&SourcePosition> {
-        self.start.as_ref()
+    /// The position before the oldest record still kept.
+    pub fn start(&self) -> Option<SourcePosition> {
+        self.start.lock().unwrap().clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -463,7 +532,7 @@ impl LogHandle {
     /// A reader positioned at the first record after `after` (or at the
     /// very first record when `after` is `None`).
     pub fn reader_after(&self, after: Option<&SourcePosition>) -> Result<LogReader, LogError> {
-        if let (Some(p), Some(start)) = (after, &self.start) {
+        if let (Some(p), Some(start)) = (after, &self.start()) {
             if start.is_after(p) {
                 return Err(LogError::Purged {
                     requested: Box::new(p.clone()),
@@ -672,6 +741,49 @@ mod tests {
         }
         let older = handle.reader_after(Some(&SourcePosition::new("b.000000", 9)));
         assert!(matches!(older, Err(LogError::Purged { .. })));
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_segments_but_not_unconfirmed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let batch: Vec<_> = (1..=100).map(|i| txn("b.000001", 100 * i)).collect();
+        log.append(&batch).unwrap();
+        let before = list_segments(dir.path()).unwrap();
+        assert!(before.len() > 4);
+        let tiny = Retention {
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        };
+        // A slave still needs seq 30: the segment holding it stays.
+        log.purge(&tiny, 30).unwrap();
+        let after = list_segments(dir.path()).unwrap();
+        assert!(after.len() < before.len());
+        assert!(after[0] <= 30, "segment with seq 30 kept: {after:?}");
+        let handle = log.subscribe();
+        let start = handle.start().unwrap();
+        assert!(start.offset >= 100, "start moved: {start}");
+        let old = handle.reader_after(Some(&SourcePosition::new("b.000001", 150)));
+        assert!(
+            matches!(old, Err(LogError::Purged { .. })),
+            "older positions need a resnapshot"
+        );
+        let mut r = handle
+            .reader_after(Some(&SourcePosition::new("b.000001", 2900)))
+            .unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().seq, 30);
+        // Nobody connected: everything but the segment being written goes.
+        log.purge(&tiny, u64::MAX).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert!(
+            log.start_position().unwrap().offset > 2900,
+            "the start survives a restart"
+        );
     }
 
     #[tokio::test]

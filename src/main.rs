@@ -65,6 +65,16 @@ enum Command {
         /// File holding a shared secret that slaves must prove they know.
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
+        /// Keep at most this many MiB of change log (whole segments are
+        /// dropped, never one a connected slave still needs).
+        #[arg(long, default_value_t = 10240)]
+        retain_mb: u64,
+        /// Drop change-log segments older than this many hours.
+        #[arg(long, default_value_t = 168)]
+        retain_hours: u64,
+        /// Size of a change-log segment in bytes.
+        #[arg(long, default_value_t = 64 << 20, hide = true)]
+        segment_bytes: u64,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -90,6 +100,10 @@ enum Command {
         /// File holding the master's shared secret.
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
+        /// Leave the target writable (by default the slave sets its
+        /// `read_only`, so only privileged users can write to the replica).
+        #[arg(long)]
+        no_read_only: bool,
     },
     /// Show a master's position, its change log and every slave's state and lag.
     Status {
@@ -329,6 +343,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             exclude,
             metrics,
             token_file,
+            retain_mb,
+            retain_hours,
+            segment_bytes,
         } => {
             let source = Source::from_url(&source)?;
             let filter = Filter::new(&include, &exclude)?;
@@ -344,6 +361,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(rowcast::auth::load_token)
                     .transpose()?,
+                retention: rowcast::changelog::Retention {
+                    max_bytes: retain_mb.saturating_mul(1 << 20),
+                    max_age: Duration::from_secs(retain_hours.saturating_mul(3600)),
+                },
+                segment_bytes,
             };
             master::run(config, shutdown_signal()).await?;
         }
@@ -355,6 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resnapshot,
             metrics,
             token_file,
+            no_read_only,
         } => {
             let target = Source::from_url(&target)?;
             let config = SlaveConfig {
@@ -368,6 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(rowcast::auth::load_token)
                     .transpose()?,
+                read_only: !no_read_only,
             };
             slave::run(config, shutdown_signal()).await?;
         }

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::change::Transaction;
-use crate::changelog::{ChangeLog, LogError};
+use crate::changelog::{ChangeLog, LogError, Retention};
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
@@ -36,6 +36,8 @@ pub struct MasterConfig {
     pub metrics: Option<String>,
     /// Shared secret slaves must prove they know.
     pub token: Option<Vec<u8>>,
+    pub retention: Retention,
+    pub segment_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +75,7 @@ pub async fn run(
                 reason: e.to_string(),
             })?;
     }
-    let mut log = ChangeLog::open(&config.data_dir)?;
+    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     let mut conn = source.connect().await?;
     let info = source::check_primary(source, &mut conn).await?;
     tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
@@ -110,9 +112,21 @@ pub async fn run(
     );
 
     let mut resume = log.resume_position().expect("initialised above");
-    let (tx, rx) = mpsc::channel::<Transaction>(4096);
+    let (tx, rx) = mpsc::channel::<ToWriter>(4096);
+    // Retention also runs while the primary is idle.
+    let ticker = tx.clone();
+    let tick_task = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            if ticker.send(ToWriter::Tick).await.is_err() {
+                return;
+            }
+        }
+    });
     let tip_state = state.clone();
-    let writer = std::thread::spawn(move || write_loop(log, rx, tip_state));
+    let retention = config.retention.clone();
+    let writer = std::thread::spawn(move || write_loop(log, rx, tip_state, retention));
 
     let mut backoff = Duration::from_millis(200);
     let result = loop {
@@ -146,6 +160,7 @@ pub async fn run(
         }
     };
     drop(tx);
+    tick_task.abort();
     // The writer drains what was decoded, so nothing handed over is lost.
     let written = tokio::task::spawn_blocking(move || writer.join())
         .await
@@ -165,7 +180,7 @@ pub async fn run(
 async fn stream_once(
     config: &MasterConfig,
     from: &SourcePosition,
-    tx: &mpsc::Sender<Transaction>,
+    tx: &mpsc::Sender<ToWriter>,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
     let mut stream = source::open_stream(&config.source, config.server_id, from)
@@ -205,7 +220,7 @@ async fn stream_once(
             Ok(Some(mut txn)) => {
                 config.filter.retain(&mut txn);
                 let position = txn.position.clone();
-                if tx.send(txn).await.is_err() {
+                if tx.send(ToWriter::Txn(txn)).await.is_err() {
                     // The writer stopped (its error is reported by run).
                     return Ok(last);
                 }
@@ -217,41 +232,62 @@ async fn stream_once(
     }
 }
 
+/// What the source side hands the log writer.
+enum ToWriter {
+    Txn(Transaction),
+    /// Time to apply retention.
+    Tick,
+}
+
 /// The log writer: takes everything queued, appends it with one fsync, and
-/// repeats. Runs on its own thread because fsync blocks.
+/// repeats; applies retention on ticks. Runs on its own thread because
+/// fsync blocks.
 fn write_loop(
     mut log: ChangeLog,
-    mut rx: mpsc::Receiver<Transaction>,
+    mut rx: mpsc::Receiver<ToWriter>,
     state: Arc<ServerState>,
+    retention: Retention,
 ) -> Result<(), LogError> {
     const MAX_BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+        let mut tick = false;
+        match first {
+            ToWriter::Txn(t) => batch.push(t),
+            ToWriter::Tick => tick = true,
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(t) => batch.push(t),
+                Ok(ToWriter::Txn(t)) => batch.push(t),
+                Ok(ToWriter::Tick) => tick = true,
                 Err(_) => break,
             }
         }
-        let before = log.end();
-        if let Err(e) = log.append(&batch) {
-            state.metrics.errors.add(1);
-            tracing::error!(cause = %e, "change log append failed; stopping");
-            return Err(e);
+        if !batch.is_empty() {
+            let before = log.end();
+            if let Err(e) = log.append(&batch) {
+                state.metrics.errors.add(1);
+                tracing::error!(cause = %e, "change log append failed; stopping");
+                return Err(e);
+            }
+            let m = &state.metrics;
+            m.transactions.add(batch.len() as u64);
+            m.rows.add(batch.iter().map(|t| t.row_count() as u64).sum());
+            let end = log.end();
+            if end.segment == before.segment {
+                m.bytes.add(end.offset.saturating_sub(before.offset));
+            }
+            m.last_seq.set(end.last_seq);
+            if let Some(last) = batch.last() {
+                *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
+            }
+            batch.clear();
         }
-        let m = &state.metrics;
-        m.transactions.add(batch.len() as u64);
-        m.rows.add(batch.iter().map(|t| t.row_count() as u64).sum());
-        let end = log.end();
-        if end.segment == before.segment {
-            m.bytes.add(end.offset.saturating_sub(before.offset));
+        if tick {
+            if let Some(keep_from) = state.oldest_needed_seq() {
+                log.purge(&retention, keep_from)?;
+            }
         }
-        m.last_seq.set(end.last_seq);
-        if let Some(last) = batch.last() {
-            *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
-        }
-        batch.clear();
     }
     Ok(())
 }

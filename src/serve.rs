@@ -70,6 +70,21 @@ impl ServerState {
         }
     }
 
+    /// The oldest sequence number a connected slave still needs (`None`:
+    /// a slave is being seeded and its need is not known yet, keep all).
+    pub fn oldest_needed_seq(&self) -> Option<u64> {
+        let slaves = self.slaves.lock().unwrap();
+        let mut need = u64::MAX;
+        for s in slaves.values() {
+            match s.state {
+                "snapshotting" => return None,
+                "streaming" => need = need.min(s.acked_seq + 1),
+                _ => {}
+            }
+        }
+        Some(need)
+    }
+
     fn connected_count(&self) -> u64 {
         self.slaves
             .lock()

@@ -34,6 +34,8 @@ pub struct SlaveConfig {
     pub metrics: Option<String>,
     /// Shared secret to prove to the master.
     pub token: Option<Vec<u8>>,
+    /// Set the target's `read_only` so only privileged users can write.
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,11 @@ pub async fn run(
             })?;
     }
     let mut applier = Applier::connect(&config.target, &config.name).await?;
+    if config.read_only {
+        if let Err(e) = applier.set_read_only().await {
+            tracing::warn!(cause = %e, "could not set read_only on the target: users can still write to the replica. Fix: GRANT SUPER (MySQL) or READ_ONLY ADMIN (MariaDB) to rowcast's user, or pass --no-read-only");
+        }
+    }
     if config.resnapshot {
         tracing::warn!(name = %config.name, "--resnapshot: forgetting the checkpoint; the replicated databases will be dropped and copied again");
         applier.forget_checkpoint().await?;
