@@ -216,6 +216,56 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies several source transactions (none of them DDL) in one local
+    /// transaction whose checkpoint names the last of them: one commit (one
+    /// fsync on the replica) for the lot, and still all or nothing.
+    pub async fn apply_batch(&mut self, batch: &[(u64, Transaction)]) -> Result<(), ApplyError> {
+        let fresh: Vec<&(u64, Transaction)> = batch
+            .iter()
+            .filter(|(_, t)| match &self.checkpoint.position {
+                Some(p) => t.position.is_after(p),
+                None => true,
+            })
+            .collect();
+        let Some((last_seq, last)) = fresh.last().map(|(s, t)| (*s, t)) else {
+            return Ok(());
+        };
+        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl()) {
+            for (seq, txn) in fresh {
+                self.apply(*seq, txn).await?;
+            }
+            return Ok(());
+        }
+        let result = async {
+            let pos = &last.position;
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| sql_error(pos, e))?;
+            for (_, txn) in &fresh {
+                for change in &txn.changes {
+                    self.apply_change(txn, change).await?;
+                }
+            }
+            self.write_checkpoint(last_seq, last).await?;
+            self.conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|e| sql_error(pos, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        result?;
+        self.checkpoint = Checkpoint {
+            seq: last_seq,
+            position: Some(last.position.clone()),
+            ddl_pending_seq: None,
+        };
+        Ok(())
+    }
+
     async fn apply_rows_txn(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         let pos = &txn.position;
         self.conn

@@ -39,9 +39,39 @@ pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), Cod
     Ok(())
 }
 
+/// The most a decoded value may claim in memory: a generous multiple of
+/// its encoded size (varints and enum tags expand), so a corrupt length
+/// prefix cannot make the decoder allocate far more than it was given.
+fn claim_limit(encoded: usize) -> usize {
+    encoded
+        .saturating_mul(64)
+        .saturating_add(4096)
+        .min(MAX_ENCODED_LEN)
+}
+
+fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    let limit = claim_limit(bytes.len());
+    // bincode takes its limit as a type parameter; pick the closest bound.
+    macro_rules! with {
+        ($n:literal) => {
+            Ok(bincode::serde::decode_from_slice(
+                bytes,
+                bincode::config::standard().with_limit::<$n>(),
+            )?)
+        };
+    }
+    match limit {
+        0..=65_536 => with!(65_536),
+        65_537..=1_048_576 => with!(1_048_576),
+        1_048_577..=16_777_216 => with!(16_777_216),
+        16_777_217..=268_435_456 => with!(268_435_456),
+        _ => with!(1_073_741_824),
+    }
+}
+
 /// Decodes a whole buffer; trailing bytes are an error, not ignored.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    let (value, used) = decode_with_limit(bytes)?;
     if used != bytes.len() {
         return Err(CodecError::Trailing {
             extra: bytes.len() - used,
@@ -53,7 +83,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// Decodes a value from the start of `bytes`, ignoring what follows. Used
 /// to read just the `(seq, position)` head of a change-log record.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    Ok(bincode::serde::decode_from_slice(bytes, config())?.0)
+    Ok(decode_with_limit(bytes)?.0)
 }
 
 #[cfg(test)]

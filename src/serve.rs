@@ -518,9 +518,15 @@ impl Handler {
                             info.state = "streaming";
                             info.acked_seq = seq;
                             info.acked_position = Some(position);
-                            info.acked_source_time = source_time;
-                            info.oldest_unacked_time =
-                                if seq >= info.sent_seq { 0 } else { source_time };
+                            // A heartbeat-time ack carries no source time.
+                            if source_time != 0 {
+                                info.acked_source_time = source_time;
+                            }
+                            if seq >= info.sent_seq {
+                                info.oldest_unacked_time = 0;
+                            } else if source_time != 0 {
+                                info.oldest_unacked_time = source_time;
+                            }
                         });
                     }
                     Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {

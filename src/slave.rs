@@ -124,6 +124,10 @@ pub async fn run(
     }
 }
 
+/// Limits of one local commit holding several source transactions.
+const MAX_BATCH_TXNS: usize = 200;
+const MAX_BATCH_ROWS: usize = 20_000;
+
 enum Incoming {
     Txn(u64, Transaction),
     Heartbeat,
@@ -297,10 +301,35 @@ async fn session(
 
     let result = async {
         let mut progress = (0u64, 0u64, std::time::Instant::now());
-        while let Some(item) = rx.recv().await {
+        // An item taken from the queue that ended a batch, handled next.
+        let mut held: Option<Result<Incoming, SlaveError>> = None;
+        loop {
+            let item = match held.take() {
+                Some(i) => i,
+                None => match rx.recv().await {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
             match item? {
                 Incoming::Txn(seq, txn) => {
-                    if let Err(e) = applier.apply(seq, &txn).await {
+                    // Take what is already queued into one local commit.
+                    let mut batch = vec![(seq, txn)];
+                    let mut rows = batch[0].1.row_count();
+                    while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !batch[0].1.is_ddl() {
+                        match rx.try_recv() {
+                            Ok(Ok(Incoming::Txn(s, t))) if !t.is_ddl() => {
+                                rows += t.row_count();
+                                batch.push((s, t));
+                            }
+                            Ok(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = applier.apply_batch(&batch).await {
                         if !e.is_retryable() {
                             // Tell the master (and so `rowcast status`) why.
                             metrics.errors.add(1);
@@ -308,13 +337,14 @@ async fn session(
                         }
                         return Err(e.into());
                     }
-                    metrics.transactions.add(1);
-                    metrics.rows.add(txn.row_count() as u64);
-                    metrics.last_seq.set(seq);
+                    let (seq, txn) = batch.last().expect("batch is not empty");
+                    metrics.transactions.add(batch.len() as u64);
+                    metrics.rows.add(rows as u64);
+                    metrics.last_seq.set(*seq);
                     let now = crate::serve::now_ms() / 1000;
                     metrics.lag_seconds.set(if rx.is_empty() { 0 } else { now.saturating_sub(u64::from(txn.timestamp)) });
                     // Ack when the queue is drained, not per transaction.
-                    if rx.is_empty() {
+                    if rx.is_empty() && held.is_none() {
                         let cp = applier.checkpoint();
                         if let Some(position) = cp.position.clone() {
                             let ack = SlaveMessage::Ack {
@@ -322,14 +352,19 @@ async fn session(
                                 position,
                                 source_time: txn.timestamp,
                             };
-                            writer
-                                .send(&ack)
-                                .await
-                                .map_err(|e| unavailable(e.to_string()))?;
+                            writer.send(&ack).await.map_err(|e| unavailable(e.to_string()))?;
                         }
                     }
                 }
-                Incoming::Heartbeat => {}
+                Incoming::Heartbeat => {
+                    // Keep the master's view current even if the last
+                    // batch ended without a drained queue.
+                    let cp = applier.checkpoint();
+                    if let Some(position) = cp.position.clone() {
+                        let ack = SlaveMessage::Ack { seq: cp.seq, position, source_time: 0 };
+                        writer.send(&ack).await.map_err(|e| unavailable(e.to_string()))?;
+                    }
+                }
                 Incoming::Snapshot(MasterMessage::SnapshotBegin {
                     position,
                     databases,
