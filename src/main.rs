@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
+
+mod menu;
 use tokio::sync::watch;
 
 use rowcast::filter::Filter;
@@ -25,6 +29,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// A TOML file with `[master]`, `[slave]`, ... sections holding the same
+    /// settings as the flags (or $ROWCAST_CONFIG). Flags win.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,6 +50,9 @@ enum Command {
         /// The primary, as mysql://USER:PASSWORD@HOST:PORT (or $ROWCAST_SOURCE).
         #[arg(long, env = "ROWCAST_SOURCE", hide_env_values = true)]
         source: String,
+        /// Read the primary's password from this file instead of the URL.
+        #[arg(long, value_name = "PATH")]
+        source_password_file: Option<PathBuf>,
         /// Address slaves connect to.
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: String,
@@ -84,6 +95,9 @@ enum Command {
         /// The replica database, as mysql://USER:PASSWORD@HOST:PORT (or $ROWCAST_TARGET).
         #[arg(long, env = "ROWCAST_TARGET", hide_env_values = true)]
         target: String,
+        /// Read the replica's password from this file instead of the URL.
+        #[arg(long, value_name = "PATH")]
+        target_password_file: Option<PathBuf>,
         /// This slave's name; its checkpoint is stored under it.
         #[arg(long)]
         name: String,
@@ -336,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Master {
             source,
+            source_password_file,
             listen,
             data_dir,
             server_id,
@@ -347,7 +362,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retain_hours,
             segment_bytes,
         } => {
-            let source = Source::from_url(&source)?;
+            let source =
+                Source::from_url_and_password_file(&source, source_password_file.as_deref())?;
             let filter = Filter::new(&include, &exclude)?;
             let server_id = server_id.unwrap_or_else(|| master::default_server_id(&data_dir));
             let config = MasterConfig {
@@ -372,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Slave {
             master,
             target,
+            target_password_file,
             name,
             master_timeout,
             resnapshot,
@@ -379,7 +396,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_file,
             no_read_only,
         } => {
-            let target = Source::from_url(&target)?;
+            let target =
+                Source::from_url_and_password_file(&target, target_password_file.as_deref())?;
             let config = SlaveConfig {
                 master,
                 target,
@@ -469,7 +487,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match rowcast::config::expand_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // `rowcast master` / `rowcast slave` alone on a terminal: ask, then
+    // offer a menu.
+    if args.len() == 2 && std::io::stdin().is_terminal() {
+        match args[1].to_str() {
+            Some("master") if std::env::var_os("ROWCAST_SOURCE").is_none() => {
+                return ExitCode::from(menu::master().await as u8)
+            }
+            Some("slave") if std::env::var_os("ROWCAST_TARGET").is_none() => {
+                return ExitCode::from(menu::slave().await as u8)
+            }
+            _ => {}
+        }
+    }
+    let cli = Cli::parse_from(args);
     init_logging(cli.log_format);
     // `checksum` reserves exit code 1 for "differs".
     let failure = match cli.command {

@@ -25,6 +25,8 @@ const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
 pub enum SourceError {
     #[error("invalid database URL: {0}; expected mysql://USER:PASSWORD@HOST:PORT")]
     Url(String),
+    #[error("cannot read the password file {path}: {reason}")]
+    PasswordFile { path: String, reason: String },
     #[error("cannot connect to {endpoint}: {reason}; check the host, port and that the server is running")]
     Unreachable { endpoint: String, reason: String },
     #[error("{endpoint} refused the login of user `{user}`: {reason}; check the user name and password in the URL")]
@@ -95,6 +97,26 @@ impl Source {
             endpoint,
             user,
         })
+    }
+
+    /// Like [`Source::from_url`], with the password read from a file
+    /// (trimmed) instead of the URL, so it is neither on the command line
+    /// nor in the environment.
+    pub fn from_url_and_password_file(
+        url: &str,
+        password_file: Option<&std::path::Path>,
+    ) -> Result<Source, SourceError> {
+        let mut source = Source::from_url(url)?;
+        if let Some(path) = password_file {
+            let pw = std::fs::read_to_string(path).map_err(|e| SourceError::PasswordFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            source.opts = OptsBuilder::from_opts(source.opts.clone())
+                .pass(Some(pw.trim_end_matches(['\n', '\r']).to_string()))
+                .into();
+        }
+        Ok(source)
     }
 
     pub fn endpoint(&self) -> &str {
