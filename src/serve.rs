@@ -327,6 +327,11 @@ impl Handler {
             })
             .await?;
         tracing::info!(rows = total, bytes = bytes_sent, %position, "snapshot sent");
+        // The estimate came from table statistics; the copy is the truth.
+        self.state.update(name, |info| {
+            info.snapshot_rows = total;
+            info.snapshot_estimated_rows = total;
+        });
         Ok(position)
     }
 
