@@ -462,8 +462,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tables,
                 chunk_time: Duration::from_millis(chunk_ms.max(10)),
                 wait: Duration::from_secs(wait),
+                // A one-line progress display on a terminal.
+                progress: std::io::stderr().is_terminal().then(|| {
+                    Box::new(|table: &str, chunks: u32, rows: u64| {
+                        eprint!("\r\x1b[Kchecksumming {table}: {chunks} chunk(s), {rows} rows");
+                    }) as Box<dyn Fn(&str, u32, u64) + Send + Sync>
+                }),
             };
-            let report = match verify::run(&opts).await {
+            let report = verify::run(&opts).await;
+            if opts.progress.is_some() {
+                eprint!("\r\x1b[K");
+            }
+            let report = match report {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {e}");

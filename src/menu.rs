@@ -348,6 +348,7 @@ pub async fn slave() -> i32 {
                     tables: Vec::new(),
                     chunk_time: Duration::from_millis(200),
                     wait: Duration::from_secs(120),
+                    progress: None,
                 };
                 match rowcast::verify::run(&opts).await {
                     Ok(r) => {

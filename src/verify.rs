@@ -63,6 +63,8 @@ pub struct ChecksumOptions {
     pub chunk_time: Duration,
     /// How long to wait for a replica to apply the run.
     pub wait: Duration,
+    /// Called after each chunk on the primary: `(table, chunks, rows)`.
+    pub progress: Option<Box<dyn Fn(&str, u32, u64) + Send + Sync>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -250,7 +252,10 @@ async fn checksum_table(
     run_id: u64,
     t: &TableInfo,
     chunk_time: Duration,
+    progress: Option<&(dyn Fn(&str, u32, u64) + Send + Sync)>,
 ) -> Result<Vec<Chunk>, VerifyError> {
+    let label = format!("{}.{}", t.database, t.table);
+    let mut rows_done = 0u64;
     let name = sql::table(&t.database, &t.table);
     let hash = row_hash(&t.columns);
     let key_list = t
@@ -313,6 +318,10 @@ async fn checksum_table(
         .map_err(query_err(endpoint))?;
         tx.commit().await.map_err(query_err(endpoint))?;
         let took = started.elapsed().max(Duration::from_millis(1));
+        rows_done += cnt;
+        if let Some(p) = progress {
+            p(&label, n + 1, rows_done);
+        }
         chunks.push(Chunk {
             where_sql,
             lower: lower.clone(),
@@ -399,7 +408,7 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
     let list = tables(&mut src, &src_ep, &opts.tables).await?;
     let mut primary: Vec<(TableInfo, Vec<Chunk>)> = Vec::new();
     for t in list {
-        let chunks = checksum_table(&mut src, &src_ep, run_id, &t, opts.chunk_time).await?;
+        let chunks = checksum_table(&mut src, &src_ep, run_id, &t, opts.chunk_time, opts.progress.as_deref()).await?;
         tracing::info!(table = %format!("{}.{}", t.database, t.table), chunks = chunks.len(), "checksummed on the primary");
         primary.push((t, chunks));
     }
