@@ -9,8 +9,23 @@ use std::io;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+
+/// Either half of a plain TCP or a TLS stream.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a stream (TCP or TLS) into a frame reader and writer.
+pub fn split<S>(stream: S, limit: usize) -> (FrameReader, FrameWriter)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    (
+        FrameReader::new(Box::new(r), limit),
+        FrameWriter::new(Box::new(w)),
+    )
+}
 
 use crate::codec::{self, CodecError};
 use crate::frame::{self, FrameError};
@@ -30,7 +45,7 @@ pub enum ConnectionError {
 }
 
 pub struct FrameReader {
-    half: OwnedReadHalf,
+    half: ReadHalf,
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     start: usize,
@@ -38,7 +53,7 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    pub fn new(half: OwnedReadHalf, limit: usize) -> Self {
+    pub fn new(half: ReadHalf, limit: usize) -> Self {
         FrameReader {
             half,
             buf: Vec::with_capacity(64 * 1024),
@@ -113,11 +128,11 @@ impl FrameReader {
 }
 
 pub struct FrameWriter {
-    half: BufWriter<OwnedWriteHalf>,
+    half: BufWriter<WriteHalf>,
 }
 
 impl FrameWriter {
-    pub fn new(half: OwnedWriteHalf) -> Self {
+    pub fn new(half: WriteHalf) -> Self {
         FrameWriter {
             half: BufWriter::with_capacity(256 * 1024, half),
         }

@@ -49,5 +49,6 @@ pub mod source;
 pub mod sql;
 pub mod statements;
 pub mod status;
+pub mod tls;
 pub mod verify;
 pub mod wire;

@@ -86,6 +86,15 @@ enum Command {
         /// Size of a change-log segment in bytes.
         #[arg(long, default_value_t = 64 << 20, hide = true)]
         segment_bytes: u64,
+        /// Serve slaves over TLS with this certificate (PEM; with --tls-key).
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require slaves to present a certificate signed by this CA (mutual TLS).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -118,6 +127,8 @@ enum Command {
         /// `read_only`, so only privileged users can write to the replica).
         #[arg(long)]
         no_read_only: bool,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
     /// Show a master's position, its change log and every slave's state and lag.
     Status {
@@ -130,6 +141,8 @@ enum Command {
         /// File holding the master's shared secret.
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
     /// Look at a replica's data: databases, tables of DB, or rows of DB.TABLE.
     Show {
@@ -169,6 +182,32 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         wait: u64,
     },
+}
+
+/// TLS options of a client of the master (`slave`, `status`).
+#[derive(clap::Args)]
+struct ClientTlsArgs {
+    /// Connect to the master over TLS, trusting this CA (PEM).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM; with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    fn build(&self) -> anyhow::Result<Option<rowcast::tls::ClientTls>> {
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        Ok(Some(rowcast::tls::ClientTls {
+            connector: rowcast::tls::connector(ca, client)?,
+        }))
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -361,6 +400,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retain_mb,
             retain_hours,
             segment_bytes,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
             let source =
                 Source::from_url_and_password_file(&source, source_password_file.as_deref())?;
@@ -382,6 +424,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_age: Duration::from_secs(retain_hours.saturating_mul(3600)),
                 },
                 segment_bytes,
+                tls: match (&tls_cert, &tls_key) {
+                    (Some(c), Some(k)) => {
+                        Some(rowcast::tls::acceptor(c, k, tls_client_ca.as_deref())?)
+                    }
+                    _ => None,
+                },
             };
             master::run(config, shutdown_signal()).await?;
         }
@@ -395,6 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics,
             token_file,
             no_read_only,
+            tls,
         } => {
             let target =
                 Source::from_url_and_password_file(&target, target_password_file.as_deref())?;
@@ -410,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(rowcast::auth::load_token)
                     .transpose()?,
                 read_only: !no_read_only,
+                tls: tls.build()?,
             };
             slave::run(config, shutdown_signal()).await?;
         }
@@ -417,12 +467,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             master,
             json,
             token_file,
+            tls,
         } => {
             let token = token_file
                 .as_deref()
                 .map(rowcast::auth::load_token)
                 .transpose()?;
-            let status = rowcast::status::fetch(&master, token.as_deref()).await?;
+            let tls = tls.build()?;
+            let status = rowcast::status::fetch(&master, token.as_deref(), tls.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

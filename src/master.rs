@@ -25,7 +25,7 @@ use crate::position::SourcePosition;
 use crate::serve::{Listener, ServerState, SnapshotSource};
 use crate::source::{self, Source, SourceError};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MasterConfig {
     pub source: Source,
     pub listen: String,
@@ -38,6 +38,8 @@ pub struct MasterConfig {
     pub token: Option<Vec<u8>>,
     pub retention: Retention,
     pub segment_bytes: u64,
+    /// TLS for slave connections, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,7 @@ pub async fn run(
         is_mariadb: info.is_mariadb,
         filter: Arc::new(config.filter.clone()),
         token: config.token.clone().map(Arc::new),
+        tls: config.tls.clone(),
     };
     let server = tokio::spawn(
         Listener::new(

@@ -105,7 +105,7 @@ async fn run_sql(source: &Source, sql: &str) {
 }
 
 async fn show_slaves(listen: &str) {
-    match rowcast::status::fetch(listen, None).await {
+    match rowcast::status::fetch(listen, None, None).await {
         Ok(s) if s.slaves.is_empty() => println!("no slave has connected yet."),
         Ok(s) => {
             for sl in s.slaves {
@@ -171,6 +171,7 @@ pub async fn master() -> i32 {
         token: None,
         retention: Default::default(),
         segment_bytes: rowcast::changelog::DEFAULT_SEGMENT_BYTES,
+        tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -299,6 +300,7 @@ pub async fn slave() -> i32 {
         metrics: None,
         token: None,
         read_only: true,
+        tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task =

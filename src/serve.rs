@@ -103,6 +103,8 @@ pub struct SnapshotSource {
     pub filter: Arc<Filter>,
     /// The shared secret slaves must prove they know, if any.
     pub token: Option<Arc<Vec<u8>>>,
+    /// TLS for slave connections, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub struct Listener {
@@ -336,9 +338,22 @@ impl Handler {
     }
 
     async fn serve(mut self, socket: TcpStream) -> Result<(), ServeError> {
-        let (read_half, write_half) = socket.into_split();
-        let mut reader = FrameReader::new(read_half, wire::HANDSHAKE_FRAME_LIMIT);
-        let mut writer = FrameWriter::new(write_half);
+        let (mut reader, mut writer) = match &self.snapshots.tls {
+            None => crate::connection::split(socket, wire::HANDSHAKE_FRAME_LIMIT),
+            Some(acceptor) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => crate::connection::split(stream, wire::HANDSHAKE_FRAME_LIMIT),
+                    Ok(Err(e)) => {
+                        tracing::warn!(addr = %self.addr, cause = %e, "refused a peer: TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::warn!(addr = %self.addr, "refused a peer: no TLS handshake within the timeout");
+                        return Ok(());
+                    }
+                }
+            }
+        };
         writer.write_raw(&wire::greeting()).await?;
         let nonce = crate::auth::nonce();
         let token = self.snapshots.token.clone();

@@ -10,15 +10,15 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::apply::{Applier, ApplyError};
 use crate::change::Transaction;
 use crate::codec::MAX_ENCODED_LEN;
-use crate::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::connection::ConnectionError;
 use crate::metrics::Metrics;
 use crate::source::Source;
+use crate::tls::{ClientTls, ConnectError};
 use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
 
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct SlaveConfig {
     pub token: Option<Vec<u8>>,
     /// Set the target's `read_only` so only privileged users can write.
     pub read_only: bool,
+    /// TLS to the master, if configured.
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,14 +147,17 @@ async fn session(
         addr: addr.clone(),
         reason,
     };
-    let socket = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
-        .await
-        .map_err(|_| unavailable("no answer within 10s".into()))?
-        .map_err(|e| unavailable(e.to_string()))?;
-    let _ = socket.set_nodelay(true);
-    let (read_half, write_half) = socket.into_split();
-    let mut reader = FrameReader::new(read_half, MAX_ENCODED_LEN + 16);
-    let mut writer = FrameWriter::new(write_half);
+    let (mut reader, mut writer) =
+        match crate::tls::connect(&addr, config.tls.as_ref(), MAX_ENCODED_LEN + 16).await {
+            Ok(rw) => rw,
+            Err(ConnectError::Tcp(e)) => return Err(unavailable(e)),
+            Err(e @ ConnectError::Tls(_)) => {
+                return Err(SlaveError::Refused {
+                    addr,
+                    message: e.to_string(),
+                })
+            }
+        };
 
     let mut greeting = [0u8; wire::GREETING_LEN];
     match tokio::time::timeout(
@@ -164,7 +169,9 @@ async fn session(
         Err(_) => {
             return Err(SlaveError::NotAMaster {
                 addr,
-                what: "it sent no rowcast greeting within 10s".into(),
+                what:
+                    "it sent no rowcast greeting within 10s (if the master uses TLS, pass --tls-ca)"
+                        .into(),
             })
         }
         Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -178,6 +185,15 @@ async fn session(
                     what: "it closed the connection without a rowcast greeting".into(),
                 }
             });
+        }
+        // A TLS alert (e.g. the master wants a client certificate).
+        Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(SlaveError::Refused {
+                addr,
+                message: format!(
+                    "TLS: {e}; check --tls-cert/--tls-key against the master's --tls-client-ca"
+                ),
+            })
         }
         Ok(Err(e)) => return Err(unavailable(e.to_string())),
         Ok(Ok(())) => {}

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
-use crate::connection::{FrameReader, FrameWriter};
+use crate::tls::ClientTls;
 use crate::wire::{self, MasterMessage, MasterStatus, SlaveMessage};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,18 +16,18 @@ pub enum StatusError {
     Refused { addr: String, message: String },
 }
 
-pub async fn fetch(addr: &str, token: Option<&[u8]>) -> Result<MasterStatus, StatusError> {
+pub async fn fetch(
+    addr: &str,
+    token: Option<&[u8]>,
+    tls: Option<&ClientTls>,
+) -> Result<MasterStatus, StatusError> {
     let unreachable = |reason: String| StatusError::Unreachable {
         addr: addr.to_string(),
         reason,
     };
-    let socket = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+    let (mut reader, mut writer) = crate::tls::connect(addr, tls, 64 << 20)
         .await
-        .map_err(|_| unreachable("no answer within 10s".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
-    let (r, w) = socket.into_split();
-    let mut reader = FrameReader::new(r, 64 << 20);
-    let mut writer = FrameWriter::new(w);
     let mut greeting = [0u8; wire::GREETING_LEN];
     tokio::time::timeout(
         Duration::from_secs(10),

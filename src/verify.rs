@@ -408,7 +408,15 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
     let list = tables(&mut src, &src_ep, &opts.tables).await?;
     let mut primary: Vec<(TableInfo, Vec<Chunk>)> = Vec::new();
     for t in list {
-        let chunks = checksum_table(&mut src, &src_ep, run_id, &t, opts.chunk_time, opts.progress.as_deref()).await?;
+        let chunks = checksum_table(
+            &mut src,
+            &src_ep,
+            run_id,
+            &t,
+            opts.chunk_time,
+            opts.progress.as_deref(),
+        )
+        .await?;
         tracing::info!(table = %format!("{}.{}", t.database, t.table), chunks = chunks.len(), "checksummed on the primary");
         primary.push((t, chunks));
     }

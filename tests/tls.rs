@@ -1,0 +1,182 @@
+//! TLS between slave and master: a slave that trusts the master's CA
+//! replicates; one that trusts another CA, or speaks plain TCP, is refused;
+//! with mutual TLS a slave without a client certificate is refused.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use support::*;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca() -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    Ca {
+        cert: p.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// Writes `name.pem` / `name.key` signed by `ca` for 127.0.0.1.
+fn issue(ca: &Ca, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn write_ca(ca: &Ca, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.pem"));
+    std::fs::write(&p, ca.cert.pem()).unwrap();
+    p
+}
+
+#[test]
+fn tls_links_trust_only_the_right_ca_and_client_certificates() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE t; CREATE TABLE t.x (id INT PRIMARY KEY); INSERT INTO t.x VALUES (1)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (good, other) = (ca(), ca());
+    let good_ca = write_ca(&good, dir.path(), "ca");
+    let other_ca = write_ca(&other, dir.path(), "other-ca");
+    let (srv_cert, srv_key) = issue(&good, dir.path(), "server");
+    let (cli_cert, cli_key) = issue(&good, dir.path(), "client");
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let listen = listen_addr();
+    let data = dir.path().join("log");
+    let master = Rowcast::spawn(&[
+        "master",
+        "--source",
+        &primary.url(),
+        "--listen",
+        &listen,
+        "--data-dir",
+        &s(&data),
+        "--tls-cert",
+        &s(&srv_cert),
+        "--tls-key",
+        &s(&srv_key),
+        "--tls-client-ca",
+        &s(&good_ca),
+    ]);
+    assert!(
+        wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok()),
+        "{}",
+        master.log_text()
+    );
+    let url = replica.url();
+
+    // Trusting another CA: refused, and told why.
+    let out = run_rowcast(
+        &[
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &url,
+            "--name",
+            "x",
+            "--tls-ca",
+            &s(&other_ca),
+            "--tls-cert",
+            &s(&cli_cert),
+            "--tls-key",
+            &s(&cli_key),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("--tls-ca"),
+        "{err}"
+    );
+
+    // No client certificate while the master requires one: refused.
+    let out = run_rowcast(
+        &[
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &url,
+            "--name",
+            "x",
+            "--tls-ca",
+            &s(&good_ca),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS"), "{err}");
+
+    // Plain TCP against a TLS master: refused with a hint.
+    let out = run_rowcast(
+        &[
+            "slave", "--master", &listen, "--target", &url, "--name", "x",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-ca"), "{err}");
+    assert!(slave_position(&replica, "x").is_empty());
+    assert!(master.log_text().contains("TLS handshake failed"));
+
+    // The right CA and a client certificate: replicates.
+    let _slave = Rowcast::spawn(&[
+        "slave",
+        "--master",
+        &listen,
+        "--target",
+        &url,
+        "--name",
+        "ok",
+        "--tls-ca",
+        &s(&good_ca),
+        "--tls-cert",
+        &s(&cli_cert),
+        "--tls-key",
+        &s(&cli_key),
+    ]);
+    primary.sql("INSERT INTO t.x VALUES (2)");
+    wait_caught_up(&primary, &replica, "ok");
+    assert_same_table(&primary, &replica, "t.x");
+    let out = run_rowcast(
+        &[
+            "status",
+            "--master",
+            &listen,
+            "--tls-ca",
+            &s(&good_ca),
+            "--tls-cert",
+            &s(&cli_cert),
+            "--tls-key",
+            &s(&cli_key),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
