@@ -518,7 +518,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress: std::io::stderr().is_terminal().then(|| {
                     Box::new(|table: &str, chunks: u32, rows: u64| {
                         eprint!("\r\x1b[Kchecksumming {table}: {chunks} chunk(s), {rows} rows");
-                    }) as Box<dyn Fn(&str, u32, u64) + Send + Sync>
+                    }) as Box<verify::Progress>
                 }),
             };
             let report = verify::run(&opts).await;

@@ -54,6 +54,9 @@ pub enum VerifyError {
     NotAReplica { endpoint: String },
 }
 
+/// A progress callback: `(table, chunks done, rows done)`.
+pub type Progress = dyn Fn(&str, u32, u64) + Send + Sync;
+
 pub struct ChecksumOptions {
     pub source: Source,
     pub targets: Vec<Source>,
@@ -64,7 +67,7 @@ pub struct ChecksumOptions {
     /// How long to wait for a replica to apply the run.
     pub wait: Duration,
     /// Called after each chunk on the primary: `(table, chunks, rows)`.
-    pub progress: Option<Box<dyn Fn(&str, u32, u64) + Send + Sync>>,
+    pub progress: Option<Box<Progress>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,7 +255,7 @@ async fn checksum_table(
     run_id: u64,
     t: &TableInfo,
     chunk_time: Duration,
-    progress: Option<&(dyn Fn(&str, u32, u64) + Send + Sync)>,
+    progress: Option<&Progress>,
 ) -> Result<Vec<Chunk>, VerifyError> {
     let label = format!("{}.{}", t.database, t.table);
     let mut rows_done = 0u64;
