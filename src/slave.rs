@@ -182,7 +182,7 @@ async fn session(
             } else {
                 SlaveError::NotAMaster {
                     addr,
-                    what: "it closed the connection without a rowcast greeting".into(),
+                    what: "it closed the connection without a rowcast greeting (if the master uses TLS, pass --tls-ca)".into(),
                 }
             });
         }

@@ -81,9 +81,56 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
+    /// Parses `mysql://USER:PASSWORD@HOST:PORT[?ssl-mode=MODE&ssl-ca=PATH]`.
+    /// `ssl-mode` follows the MySQL client: `DISABLED` (and `PREFERRED`,
+    /// which rowcast treats as plain TCP rather than guess), `REQUIRED`
+    /// (encrypted, certificate not checked), `VERIFY_CA` (signed by
+    /// `ssl-ca`), `VERIFY_IDENTITY` (and issued for this host name).
     pub fn from_url(url: &str) -> Result<Source, SourceError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut rest = Vec::new();
+        let (mut mode, mut ca) = (String::from("DISABLED"), None::<String>);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k.to_ascii_lowercase().replace('_', "-").as_str() {
+                "ssl-mode" => mode = v.to_ascii_uppercase(),
+                "ssl-ca" => ca = Some(v.to_string()),
+                _ => rest.push(pair),
+            }
+        }
+        let url_rest = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
         let opts =
-            Opts::from_url(url).map_err(|e| SourceError::Url(redact(&e.to_string(), url)))?;
+            Opts::from_url(&url_rest).map_err(|e| SourceError::Url(redact(&e.to_string(), url)))?;
+        let ssl = match mode.as_str() {
+            "DISABLED" | "PREFERRED" => None,
+            "REQUIRED" => Some(
+                mysql_async::SslOpts::default()
+                    .with_danger_accept_invalid_certs(true)
+                    .with_danger_skip_domain_validation(true),
+            ),
+            "VERIFY_CA" | "VERIFY_IDENTITY" => {
+                let ca = ca.clone().ok_or_else(|| {
+                    SourceError::Url(format!(
+                        "ssl-mode={mode} needs ssl-ca=PATH (the CA that signed the server's certificate)"
+                    ))
+                })?;
+                Some(
+                    mysql_async::SslOpts::default()
+                        .with_root_certs(vec![std::path::PathBuf::from(ca).into()])
+                        .with_danger_skip_domain_validation(mode == "VERIFY_CA"),
+                )
+            }
+            other => {
+                return Err(SourceError::Url(format!(
+                    "unknown ssl-mode `{other}` (DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY)"
+                )))
+            }
+        };
+        let opts: Opts = OptsBuilder::from_opts(opts).ssl_opts(ssl).into();
         let endpoint = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
         let user = opts.user().unwrap_or("").to_string();
         let opts: Opts = OptsBuilder::from_opts(opts)

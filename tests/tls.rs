@@ -180,3 +180,96 @@ fn tls_links_trust_only_the_right_ca_and_client_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn tls_to_the_primary_with_ssl_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, other) = (ca(), ca());
+    let good_ca = write_ca(&good, dir.path(), "ca");
+    let other_ca = write_ca(&other, dir.path(), "other-ca");
+    let (cert, key) = issue(&good, dir.path(), "db");
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let flags = [
+        "--log-bin=binlog".to_string(),
+        "--binlog_format=ROW".to_string(),
+        "--binlog_row_metadata=FULL".to_string(),
+        format!("--ssl-cert={}", s(&cert)),
+        format!("--ssl-key={}", s(&key)),
+        format!("--ssl-ca={}", s(&good_ca)),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let primary = MariaDb::start_with(&flags);
+    assert_eq!(
+        primary.sql("SELECT @@have_ssl").trim(),
+        "YES",
+        "the test server has TLS"
+    );
+    primary.sql(
+        "CREATE USER secure@'%' IDENTIFIED BY 'pw' REQUIRE SSL;
+         GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO secure@'%';
+         CREATE DATABASE e; CREATE TABLE e.t (id INT PRIMARY KEY); INSERT INTO e.t VALUES (1);",
+    );
+    let replica = MariaDb::replica();
+    let base = primary.url_as("secure", "pw");
+    let run_master = |url: &str| {
+        let d = tempfile::tempdir().unwrap();
+        run_rowcast(
+            &[
+                "master",
+                "--source",
+                url,
+                "--listen",
+                &listen_addr(),
+                "--data-dir",
+                d.path().to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        )
+    };
+    // Without TLS the server refuses the user; with the wrong CA rowcast does.
+    let out = run_master(&base);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused the login"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_master(&format!(
+        "{base}?ssl-mode=VERIFY_CA&ssl-ca={}",
+        s(&other_ca)
+    ));
+    assert!(!out.status.success());
+    let out = run_master(&format!("{base}?ssl-mode=VERIFY_CA"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs ssl-ca"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let url = format!("{base}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}", s(&good_ca));
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let master = Rowcast::spawn(&[
+        "master",
+        "--source",
+        &url,
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
+    assert!(
+        wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok()),
+        "{}",
+        master.log_text()
+    );
+    let _slave = Rowcast::slave(&listen, &replica, "tls");
+    primary.sql("INSERT INTO e.t VALUES (2)");
+    wait_caught_up(&primary, &replica, "tls");
+    assert_same_table(&primary, &replica, "e.t");
+    let encrypted =
+        primary.sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'secure'");
+    assert!(
+        encrypted.trim().parse::<u32>().unwrap() >= 1,
+        "the master is connected as the REQUIRE SSL user"
+    );
+}
