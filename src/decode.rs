@@ -65,7 +65,8 @@ pub enum DecodeError {
     #[error(
         "statement-based event at {position} (`{sql}`): a session on the primary changed \
          binlog_format away from ROW; rowcast only replicates row events. \
-         Keep binlog_format=ROW for every session"
+         Keep binlog_format=ROW for every session (tools such as pt-table-checksum \
+         need --set-vars sql_log_bin=0)"
     )]
     StatementEvent { position: String, sql: String },
 }
