@@ -142,19 +142,20 @@ impl Applier {
         conn.query_drop(SESSION_SETUP)
             .await
             .map_err(|e| target.classify(e))?;
-        type CheckpointRow = (u64, Vec<u8>, u64, Option<Vec<u8>>, Option<u64>);
+        type CheckpointRow = (u64, u32, Vec<u8>, u64, Option<Vec<u8>>, Option<u64>);
         let row: Option<CheckpointRow> = conn
             .exec_first(
-                "SELECT log_seq, source_file, source_offset, source_gtid, ddl_pending_seq \
+                "SELECT log_seq, source_epoch, source_file, source_offset, source_gtid, ddl_pending_seq \
                  FROM rowcast.checkpoint WHERE slave_name = ?",
                 (name,),
             )
             .await
             .map_err(|e| target.classify(e))?;
         let checkpoint = match row {
-            Some((seq, file, offset, gtid, ddl_pending_seq)) => {
+            Some((seq, epoch, file, offset, gtid, ddl_pending_seq)) => {
                 let file = String::from_utf8_lossy(&file).into_owned();
                 let position = (!file.is_empty()).then(|| SourcePosition {
+                    epoch,
                     file,
                     offset,
                     gtid: gtid.and_then(|g| String::from_utf8_lossy(&g).parse::<Gtid>().ok()),
@@ -329,21 +330,22 @@ impl Applier {
 
     async fn mark_ddl_pending(&mut self, seq: u64, pos: &SourcePosition) -> Result<(), ApplyError> {
         let cp = &self.checkpoint;
-        let (file, offset, gtid) = match &cp.position {
+        let (epoch, file, offset, gtid) = match &cp.position {
             Some(p) => (
+                p.epoch,
                 p.file.clone(),
                 p.offset,
                 p.gtid.as_ref().map(|g| g.to_string()),
             ),
-            None => (String::new(), 0, None),
+            None => (0, String::new(), 0, None),
         };
         self.conn
             .exec_drop(
                 "INSERT INTO rowcast.checkpoint \
-                   (slave_name, log_seq, source_file, source_offset, source_gtid, ddl_pending_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?) \
+                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, ddl_pending_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE ddl_pending_seq = VALUES(ddl_pending_seq)",
-                (&self.name, cp.seq, file, offset, gtid, seq),
+                (&self.name, cp.seq, epoch, file, offset, gtid, seq),
             )
             .await
             .map_err(|e| sql_error(pos, e))?;
@@ -425,14 +427,15 @@ impl Applier {
         self.conn
             .exec_drop(
                 "INSERT INTO rowcast.checkpoint \
-                   (slave_name, log_seq, source_file, source_offset, source_gtid, source_time, applied_at, ddl_pending_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, NOW(6), NULL) \
-                 ON DUPLICATE KEY UPDATE log_seq=VALUES(log_seq), source_file=VALUES(source_file), \
+                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, source_time, applied_at, ddl_pending_seq) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, NOW(6), NULL) \
+                 ON DUPLICATE KEY UPDATE log_seq=VALUES(log_seq), source_epoch=VALUES(source_epoch), source_file=VALUES(source_file), \
                    source_offset=VALUES(source_offset), source_gtid=VALUES(source_gtid), \
                    source_time=VALUES(source_time), applied_at=VALUES(applied_at), ddl_pending_seq=NULL",
                 (
                     &self.name,
                     seq,
+                    p.epoch,
                     &p.file,
                     p.offset,
                     p.gtid.as_ref().map(|g| g.to_string()),

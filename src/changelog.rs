@@ -69,6 +69,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 struct Meta {
     format_version: u16,
     start: SourcePosition,
+    /// `@@server_id` of the primary the log follows, to notice a failover.
+    source_server_id: Option<u32>,
+    /// The epoch of positions read from that primary.
+    epoch: u32,
 }
 
 /// How much change log to keep.
@@ -330,11 +334,40 @@ impl ChangeLog {
         self.write_meta(start)
     }
 
+    /// The primary the log follows and the current epoch.
+    pub fn source(&self) -> (Option<u32>, u32) {
+        self.meta
+            .as_ref()
+            .map(|m| (m.source_server_id, m.epoch))
+            .unwrap_or((None, 0))
+    }
+
+    /// Records that the log now follows `server_id` in `epoch`.
+    pub fn set_source(&mut self, server_id: u32, epoch: u32) -> Result<(), LogError> {
+        let start = self
+            .start_position()
+            .cloned()
+            .ok_or(LogError::Uninitialised)?;
+        self.write_meta_full(start, Some(server_id), epoch)
+    }
+
     fn write_meta(&mut self, start: SourcePosition) -> Result<(), LogError> {
+        let (server, epoch) = self.source();
+        self.write_meta_full(start, server, epoch)
+    }
+
+    fn write_meta_full(
+        &mut self,
+        start: SourcePosition,
+        source_server_id: Option<u32>,
+        epoch: u32,
+    ) -> Result<(), LogError> {
         *self.shared_start.lock().unwrap() = Some(start.clone());
         let meta = Meta {
             format_version: FORMAT_VERSION,
             start,
+            source_server_id,
+            epoch,
         };
         let path = self.dir.join("meta.bin");
         let tmp = self.dir.join("meta.bin.tmp");

@@ -136,6 +136,7 @@ impl Pending {
 
 /// The binlog-to-transaction state machine. Feed it every event in order.
 pub struct Decoder {
+    epoch: u32,
     file: String,
     pending: Option<Pending>,
     table_maps: HashMap<u64, TableMapEvent<'static>>,
@@ -147,7 +148,13 @@ pub struct Decoder {
 impl Decoder {
     /// `file` is the binlog file the stream starts in; ROTATE events move it.
     pub fn new(file: impl Into<String>) -> Self {
+        Self::with_epoch(file, 0)
+    }
+
+    /// A decoder whose positions carry `epoch` (see [`SourcePosition`]).
+    pub fn with_epoch(file: impl Into<String>, epoch: u32) -> Self {
         Decoder {
+            epoch,
             file: file.into(),
             pending: None,
             table_maps: HashMap::new(),
@@ -169,7 +176,10 @@ impl Decoder {
             0 => self.payload_end,
             p => p,
         };
-        SourcePosition::new(self.file.clone(), u64::from(pos))
+        SourcePosition {
+            epoch: self.epoch,
+            ..SourcePosition::new(self.file.clone(), u64::from(pos))
+        }
     }
 
     /// Consumes one event; returns a transaction when this event commits one.

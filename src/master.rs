@@ -82,7 +82,8 @@ pub async fn run(
     let info = source::check_primary(source, &mut conn).await?;
     tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
     if log.start_position().is_none() {
-        let start = source::current_position(source, &mut conn).await?;
+        let mut start = source::current_position(source, &mut conn).await?;
+        start.gtid = source::current_gtid(&mut conn).await;
         tracing::info!(position = %start, "new change log starts at the primary's current position");
         log.initialise(start)?;
     }
@@ -96,12 +97,27 @@ pub async fn run(
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
     let state = Arc::new(ServerState::new(metrics.clone()));
+    let mut resume = log.resume_position().expect("initialised above");
+    // Which primary is this? A different server than the log followed
+    // means a failover: positions get a new epoch and the stream resumes
+    // by GTID until the first transaction from the new primary is logged.
+    let (followed, mut epoch) = log.source();
+    match followed {
+        None => log.set_source(info.server_id, epoch)?,
+        Some(id) if id == info.server_id => {}
+        Some(old) => {
+            epoch += 1;
+            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+            log.set_source(info.server_id, epoch)?;
+        }
+    }
     let snapshots = SnapshotSource {
         source: source.clone(),
         is_mariadb: info.is_mariadb,
         filter: Arc::new(config.filter.clone()),
         token: config.token.clone().map(Arc::new),
         tls: config.tls.clone(),
+        epoch,
     };
     let server = tokio::spawn(
         Listener::new(
@@ -114,7 +130,6 @@ pub async fn run(
         .run(),
     );
 
-    let mut resume = log.resume_position().expect("initialised above");
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
     // Retention also runs while the primary is idle.
     let ticker = tx.clone();
@@ -135,7 +150,7 @@ pub async fn run(
     let result = loop {
         let outcome = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            r = stream_once(&config, &resume, &tx) => r,
+            r = stream_once(&config, &resume, epoch, &tx) => r,
         };
         match outcome {
             Ok(last) => {
@@ -183,14 +198,23 @@ pub async fn run(
 async fn stream_once(
     config: &MasterConfig,
     from: &SourcePosition,
+    epoch: u32,
     tx: &mpsc::Sender<ToWriter>,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
-    let mut stream = source::open_stream(&config.source, config.server_id, from)
+    let by_gtid = from.epoch != epoch;
+    let mut stream = source::open_stream(&config.source, config.server_id, from, by_gtid)
         .await
         .map_err(|e| (last.clone(), e.into()))?;
     tracing::info!(from = %from, "streaming binlog");
-    let mut decoder = Decoder::new(from.file.clone());
+    let mut decoder = Decoder::with_epoch(
+        if by_gtid {
+            String::new()
+        } else {
+            from.file.clone()
+        },
+        epoch,
+    );
     // Several heartbeat periods of silence mean the connection is dead
     // even if TCP has not noticed.
     let silence = source::HEARTBEAT_PERIOD * 5;

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// server assigned one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
+    /// Which primary the file/offset belong to: the master bumps it when
+    /// it follows a new primary after a failover, whose binlog coordinates
+    /// start afresh.
+    pub epoch: u32,
     pub file: String,
     pub offset: u64,
     pub gtid: Option<Gtid>,
@@ -23,6 +27,7 @@ pub struct SourcePosition {
 impl SourcePosition {
     pub fn new(file: impl Into<String>, offset: u64) -> Self {
         SourcePosition {
+            epoch: 0,
             file: file.into(),
             offset,
             gtid: None,
@@ -41,12 +46,15 @@ impl SourcePosition {
         }
     }
 
-    /// Orders two positions by file then offset. The GTID is deliberately
-    /// ignored: it names a transaction, the file/offset says where it is.
+    /// Orders two positions by epoch, then file, then offset. The GTID is
+    /// deliberately ignored: it names a transaction, the rest says where.
     pub fn cmp_location(&self, other: &SourcePosition) -> Ordering {
         let (a, _) = self.file_index();
         let (b, _) = other.file_index();
-        a.cmp(&b).then(self.offset.cmp(&other.offset))
+        self.epoch
+            .cmp(&other.epoch)
+            .then(a.cmp(&b))
+            .then(self.offset.cmp(&other.offset))
     }
 
     pub fn is_after(&self, other: &SourcePosition) -> bool {
@@ -56,6 +64,9 @@ impl SourcePosition {
 
 impl fmt::Display for SourcePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.epoch > 0 {
+            write!(f, "epoch {} ", self.epoch)?;
+        }
         write!(f, "{}:{}", self.file, self.offset)?;
         if let Some(g) = &self.gtid {
             write!(f, " (gtid {g})")?;
@@ -143,6 +154,12 @@ mod tests {
         let d = SourcePosition::new("binlog.000002", 11);
         assert!(d.is_after(&c));
         assert_eq!(c.cmp_location(&c.clone()), Ordering::Equal);
+        // After a failover the new primary's coordinates start low again.
+        let after_failover = SourcePosition {
+            epoch: 1,
+            ..SourcePosition::new("binlog.000001", 4)
+        };
+        assert!(after_failover.is_after(&b));
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct SnapshotSource {
     pub token: Option<Arc<Vec<u8>>>,
     /// TLS for slave connections, if configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The epoch of positions read from the current primary.
+    pub epoch: u32,
 }
 
 pub struct Listener {
@@ -232,8 +234,10 @@ impl Handler {
         let (mut snapshot, catalog) = loop {
             attempt += 1;
             let mut snapshot = Snapshot::begin(&snap.source, snap.is_mariadb).await?;
+            snapshot.position.epoch = snap.epoch;
             let catalog = snapshot.catalog(&snap.filter).await?;
-            let catalog_at = snapshot.source_end(&snap.source).await?;
+            let mut catalog_at = snapshot.source_end(&snap.source).await?;
+            catalog_at.epoch = snap.epoch;
             match self.ddl_between(&snapshot.position, &catalog_at).await {
                 Ok(false) => break (snapshot, catalog),
                 Ok(true) if attempt < 20 => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 
-use crate::position::SourcePosition;
+use crate::position::{Gtid, SourcePosition};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// MySQL/MariaDB error codes that decide how an error is handled.
@@ -386,14 +386,33 @@ pub async fn current_position(
 /// several periods means the connection is dead.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
 
+/// The primary's GTID position when it has a single replication domain
+/// (MariaDB `@@gtid_binlog_pos`), to resume from after a failover.
+pub async fn current_gtid(conn: &mut Conn) -> Option<Gtid> {
+    let pos: Option<String> = conn
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .ok()
+        .flatten();
+    let pos = pos?;
+    if pos.contains(',') {
+        return None;
+    }
+    pos.trim().parse().ok()
+}
+
 /// Opens a binlog stream starting at `from`, as a replica with `server_id`.
+/// With `by_gtid`, the stream starts after `from`'s MariaDB GTID rather
+/// than at its file and offset: how the master follows a new primary
+/// after a failover, where the old coordinates mean nothing.
 pub async fn open_stream(
     source: &Source,
     server_id: u32,
     from: &SourcePosition,
+    by_gtid: bool,
 ) -> Result<BinlogStream, SourceError> {
     let mut conn = source.connect().await?;
-    let setup = [
+    let mut setup = vec![
         // Makes MariaDB send its own GTID events rather than QUERY stand-ins.
         "SET @mariadb_slave_capability=4".to_string(),
         format!(
@@ -401,12 +420,30 @@ pub async fn open_stream(
             HEARTBEAT_PERIOD.as_nanos()
         ),
     ];
+    if by_gtid {
+        match &from.gtid {
+            Some(g @ Gtid::MariaDb { .. }) => setup.push(format!("SET @slave_connect_state='{g}'")),
+            _ => {
+                return Err(SourceError::BinlogPurged {
+                    position: from.to_string(),
+                    reason:
+                        "the primary changed and the change log has no MariaDB GTID to resume from"
+                            .into(),
+                })
+            }
+        }
+    }
     for q in setup {
         conn.query_drop(q).await.map_err(|e| source.classify(e))?;
     }
+    let (file, pos) = if by_gtid {
+        (&b""[..], 4)
+    } else {
+        (from.file.as_bytes(), from.offset)
+    };
     let request = BinlogStreamRequest::new(server_id)
-        .with_filename(from.file.as_bytes())
-        .with_pos(from.offset);
+        .with_filename(file)
+        .with_pos(pos);
     conn.get_binlog_stream(request)
         .await
         .map_err(|e| match source.classify(e) {

@@ -348,13 +348,21 @@ async fn checkpoints(
     conn: &mut Conn,
     endpoint: &str,
 ) -> Result<Vec<(String, SourcePosition)>, VerifyError> {
-    let rows: Vec<(String, String, u64)> = conn
-        .query("SELECT slave_name, source_file, source_offset FROM rowcast.checkpoint WHERE source_file <> ''")
+    let rows: Vec<(String, u32, String, u64)> = conn
+        .query("SELECT slave_name, source_epoch, source_file, source_offset FROM rowcast.checkpoint WHERE source_file <> ''")
         .await
         .map_err(query_err(endpoint))?;
     Ok(rows
         .into_iter()
-        .map(|(n, f, o)| (n, SourcePosition::new(f, o)))
+        .map(|(n, epoch, f, o)| {
+            (
+                n,
+                SourcePosition {
+                    epoch,
+                    ..SourcePosition::new(f, o)
+                },
+            )
+        })
         .collect())
 }
 
@@ -441,7 +449,16 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
             if cps.is_empty() {
                 return Err(VerifyError::NotAReplica { endpoint: ep });
             }
-            if let Some((name, _)) = cps.iter().find(|(_, p)| !end.is_after(p)) {
+            // The tool reads the primary's coordinates, which carry no
+            // epoch: compare within the slave's.
+            let reached = |p: &SourcePosition| {
+                !SourcePosition {
+                    epoch: p.epoch,
+                    ..end.clone()
+                }
+                .is_after(p)
+            };
+            if let Some((name, _)) = cps.iter().find(|(_, p)| reached(p)) {
                 break name.clone();
             }
             if started.elapsed() > opts.wait {
