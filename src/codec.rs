@@ -96,6 +96,7 @@ mod tests {
     fn transaction_round_trips() {
         let txn = Transaction {
             position: SourcePosition {
+                epoch: 0,
                 file: "binlog.000003".into(),
                 offset: 1234,
                 gtid: Some(Gtid::MariaDb {

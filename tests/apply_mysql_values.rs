@@ -29,6 +29,7 @@ fn schema() -> TableSchema {
 fn txn(offset: u64, gno: u64, change: Change) -> Transaction {
     Transaction {
         position: SourcePosition {
+            epoch: 0,
             file: "binlog.000001".into(),
             offset,
             gtid: Some(Gtid::MySql { uuid: [7; 16], gno }),

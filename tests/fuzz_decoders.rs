@@ -33,6 +33,7 @@ impl Rng {
 fn seeds() -> Vec<Vec<u8>> {
     let txn = Transaction {
         position: SourcePosition {
+            epoch: 0,
             file: "binlog.000007".into(),
             offset: 99_999,
             gtid: Some(Gtid::MariaDb {
