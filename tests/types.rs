@@ -189,4 +189,39 @@ fn every_type_round_trips_exactly() {
         let show = |db: &MariaDb| db.sql(&format!("SHOW CREATE TABLE {}", quoted(t)));
         assert_eq!(show(&primary), show(&replica), "SHOW CREATE TABLE {t}");
     }
+
+    // `rowcast checksum` compares every type family correctly too.
+    let (src, dst) = (primary.url(), replica.url());
+    let args = [
+        "checksum",
+        "--source",
+        &src,
+        "--target",
+        &dst,
+        "--tables",
+        "types",
+        "--tables",
+        "we`ird db",
+    ];
+    let out = run_rowcast(&args, std::time::Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("types.times") && stdout.contains("tab le ü"),
+        "{stdout}"
+    );
+    // ...and notices a one-bit difference in a BIT(64) and a float.
+    replica.sql("SET GLOBAL read_only = 0; UPDATE types.misc SET b64 = b64 ^ 1 WHERE id = 2; UPDATE types.nums SET f = f + 0.0001 WHERE id = 3");
+    let out = run_rowcast(&args, std::time::Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("'2' differs") && stdout.contains("'3' differs"),
+        "{stdout}"
+    );
 }
