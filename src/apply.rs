@@ -203,7 +203,7 @@ impl Applier {
         let result = if txn.is_ddl() {
             self.apply_with_ddl(seq, txn).await
         } else {
-            self.apply_rows_txn(seq, txn).await
+            self.rows_in_one_commit(&[txn], seq).await
         };
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
@@ -237,24 +237,8 @@ impl Applier {
             }
             return Ok(());
         }
-        let result = async {
-            let pos = &last.position;
-            self.conn
-                .query_drop("START TRANSACTION")
-                .await
-                .map_err(|e| sql_error(pos, e))?;
-            for (_, txn) in &fresh {
-                for change in &txn.changes {
-                    self.apply_change(txn, change).await?;
-                }
-            }
-            self.write_checkpoint(last_seq, last).await?;
-            self.conn
-                .query_drop("COMMIT")
-                .await
-                .map_err(|e| sql_error(pos, e))
-        }
-        .await;
+        let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
+        let result = self.rows_in_one_commit(&txns, last_seq).await;
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
@@ -267,21 +251,32 @@ impl Applier {
         Ok(())
     }
 
-    async fn apply_rows_txn(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
-        let pos = &txn.position;
+    /// Applies the row changes of `txns` and the checkpoint naming the
+    /// last of them (as sequence number `seq`) in one local transaction.
+    /// The caller rolls back on error.
+    async fn rows_in_one_commit(
+        &mut self,
+        txns: &[&Transaction],
+        seq: u64,
+    ) -> Result<(), ApplyError> {
+        let Some(last) = txns.last() else {
+            return Ok(());
+        };
+        let pos = &last.position;
         self.conn
             .query_drop("START TRANSACTION")
             .await
             .map_err(|e| sql_error(pos, e))?;
-        for change in &txn.changes {
-            self.apply_change(txn, change).await?;
+        for txn in txns {
+            for change in &txn.changes {
+                self.apply_change(txn, change).await?;
+            }
         }
-        self.write_checkpoint(seq, txn).await?;
+        self.write_checkpoint(seq, last).await?;
         self.conn
             .query_drop("COMMIT")
             .await
-            .map_err(|e| sql_error(pos, e))?;
-        Ok(())
+            .map_err(|e| sql_error(pos, e))
     }
 
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {

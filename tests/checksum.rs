@@ -140,18 +140,7 @@ fn repeated_runs_under_write_load_report_equal() {
                 100_000 + i,
                 (i * 31) % 20000 + 1
             );
-            let out = std::process::Command::new("mariadb")
-                .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
-                .arg(format!("-P{port}"))
-                .arg("-e")
-                .arg(&sql)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sql_at(port, &sql).unwrap_or_else(|e| panic!("{e}"));
         }
         i
     });

@@ -84,18 +84,7 @@ fn writer(
             let sql: String = (i..=end)
                 .map(|k| format!("INSERT INTO t.log VALUES ({k}, REPEAT('x', {}));", k % 300))
                 .collect();
-            let out = std::process::Command::new("mariadb")
-                .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
-                .arg(format!("-P{primary_port}"))
-                .arg("-e")
-                .arg(&sql)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sql_at(primary_port, &sql).unwrap_or_else(|e| panic!("{e}"));
             written.store(end, Ordering::SeqCst);
             i = end + 1;
         }

@@ -26,18 +26,7 @@ fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
                 del = (i * 104_729) % 100_000 + 1,
                 m = i % 50
             );
-            let out = std::process::Command::new("mariadb")
-                .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
-                .arg(format!("-P{port}"))
-                .arg("-e")
-                .arg(&sql)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sql_at(port, &sql).unwrap_or_else(|e| panic!("{e}"));
         }
         i
     })

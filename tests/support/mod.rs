@@ -182,25 +182,7 @@ impl MariaDb {
     }
 
     pub fn try_sql(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new(which("mariadb"))
-            .args([
-                "--no-defaults",
-                "-h127.0.0.1",
-                "-uroot",
-                "-N",
-                "-B",
-                "--raw",
-            ])
-            .arg(format!("-P{}", self.port))
-            .arg("-e")
-            .arg(sql)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        sql_at(self.port, sql)
     }
 
     /// Runs SQL and returns the tab-separated output; panics on error.
@@ -280,6 +262,31 @@ impl MariaDb {
 impl Drop for MariaDb {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Runs SQL on the server at `port` with the `mariadb` client (usable from
+/// load threads, which cannot borrow a [`MariaDb`]).
+pub fn sql_at(port: u16, sql: &str) -> Result<String, String> {
+    let out = Command::new(which("mariadb"))
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            "-uroot",
+            "-N",
+            "-B",
+            "--raw",
+            "--default-character-set=utf8mb4",
+        ])
+        .arg(format!("-P{port}"))
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
