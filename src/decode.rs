@@ -629,26 +629,8 @@ pub fn convert_value(col: &ColumnDef, v: BinlogValue<'_>) -> Result<Value, Strin
         }
         (ColumnKind::Decimal, MyValue::Bytes(b)) => Value::Decimal(text(&b)?.to_string()),
         (ColumnKind::Date, MyValue::Date(year, month, day, ..)) => Value::Date { year, month, day },
-        (ColumnKind::DateTime, MyValue::Date(year, month, day, hour, minute, second, micros)) => {
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            }
-        }
-        (ColumnKind::Time, MyValue::Time(negative, days, h, minutes, seconds, micros)) => {
-            Value::Time {
-                negative,
-                hours: days * 24 + u32::from(h),
-                minutes,
-                seconds,
-                micros,
-            }
-        }
+        (ColumnKind::DateTime, v @ MyValue::Date(..)) => temporal(v),
+        (ColumnKind::Time, v @ MyValue::Time(..)) => temporal(v),
         // mysql_common reads a signed MEDIUMINT without sign extension.
         (ColumnKind::MediumInt, MyValue::Int(i)) if !col.unsigned && i > 0x7f_ffff => {
             Value::Int(i - 0x100_0000)
@@ -678,6 +660,30 @@ pub fn convert_value(col: &ColumnDef, v: BinlogValue<'_>) -> Result<Value, Strin
         ) => Value::Bytes(b),
         (kind, other) => return Err(format!("unexpected value {other:?} for a {kind:?} column")),
     })
+}
+
+/// A binary-protocol DATETIME or TIME as rowcast's value, every field
+/// kept (TIME's days folded into hours). Shared with the snapshot reader.
+pub fn temporal(v: MyValue) -> Value {
+    match v {
+        MyValue::Date(year, month, day, hour, minute, second, micros) => Value::DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+        },
+        MyValue::Time(negative, days, h, minutes, seconds, micros) => Value::Time {
+            negative,
+            hours: days * 24 + u32::from(h),
+            minutes,
+            seconds,
+            micros,
+        },
+        _ => Value::Null,
+    }
 }
 
 fn is_integer(k: ColumnKind) -> bool {

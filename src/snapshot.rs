@@ -378,22 +378,7 @@ fn convert(row: mysql_async::Row) -> Row {
             MyValue::Float(f) => Value::Float(f),
             MyValue::Double(d) => Value::Double(d),
             MyValue::Bytes(b) => Value::Bytes(b),
-            MyValue::Date(year, month, day, hour, minute, second, micros) => Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            },
-            MyValue::Time(negative, days, h, minutes, seconds, micros) => Value::Time {
-                negative,
-                hours: days * 24 + u32::from(h),
-                minutes,
-                seconds,
-                micros,
-            },
+            v @ (MyValue::Date(..) | MyValue::Time(..)) => crate::decode::temporal(v),
         })
         .collect()
 }
