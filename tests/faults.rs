@@ -220,7 +220,7 @@ fn retention_purges_and_an_old_slave_is_told_to_resnapshot() {
     let listen = listen_addr();
     let url = primary.url();
     let dir = data.path().to_str().unwrap();
-    let master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &url,
@@ -233,7 +233,7 @@ fn retention_purges_and_an_old_slave_is_told_to_resnapshot() {
         "--retain-mb",
         "0",
     ]);
-    assert!(wait_until(CONVERGE, || TcpStream::connect(&listen).is_ok()));
+    master.wait_listening(&listen);
     let mut slave = Rowcast::slave(&listen, &replica, "old");
     primary.sql("INSERT INTO r.t VALUES (1, 'a')");
     wait_caught_up(&primary, &replica, "old");

@@ -56,7 +56,7 @@ fn status_shows_lag_and_failures_and_metrics_count() {
     let listen = listen_addr();
     let mport = listen_addr();
     let dir = data.path().to_str().unwrap();
-    let _master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &primary.url(),
@@ -67,10 +67,7 @@ fn status_shows_lag_and_failures_and_metrics_count() {
         "--metrics",
         &mport,
     ]);
-    assert!(wait_until(CONVERGE, || std::net::TcpStream::connect(
-        &listen
-    )
-    .is_ok()));
+    master.wait_listening(&listen);
     let sport = listen_addr();
     let _fast = Rowcast::spawn(&[
         "slave",

@@ -21,7 +21,7 @@ fn token_is_required_checked_and_never_sent() {
     std::fs::write(&bad, "not the secret\n").unwrap();
     let data = dir.path().join("log");
     let listen = listen_addr();
-    let master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &primary.url(),
@@ -32,10 +32,7 @@ fn token_is_required_checked_and_never_sent() {
         "--token-file",
         good.to_str().unwrap(),
     ]);
-    assert!(wait_until(CONVERGE, || std::net::TcpStream::connect(
-        &listen
-    )
-    .is_ok()));
+    master.wait_listening(&listen);
     let url = replica.url();
 
     let out = run_rowcast(
@@ -131,7 +128,7 @@ fn passwords_stay_out_of_logs_and_errors() {
     let listen = listen_addr();
     let src = primary.url_as("repl", pw);
     let dst = replica.url_as("app", pw);
-    let master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &src,
@@ -140,11 +137,7 @@ fn passwords_stay_out_of_logs_and_errors() {
         "--data-dir",
         data.path().to_str().unwrap(),
     ]);
-    assert!(
-        wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok()),
-        "{}",
-        master.log_text()
-    );
+    master.wait_listening(&listen);
     let slave = Rowcast::spawn(&[
         "slave", "--master", &listen, "--target", &dst, "--name", "s",
     ]);

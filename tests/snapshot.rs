@@ -204,11 +204,7 @@ fn filters_keep_excluded_objects_off_the_slave() {
         "--exclude",
         "shop.secret",
     ]);
-    assert!(wait_until(CONVERGE, || std::net::TcpStream::connect(
-        &listen
-    )
-    .is_ok()
-        || !master.is_running()));
+    master.wait_listening(&listen);
     let _slave = Rowcast::slave(&listen, &replica, "f");
     wait_until(CONVERGE, || !slave_position(&replica, "f").is_empty());
     primary.sql(

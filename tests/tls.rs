@@ -61,7 +61,7 @@ fn tls_links_trust_only_the_right_ca_and_client_certificates() {
     let s = |p: &PathBuf| p.to_str().unwrap().to_string();
     let listen = listen_addr();
     let data = dir.path().join("log");
-    let master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &primary.url(),
@@ -76,11 +76,7 @@ fn tls_links_trust_only_the_right_ca_and_client_certificates() {
         "--tls-client-ca",
         &s(&good_ca),
     ]);
-    assert!(
-        wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok()),
-        "{}",
-        master.log_text()
-    );
+    master.wait_listening(&listen);
     let url = replica.url();
 
     // Trusting another CA: refused, and told why.
@@ -248,7 +244,7 @@ fn tls_to_the_primary_with_ssl_mode() {
     let url = format!("{base}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}", s(&good_ca));
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let master = Rowcast::spawn(&[
+    let mut master = Rowcast::spawn(&[
         "master",
         "--source",
         &url,
@@ -257,11 +253,7 @@ fn tls_to_the_primary_with_ssl_mode() {
         "--data-dir",
         data.path().to_str().unwrap(),
     ]);
-    assert!(
-        wait_until(CONVERGE, || std::net::TcpStream::connect(&listen).is_ok()),
-        "{}",
-        master.log_text()
-    );
+    master.wait_listening(&listen);
     let _slave = Rowcast::slave(&listen, &replica, "tls");
     primary.sql("INSERT INTO e.t VALUES (2)");
     wait_caught_up(&primary, &replica, "tls");

@@ -329,15 +329,21 @@ impl Rowcast {
     /// returns are replicated.
     pub fn master(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
         let mut m = Rowcast::master_no_wait(primary, data_dir, listen);
+        m.wait_listening(listen);
+        m
+    }
+
+    /// Waits until this master accepts connections on `listen`; fails with
+    /// its log if it exits first.
+    pub fn wait_listening(&mut self, listen: &str) {
         let ok = wait_until(CONVERGE, || {
-            std::net::TcpStream::connect(listen).is_ok() || !m.is_running()
+            std::net::TcpStream::connect(listen).is_ok() || !self.is_running()
         });
         assert!(
-            ok && m.is_running(),
+            ok && self.is_running(),
             "master did not start:\n{}",
-            m.log_text()
+            self.log_text()
         );
-        m
     }
 
     pub fn master_no_wait(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
