@@ -2,19 +2,32 @@
 //! network or disk: the frame checker and the codec for wire messages and
 //! change-log records. Nothing may panic, hang or allocate without bound.
 //!
-//! `cargo fuzz` needs a nightly toolchain, which cannot be installed here;
-//! this is a stable-Rust fuzzer with a deterministic generator. It runs for
-//! ROWCAST_FUZZ_SECS seconds (default 3 in the test suite; `scripts/fuzz`
-//! runs it longer). Seeds are valid encodings of real messages; mutations
-//! flip bits, cut, splice, repeat and rewrite length prefixes.
+//! Two fuzzers share this job. The coverage-guided one is `cargo fuzz`
+//! (libFuzzer, nightly): targets `frame`, `change` and `binlog` in `fuzz/`,
+//! run by `scripts/fuzz`, corpus in `testdata/fuzz/<target>/`. This file is
+//! the stable-Rust side, part of every `cargo test`:
+//!
+//! - it replays that corpus and every regression case in
+//!   `testdata/fuzz/regressions/<target>/` through the very checks the fuzz
+//!   targets run (`fuzz/src/lib.rs`, included below), so a crash libFuzzer
+//!   once found stays fixed;
+//! - it runs a deterministic mutation fuzzer for ROWCAST_FUZZ_SECS seconds
+//!   (default 3; `scripts/fuzz` runs it as long as each libFuzzer target).
+//!   Seeds are valid encodings of real messages; mutations flip bits, cut,
+//!   splice, repeat and rewrite length prefixes.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rowcast::change::*;
 use rowcast::codec;
 use rowcast::frame;
 use rowcast::position::{Gtid, SourcePosition};
-use rowcast::wire::{MasterMessage, SlaveMessage};
+use rowcast::wire::{self, MasterMessage, SlaveMessage};
+
+/// The fuzz targets' checks, shared with `cargo fuzz`.
+#[path = "../fuzz/src/lib.rs"]
+mod checks;
 
 struct Rng(u64);
 
@@ -153,8 +166,92 @@ fn decoders_survive_random_and_mutated_input() {
         if let Ok(Some(n)) = frame::check(&framed[..cut], 1 << 16) {
             assert!(n <= cut);
         }
+        // The libFuzzer targets' checks: round trips, and the stream as
+        // a master (even mode byte) or, after the greeting, a slave reads it.
+        checks::change(&input);
+        let mode = rng.next() as u8;
+        let mut stream = vec![mode];
+        if mode & 1 == 1 {
+            stream.extend_from_slice(&wire::greeting());
+        }
+        stream.extend_from_slice(&framed[..cut]);
+        checks::frames(&stream);
         runs += 1;
     }
     eprintln!("{runs} inputs in {secs}s");
     assert!(runs > 1000);
+}
+
+/// The directories of `testdata/fuzz/`: `(target, dir)` for each corpus
+/// and each `regressions/<target>`.
+fn corpus_dirs() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
+    let subdirs = |dir: &Path| -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+            .collect();
+        out.sort();
+        out
+    };
+    let mut dirs = Vec::new();
+    for (name, path) in subdirs(&root) {
+        if name == "regressions" {
+            dirs.extend(subdirs(&path));
+        } else {
+            dirs.push((name, path));
+        }
+    }
+    dirs
+}
+
+/// Every corpus file and regression case through its target's checks: no
+/// panic, and every generated seed (`seed-*`) still decodes, so a format
+/// change cannot leave the fuzzer starting from stale bytes unnoticed.
+#[test]
+fn fuzz_corpus_and_regressions_replay() {
+    let mut files = 0;
+    for (target, dir) in corpus_dirs() {
+        assert!(
+            checks::TARGETS.contains(&target.as_str()),
+            "{} is not named after a fuzz target {:?}",
+            dir.display(),
+            checks::TARGETS
+        );
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let data = std::fs::read(&path).unwrap();
+            let decoded = std::panic::catch_unwind(|| checks::check(&target, &data))
+                .unwrap_or_else(|_| panic!("{} panicked (message above)", path.display()))
+                .unwrap();
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(
+                !name.starts_with("seed-") || decoded > 0,
+                "{} decodes nothing: regenerate the seeds with \
+                 `cargo run --manifest-path fuzz/Cargo.toml --bin seed-corpus`",
+                path.display()
+            );
+            files += 1;
+        }
+    }
+    eprintln!("{files} corpus files replayed");
+    assert!(files >= 50, "only {files} files in testdata/fuzz");
+}
+
+/// The binlog check tolerates only `mysql_common`'s own panics; one of
+/// rowcast's (or anyone else's) must still fail the check.
+#[test]
+fn dependency_guard_lets_other_panics_through() {
+    let caught = std::panic::catch_unwind(|| {
+        checks::dependency_guard(|| panic!("deliberate: not a mysql_common panic"))
+    });
+    assert!(caught.is_err());
+    assert_eq!(checks::dependency_guard(|| 7), Some(7));
 }
