@@ -112,6 +112,9 @@ pub struct Applier {
     plans: HashMap<(String, String), Arc<TablePlan>>,
     /// Views of a snapshot being loaded, created once all tables exist.
     snapshot_views: Vec<SnapshotObject>,
+    /// While the parts of a large transaction are being applied in one
+    /// open local transaction: the index of the part expected next.
+    open_parts: Option<u32>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -178,6 +181,7 @@ impl Applier {
             checkpoint,
             plans: HashMap::new(),
             snapshot_views: Vec::new(),
+            open_parts: None,
         })
     }
 
@@ -193,7 +197,11 @@ impl Applier {
     }
 
     /// Applies one source transaction and its checkpoint, exactly once.
+    /// A part of a large transaction goes to [`apply_part`](Self::apply_part).
     pub async fn apply(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if txn.is_part() {
+            return self.apply_part(seq, txn).await;
+        }
         if let Some(p) = &self.checkpoint.position {
             if !txn.position.is_after(p) {
                 tracing::debug!(position = %txn.position, "already applied; skipping");
@@ -217,6 +225,74 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies one part of a large source transaction. The first part opens
+    /// a local transaction, the last writes the checkpoint and commits it;
+    /// the parts in between only add rows. So the replica shows all of the
+    /// source transaction or none of it, as with a small one, while only
+    /// one part is in memory.
+    pub async fn apply_part(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if let Some(p) = &self.checkpoint.position {
+            if !txn.position.is_after(p) {
+                return Ok(());
+            }
+        }
+        let pos = &txn.position;
+        let result = async {
+            match self.open_parts {
+                None if txn.part == 0 => self
+                    .conn
+                    .query_drop("START TRANSACTION")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?,
+                Some(next) if next == txn.part => {}
+                expected => {
+                    // Retryable: the slave reconnects and the master sends
+                    // the transaction again from its first part.
+                    return Err(ApplyError::Lost(format!(
+                        "part {} of the transaction at {pos} arrived, part {} was expected",
+                        txn.part,
+                        expected.unwrap_or(0)
+                    )));
+                }
+            }
+            self.open_parts = Some(txn.part + 1);
+            for change in &txn.changes {
+                self.apply_change(txn, change).await?;
+            }
+            if txn.is_commit() {
+                self.write_checkpoint(seq, txn).await?;
+                self.conn
+                    .query_drop("COMMIT")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                self.open_parts = None;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.abandon_parts().await;
+        }
+        result?;
+        if txn.is_commit() {
+            self.checkpoint = Checkpoint {
+                seq,
+                position: Some(txn.position.clone()),
+                ddl_pending_seq: None,
+            };
+        }
+        Ok(())
+    }
+
+    /// Rolls back the parts of a large transaction applied so far (the
+    /// connection to the master broke before its last part): they arrive
+    /// again, from the first, after the checkpoint.
+    pub async fn abandon_parts(&mut self) {
+        if self.open_parts.take().is_some() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+    }
+
     /// Applies several source transactions (none of them DDL) in one local
     /// transaction whose checkpoint names the last of them: one commit (one
     /// fsync on the replica) for the lot, and still all or nothing.
@@ -231,7 +307,7 @@ impl Applier {
         let Some((last_seq, last)) = fresh.last().map(|(s, t)| (*s, t)) else {
             return Ok(());
         };
-        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl()) {
+        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl() || t.is_part()) {
             for (seq, txn) in fresh {
                 self.apply(*seq, txn).await?;
             }
@@ -536,6 +612,8 @@ impl Applier {
         let txn = Transaction {
             position: at.clone(),
             timestamp: 0,
+            part: 0,
+            more: false,
             tables: vec![table.clone()],
             changes: Vec::new(),
         };
@@ -580,6 +658,8 @@ impl Applier {
         let txn = Transaction {
             position: position.clone(),
             timestamp: 0,
+            part: 0,
+            more: false,
             tables: Vec::new(),
             changes: Vec::new(),
         };

@@ -11,8 +11,13 @@
 //!   encoding of `(seq, Transaction)`.
 //!
 //! **Invariant:** a record is visible to readers (and so to slaves) only
-//! after it has been fsynced; [`LogEnd`] published through a watch channel
-//! is the durable end. A torn tail left by a crash is cut off at open.
+//! after it has been fsynced and the source transaction it belongs to is
+//! whole in the log; [`LogEnd`] published through a watch channel is that
+//! end. The parts of a large transaction (see [`Transaction`]) are written
+//! as they come, so the master never holds the whole, but stay invisible
+//! until the last part is durable. A torn tail left by a crash, and the
+//! parts of a transaction whose last part never came, are cut off at open.
+//! A transaction's parts never straddle two segments.
 //! Sequence numbers increase by one per record and source positions
 //! strictly increase, so the master resumes the binlog after the last
 //! record and a slave is served from the first record after its checkpoint.
@@ -56,6 +61,11 @@ pub enum LogError {
     },
     #[error("the change log is not initialised with a start position")]
     Uninitialised,
+    #[error("part {part} of the transaction at {position} arrived out of order (internal error); restart the master: it re-reads the transaction from the binlog")]
+    PartOutOfOrder {
+        part: u32,
+        position: Box<SourcePosition>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -109,8 +119,48 @@ pub struct RawRecord {
     pub position: SourcePosition,
     /// The transaction's commit time on the primary.
     pub timestamp: u32,
+    /// Part index and "more parts follow" (see [`Transaction`]).
+    pub part: u32,
+    pub more: bool,
     /// The codec encoding of `(seq, Transaction)`.
     pub payload: Vec<u8>,
+}
+
+/// A transaction encoded for the log, ready to be appended. Encoding
+/// happens before the writer thread, so what waits for the log is bytes
+/// whose size is known.
+#[derive(Debug, Clone)]
+pub struct EncodedTxn {
+    pub position: SourcePosition,
+    pub timestamp: u32,
+    pub part: u32,
+    pub more: bool,
+    pub rows: usize,
+    /// The codec encoding of the `Transaction`.
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedTxn {
+    pub fn new(txn: &Transaction) -> Result<EncodedTxn, CodecError> {
+        Ok(EncodedTxn {
+            position: txn.position.clone(),
+            timestamp: txn.timestamp,
+            part: txn.part,
+            more: txn.more,
+            rows: txn.row_count(),
+            bytes: codec::encode(txn)?,
+        })
+    }
+}
+
+/// The parts of a transaction being written whose last part has not come.
+#[derive(Debug, Clone)]
+struct OpenTxn {
+    /// The log's end before the first part: the published end meanwhile,
+    /// and where the file is cut if the transaction is abandoned.
+    start: LogEnd,
+    start_position: Option<SourcePosition>,
+    next_part: u32,
 }
 
 impl RawRecord {
@@ -169,9 +219,10 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
     if crc32fast::hash(&payload) != crc {
         return Ok(None);
     }
-    // The payload begins with (seq, position, timestamp): decode just that.
-    let (seq, position, timestamp): (u64, SourcePosition, u32) = codec::decode_prefix(&payload)
-        .map_err(|e| LogError::Corrupt {
+    // The payload begins with (seq, position, timestamp, part, more):
+    // decode just that.
+    let (seq, position, timestamp, part, more): (u64, SourcePosition, u32, u32, bool) =
+        codec::decode_prefix(&payload).map_err(|e| LogError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("record header does not decode: {e}"),
         })?;
@@ -179,6 +230,8 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
         seq,
         position,
         timestamp,
+        part,
+        more,
         payload,
     }))
 }
@@ -215,6 +268,7 @@ pub struct ChangeLog {
     file: Option<File>,
     end: LogEnd,
     last_position: Option<SourcePosition>,
+    open_txn: Option<OpenTxn>,
     segment_bytes: u64,
     published: watch::Sender<LogEnd>,
     buf: Vec<u8>,
@@ -250,6 +304,7 @@ impl ChangeLog {
             file: None,
             end: LogEnd::default(),
             last_position: None,
+            open_txn: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             published: watch::channel(LogEnd::default()).0,
             buf: Vec::new(),
@@ -277,30 +332,38 @@ impl ChangeLog {
             .map_err(io_err(&path))?;
         check_segment_header(&mut file, &path)?;
         let mut reader = BufReader::new(&mut file);
+        // `good` ends at the last record that completes a transaction.
         let mut good = SEGMENT_HEADER_LEN;
+        let mut read = SEGMENT_HEADER_LEN;
         let mut last_seq = last.saturating_sub(1);
+        let mut seq_read = last_seq;
         let mut last_position = None;
         while let Some(RawRecord {
             seq,
             position,
+            more,
             payload,
             ..
         }) = read_record(&mut reader, &path)?
         {
-            if seq != last_seq + 1 {
+            if seq != seq_read + 1 {
                 return Err(LogError::Corrupt {
                     path,
-                    reason: format!("sequence jumps from {last_seq} to {seq}"),
+                    reason: format!("sequence jumps from {seq_read} to {seq}"),
                 });
             }
-            last_seq = seq;
-            last_position = Some(position);
-            good += (RECORD_HEADER_LEN + payload.len()) as u64;
+            seq_read = seq;
+            read += (RECORD_HEADER_LEN + payload.len()) as u64;
+            if !more {
+                last_seq = seq;
+                last_position = Some(position);
+                good = read;
+            }
         }
         drop(reader);
         let len = file.metadata().map_err(io_err(&path))?.len();
         if len > good {
-            tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail of the change log");
+            tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail or an unfinished transaction of the change log (the master reads it again from the binlog)");
             file.set_len(good).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
@@ -310,8 +373,10 @@ impl ChangeLog {
             let prev = segments[segments.len() - 2];
             let mut reader = LogReader::open_segment(&self.dir, prev)?;
             while let Some(rec) = reader.next_in_segment()? {
-                last_seq = rec.seq;
-                last_position = Some(rec.position);
+                if !rec.more {
+                    last_seq = rec.seq;
+                    last_position = Some(rec.position);
+                }
             }
         }
         self.end = LogEnd {
@@ -433,6 +498,15 @@ impl ChangeLog {
     /// Appends transactions, fsyncs once for the whole batch (group
     /// commit), and only then makes them visible to readers.
     pub fn append(&mut self, txns: &[Transaction]) -> Result<(), LogError> {
+        let encoded = txns
+            .iter()
+            .map(EncodedTxn::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_encoded(&encoded)
+    }
+
+    /// [`append`](Self::append) for transactions encoded beforehand.
+    pub fn append_encoded(&mut self, txns: &[EncodedTxn]) -> Result<(), LogError> {
         if txns.is_empty() {
             return Ok(());
         }
@@ -443,20 +517,46 @@ impl ChangeLog {
             if let Some(last) = &self.last_position {
                 if !txn.position.is_after(last) {
                     // Re-reading the binlog after a reconnect can repeat a
-                    // transaction the log already has; skipping it keeps
-                    // positions strictly increasing (exactly once).
+                    // transaction (or parts of one) the log already has;
+                    // skipping it keeps positions strictly increasing.
                     tracing::debug!(position = %txn.position, "transaction already in the change log");
                     continue;
                 }
             }
-            if self.file.is_none() || self.end.offset >= self.segment_bytes {
+            match (&mut self.open_txn, txn.part) {
+                // The open transaction never got its last part (the binlog
+                // rolled it back or the primary changed): nobody has seen
+                // it, so it goes.
+                (Some(_), 0) => self.abandon_open_txn()?,
+                (Some(open), n) if n == open.next_part => open.next_part += 1,
+                (None, 0) => {}
+                _ => {
+                    return Err(LogError::PartOutOfOrder {
+                        part: txn.part,
+                        position: Box::new(txn.position.clone()),
+                    })
+                }
+            }
+            if self.open_txn.is_none()
+                && (self.file.is_none() || self.end.offset >= self.segment_bytes)
+            {
                 self.flush_to_file()?;
                 self.roll_segment(self.end.last_seq + 1)?;
+            }
+            if txn.more && txn.part == 0 {
+                self.open_txn = Some(OpenTxn {
+                    start: self.end,
+                    start_position: self.last_position.clone(),
+                    next_part: 1,
+                });
             }
             let seq = self.end.last_seq + 1;
             let start = self.buf.len();
             self.buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
-            codec::encode_into(&(seq, txn), &mut self.buf)?;
+            // The record is the encoding of `(seq, Transaction)`: a tuple
+            // encodes as its fields one after the other.
+            codec::encode_into(&seq, &mut self.buf)?;
+            self.buf.extend_from_slice(&txn.bytes);
             let payload_len = self.buf.len() - start - RECORD_HEADER_LEN;
             let crc = crc32fast::hash(&self.buf[start + RECORD_HEADER_LEN..]);
             self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -464,12 +564,40 @@ impl ChangeLog {
             self.end.last_seq = seq;
             self.end.offset += (RECORD_HEADER_LEN + payload_len) as u64;
             self.last_position = Some(txn.position.clone());
+            if !txn.more {
+                self.open_txn = None;
+            }
         }
         self.flush_to_file()?;
         if let Some(f) = &self.file {
             f.sync_data().map_err(io_err(&self.dir))?;
         }
-        self.published.send_replace(self.end);
+        self.published.send_replace(self.visible_end());
+        Ok(())
+    }
+
+    /// The end readers may see: before any unfinished transaction.
+    fn visible_end(&self) -> LogEnd {
+        match &self.open_txn {
+            Some(open) => open.start,
+            None => self.end,
+        }
+    }
+
+    /// Cuts the parts of the open transaction off the current segment.
+    fn abandon_open_txn(&mut self) -> Result<(), LogError> {
+        let Some(open) = self.open_txn.take() else {
+            return Ok(());
+        };
+        tracing::warn!(after = ?open.start_position.as_ref().map(|p| p.to_string()), parts = open.next_part, "dropping the parts of a transaction that never committed");
+        self.flush_to_file()?;
+        let path = segment_path(&self.dir, open.start.segment);
+        let file = self.file.as_mut().ok_or(LogError::Uninitialised)?;
+        file.set_len(open.start.offset).map_err(io_err(&path))?;
+        // Writes go to the cursor: move it back to the new end.
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        self.end = open.start;
+        self.last_position = open.start_position;
         Ok(())
     }
 
@@ -726,6 +854,8 @@ mod tests {
         Transaction {
             position: SourcePosition::new(file, offset),
             timestamp: 1,
+            part: 0,
+            more: false,
             tables: vec![],
             changes: vec![Change::Ddl(Ddl {
                 database: None,
@@ -845,5 +975,80 @@ mod tests {
         log.append(&[txn("b.000001", 30)]).unwrap();
         let rec = waiter.await.unwrap();
         assert_eq!((rec.seq, rec.position.offset), (2, 30));
+    }
+
+    fn part(offset: u64, part: u32, more: bool) -> Transaction {
+        Transaction {
+            part,
+            more,
+            ..txn("b.000001", offset)
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_stay_invisible_until_the_last_one_and_are_cut_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10)]).unwrap();
+        let handle = log.subscribe();
+        let mut r = handle.reader_after(None).unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().seq, 1);
+        // Enough parts to pass the segment size: they must not roll.
+        let parts: Vec<_> = (0..40).map(|i| part(20 + i, i as u32, true)).collect();
+        log.append(&parts).unwrap();
+        assert_eq!(handle.end().last_seq, 1, "no part is visible");
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        let waiter = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for _ in 0..41 {
+                let rec = r.next().await.unwrap().unwrap();
+                seqs.push((rec.seq, rec.part, rec.more));
+            }
+            seqs
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "readers wait for the last part");
+        log.append(&[part(100, 40, false)]).unwrap();
+        let seen = waiter.await.unwrap();
+        assert_eq!(seen.first(), Some(&(2, 0, true)));
+        assert_eq!(seen.last(), Some(&(42, 40, false)));
+
+        // A crash after some parts of the next transaction: they go at open.
+        log.append(&[part(200, 0, true), part(210, 1, true)])
+            .unwrap();
+        drop(log);
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end().last_seq, 42);
+        assert_eq!(log.resume_position().unwrap().offset, 100);
+        // Read again from the binlog, the transaction is logged whole.
+        log.append(&[part(200, 0, true), part(210, 1, true), part(220, 2, false)])
+            .unwrap();
+        assert_eq!(log.end().last_seq, 45);
+    }
+
+    #[tokio::test]
+    async fn a_reread_skips_logged_parts_and_an_abandoned_transaction_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[part(10, 0, true), part(20, 1, true)]).unwrap();
+        // After a reconnect the binlog is read again from position 4.
+        log.append(&[part(10, 0, true), part(20, 1, true), part(30, 2, true)])
+            .unwrap();
+        assert_eq!(log.end().last_seq, 3);
+        // The transaction never commits (e.g. rolled back); the next one
+        // starts and replaces its parts.
+        log.append(&[txn("b.000001", 50)]).unwrap();
+        assert_eq!(log.end().last_seq, 1);
+        let err = log.append(&[part(60, 3, false)]).unwrap_err();
+        assert!(matches!(err, LogError::PartOutOfOrder { part: 3, .. }));
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        let mut r = log.subscribe().reader_after(None).unwrap();
+        let rec = r.next().await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.position.offset, rec.more), (1, 50, false));
     }
 }

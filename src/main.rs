@@ -86,6 +86,10 @@ enum Command {
         /// Size of a change-log segment in bytes.
         #[arg(long, default_value_t = 64 << 20, hide = true)]
         segment_bytes: u64,
+        /// Ship transactions larger than this many KiB of row events in
+        /// parts, so memory stays bounded (the slave still commits them whole).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+        part_kb: u64,
         /// Serve slaves over TLS with this certificate (PEM; with --tls-key).
         #[arg(long, value_name = "PEM", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -400,6 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retain_mb,
             retain_hours,
             segment_bytes,
+            part_kb,
             tls_cert,
             tls_key,
             tls_client_ca,
@@ -424,6 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_age: Duration::from_secs(retain_hours.saturating_mul(3600)),
                 },
                 segment_bytes,
+                part_bytes: usize::try_from(part_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
                 tls: match (&tls_cert, &tls_key) {
                     (Some(c), Some(k)) => {
                         Some(rowcast::tls::acceptor(c, k, tls_client_ca.as_deref())?)

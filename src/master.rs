@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::change::Transaction;
-use crate::changelog::{ChangeLog, LogError, Retention};
+use crate::changelog::{ChangeLog, EncodedTxn, LogError, Retention};
+use crate::codec::CodecError;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
 use crate::metrics::Metrics;
@@ -40,7 +40,14 @@ pub struct MasterConfig {
     pub segment_bytes: u64,
     /// TLS for slave connections, if configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Transactions larger than this (row event bytes) are logged and
+    /// shipped in parts.
+    pub part_bytes: usize,
 }
+
+/// Encoded transactions waiting for the log writer may hold at most this
+/// much memory; the binlog reader waits when it is used up.
+const WRITER_QUEUE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -50,6 +57,8 @@ pub enum MasterError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("could not encode a transaction for the change log: {0}")]
+    Encode(#[from] CodecError),
     #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
     Listen { addr: String, reason: String },
 }
@@ -131,6 +140,7 @@ pub async fn run(
     );
 
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
+    let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
     // Retention also runs while the primary is idle.
     let ticker = tx.clone();
     let tick_task = tokio::spawn(async move {
@@ -150,7 +160,7 @@ pub async fn run(
     let result = loop {
         let outcome = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            r = stream_once(&config, &resume, epoch, &tx) => r,
+            r = stream_once(&config, &resume, epoch, &tx, &budget) => r,
         };
         match outcome {
             Ok(last) => {
@@ -200,6 +210,7 @@ async fn stream_once(
     from: &SourcePosition,
     epoch: u32,
     tx: &mpsc::Sender<ToWriter>,
+    budget: &Arc<Semaphore>,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
     let by_gtid = from.epoch != epoch;
@@ -214,7 +225,8 @@ async fn stream_once(
             from.file.clone()
         },
         epoch,
-    );
+    )
+    .with_part_bytes(config.part_bytes);
     // Several heartbeat periods of silence mean the connection is dead
     // even if TCP has not noticed.
     let silence = source::HEARTBEAT_PERIOD * 5;
@@ -246,12 +258,22 @@ async fn stream_once(
         match decoder.feed(&event) {
             Ok(Some(mut txn)) => {
                 config.filter.retain(&mut txn);
-                let position = txn.position.clone();
-                if tx.send(ToWriter::Txn(txn)).await.is_err() {
+                let encoded = EncodedTxn::new(&txn).map_err(|e| (last.clone(), e.into()))?;
+                drop(txn);
+                let kib = (encoded.bytes.len() >> 10).clamp(1, WRITER_QUEUE_BYTES >> 10) as u32;
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                    return Ok(last);
+                };
+                let (position, commits) = (encoded.position.clone(), !encoded.more);
+                if tx.send(ToWriter::Txn(encoded, permit)).await.is_err() {
                     // The writer stopped (its error is reported by run).
                     return Ok(last);
                 }
-                last = position;
+                // A reconnect resumes after a whole transaction; parts of
+                // the next one are read again and skipped by the log.
+                if commits {
+                    last = position;
+                }
             }
             Ok(None) => {}
             Err(e) => return Err((last, e.into())),
@@ -261,7 +283,8 @@ async fn stream_once(
 
 /// What the source side hands the log writer.
 enum ToWriter {
-    Txn(Transaction),
+    /// With its share of the queue's memory budget, returned once written.
+    Txn(EncodedTxn, OwnedSemaphorePermit),
     /// Time to apply retention.
     Tick,
 }
@@ -277,38 +300,47 @@ fn write_loop(
 ) -> Result<(), LogError> {
     const MAX_BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut permits = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let mut tick = false;
         match first {
-            ToWriter::Txn(t) => batch.push(t),
+            ToWriter::Txn(t, p) => {
+                batch.push(t);
+                permits.push(p);
+            }
             ToWriter::Tick => tick = true,
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(ToWriter::Txn(t)) => batch.push(t),
+                Ok(ToWriter::Txn(t, p)) => {
+                    batch.push(t);
+                    permits.push(p);
+                }
                 Ok(ToWriter::Tick) => tick = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             let before = log.end();
-            if let Err(e) = log.append(&batch) {
+            if let Err(e) = log.append_encoded(&batch) {
                 state.metrics.errors.add(1);
                 tracing::error!(cause = %e, "change log append failed; stopping");
                 return Err(e);
             }
             let m = &state.metrics;
-            m.transactions.add(batch.len() as u64);
-            m.rows.add(batch.iter().map(|t| t.row_count() as u64).sum());
+            m.transactions
+                .add(batch.iter().filter(|t| !t.more).count() as u64);
+            m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
             let end = log.end();
             if end.segment == before.segment {
                 m.bytes.add(end.offset.saturating_sub(before.offset));
             }
             m.last_seq.set(end.last_seq);
-            if let Some(last) = batch.last() {
+            if let Some(last) = batch.iter().rev().find(|t| !t.more) {
                 *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
             }
             batch.clear();
+            permits.clear();
         }
         if tick {
             if let Some(keep_from) = state.oldest_needed_seq() {

@@ -171,6 +171,7 @@ pub async fn master() -> i32 {
         token: None,
         retention: Default::default(),
         segment_bytes: rowcast::changelog::DEFAULT_SEGMENT_BYTES,
+        part_bytes: rowcast::decode::DEFAULT_PART_BYTES,
         tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -8,9 +8,10 @@
 //! master, incompatible protocol, purged position, a diverged replica)
 //! stop it with the reason.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::apply::{Applier, ApplyError};
 use crate::change::Transaction;
@@ -129,6 +130,13 @@ pub async fn run(
 /// Limits of one local commit holding several source transactions.
 const MAX_BATCH_TXNS: usize = 200;
 const MAX_BATCH_ROWS: usize = 20_000;
+/// Frames received but not yet applied may hold at most this much (as
+/// encoded); the reader stops reading from the master when it is used up.
+const RECEIVE_QUEUE_BYTES: usize = 32 << 20;
+
+/// An item from the master with its share of the receive budget, which
+/// goes back when the item is dropped.
+type Received = (Result<Incoming, SlaveError>, Option<OwnedSemaphorePermit>);
 
 enum Incoming {
     Txn(u64, Transaction),
@@ -272,12 +280,33 @@ async fn session(
         Err(e) => return Err(unavailable(e.to_string())),
     }
 
-    let (tx, mut rx) = mpsc::channel::<Result<Incoming, SlaveError>>(256);
+    // Parts of a large transaction applied before the connection broke
+    // are rolled back: the master sends them again from the first.
+    applier.abandon_parts().await;
+    let (tx, mut rx) = mpsc::channel::<Received>(256);
     let timeout = config.master_timeout;
     let reader_addr = addr.clone();
+    let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
     let reader_task = tokio::spawn(async move {
         loop {
-            let item = match reader.read_message_timeout::<MasterMessage>(timeout).await {
+            let (message, permit) = match tokio::time::timeout(timeout, reader.read_frame()).await {
+                Err(_) => (Err(ConnectionError::Timeout(timeout)), None),
+                Ok(Err(e)) => (Err(e), None),
+                Ok(Ok(None)) => (Ok(None), None),
+                Ok(Ok(Some(frame))) => {
+                    let kib = (frame.len() >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
+                    let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                        return;
+                    };
+                    (
+                        crate::codec::decode::<MasterMessage>(&frame)
+                            .map(Some)
+                            .map_err(ConnectionError::from),
+                        Some(permit),
+                    )
+                }
+            };
+            let item = match message {
                 Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
                 Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
                 Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
@@ -309,7 +338,7 @@ async fn session(
                 }),
             };
             let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
+            if tx.send((item, permit)).await.is_err() || stop {
                 return;
             }
         }
@@ -318,9 +347,9 @@ async fn session(
     let result = async {
         let mut progress = (0u64, 0u64, std::time::Instant::now());
         // An item taken from the queue that ended a batch, handled next.
-        let mut held: Option<Result<Incoming, SlaveError>> = None;
+        let mut held: Option<Received> = None;
         loop {
-            let item = match held.take() {
+            let (item, permit) = match held.take() {
                 Some(i) => i,
                 None => match rx.recv().await {
                     Some(i) => i,
@@ -329,14 +358,19 @@ async fn session(
             };
             match item? {
                 Incoming::Txn(seq, txn) => {
-                    // Take what is already queued into one local commit.
+                    // Take what is already queued into one local commit
+                    // (a DDL statement or a part of a large transaction
+                    // goes alone).
+                    let alone = |t: &Transaction| t.is_ddl() || t.is_part();
+                    let mut permits = vec![permit];
                     let mut batch = vec![(seq, txn)];
                     let mut rows = batch[0].1.row_count();
-                    while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !batch[0].1.is_ddl() {
+                    while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !alone(&batch[0].1) {
                         match rx.try_recv() {
-                            Ok(Ok(Incoming::Txn(s, t))) if !t.is_ddl() => {
+                            Ok((Ok(Incoming::Txn(s, t)), p)) if !alone(&t) => {
                                 rows += t.row_count();
                                 batch.push((s, t));
+                                permits.push(p);
                             }
                             Ok(other) => {
                                 held = Some(other);
@@ -353,8 +387,9 @@ async fn session(
                         }
                         return Err(e.into());
                     }
+                    drop(permits);
                     let (seq, txn) = batch.last().expect("batch is not empty");
-                    metrics.transactions.add(batch.len() as u64);
+                    metrics.transactions.add(batch.iter().filter(|(_, t)| t.is_commit()).count() as u64);
                     metrics.rows.add(rows as u64);
                     metrics.last_seq.set(*seq);
                     let now = crate::serve::now_ms() / 1000;
