@@ -33,7 +33,8 @@ use tokio::sync::watch;
 
 use crate::change::Transaction;
 use crate::codec::{self, CodecError, FORMAT_VERSION};
-use crate::position::SourcePosition;
+use crate::gtid_set::GtidSet;
+use crate::position::{Gtid, SourcePosition};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"RCLOGSEG";
 const SEGMENT_HEADER_LEN: u64 = 12;
@@ -83,6 +84,9 @@ struct Meta {
     source_server_id: Option<u32>,
     /// The epoch of positions read from that primary.
     epoch: u32,
+    /// For a MySQL primary: `@@gtid_executed` as of `start`, so the master
+    /// can resume by GTID set on another server after a failover.
+    start_gtids: Option<GtidSet>,
 }
 
 /// How much change log to keep.
@@ -396,7 +400,35 @@ impl ChangeLog {
 
     /// Records where a new log starts. Called once, on the master's first run.
     pub fn initialise(&mut self, start: SourcePosition) -> Result<(), LogError> {
-        self.write_meta(start)
+        self.initialise_with_gtids(start, None)
+    }
+
+    /// [`initialise`](Self::initialise) for a MySQL primary, with its
+    /// executed GTID set at `start`.
+    pub fn initialise_with_gtids(
+        &mut self,
+        start: SourcePosition,
+        gtids: Option<GtidSet>,
+    ) -> Result<(), LogError> {
+        self.write_meta_full(start, None, 0, gtids)
+    }
+
+    /// For a MySQL primary: every GTID up to the end of the log (the set
+    /// at its start plus each record's), what a new primary is asked to
+    /// skip. `None` when the log did not start with a GTID set.
+    pub fn executed_gtids(&self) -> Result<Option<GtidSet>, LogError> {
+        let Some(mut set) = self.meta.as_ref().and_then(|m| m.start_gtids.clone()) else {
+            return Ok(None);
+        };
+        for seg in list_segments(&self.dir)? {
+            let mut reader = LogReader::open_segment(&self.dir, seg)?;
+            while let Some(rec) = reader.next_in_segment()? {
+                if let (false, Some(Gtid::MySql { uuid, gno })) = (rec.more, &rec.position.gtid) {
+                    set.add(*uuid, *gno);
+                }
+            }
+        }
+        Ok(Some(set))
     }
 
     /// The primary the log follows and the current epoch.
@@ -413,12 +445,8 @@ impl ChangeLog {
             .start_position()
             .cloned()
             .ok_or(LogError::Uninitialised)?;
-        self.write_meta_full(start, Some(server_id), epoch)
-    }
-
-    fn write_meta(&mut self, start: SourcePosition) -> Result<(), LogError> {
-        let (server, epoch) = self.source();
-        self.write_meta_full(start, server, epoch)
+        let gtids = self.meta.as_ref().and_then(|m| m.start_gtids.clone());
+        self.write_meta_full(start, Some(server_id), epoch, gtids)
     }
 
     fn write_meta_full(
@@ -426,6 +454,7 @@ impl ChangeLog {
         start: SourcePosition,
         source_server_id: Option<u32>,
         epoch: u32,
+        start_gtids: Option<GtidSet>,
     ) -> Result<(), LogError> {
         *self.shared_start.lock().unwrap() = Some(start.clone());
         let meta = Meta {
@@ -433,6 +462,7 @@ impl ChangeLog {
             start,
             source_server_id,
             epoch,
+            start_gtids,
         };
         let path = self.dir.join("meta.bin");
         let tmp = self.dir.join("meta.bin.tmp");
@@ -627,11 +657,19 @@ impl ChangeLog {
             }
             let mut reader = LogReader::open_segment(&self.dir, seg)?;
             let mut last = None;
+            let mut gtids = self.meta.as_ref().and_then(|m| m.start_gtids.clone());
             while let Some(rec) = reader.next_in_segment()? {
+                // What is dropped moves into the start's GTID set.
+                if let (Some(set), Some(Gtid::MySql { uuid, gno })) =
+                    (&mut gtids, &rec.position.gtid)
+                {
+                    set.add(*uuid, *gno);
+                }
                 last = Some(rec.position);
             }
             if let Some(last) = last {
-                self.write_meta(last)?;
+                let (server, epoch) = self.source();
+                self.write_meta_full(last, server, epoch, gtids)?;
             }
             let path = segment_path(&self.dir, seg);
             fs::remove_file(&path).map_err(io_err(&path))?;
@@ -1050,5 +1088,45 @@ mod tests {
         let mut r = log.subscribe().reader_after(None).unwrap();
         let rec = r.next().await.unwrap().unwrap();
         assert_eq!((rec.seq, rec.position.offset, rec.more), (1, 50, false));
+    }
+
+    #[test]
+    fn the_executed_gtid_set_covers_the_start_and_every_logged_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let start: GtidSet = format!("{uuid}:1-10").parse().unwrap();
+        log.initialise_with_gtids(SourcePosition::new("b.000001", 4), Some(start.clone()))
+            .unwrap();
+        let raw = *start.iter().next().unwrap().0;
+        let gtid = |gno| Gtid::MySql { uuid: raw, gno };
+        let batch: Vec<_> = (11..=40)
+            .map(|gno| Transaction {
+                position: SourcePosition {
+                    gtid: Some(gtid(gno)),
+                    ..SourcePosition::new("b.000001", 100 * gno)
+                },
+                ..txn("b.000001", 0)
+            })
+            .collect();
+        log.append(&batch).unwrap();
+        assert_eq!(
+            log.executed_gtids().unwrap().unwrap().to_string(),
+            format!("{uuid}:1-40")
+        );
+        // Retention drops old segments; their GTIDs move into the start set.
+        let tiny = Retention {
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        };
+        assert!(log.purge(&tiny, u64::MAX).unwrap() > 0);
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(
+            log.executed_gtids().unwrap().unwrap().to_string(),
+            format!("{uuid}:1-40")
+        );
     }
 }

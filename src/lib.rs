@@ -37,6 +37,7 @@ pub mod ddl;
 pub mod decode;
 pub mod filter;
 pub mod frame;
+pub mod gtid_set;
 pub mod master;
 pub mod metrics;
 pub mod migrations;

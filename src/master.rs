@@ -20,10 +20,11 @@ use crate::changelog::{ChangeLog, EncodedTxn, LogError, Retention};
 use crate::codec::CodecError;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
+use crate::gtid_set::GtidSet;
 use crate::metrics::Metrics;
 use crate::position::SourcePosition;
 use crate::serve::{Listener, ServerState, SnapshotSource};
-use crate::source::{self, Source, SourceError};
+use crate::source::{self, Source, SourceError, StreamStart};
 
 #[derive(Clone)]
 pub struct MasterConfig {
@@ -93,8 +94,14 @@ pub async fn run(
     if log.start_position().is_none() {
         let mut start = source::current_position(source, &mut conn).await?;
         start.gtid = source::current_gtid(&mut conn).await;
-        tracing::info!(position = %start, "new change log starts at the primary's current position");
-        log.initialise(start)?;
+        // A MySQL primary resumes by GTID *set* after a failover: keep
+        // the set the log starts from.
+        let gtids = match info.is_mariadb {
+            true => None,
+            false => source::current_gtid_set(&mut conn).await,
+        };
+        tracing::info!(position = %start, gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
+        log.initialise_with_gtids(start, gtids)?;
     }
     drop(conn);
 
@@ -120,6 +127,12 @@ pub async fn run(
             log.set_source(info.server_id, epoch)?;
         }
     }
+    // Until the first transaction of a new epoch is logged, the stream is
+    // requested by GTID; a MySQL server wants every GTID the log covers.
+    let mysql_gtids = match (info.is_mariadb, resume.epoch != epoch) {
+        (false, true) => log.executed_gtids()?,
+        _ => None,
+    };
     let snapshots = SnapshotSource {
         source: source.clone(),
         is_mariadb: info.is_mariadb,
@@ -160,7 +173,7 @@ pub async fn run(
     let result = loop {
         let outcome = tokio::select! {
             _ = shutdown.changed() => break Ok(()),
-            r = stream_once(&config, &resume, epoch, &tx, &budget) => r,
+            r = stream_once(&config, &resume, epoch, mysql_gtids.as_ref(), &tx, &budget) => r,
         };
         match outcome {
             Ok(last) => {
@@ -209,12 +222,18 @@ async fn stream_once(
     config: &MasterConfig,
     from: &SourcePosition,
     epoch: u32,
+    mysql_gtids: Option<&GtidSet>,
     tx: &mpsc::Sender<ToWriter>,
     budget: &Arc<Semaphore>,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
     let by_gtid = from.epoch != epoch;
-    let mut stream = source::open_stream(&config.source, config.server_id, from, by_gtid)
+    let start = match (by_gtid, mysql_gtids) {
+        (false, _) => StreamStart::Position,
+        (true, Some(set)) => StreamStart::MySqlGtidSet(set),
+        (true, None) => StreamStart::MariaDbGtid,
+    };
+    let mut stream = source::open_stream(&config.source, config.server_id, from, start)
         .await
         .map_err(|e| (last.clone(), e.into()))?;
     tracing::info!(from = %from, "streaming binlog");
@@ -252,7 +271,18 @@ async fn stream_once(
                     .into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err((last, config.source.classify(e).into())),
+            Ok(Some(Err(e))) => {
+                let e = match config.source.classify(e) {
+                    // The dump's first answer says the file is gone: name
+                    // what rowcast asked for.
+                    SourceError::BinlogPurged { reason, .. } => SourceError::BinlogPurged {
+                        position: last.to_string(),
+                        reason,
+                    },
+                    other => other,
+                };
+                return Err((last, e.into()));
+            }
             Ok(Some(Ok(event))) => event,
         };
         match decoder.feed(&event) {
