@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
+use crate::compact::{self, NetTable};
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
@@ -314,7 +315,27 @@ impl Applier {
             return Ok(());
         }
         let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
-        let result = self.rows_in_one_commit(&txns, last_seq).await;
+        let result = match compact::net_effect(&txns, verify::is_chunk_table) {
+            Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {
+                Ok(true) => {
+                    tracing::debug!(
+                        transactions = txns.len(),
+                        tables = net.len(),
+                        "batch applied as its net effect"
+                    );
+                    Ok(())
+                }
+                Ok(false) => {
+                    tracing::debug!(transactions = txns.len(), "the replica did not match the batch's net effect; applying it statement by statement");
+                    // Something on the replica was not as the batch
+                    // expects: the exact path finds and names it.
+                    let _ = self.conn.query_drop("ROLLBACK").await;
+                    self.rows_in_one_commit(&txns, last_seq).await
+                }
+                Err(e) => Err(e),
+            },
+            None => self.rows_in_one_commit(&txns, last_seq).await,
+        };
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
@@ -353,6 +374,62 @@ impl Applier {
             .query_drop("COMMIT")
             .await
             .map_err(|e| sql_error(pos, e))
+    }
+
+    /// Applies the net effect of a batch (see `compact.rs`) and the
+    /// checkpoint of its last transaction in one local transaction: per
+    /// table one multi-key DELETE of the rows that existed, then multi-row
+    /// INSERTs of the final rows. `Ok(false)` when the replica surprised it
+    /// (a key missing or already present); the caller rolls back.
+    async fn net_in_one_commit(
+        &mut self,
+        net: &[NetTable],
+        seq: u64,
+        last: &Transaction,
+    ) -> Result<bool, ApplyError> {
+        let pos = &last.position;
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        let mut params = Vec::new();
+        for table in net {
+            let plan = self.plan(&table.schema, pos).await?;
+            for chunk in table.deletes.chunks(plan.keys_per_delete()) {
+                params.clear();
+                for row in chunk {
+                    params.extend(plan.key_params(row));
+                }
+                let stmt = plan.delete_keys_sql(chunk.len());
+                self.conn
+                    .exec_drop(stmt, Params::Positional(std::mem::take(&mut params)))
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                if self.conn.affected_rows() != chunk.len() as u64 {
+                    return Ok(false);
+                }
+            }
+            let mut rest = &table.inserts[..];
+            while !rest.is_empty() {
+                let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
+                let (chunk, tail) = rest.split_at(n);
+                rest = tail;
+                params.clear();
+                plan.insert_params(chunk, &mut params);
+                let params = Params::Positional(std::mem::take(&mut params));
+                match self.conn.exec_drop(plan.insert_sql(n), params).await {
+                    Ok(()) => {}
+                    Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => return Ok(false),
+                    Err(e) => return Err(sql_error(pos, e)),
+                }
+            }
+        }
+        self.write_checkpoint(seq, last).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(true)
     }
 
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {

@@ -48,7 +48,7 @@ pub enum LogError {
     Io { path: PathBuf, source: io::Error },
     #[error("change log file {path} is corrupt: {reason}; move the data dir aside to start a new log (slaves then need --resnapshot)")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; use the matching rowcast version or start a new data dir")]
+    #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; run the rowcast version that wrote it, or move the data dir aside and start the master on a new one (slaves then need --resnapshot)")]
     Version { path: PathBuf, found: u16 },
     #[error("change log record could not be encoded: {0}")]
     Codec(#[from] CodecError),
@@ -285,16 +285,22 @@ impl ChangeLog {
         let meta_path = dir.join("meta.bin");
         let meta = match fs::read(&meta_path) {
             Ok(bytes) => {
+                // The version comes first and is checked before the rest,
+                // whose layout it governs.
+                let found: u16 = codec::decode_prefix(&bytes).map_err(|e| LogError::Corrupt {
+                    path: meta_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(LogError::Version {
+                        path: meta_path,
+                        found,
+                    });
+                }
                 let meta: Meta = codec::decode(&bytes).map_err(|e| LogError::Corrupt {
                     path: meta_path.clone(),
                     reason: e.to_string(),
                 })?;
-                if meta.format_version != FORMAT_VERSION {
-                    return Err(LogError::Version {
-                        path: meta_path,
-                        found: meta.format_version,
-                    });
-                }
                 Some(meta)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -1128,5 +1134,18 @@ mod tests {
             log.executed_gtids().unwrap().unwrap().to_string(),
             format!("{uuid}:1-40")
         );
+    }
+
+    #[test]
+    fn a_log_of_another_format_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = codec::encode(&1u16).unwrap();
+        old.extend_from_slice(b"older layout");
+        fs::write(dir.path().join("meta.bin"), old).unwrap();
+        let Err(err) = ChangeLog::open(dir.path()) else {
+            panic!("a version 1 log must be refused")
+        };
+        assert!(matches!(err, LogError::Version { found: 1, .. }), "{err}");
+        assert!(err.to_string().contains("--resnapshot"));
     }
 }

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod change;
 pub mod changelog;
 pub mod codec;
+pub mod compact;
 pub mod config;
 pub mod connection;
 pub mod ddl;
