@@ -257,8 +257,26 @@ impl Applier {
                 }
             }
             self.open_parts = Some(txn.part + 1);
-            for change in &txn.changes {
-                self.apply_change(txn, change).await?;
+            // A part is applied as its net effect too, behind a savepoint
+            // so a surprise undoes only this part before the exact path.
+            let mut exact = true;
+            if let Some(net) = compact::net_effect(&[txn], verify::is_chunk_table) {
+                self.conn
+                    .query_drop("SAVEPOINT rowcast_part")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                exact = !self.apply_net(&net, pos).await?;
+                if exact {
+                    self.conn
+                        .query_drop("ROLLBACK TO SAVEPOINT rowcast_part")
+                        .await
+                        .map_err(|e| sql_error(pos, e))?;
+                }
+            }
+            if exact {
+                for change in &txn.changes {
+                    self.apply_change(txn, change).await?;
+                }
             }
             if txn.is_commit() {
                 self.write_checkpoint(seq, txn).await?;
@@ -392,6 +410,24 @@ impl Applier {
             .query_drop("START TRANSACTION")
             .await
             .map_err(|e| sql_error(pos, e))?;
+        if !self.apply_net(net, pos).await? {
+            return Ok(false);
+        }
+        self.write_checkpoint(seq, last).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(true)
+    }
+
+    /// The statements of [`net_in_one_commit`](Self::net_in_one_commit),
+    /// inside the caller's transaction.
+    async fn apply_net(
+        &mut self,
+        net: &[NetTable],
+        pos: &SourcePosition,
+    ) -> Result<bool, ApplyError> {
         let mut params = Vec::new();
         for table in net {
             let plan = self.plan(&table.schema, pos).await?;
@@ -424,11 +460,6 @@ impl Applier {
                 }
             }
         }
-        self.write_checkpoint(seq, last).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
         Ok(true)
     }
 
