@@ -625,6 +625,24 @@ impl Applier {
             .map_err(|e| sql_error(p, e))
     }
 
+    /// Records that everything up to log sequence `seq` is applied when
+    /// the checkpoint has no sequence yet (after a snapshot, when the log
+    /// is a NATS stream and the first message after the snapshot is found).
+    pub async fn note_seq(&mut self, seq: u64) -> Result<(), ApplyError> {
+        if self.checkpoint.seq != 0 || seq == 0 {
+            return Ok(());
+        }
+        self.conn
+            .exec_drop(
+                "UPDATE rowcast.checkpoint SET log_seq = ? WHERE slave_name = ? AND log_seq = 0",
+                (seq, &self.name),
+            )
+            .await
+            .map_err(|e| ApplyError::Lost(e.to_string()))?;
+        self.checkpoint.seq = seq;
+        Ok(())
+    }
+
     /// Deletes this slave's checkpoint: the next connection asks for a
     /// snapshot.
     pub async fn forget_checkpoint(&mut self) -> Result<(), ApplyError> {

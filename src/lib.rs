@@ -39,6 +39,7 @@ pub mod decode;
 pub mod filter;
 pub mod frame;
 pub mod gtid_set;
+pub mod jetstream;
 pub mod master;
 pub mod metrics;
 pub mod migrations;

@@ -21,9 +21,10 @@ use crate::codec::CodecError;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
 use crate::gtid_set::GtidSet;
+use crate::jetstream::{NatsError, NatsLog, NatsUrl};
 use crate::metrics::Metrics;
 use crate::position::SourcePosition;
-use crate::serve::{Listener, ServerState, SnapshotSource};
+use crate::serve::{Listener, ServeLog, ServerState, SnapshotSource};
 use crate::source::{self, Source, SourceError, StreamStart};
 
 #[derive(Clone)]
@@ -44,6 +45,10 @@ pub struct MasterConfig {
     /// Transactions larger than this (row event bytes) are logged and
     /// shipped in parts.
     pub part_bytes: usize,
+    /// Keep the change log on this JetStream stream instead of `data_dir`.
+    pub nats: Option<NatsUrl>,
+    /// Largest message body on NATS (default: the server's max_payload).
+    pub nats_chunk_bytes: Option<usize>,
 }
 
 /// Encoded transactions waiting for the log writer may hold at most this
@@ -60,6 +65,8 @@ pub enum MasterError {
     Log(#[from] LogError),
     #[error("could not encode a transaction for the change log: {0}")]
     Encode(#[from] CodecError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
     #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
     Listen { addr: String, reason: String },
 }
@@ -87,10 +94,13 @@ pub async fn run(
                 reason: e.to_string(),
             })?;
     }
-    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     let mut conn = source.connect().await?;
     let info = source::check_primary(source, &mut conn).await?;
     tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+    if let Some(url) = &config.nats {
+        return run_on_nats(&config, url, &info, conn, metrics, shutdown).await;
+    }
+    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     if log.start_position().is_none() {
         let mut start = source::current_position(source, &mut conn).await?;
         start.gtid = source::current_gtid(&mut conn).await;
@@ -113,7 +123,7 @@ pub async fn run(
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
     let state = Arc::new(ServerState::new(metrics.clone()));
-    let mut resume = log.resume_position().expect("initialised above");
+    let resume = log.resume_position().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
     // by GTID until the first transaction from the new primary is logged.
@@ -144,7 +154,7 @@ pub async fn run(
     let server = tokio::spawn(
         Listener::new(
             listener,
-            log.subscribe(),
+            ServeLog::Local(log.subscribe()),
             state.clone(),
             snapshots,
             shutdown.clone(),
@@ -169,37 +179,17 @@ pub async fn run(
     let retention = config.retention.clone();
     let writer = std::thread::spawn(move || write_loop(log, rx, tip_state, retention));
 
-    let mut backoff = Duration::from_millis(200);
-    let result = loop {
-        let outcome = tokio::select! {
-            _ = shutdown.changed() => break Ok(()),
-            r = stream_once(&config, &resume, epoch, mysql_gtids.as_ref(), &tx, &budget) => r,
-        };
-        match outcome {
-            Ok(last) => {
-                resume = last;
-                backoff = Duration::from_millis(200);
-            }
-            Err((last, e)) => {
-                resume = last;
-                match e {
-                    MasterError::Source(ref s) if s.is_retryable() => {
-                        state.metrics.reconnects.add(1);
-                        tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
-                        tokio::select! {
-                            _ = shutdown.changed() => break Ok(()),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                    e => break Err(e),
-                }
-            }
-        }
-        if writer.is_finished() {
-            break Ok(());
-        }
+    let reading = BinlogReading {
+        config: &config,
+        epoch,
+        mysql_gtids: mysql_gtids.as_ref(),
+        tx: &tx,
+        budget: &budget,
+        state: &state,
     };
+    let result = reading
+        .supervise(resume, &mut shutdown, || writer.is_finished())
+        .await;
     drop(tx);
     tick_task.abort();
     // The writer drains what was decoded, so nothing handed over is lost.
@@ -213,6 +203,223 @@ pub async fn run(
         (Ok(()), Some(Err(e))) => Err(e.into()),
         (Ok(()), _) => Ok(()),
     }
+}
+
+/// What reading the binlog into the log writer's queue needs.
+struct BinlogReading<'a> {
+    config: &'a MasterConfig,
+    epoch: u32,
+    mysql_gtids: Option<&'a GtidSet>,
+    tx: &'a mpsc::Sender<ToWriter>,
+    budget: &'a Arc<Semaphore>,
+    state: &'a Arc<ServerState>,
+}
+
+impl BinlogReading<'_> {
+    /// Reads from `resume` on, reconnecting with backoff after retryable
+    /// errors, until shutdown, a fatal error, or the writer stopping.
+    async fn supervise(
+        &self,
+        mut resume: SourcePosition,
+        shutdown: &mut watch::Receiver<bool>,
+        writer_stopped: impl Fn() -> bool,
+    ) -> Result<(), MasterError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                r = stream_once(self.config, &resume, self.epoch, self.mysql_gtids, self.tx, self.budget) => r,
+            };
+            match outcome {
+                Ok(last) => {
+                    resume = last;
+                    backoff = Duration::from_millis(200);
+                }
+                Err((last, e)) => {
+                    resume = last;
+                    match e {
+                        MasterError::Source(ref s) if s.is_retryable() => {
+                            self.state.metrics.reconnects.add(1);
+                            tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
+                            tokio::select! {
+                                _ = shutdown.changed() => return Ok(()),
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                        e => return Err(e),
+                    }
+                }
+            }
+            if writer_stopped() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `run` with the change log on a JetStream stream: the same binlog
+/// reading, a publisher instead of the segment writer, and a listener that
+/// only seeds slaves (they read the stream themselves).
+async fn run_on_nats(
+    config: &MasterConfig,
+    url: &NatsUrl,
+    info: &source::PrimaryInfo,
+    mut conn: mysql_async::Conn,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    let source = &config.source;
+    let mut nats = NatsLog::open(url, Some(&config.retention)).await?;
+    if let Some(bytes) = config.nats_chunk_bytes {
+        nats = nats.with_chunk_bytes(bytes);
+    }
+    let nats = Arc::new(nats);
+    let tail = nats.tail().await?;
+    let start = match nats.start().await? {
+        Some(start) => start,
+        None => {
+            let mut start = source::current_position(source, &mut conn).await?;
+            start.gtid = source::current_gtid(&mut conn).await;
+            tracing::info!(position = %start, stream = %url, "new change log stream starts at the primary's current position");
+            nats.set_start(&start).await?;
+            start
+        }
+    };
+    drop(conn);
+    let resume = tail.resume.clone().unwrap_or(start);
+    let (followed, mut epoch) = match nats.source().await? {
+        Some((id, epoch)) => (Some(id), epoch),
+        None => (None, 0),
+    };
+    match followed {
+        None => nats.set_source(info.server_id, epoch).await?,
+        Some(id) if id == info.server_id => {}
+        Some(old) => {
+            epoch += 1;
+            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+            nats.set_source(info.server_id, epoch).await?;
+        }
+    }
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| MasterError::Listen {
+            addr: config.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(listen = %config.listen, stream = %url, resume = %resume, "serving snapshots; the change log is on NATS JetStream");
+    let state = Arc::new(ServerState::new(metrics.clone()));
+    *state.log_tip.lock().unwrap() = (tail.resume.clone(), 0);
+    let snapshots = SnapshotSource {
+        source: source.clone(),
+        is_mariadb: info.is_mariadb,
+        filter: Arc::new(config.filter.clone()),
+        token: config.token.clone().map(Arc::new),
+        tls: config.tls.clone(),
+        epoch,
+    };
+    let server = tokio::spawn(
+        Listener::new(
+            listener,
+            ServeLog::Nats(nats.clone()),
+            state.clone(),
+            snapshots,
+            shutdown.clone(),
+        )
+        .run(),
+    );
+    let (tx, rx) = mpsc::channel::<ToWriter>(4096);
+    let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
+    let writer = tokio::spawn(publish_loop(
+        nats.clone(),
+        rx,
+        state.clone(),
+        tail.published,
+        shutdown.clone(),
+    ));
+    let reading = BinlogReading {
+        config,
+        epoch,
+        mysql_gtids: None,
+        tx: &tx,
+        budget: &budget,
+        state: &state,
+    };
+    let result = reading
+        .supervise(resume, &mut shutdown, || writer.is_finished())
+        .await;
+    drop(tx);
+    // The publisher drains what was decoded (unless shut down while NATS
+    // is unreachable: then the restart reads it again from the binlog).
+    let published = writer.await.ok();
+    server.abort();
+    match (result, published) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(Err(e))) => Err(e),
+        (Ok(()), _) => Ok(()),
+    }
+}
+
+/// The JetStream publisher: batches what is queued, publishes it (retrying
+/// while NATS is unreachable; message ids make a retry harmless) and skips
+/// records the stream already holds.
+async fn publish_loop(
+    nats: Arc<NatsLog>,
+    mut rx: mpsc::Receiver<ToWriter>,
+    state: Arc<ServerState>,
+    mut published: Option<SourcePosition>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    const MAX_BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut permits = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if let ToWriter::Txn(t, p) = item {
+                let fresh = published.as_ref().is_none_or(|p| t.position.is_after(p));
+                if fresh {
+                    batch.push(t);
+                }
+                permits.push(p);
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            permits.clear();
+            continue;
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match nats.publish(&batch).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    state.metrics.errors.add(1);
+                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let m = &state.metrics;
+        m.transactions
+            .add(batch.iter().filter(|t| !t.more).count() as u64);
+        m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
+        m.bytes
+            .add(batch.iter().map(|t| t.bytes.len() as u64).sum());
+        if let Some(last) = batch.iter().rev().find(|t| !t.more) {
+            *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
+        }
+        published = batch.last().map(|t| t.position.clone());
+        batch.clear();
+        permits.clear();
+    }
+    Ok(())
 }
 
 /// Reads the binlog from `from` until the stream fails; returns the
