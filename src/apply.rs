@@ -203,6 +203,7 @@ impl Applier {
         if txn.is_part() {
             return self.apply_part(seq, txn).await;
         }
+        self.drop_unfinished(txn).await;
         if let Some(p) = &self.checkpoint.position {
             if !txn.position.is_after(p) {
                 tracing::debug!(position = %txn.position, "already applied; skipping");
@@ -236,6 +237,9 @@ impl Applier {
             if !txn.position.is_after(p) {
                 return Ok(());
             }
+        }
+        if txn.part == 0 {
+            self.drop_unfinished(txn).await;
         }
         let pos = &txn.position;
         let result = async {
@@ -303,6 +307,17 @@ impl Applier {
         Ok(())
     }
 
+    /// A new transaction begins while parts of another are open: that one
+    /// never committed on the primary (a JetStream log keeps the parts of
+    /// a transaction the master abandoned), so its parts are rolled back.
+    /// Starting the new one first would commit them implicitly.
+    async fn drop_unfinished(&mut self, next: &Transaction) {
+        if self.open_parts.is_some() {
+            tracing::warn!(next = %next.position, "parts of a transaction that never committed are rolled back");
+            self.abandon_parts().await;
+        }
+    }
+
     /// Rolls back the parts of a large transaction applied so far (the
     /// connection to the master broke before its last part): they arrive
     /// again, from the first, after the checkpoint.
@@ -333,6 +348,7 @@ impl Applier {
             return Ok(());
         }
         let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
+        self.drop_unfinished(txns[0]).await;
         let result = match compact::net_effect(&txns, verify::is_chunk_table) {
             Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {
                 Ok(true) => {

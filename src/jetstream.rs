@@ -21,8 +21,9 @@
 //! the same local transaction as the rows; it resumes at the next sequence.
 //!
 //! A second stream, `<STREAM>_META`, keeps the last message per subject
-//! `rowcast.<STREAM>.meta.<key>`: where the log starts and the primary it
-//! follows (`start`, `source`), and each slave's progress
+//! `rowcast.<STREAM>.meta.<key>`: where the log starts, the primary it
+//! follows and the newest transaction published (`start`, `source`,
+//! `tip`), and each slave's progress
 //! (`slave.<name>`) for `rowcast status`. (A hand-made key-value store:
 //! the client's KV bucket API does not work with nats-server 2.9.)
 
@@ -519,6 +520,17 @@ impl NatsLog {
 
     pub async fn set_start(&self, start: &SourcePosition) -> Result<(), NatsError> {
         self.put_value("start", start).await
+    }
+
+    /// The newest whole transaction published, as last recorded (at most
+    /// a second old): where a master resumes when retention has emptied
+    /// the stream.
+    pub async fn tip(&self) -> Result<Option<SourcePosition>, NatsError> {
+        self.get_value("tip").await
+    }
+
+    pub async fn set_tip(&self, tip: &SourcePosition) -> Result<(), NatsError> {
+        self.put_value("tip", tip).await
     }
 
     /// `(server_id, epoch)` of the primary the log follows.

@@ -287,7 +287,11 @@ async fn run_on_nats(
         }
     };
     drop(conn);
-    let resume = tail.resume.clone().unwrap_or(start);
+    // A stream emptied by retention has no tail: the recorded tip says
+    // where publishing stopped.
+    let tip = nats.tip().await?;
+    let resume = tail.resume.clone().or(tip.clone()).unwrap_or(start);
+    let published = tail.published.clone().or(tip);
     let (followed, mut epoch) = match nats.source().await? {
         Some((id, epoch)) => (Some(id), epoch),
         None => (None, 0),
@@ -334,7 +338,7 @@ async fn run_on_nats(
         nats.clone(),
         rx,
         state.clone(),
-        tail.published,
+        published,
         shutdown.clone(),
     ));
     let reading = BinlogReading {
@@ -373,6 +377,7 @@ async fn publish_loop(
     const MAX_BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut permits = Vec::with_capacity(MAX_BATCH);
+    let mut tip_written: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             if let ToWriter::Txn(t, p) = item {
@@ -414,6 +419,13 @@ async fn publish_loop(
             .add(batch.iter().map(|t| t.bytes.len() as u64).sum());
         if let Some(last) = batch.iter().rev().find(|t| !t.more) {
             *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
+            if tip_written.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                // Best effort: the stream's own tail is the first source.
+                if let Err(e) = nats.set_tip(&last.position).await {
+                    tracing::warn!(cause = %e, "could not record the published tip");
+                }
+                tip_written = Some(std::time::Instant::now());
+            }
         }
         published = batch.last().map(|t| t.position.clone());
         batch.clear();
