@@ -312,6 +312,23 @@ pub async fn check_primary(source: &Source, conn: &mut Conn) -> Result<PrimaryIn
             "SET GLOBAL binlog_row_metadata=FULL and put it in the server's config",
         ));
     }
+    if is_mariadb {
+        // Compressed events carry rows rowcast does not decode.
+        let compress: Option<String> = conn
+            .query_first("SELECT @@log_bin_compress")
+            .await
+            .ok()
+            .flatten();
+        let compress = compress.unwrap_or_default();
+        if compress == "1" || compress.eq_ignore_ascii_case("ON") {
+            return Err(setting(
+                "log_bin_compress",
+                &compress,
+                "OFF",
+                "SET GLOBAL log_bin_compress=OFF and put it in the server's config",
+            ));
+        }
+    }
     check_grants(source, conn).await?;
     Ok(PrimaryInfo {
         version,
