@@ -26,11 +26,13 @@ ensure_deps() {
   [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || need+=(mariadb-server)
   command -v mariadb >/dev/null || need+=(mariadb-client)
   command -v mariadb-install-db >/dev/null || [ -x /usr/bin/mariadb-install-db ] || need+=(mariadb-server)
+  # The JetStream tests start their own nats-server.
+  [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need+=(nats-server)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
   if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
   fi
-  command -v cargo >/dev/null || die "cargo not found: install Rust 1.85+ with rustup (https://rustup.rs)"
+  command -v cargo >/dev/null || die "cargo not found: install Rust 1.89+ with rustup (https://rustup.rs)"
 }
 
 MARIADBD="$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)"

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
+use crate::compact::{self, NetTable};
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
@@ -112,6 +113,9 @@ pub struct Applier {
     plans: HashMap<(String, String), Arc<TablePlan>>,
     /// Views of a snapshot being loaded, created once all tables exist.
     snapshot_views: Vec<SnapshotObject>,
+    /// While the parts of a large transaction are being applied in one
+    /// open local transaction: the index of the part expected next.
+    open_parts: Option<u32>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -178,6 +182,7 @@ impl Applier {
             checkpoint,
             plans: HashMap::new(),
             snapshot_views: Vec::new(),
+            open_parts: None,
         })
     }
 
@@ -193,7 +198,12 @@ impl Applier {
     }
 
     /// Applies one source transaction and its checkpoint, exactly once.
+    /// A part of a large transaction goes to [`apply_part`](Self::apply_part).
     pub async fn apply(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if txn.is_part() {
+            return self.apply_part(seq, txn).await;
+        }
+        self.drop_unfinished(txn).await;
         if let Some(p) = &self.checkpoint.position {
             if !txn.position.is_after(p) {
                 tracing::debug!(position = %txn.position, "already applied; skipping");
@@ -217,6 +227,106 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies one part of a large source transaction. The first part opens
+    /// a local transaction, the last writes the checkpoint and commits it;
+    /// the parts in between only add rows. So the replica shows all of the
+    /// source transaction or none of it, as with a small one, while only
+    /// one part is in memory.
+    pub async fn apply_part(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if let Some(p) = &self.checkpoint.position {
+            if !txn.position.is_after(p) {
+                return Ok(());
+            }
+        }
+        if txn.part == 0 {
+            self.drop_unfinished(txn).await;
+        }
+        let pos = &txn.position;
+        let result = async {
+            match self.open_parts {
+                None if txn.part == 0 => self
+                    .conn
+                    .query_drop("START TRANSACTION")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?,
+                Some(next) if next == txn.part => {}
+                expected => {
+                    // Retryable: the slave reconnects and the master sends
+                    // the transaction again from its first part.
+                    return Err(ApplyError::Lost(format!(
+                        "part {} of the transaction at {pos} arrived, part {} was expected",
+                        txn.part,
+                        expected.unwrap_or(0)
+                    )));
+                }
+            }
+            self.open_parts = Some(txn.part + 1);
+            // A part is applied as its net effect too, behind a savepoint
+            // so a surprise undoes only this part before the exact path.
+            let mut exact = true;
+            if let Some(net) = compact::net_effect(&[txn], verify::is_chunk_table) {
+                self.conn
+                    .query_drop("SAVEPOINT rowcast_part")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                exact = !self.apply_net(&net, pos).await?;
+                if exact {
+                    self.conn
+                        .query_drop("ROLLBACK TO SAVEPOINT rowcast_part")
+                        .await
+                        .map_err(|e| sql_error(pos, e))?;
+                }
+            }
+            if exact {
+                for change in &txn.changes {
+                    self.apply_change(txn, change).await?;
+                }
+            }
+            if txn.is_commit() {
+                self.write_checkpoint(seq, txn).await?;
+                self.conn
+                    .query_drop("COMMIT")
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                self.open_parts = None;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.abandon_parts().await;
+        }
+        result?;
+        if txn.is_commit() {
+            self.checkpoint = Checkpoint {
+                seq,
+                position: Some(txn.position.clone()),
+                ddl_pending_seq: None,
+            };
+        }
+        Ok(())
+    }
+
+    /// A new transaction begins while parts of another are open: that one
+    /// never committed on the primary (a JetStream log keeps the parts of
+    /// a transaction the master abandoned), so its parts are rolled back.
+    /// Starting the new one first would commit them implicitly.
+    async fn drop_unfinished(&mut self, next: &Transaction) {
+        if self.open_parts.is_some() {
+            tracing::warn!(next = %next.position, "parts of a transaction that never committed are rolled back");
+            self.abandon_parts().await;
+        }
+    }
+
+    /// Rolls back the parts of a large transaction applied so far (the
+    /// connection to the master broke before its last part): they arrive
+    /// again, from the first, after the checkpoint.
+    pub async fn abandon_parts(&mut self) {
+        if self.open_parts.take().is_some() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+    }
+
     /// Applies several source transactions (none of them DDL) in one local
     /// transaction whose checkpoint names the last of them: one commit (one
     /// fsync on the replica) for the lot, and still all or nothing.
@@ -231,14 +341,35 @@ impl Applier {
         let Some((last_seq, last)) = fresh.last().map(|(s, t)| (*s, t)) else {
             return Ok(());
         };
-        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl()) {
+        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl() || t.is_part()) {
             for (seq, txn) in fresh {
                 self.apply(*seq, txn).await?;
             }
             return Ok(());
         }
         let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
-        let result = self.rows_in_one_commit(&txns, last_seq).await;
+        self.drop_unfinished(txns[0]).await;
+        let result = match compact::net_effect(&txns, verify::is_chunk_table) {
+            Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {
+                Ok(true) => {
+                    tracing::debug!(
+                        transactions = txns.len(),
+                        tables = net.len(),
+                        "batch applied as its net effect"
+                    );
+                    Ok(())
+                }
+                Ok(false) => {
+                    tracing::debug!(transactions = txns.len(), "the replica did not match the batch's net effect; applying it statement by statement");
+                    // Something on the replica was not as the batch
+                    // expects: the exact path finds and names it.
+                    let _ = self.conn.query_drop("ROLLBACK").await;
+                    self.rows_in_one_commit(&txns, last_seq).await
+                }
+                Err(e) => Err(e),
+            },
+            None => self.rows_in_one_commit(&txns, last_seq).await,
+        };
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
@@ -277,6 +408,75 @@ impl Applier {
             .query_drop("COMMIT")
             .await
             .map_err(|e| sql_error(pos, e))
+    }
+
+    /// Applies the net effect of a batch (see `compact.rs`) and the
+    /// checkpoint of its last transaction in one local transaction: per
+    /// table one multi-key DELETE of the rows that existed, then multi-row
+    /// INSERTs of the final rows. `Ok(false)` when the replica surprised it
+    /// (a key missing or already present); the caller rolls back.
+    async fn net_in_one_commit(
+        &mut self,
+        net: &[NetTable],
+        seq: u64,
+        last: &Transaction,
+    ) -> Result<bool, ApplyError> {
+        let pos = &last.position;
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        if !self.apply_net(net, pos).await? {
+            return Ok(false);
+        }
+        self.write_checkpoint(seq, last).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        Ok(true)
+    }
+
+    /// The statements of [`net_in_one_commit`](Self::net_in_one_commit),
+    /// inside the caller's transaction.
+    async fn apply_net(
+        &mut self,
+        net: &[NetTable],
+        pos: &SourcePosition,
+    ) -> Result<bool, ApplyError> {
+        let mut params = Vec::new();
+        for table in net {
+            let plan = self.plan(&table.schema, pos).await?;
+            for chunk in table.deletes.chunks(plan.keys_per_delete()) {
+                params.clear();
+                for row in chunk {
+                    params.extend(plan.key_params(row));
+                }
+                let stmt = plan.delete_keys_sql(chunk.len());
+                self.conn
+                    .exec_drop(stmt, Params::Positional(std::mem::take(&mut params)))
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                if self.conn.affected_rows() != chunk.len() as u64 {
+                    return Ok(false);
+                }
+            }
+            let mut rest = &table.inserts[..];
+            while !rest.is_empty() {
+                let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
+                let (chunk, tail) = rest.split_at(n);
+                rest = tail;
+                params.clear();
+                plan.insert_params(chunk, &mut params);
+                let params = Params::Positional(std::mem::take(&mut params));
+                match self.conn.exec_drop(plan.insert_sql(n), params).await {
+                    Ok(()) => {}
+                    Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => return Ok(false),
+                    Err(e) => return Err(sql_error(pos, e)),
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
@@ -441,6 +641,24 @@ impl Applier {
             .map_err(|e| sql_error(p, e))
     }
 
+    /// Records that everything up to log sequence `seq` is applied when
+    /// the checkpoint has no sequence yet (after a snapshot, when the log
+    /// is a NATS stream and the first message after the snapshot is found).
+    pub async fn note_seq(&mut self, seq: u64) -> Result<(), ApplyError> {
+        if self.checkpoint.seq != 0 || seq == 0 {
+            return Ok(());
+        }
+        self.conn
+            .exec_drop(
+                "UPDATE rowcast.checkpoint SET log_seq = ? WHERE slave_name = ? AND log_seq = 0",
+                (seq, &self.name),
+            )
+            .await
+            .map_err(|e| ApplyError::Lost(e.to_string()))?;
+        self.checkpoint.seq = seq;
+        Ok(())
+    }
+
     /// Deletes this slave's checkpoint: the next connection asks for a
     /// snapshot.
     pub async fn forget_checkpoint(&mut self) -> Result<(), ApplyError> {
@@ -536,6 +754,8 @@ impl Applier {
         let txn = Transaction {
             position: at.clone(),
             timestamp: 0,
+            part: 0,
+            more: false,
             tables: vec![table.clone()],
             changes: Vec::new(),
         };
@@ -580,6 +800,8 @@ impl Applier {
         let txn = Transaction {
             position: position.clone(),
             timestamp: 0,
+            part: 0,
+            more: false,
             tables: Vec::new(),
             changes: Vec::new(),
         };

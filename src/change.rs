@@ -10,14 +10,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::position::SourcePosition;
 
-/// One committed source transaction, the unit of shipping and of applying.
+/// One committed source transaction, the unit of shipping and of applying,
+/// or one numbered part of a large one.
+///
+/// A transaction bigger than the decoder's part size is cut into parts
+/// `0, 1, ...`; every part but the last has `more` set. Parts are logged
+/// and shipped one by one so memory stays bounded, but nothing treats a
+/// part as committed: the change log shows readers only whole
+/// transactions, and the slave applies all parts in one local transaction
+/// that commits (with the checkpoint) at the last part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transaction {
     /// Where the transaction ends in the primary's binlog. A slave that has
-    /// applied this transaction stores exactly this as its checkpoint.
+    /// applied this transaction stores exactly this as its checkpoint. A
+    /// part with `more` set ends at its last row event instead, so the
+    /// parts' positions increase too.
     pub position: SourcePosition,
     /// Commit time on the primary, seconds since the epoch (binlog header).
     pub timestamp: u32,
+    /// Index of this part, 0 for the first (or only) one. Kept right after
+    /// the position so the change log can read it without decoding rows.
+    pub part: u32,
+    /// More parts of the same source transaction follow.
+    pub more: bool,
     /// The tables the row changes refer to, by index.
     pub tables: Vec<TableSchema>,
     pub changes: Vec<Change>,
@@ -33,6 +48,16 @@ impl Transaction {
                 Change::Ddl(_) => 0,
             })
             .sum()
+    }
+
+    /// The end of a source transaction: a whole one or its last part.
+    pub fn is_commit(&self) -> bool {
+        !self.more
+    }
+
+    /// One part of a transaction cut in several.
+    pub fn is_part(&self) -> bool {
+        self.more || self.part > 0
     }
 
     pub fn is_ddl(&self) -> bool {

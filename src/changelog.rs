@@ -11,8 +11,13 @@
 //!   encoding of `(seq, Transaction)`.
 //!
 //! **Invariant:** a record is visible to readers (and so to slaves) only
-//! after it has been fsynced; [`LogEnd`] published through a watch channel
-//! is the durable end. A torn tail left by a crash is cut off at open.
+//! after it has been fsynced and the source transaction it belongs to is
+//! whole in the log; [`LogEnd`] published through a watch channel is that
+//! end. The parts of a large transaction (see [`Transaction`]) are written
+//! as they come, so the master never holds the whole, but stay invisible
+//! until the last part is durable. A torn tail left by a crash, and the
+//! parts of a transaction whose last part never came, are cut off at open.
+//! A transaction's parts never straddle two segments.
 //! Sequence numbers increase by one per record and source positions
 //! strictly increase, so the master resumes the binlog after the last
 //! record and a slave is served from the first record after its checkpoint.
@@ -28,7 +33,8 @@ use tokio::sync::watch;
 
 use crate::change::Transaction;
 use crate::codec::{self, CodecError, FORMAT_VERSION};
-use crate::position::SourcePosition;
+use crate::gtid_set::GtidSet;
+use crate::position::{Gtid, SourcePosition};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"RCLOGSEG";
 const SEGMENT_HEADER_LEN: u64 = 12;
@@ -42,7 +48,7 @@ pub enum LogError {
     Io { path: PathBuf, source: io::Error },
     #[error("change log file {path} is corrupt: {reason}; move the data dir aside to start a new log (slaves then need --resnapshot)")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; use the matching rowcast version or start a new data dir")]
+    #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; run the rowcast version that wrote it, or move the data dir aside and start the master on a new one (slaves then need --resnapshot)")]
     Version { path: PathBuf, found: u16 },
     #[error("change log record could not be encoded: {0}")]
     Codec(#[from] CodecError),
@@ -56,6 +62,11 @@ pub enum LogError {
     },
     #[error("the change log is not initialised with a start position")]
     Uninitialised,
+    #[error("part {part} of the transaction at {position} arrived out of order (internal error); restart the master: it re-reads the transaction from the binlog")]
+    PartOutOfOrder {
+        part: u32,
+        position: Box<SourcePosition>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
@@ -73,6 +84,9 @@ struct Meta {
     source_server_id: Option<u32>,
     /// The epoch of positions read from that primary.
     epoch: u32,
+    /// For a MySQL primary: `@@gtid_executed` as of `start`, so the master
+    /// can resume by GTID set on another server after a failover.
+    start_gtids: Option<GtidSet>,
 }
 
 /// How much change log to keep.
@@ -109,8 +123,48 @@ pub struct RawRecord {
     pub position: SourcePosition,
     /// The transaction's commit time on the primary.
     pub timestamp: u32,
+    /// Part index and "more parts follow" (see [`Transaction`]).
+    pub part: u32,
+    pub more: bool,
     /// The codec encoding of `(seq, Transaction)`.
     pub payload: Vec<u8>,
+}
+
+/// A transaction encoded for the log, ready to be appended. Encoding
+/// happens before the writer thread, so what waits for the log is bytes
+/// whose size is known.
+#[derive(Debug, Clone)]
+pub struct EncodedTxn {
+    pub position: SourcePosition,
+    pub timestamp: u32,
+    pub part: u32,
+    pub more: bool,
+    pub rows: usize,
+    /// The codec encoding of the `Transaction`.
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedTxn {
+    pub fn new(txn: &Transaction) -> Result<EncodedTxn, CodecError> {
+        Ok(EncodedTxn {
+            position: txn.position.clone(),
+            timestamp: txn.timestamp,
+            part: txn.part,
+            more: txn.more,
+            rows: txn.row_count(),
+            bytes: codec::encode(txn)?,
+        })
+    }
+}
+
+/// The parts of a transaction being written whose last part has not come.
+#[derive(Debug, Clone)]
+struct OpenTxn {
+    /// The log's end before the first part: the published end meanwhile,
+    /// and where the file is cut if the transaction is abandoned.
+    start: LogEnd,
+    start_position: Option<SourcePosition>,
+    next_part: u32,
 }
 
 impl RawRecord {
@@ -169,9 +223,10 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
     if crc32fast::hash(&payload) != crc {
         return Ok(None);
     }
-    // The payload begins with (seq, position, timestamp): decode just that.
-    let (seq, position, timestamp): (u64, SourcePosition, u32) = codec::decode_prefix(&payload)
-        .map_err(|e| LogError::Corrupt {
+    // The payload begins with (seq, position, timestamp, part, more):
+    // decode just that.
+    let (seq, position, timestamp, part, more): (u64, SourcePosition, u32, u32, bool) =
+        codec::decode_prefix(&payload).map_err(|e| LogError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("record header does not decode: {e}"),
         })?;
@@ -179,6 +234,8 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
         seq,
         position,
         timestamp,
+        part,
+        more,
         payload,
     }))
 }
@@ -215,6 +272,7 @@ pub struct ChangeLog {
     file: Option<File>,
     end: LogEnd,
     last_position: Option<SourcePosition>,
+    open_txn: Option<OpenTxn>,
     segment_bytes: u64,
     published: watch::Sender<LogEnd>,
     buf: Vec<u8>,
@@ -227,16 +285,22 @@ impl ChangeLog {
         let meta_path = dir.join("meta.bin");
         let meta = match fs::read(&meta_path) {
             Ok(bytes) => {
+                // The version comes first and is checked before the rest,
+                // whose layout it governs.
+                let found: u16 = codec::decode_prefix(&bytes).map_err(|e| LogError::Corrupt {
+                    path: meta_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if found != FORMAT_VERSION {
+                    return Err(LogError::Version {
+                        path: meta_path,
+                        found,
+                    });
+                }
                 let meta: Meta = codec::decode(&bytes).map_err(|e| LogError::Corrupt {
                     path: meta_path.clone(),
                     reason: e.to_string(),
                 })?;
-                if meta.format_version != FORMAT_VERSION {
-                    return Err(LogError::Version {
-                        path: meta_path,
-                        found: meta.format_version,
-                    });
-                }
                 Some(meta)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -250,6 +314,7 @@ impl ChangeLog {
             file: None,
             end: LogEnd::default(),
             last_position: None,
+            open_txn: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             published: watch::channel(LogEnd::default()).0,
             buf: Vec::new(),
@@ -277,30 +342,38 @@ impl ChangeLog {
             .map_err(io_err(&path))?;
         check_segment_header(&mut file, &path)?;
         let mut reader = BufReader::new(&mut file);
+        // `good` ends at the last record that completes a transaction.
         let mut good = SEGMENT_HEADER_LEN;
+        let mut read = SEGMENT_HEADER_LEN;
         let mut last_seq = last.saturating_sub(1);
+        let mut seq_read = last_seq;
         let mut last_position = None;
         while let Some(RawRecord {
             seq,
             position,
+            more,
             payload,
             ..
         }) = read_record(&mut reader, &path)?
         {
-            if seq != last_seq + 1 {
+            if seq != seq_read + 1 {
                 return Err(LogError::Corrupt {
                     path,
-                    reason: format!("sequence jumps from {last_seq} to {seq}"),
+                    reason: format!("sequence jumps from {seq_read} to {seq}"),
                 });
             }
-            last_seq = seq;
-            last_position = Some(position);
-            good += (RECORD_HEADER_LEN + payload.len()) as u64;
+            seq_read = seq;
+            read += (RECORD_HEADER_LEN + payload.len()) as u64;
+            if !more {
+                last_seq = seq;
+                last_position = Some(position);
+                good = read;
+            }
         }
         drop(reader);
         let len = file.metadata().map_err(io_err(&path))?.len();
         if len > good {
-            tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail of the change log");
+            tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail or an unfinished transaction of the change log (the master reads it again from the binlog)");
             file.set_len(good).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
@@ -310,8 +383,10 @@ impl ChangeLog {
             let prev = segments[segments.len() - 2];
             let mut reader = LogReader::open_segment(&self.dir, prev)?;
             while let Some(rec) = reader.next_in_segment()? {
-                last_seq = rec.seq;
-                last_position = Some(rec.position);
+                if !rec.more {
+                    last_seq = rec.seq;
+                    last_position = Some(rec.position);
+                }
             }
         }
         self.end = LogEnd {
@@ -331,7 +406,35 @@ impl ChangeLog {
 
     /// Records where a new log starts. Called once, on the master's first run.
     pub fn initialise(&mut self, start: SourcePosition) -> Result<(), LogError> {
-        self.write_meta(start)
+        self.initialise_with_gtids(start, None)
+    }
+
+    /// [`initialise`](Self::initialise) for a MySQL primary, with its
+    /// executed GTID set at `start`.
+    pub fn initialise_with_gtids(
+        &mut self,
+        start: SourcePosition,
+        gtids: Option<GtidSet>,
+    ) -> Result<(), LogError> {
+        self.write_meta_full(start, None, 0, gtids)
+    }
+
+    /// For a MySQL primary: every GTID up to the end of the log (the set
+    /// at its start plus each record's), what a new primary is asked to
+    /// skip. `None` when the log did not start with a GTID set.
+    pub fn executed_gtids(&self) -> Result<Option<GtidSet>, LogError> {
+        let Some(mut set) = self.meta.as_ref().and_then(|m| m.start_gtids.clone()) else {
+            return Ok(None);
+        };
+        for seg in list_segments(&self.dir)? {
+            let mut reader = LogReader::open_segment(&self.dir, seg)?;
+            while let Some(rec) = reader.next_in_segment()? {
+                if let (false, Some(Gtid::MySql { uuid, gno })) = (rec.more, &rec.position.gtid) {
+                    set.add(*uuid, *gno);
+                }
+            }
+        }
+        Ok(Some(set))
     }
 
     /// The primary the log follows and the current epoch.
@@ -348,12 +451,8 @@ impl ChangeLog {
             .start_position()
             .cloned()
             .ok_or(LogError::Uninitialised)?;
-        self.write_meta_full(start, Some(server_id), epoch)
-    }
-
-    fn write_meta(&mut self, start: SourcePosition) -> Result<(), LogError> {
-        let (server, epoch) = self.source();
-        self.write_meta_full(start, server, epoch)
+        let gtids = self.meta.as_ref().and_then(|m| m.start_gtids.clone());
+        self.write_meta_full(start, Some(server_id), epoch, gtids)
     }
 
     fn write_meta_full(
@@ -361,6 +460,7 @@ impl ChangeLog {
         start: SourcePosition,
         source_server_id: Option<u32>,
         epoch: u32,
+        start_gtids: Option<GtidSet>,
     ) -> Result<(), LogError> {
         *self.shared_start.lock().unwrap() = Some(start.clone());
         let meta = Meta {
@@ -368,6 +468,7 @@ impl ChangeLog {
             start,
             source_server_id,
             epoch,
+            start_gtids,
         };
         let path = self.dir.join("meta.bin");
         let tmp = self.dir.join("meta.bin.tmp");
@@ -433,6 +534,15 @@ impl ChangeLog {
     /// Appends transactions, fsyncs once for the whole batch (group
     /// commit), and only then makes them visible to readers.
     pub fn append(&mut self, txns: &[Transaction]) -> Result<(), LogError> {
+        let encoded = txns
+            .iter()
+            .map(EncodedTxn::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_encoded(&encoded)
+    }
+
+    /// [`append`](Self::append) for transactions encoded beforehand.
+    pub fn append_encoded(&mut self, txns: &[EncodedTxn]) -> Result<(), LogError> {
         if txns.is_empty() {
             return Ok(());
         }
@@ -443,20 +553,46 @@ impl ChangeLog {
             if let Some(last) = &self.last_position {
                 if !txn.position.is_after(last) {
                     // Re-reading the binlog after a reconnect can repeat a
-                    // transaction the log already has; skipping it keeps
-                    // positions strictly increasing (exactly once).
+                    // transaction (or parts of one) the log already has;
+                    // skipping it keeps positions strictly increasing.
                     tracing::debug!(position = %txn.position, "transaction already in the change log");
                     continue;
                 }
             }
-            if self.file.is_none() || self.end.offset >= self.segment_bytes {
+            match (&mut self.open_txn, txn.part) {
+                // The open transaction never got its last part (the binlog
+                // rolled it back or the primary changed): nobody has seen
+                // it, so it goes.
+                (Some(_), 0) => self.abandon_open_txn()?,
+                (Some(open), n) if n == open.next_part => open.next_part += 1,
+                (None, 0) => {}
+                _ => {
+                    return Err(LogError::PartOutOfOrder {
+                        part: txn.part,
+                        position: Box::new(txn.position.clone()),
+                    })
+                }
+            }
+            if self.open_txn.is_none()
+                && (self.file.is_none() || self.end.offset >= self.segment_bytes)
+            {
                 self.flush_to_file()?;
                 self.roll_segment(self.end.last_seq + 1)?;
+            }
+            if txn.more && txn.part == 0 {
+                self.open_txn = Some(OpenTxn {
+                    start: self.end,
+                    start_position: self.last_position.clone(),
+                    next_part: 1,
+                });
             }
             let seq = self.end.last_seq + 1;
             let start = self.buf.len();
             self.buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
-            codec::encode_into(&(seq, txn), &mut self.buf)?;
+            // The record is the encoding of `(seq, Transaction)`: a tuple
+            // encodes as its fields one after the other.
+            codec::encode_into(&seq, &mut self.buf)?;
+            self.buf.extend_from_slice(&txn.bytes);
             let payload_len = self.buf.len() - start - RECORD_HEADER_LEN;
             let crc = crc32fast::hash(&self.buf[start + RECORD_HEADER_LEN..]);
             self.buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -464,12 +600,40 @@ impl ChangeLog {
             self.end.last_seq = seq;
             self.end.offset += (RECORD_HEADER_LEN + payload_len) as u64;
             self.last_position = Some(txn.position.clone());
+            if !txn.more {
+                self.open_txn = None;
+            }
         }
         self.flush_to_file()?;
         if let Some(f) = &self.file {
             f.sync_data().map_err(io_err(&self.dir))?;
         }
-        self.published.send_replace(self.end);
+        self.published.send_replace(self.visible_end());
+        Ok(())
+    }
+
+    /// The end readers may see: before any unfinished transaction.
+    fn visible_end(&self) -> LogEnd {
+        match &self.open_txn {
+            Some(open) => open.start,
+            None => self.end,
+        }
+    }
+
+    /// Cuts the parts of the open transaction off the current segment.
+    fn abandon_open_txn(&mut self) -> Result<(), LogError> {
+        let Some(open) = self.open_txn.take() else {
+            return Ok(());
+        };
+        tracing::warn!(after = ?open.start_position.as_ref().map(|p| p.to_string()), parts = open.next_part, "dropping the parts of a transaction that never committed");
+        self.flush_to_file()?;
+        let path = segment_path(&self.dir, open.start.segment);
+        let file = self.file.as_mut().ok_or(LogError::Uninitialised)?;
+        file.set_len(open.start.offset).map_err(io_err(&path))?;
+        // Writes go to the cursor: move it back to the new end.
+        file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        self.end = open.start;
+        self.last_position = open.start_position;
         Ok(())
     }
 
@@ -499,11 +663,19 @@ impl ChangeLog {
             }
             let mut reader = LogReader::open_segment(&self.dir, seg)?;
             let mut last = None;
+            let mut gtids = self.meta.as_ref().and_then(|m| m.start_gtids.clone());
             while let Some(rec) = reader.next_in_segment()? {
+                // What is dropped moves into the start's GTID set.
+                if let (Some(set), Some(Gtid::MySql { uuid, gno })) =
+                    (&mut gtids, &rec.position.gtid)
+                {
+                    set.add(*uuid, *gno);
+                }
                 last = Some(rec.position);
             }
             if let Some(last) = last {
-                self.write_meta(last)?;
+                let (server, epoch) = self.source();
+                self.write_meta_full(last, server, epoch, gtids)?;
             }
             let path = segment_path(&self.dir, seg);
             fs::remove_file(&path).map_err(io_err(&path))?;
@@ -726,6 +898,8 @@ mod tests {
         Transaction {
             position: SourcePosition::new(file, offset),
             timestamp: 1,
+            part: 0,
+            more: false,
             tables: vec![],
             changes: vec![Change::Ddl(Ddl {
                 database: None,
@@ -845,5 +1019,133 @@ mod tests {
         log.append(&[txn("b.000001", 30)]).unwrap();
         let rec = waiter.await.unwrap();
         assert_eq!((rec.seq, rec.position.offset), (2, 30));
+    }
+
+    fn part(offset: u64, part: u32, more: bool) -> Transaction {
+        Transaction {
+            part,
+            more,
+            ..txn("b.000001", offset)
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_stay_invisible_until_the_last_one_and_are_cut_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10)]).unwrap();
+        let handle = log.subscribe();
+        let mut r = handle.reader_after(None).unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().seq, 1);
+        // Enough parts to pass the segment size: they must not roll.
+        let parts: Vec<_> = (0..40).map(|i| part(20 + i, i as u32, true)).collect();
+        log.append(&parts).unwrap();
+        assert_eq!(handle.end().last_seq, 1, "no part is visible");
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        let waiter = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for _ in 0..41 {
+                let rec = r.next().await.unwrap().unwrap();
+                seqs.push((rec.seq, rec.part, rec.more));
+            }
+            seqs
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "readers wait for the last part");
+        log.append(&[part(100, 40, false)]).unwrap();
+        let seen = waiter.await.unwrap();
+        assert_eq!(seen.first(), Some(&(2, 0, true)));
+        assert_eq!(seen.last(), Some(&(42, 40, false)));
+
+        // A crash after some parts of the next transaction: they go at open.
+        log.append(&[part(200, 0, true), part(210, 1, true)])
+            .unwrap();
+        drop(log);
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end().last_seq, 42);
+        assert_eq!(log.resume_position().unwrap().offset, 100);
+        // Read again from the binlog, the transaction is logged whole.
+        log.append(&[part(200, 0, true), part(210, 1, true), part(220, 2, false)])
+            .unwrap();
+        assert_eq!(log.end().last_seq, 45);
+    }
+
+    #[tokio::test]
+    async fn a_reread_skips_logged_parts_and_an_abandoned_transaction_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[part(10, 0, true), part(20, 1, true)]).unwrap();
+        // After a reconnect the binlog is read again from position 4.
+        log.append(&[part(10, 0, true), part(20, 1, true), part(30, 2, true)])
+            .unwrap();
+        assert_eq!(log.end().last_seq, 3);
+        // The transaction never commits (e.g. rolled back); the next one
+        // starts and replaces its parts.
+        log.append(&[txn("b.000001", 50)]).unwrap();
+        assert_eq!(log.end().last_seq, 1);
+        let err = log.append(&[part(60, 3, false)]).unwrap_err();
+        assert!(matches!(err, LogError::PartOutOfOrder { part: 3, .. }));
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        let mut r = log.subscribe().reader_after(None).unwrap();
+        let rec = r.next().await.unwrap().unwrap();
+        assert_eq!((rec.seq, rec.position.offset, rec.more), (1, 50, false));
+    }
+
+    #[test]
+    fn the_executed_gtid_set_covers_the_start_and_every_logged_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let start: GtidSet = format!("{uuid}:1-10").parse().unwrap();
+        log.initialise_with_gtids(SourcePosition::new("b.000001", 4), Some(start.clone()))
+            .unwrap();
+        let raw = *start.iter().next().unwrap().0;
+        let gtid = |gno| Gtid::MySql { uuid: raw, gno };
+        let batch: Vec<_> = (11..=40)
+            .map(|gno| Transaction {
+                position: SourcePosition {
+                    gtid: Some(gtid(gno)),
+                    ..SourcePosition::new("b.000001", 100 * gno)
+                },
+                ..txn("b.000001", 0)
+            })
+            .collect();
+        log.append(&batch).unwrap();
+        assert_eq!(
+            log.executed_gtids().unwrap().unwrap().to_string(),
+            format!("{uuid}:1-40")
+        );
+        // Retention drops old segments; their GTIDs move into the start set.
+        let tiny = Retention {
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        };
+        assert!(log.purge(&tiny, u64::MAX).unwrap() > 0);
+        drop(log);
+        let log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(
+            log.executed_gtids().unwrap().unwrap().to_string(),
+            format!("{uuid}:1-40")
+        );
+    }
+
+    #[test]
+    fn a_log_of_another_format_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = codec::encode(&1u16).unwrap();
+        old.extend_from_slice(b"older layout");
+        fs::write(dir.path().join("meta.bin"), old).unwrap();
+        let Err(err) = ChangeLog::open(dir.path()) else {
+            panic!("a version 1 log must be refused")
+        };
+        assert!(matches!(err, LogError::Version { found: 1, .. }), "{err}");
+        assert!(err.to_string().contains("--resnapshot"));
     }
 }

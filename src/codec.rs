@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// Version of the encoding of `Transaction` and friends. Stored in every
 /// change-log segment header and exchanged in the wire handshake.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Upper bound on one decoded value; also the largest frame and log record.
 pub const MAX_ENCODED_LEN: usize = 1 << 30;
@@ -106,6 +106,8 @@ mod tests {
                 }),
             },
             timestamp: 1_700_000_000,
+            part: 0,
+            more: false,
             tables: vec![TableSchema {
                 database: "d".into(),
                 name: "t".into(),

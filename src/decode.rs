@@ -28,13 +28,23 @@ use crate::change::{
 use crate::position::{Gtid, SourcePosition};
 
 /// MariaDB event types that `mysql_common` reports as unknown.
-const MARIADB_ANNOTATE_ROWS: u8 = 160;
-const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
 const MARIADB_GTID: u8 = 162;
-const MARIADB_GTID_LIST: u8 = 163;
 /// MariaDB GTID flag: the transaction is a single statement without
 /// BEGIN/COMMIT (DDL, or a non-transactional table).
 const MARIADB_FL_STANDALONE: u8 = 1;
+
+/// The event types `feed` parses; every other event is skipped unread, so
+/// a malformed event of a type rowcast does not use cannot hurt it
+/// (fuzzing found `mysql_common` allocating a corrupt PREVIOUS_GTIDS
+/// count without a bound).
+fn is_replicated_event(t: u8) -> bool {
+    // QUERY 2, ROTATE 4, XID 16, TABLE_MAP 19, ROWS v1 23-25, ROWS v2
+    // 30-32, GTID 33, PARTIAL_UPDATE_ROWS 39, TRANSACTION_PAYLOAD 40.
+    matches!(t, 2 | 4 | 16 | 19 | 23..=25 | 30..=33 | 39 | 40)
+}
+
+/// MariaDB's compressed QUERY and ROWS events (`log_bin_compress=ON`).
+const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -43,6 +53,11 @@ pub enum DecodeError {
         position: String,
         source: std::io::Error,
     },
+    #[error(
+        "compressed binlog event at {position}: the primary runs with log_bin_compress=ON, \
+         which rowcast cannot read; SET GLOBAL log_bin_compress=OFF on the primary"
+    )]
+    Compressed { position: String },
     #[error("ROWS event at {position} refers to table id {table_id} without a TABLE_MAP event")]
     UnknownTable { position: String, table_id: u64 },
     #[error(
@@ -120,6 +135,10 @@ struct Pending {
     tables: Vec<TableSchema>,
     table_slots: HashMap<u64, u32>,
     changes: Vec<Change>,
+    /// Index of the part `changes` will become.
+    part: u32,
+    /// Row event bytes in `changes`.
+    bytes: usize,
 }
 
 impl Pending {
@@ -130,9 +149,14 @@ impl Pending {
             tables: Vec::new(),
             table_slots: HashMap::new(),
             changes: Vec::new(),
+            part: 0,
+            bytes: 0,
         }
     }
 }
+
+/// Default size (row event bytes) at which a transaction is cut into parts.
+pub const DEFAULT_PART_BYTES: usize = 4 << 20;
 
 /// The binlog-to-transaction state machine. Feed it every event in order.
 pub struct Decoder {
@@ -143,6 +167,7 @@ pub struct Decoder {
     /// End position of the MySQL TRANSACTION_PAYLOAD event whose inner
     /// (decompressed) events are being fed; they carry `log_pos` 0.
     payload_end: u32,
+    part_bytes: usize,
 }
 
 impl Decoder {
@@ -159,7 +184,15 @@ impl Decoder {
             pending: None,
             table_maps: HashMap::new(),
             payload_end: 0,
+            part_bytes: DEFAULT_PART_BYTES,
         }
+    }
+
+    /// Cuts transactions into parts of about `bytes` of row events, so a
+    /// huge transaction never sits whole in memory.
+    pub fn with_part_bytes(mut self, bytes: usize) -> Self {
+        self.part_bytes = bytes.max(1);
+        self
     }
 
     pub fn file(&self) -> &str {
@@ -193,9 +226,12 @@ impl Decoder {
                 }
                 return Ok(None);
             }
-            MARIADB_ANNOTATE_ROWS | MARIADB_BINLOG_CHECKPOINT | MARIADB_GTID_LIST => {
-                return Ok(None)
+            t if MARIADB_COMPRESSED.contains(&t) => {
+                return Err(DecodeError::Compressed {
+                    position: self.position(event).to_string(),
+                })
             }
+            t if !is_replicated_event(t) => return Ok(None),
             _ => {}
         }
         let data = match event.read_data() {
@@ -238,7 +274,7 @@ impl Decoder {
             }
             EventData::RowsEvent(rows) => {
                 self.rows(event, &rows)?;
-                Ok(None)
+                Ok(self.cut_part(event))
             }
             EventData::XidEvent(_) => Ok(self.commit(event)),
             EventData::TransactionPayloadEvent(_) => {
@@ -265,9 +301,43 @@ impl Decoder {
         Some(Transaction {
             position,
             timestamp: event.header().timestamp(),
+            part: pending.part,
+            more: false,
             tables: pending.tables,
             changes: pending.changes,
         })
+    }
+
+    /// After a row event: hands out what the open transaction holds as a
+    /// part once it is big enough. The part ends at this event, so parts'
+    /// positions increase and a re-read of the binlog cuts the same parts.
+    /// Not done inside a compressed payload (inner events share one
+    /// position) nor once the group holds DDL (applied outside the rows'
+    /// local transaction, see `apply.rs`).
+    fn cut_part(&mut self, event: &Event) -> Option<Transaction> {
+        let at = event.header().log_pos();
+        let pending = self.pending.as_mut()?;
+        if pending.bytes < self.part_bytes
+            || at == 0
+            || pending.changes.iter().any(|c| matches!(c, Change::Ddl(_)))
+        {
+            return None;
+        }
+        let part = Transaction {
+            position: SourcePosition {
+                epoch: self.epoch,
+                gtid: pending.gtid.clone(),
+                ..SourcePosition::new(self.file.clone(), u64::from(at))
+            },
+            timestamp: event.header().timestamp(),
+            part: pending.part,
+            more: true,
+            tables: pending.tables.clone(),
+            changes: std::mem::take(&mut pending.changes),
+        };
+        pending.part += 1;
+        pending.bytes = 0;
+        Some(part)
     }
 
     fn query(
@@ -323,6 +393,7 @@ impl Decoder {
         let pending = self
             .pending
             .get_or_insert_with(|| Pending::new(None, false));
+        pending.bytes += event.data().len();
         let slot = match pending.table_slots.get(&table_id) {
             Some(s) => *s,
             None => {
@@ -1031,5 +1102,75 @@ mod tests {
             &txns[4].changes[..],
             [Change::Update { .. }, Change::Delete { .. }]
         ));
+    }
+
+    /// Decodes the recorded binlog with the given part size.
+    fn recorded(part_bytes: usize) -> Vec<Transaction> {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::BinlogFile;
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/mariadb-10.11-rows.binlog"
+        ))
+        .unwrap();
+        let file = BinlogFile::new(BinlogVersion::Version4, &bytes[..]).unwrap();
+        let mut d = Decoder::new("binlog.000001").with_part_bytes(part_bytes);
+        file.filter_map(|e| d.feed(&e.unwrap()).unwrap()).collect()
+    }
+
+    #[test]
+    fn large_transactions_are_cut_into_ordered_parts_that_add_up() {
+        let whole = recorded(DEFAULT_PART_BYTES);
+        assert!(whole.iter().all(|t| !t.is_part()));
+        let parts = recorded(1);
+        assert!(parts.len() > whole.len(), "every row event ends a part");
+        let positions: Vec<u64> = parts.iter().map(|t| t.position.offset).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        // Regroup the parts: indices count up, only the last has no `more`.
+        let mut groups: Vec<Vec<&Transaction>> = Vec::new();
+        for t in &parts {
+            if t.part == 0 {
+                groups.push(Vec::new());
+            }
+            let group = groups.last_mut().unwrap();
+            assert_eq!(t.part as usize, group.len());
+            group.push(t);
+        }
+        assert_eq!(groups.len(), whole.len());
+        let flat = |changes: Vec<&Change>| -> Vec<(String, Vec<Row>)> {
+            let mut out = Vec::new();
+            for c in changes {
+                match c {
+                    Change::Insert { rows, .. } => out.push(("ins".into(), rows.clone())),
+                    Change::Delete { rows, .. } => out.push(("del".into(), rows.clone())),
+                    Change::Update { rows, .. } => {
+                        for (b, a) in rows {
+                            out.push(("upd".into(), vec![b.clone(), a.clone()]));
+                        }
+                    }
+                    Change::Ddl(d) => out.push((String::from_utf8_lossy(&d.sql).into(), vec![])),
+                }
+            }
+            out
+        };
+        for (group, txn) in groups.iter().zip(&whole) {
+            let last = group.last().unwrap();
+            assert!(group[..group.len() - 1].iter().all(|t| t.more));
+            assert!(!last.more);
+            assert_eq!(
+                last.position, txn.position,
+                "the last part ends the transaction"
+            );
+            assert_eq!(last.tables, txn.tables);
+            assert!(group.iter().all(|t| t.position.gtid == txn.position.gtid));
+            let parts_changes = group.iter().flat_map(|t| t.changes.iter()).collect();
+            assert_eq!(flat(parts_changes), flat(txn.changes.iter().collect()));
+        }
+        assert!(groups.iter().any(|g| g.len() > 1));
+        // DDL is never cut.
+        assert!(groups
+            .iter()
+            .filter(|g| g[0].is_ddl())
+            .all(|g| g.len() == 1));
     }
 }

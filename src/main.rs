@@ -14,6 +14,7 @@ mod menu;
 use tokio::sync::watch;
 
 use rowcast::filter::Filter;
+use rowcast::jetstream::NatsUrl;
 use rowcast::master::{self, MasterConfig};
 use rowcast::slave::{self, SlaveConfig};
 use rowcast::source::Source;
@@ -86,6 +87,18 @@ enum Command {
         /// Size of a change-log segment in bytes.
         #[arg(long, default_value_t = 64 << 20, hide = true)]
         segment_bytes: u64,
+        /// Ship transactions larger than this many KiB of row events in
+        /// parts, so memory stays bounded (the slave still commits them whole).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+        part_kb: u64,
+        /// Keep the change log on NATS JetStream (nats://HOST:PORT[/STREAM])
+        /// instead of segment files in --data-dir; slaves then read the
+        /// stream themselves and this master only seeds them.
+        #[arg(long, value_name = "URL")]
+        log: Option<String>,
+        /// Largest NATS message body (default: the server's max_payload).
+        #[arg(long, hide = true)]
+        nats_chunk_bytes: Option<usize>,
         /// Serve slaves over TLS with this certificate (PEM; with --tls-key).
         #[arg(long, value_name = "PEM", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -127,6 +140,10 @@ enum Command {
         /// `read_only`, so only privileged users can write to the replica).
         #[arg(long)]
         no_read_only: bool,
+        /// Read the change log from NATS JetStream (nats://HOST:PORT[/STREAM]),
+        /// as the master's --log; the master is then used only for seeding.
+        #[arg(long, value_name = "URL")]
+        log: Option<String>,
         #[command(flatten)]
         tls: ClientTlsArgs,
     },
@@ -400,6 +417,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retain_mb,
             retain_hours,
             segment_bytes,
+            part_kb,
+            log,
+            nats_chunk_bytes,
             tls_cert,
             tls_key,
             tls_client_ca,
@@ -424,6 +444,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_age: Duration::from_secs(retain_hours.saturating_mul(3600)),
                 },
                 segment_bytes,
+                part_bytes: usize::try_from(part_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
+                nats: log.as_deref().map(NatsUrl::parse).transpose()?,
+                nats_chunk_bytes,
                 tls: match (&tls_cert, &tls_key) {
                     (Some(c), Some(k)) => {
                         Some(rowcast::tls::acceptor(c, k, tls_client_ca.as_deref())?)
@@ -443,6 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics,
             token_file,
             no_read_only,
+            log,
             tls,
         } => {
             let target =
@@ -460,6 +484,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .transpose()?,
                 read_only: !no_read_only,
                 tls: tls.build()?,
+                nats: log.as_deref().map(NatsUrl::parse).transpose()?,
             };
             slave::run(config, shutdown_signal()).await?;
         }

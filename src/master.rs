@@ -14,16 +14,18 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::change::Transaction;
-use crate::changelog::{ChangeLog, LogError, Retention};
+use crate::changelog::{ChangeLog, EncodedTxn, LogError, Retention};
+use crate::codec::CodecError;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
+use crate::gtid_set::GtidSet;
+use crate::jetstream::{NatsError, NatsLog, NatsUrl};
 use crate::metrics::Metrics;
 use crate::position::SourcePosition;
-use crate::serve::{Listener, ServerState, SnapshotSource};
-use crate::source::{self, Source, SourceError};
+use crate::serve::{Listener, ServeLog, ServerState, SnapshotSource};
+use crate::source::{self, Source, SourceError, StreamStart};
 
 #[derive(Clone)]
 pub struct MasterConfig {
@@ -40,7 +42,18 @@ pub struct MasterConfig {
     pub segment_bytes: u64,
     /// TLS for slave connections, if configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Transactions larger than this (row event bytes) are logged and
+    /// shipped in parts.
+    pub part_bytes: usize,
+    /// Keep the change log on this JetStream stream instead of `data_dir`.
+    pub nats: Option<NatsUrl>,
+    /// Largest message body on NATS (default: the server's max_payload).
+    pub nats_chunk_bytes: Option<usize>,
 }
+
+/// Encoded transactions waiting for the log writer may hold at most this
+/// much memory; the binlog reader waits when it is used up.
+const WRITER_QUEUE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -50,6 +63,10 @@ pub enum MasterError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("could not encode a transaction for the change log: {0}")]
+    Encode(#[from] CodecError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
     #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
     Listen { addr: String, reason: String },
 }
@@ -77,15 +94,24 @@ pub async fn run(
                 reason: e.to_string(),
             })?;
     }
-    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     let mut conn = source.connect().await?;
     let info = source::check_primary(source, &mut conn).await?;
     tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+    if let Some(url) = &config.nats {
+        return run_on_nats(&config, url, &info, conn, metrics, shutdown).await;
+    }
+    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     if log.start_position().is_none() {
         let mut start = source::current_position(source, &mut conn).await?;
         start.gtid = source::current_gtid(&mut conn).await;
-        tracing::info!(position = %start, "new change log starts at the primary's current position");
-        log.initialise(start)?;
+        // A MySQL primary resumes by GTID *set* after a failover: keep
+        // the set the log starts from.
+        let gtids = match info.is_mariadb {
+            true => None,
+            false => source::current_gtid_set(&mut conn).await,
+        };
+        tracing::info!(position = %start, gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
+        log.initialise_with_gtids(start, gtids)?;
     }
     drop(conn);
 
@@ -97,7 +123,7 @@ pub async fn run(
         })?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
     let state = Arc::new(ServerState::new(metrics.clone()));
-    let mut resume = log.resume_position().expect("initialised above");
+    let resume = log.resume_position().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
     // by GTID until the first transaction from the new primary is logged.
@@ -111,6 +137,12 @@ pub async fn run(
             log.set_source(info.server_id, epoch)?;
         }
     }
+    // Until the first transaction of a new epoch is logged, the stream is
+    // requested by GTID; a MySQL server wants every GTID the log covers.
+    let mysql_gtids = match (info.is_mariadb, resume.epoch != epoch) {
+        (false, true) => log.executed_gtids()?,
+        _ => None,
+    };
     let snapshots = SnapshotSource {
         source: source.clone(),
         is_mariadb: info.is_mariadb,
@@ -122,7 +154,7 @@ pub async fn run(
     let server = tokio::spawn(
         Listener::new(
             listener,
-            log.subscribe(),
+            ServeLog::Local(log.subscribe()),
             state.clone(),
             snapshots,
             shutdown.clone(),
@@ -131,6 +163,7 @@ pub async fn run(
     );
 
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
+    let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
     // Retention also runs while the primary is idle.
     let ticker = tx.clone();
     let tick_task = tokio::spawn(async move {
@@ -146,37 +179,17 @@ pub async fn run(
     let retention = config.retention.clone();
     let writer = std::thread::spawn(move || write_loop(log, rx, tip_state, retention));
 
-    let mut backoff = Duration::from_millis(200);
-    let result = loop {
-        let outcome = tokio::select! {
-            _ = shutdown.changed() => break Ok(()),
-            r = stream_once(&config, &resume, epoch, &tx) => r,
-        };
-        match outcome {
-            Ok(last) => {
-                resume = last;
-                backoff = Duration::from_millis(200);
-            }
-            Err((last, e)) => {
-                resume = last;
-                match e {
-                    MasterError::Source(ref s) if s.is_retryable() => {
-                        state.metrics.reconnects.add(1);
-                        tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
-                        tokio::select! {
-                            _ = shutdown.changed() => break Ok(()),
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                    e => break Err(e),
-                }
-            }
-        }
-        if writer.is_finished() {
-            break Ok(());
-        }
+    let reading = BinlogReading {
+        config: &config,
+        epoch,
+        mysql_gtids: mysql_gtids.as_ref(),
+        tx: &tx,
+        budget: &budget,
+        state: &state,
     };
+    let result = reading
+        .supervise(resume, &mut shutdown, || writer.is_finished())
+        .await;
     drop(tx);
     tick_task.abort();
     // The writer drains what was decoded, so nothing handed over is lost.
@@ -192,6 +205,235 @@ pub async fn run(
     }
 }
 
+/// What reading the binlog into the log writer's queue needs.
+struct BinlogReading<'a> {
+    config: &'a MasterConfig,
+    epoch: u32,
+    mysql_gtids: Option<&'a GtidSet>,
+    tx: &'a mpsc::Sender<ToWriter>,
+    budget: &'a Arc<Semaphore>,
+    state: &'a Arc<ServerState>,
+}
+
+impl BinlogReading<'_> {
+    /// Reads from `resume` on, reconnecting with backoff after retryable
+    /// errors, until shutdown, a fatal error, or the writer stopping.
+    async fn supervise(
+        &self,
+        mut resume: SourcePosition,
+        shutdown: &mut watch::Receiver<bool>,
+        writer_stopped: impl Fn() -> bool,
+    ) -> Result<(), MasterError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                r = stream_once(self.config, &resume, self.epoch, self.mysql_gtids, self.tx, self.budget) => r,
+            };
+            match outcome {
+                Ok(last) => {
+                    resume = last;
+                    backoff = Duration::from_millis(200);
+                }
+                Err((last, e)) => {
+                    resume = last;
+                    match e {
+                        MasterError::Source(ref s) if s.is_retryable() => {
+                            self.state.metrics.reconnects.add(1);
+                            tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
+                            tokio::select! {
+                                _ = shutdown.changed() => return Ok(()),
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                        e => return Err(e),
+                    }
+                }
+            }
+            if writer_stopped() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `run` with the change log on a JetStream stream: the same binlog
+/// reading, a publisher instead of the segment writer, and a listener that
+/// only seeds slaves (they read the stream themselves).
+async fn run_on_nats(
+    config: &MasterConfig,
+    url: &NatsUrl,
+    info: &source::PrimaryInfo,
+    mut conn: mysql_async::Conn,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    let source = &config.source;
+    let mut nats = NatsLog::open(url, Some(&config.retention)).await?;
+    if let Some(bytes) = config.nats_chunk_bytes {
+        nats = nats.with_chunk_bytes(bytes);
+    }
+    let nats = Arc::new(nats);
+    let tail = nats.tail().await?;
+    let start = match nats.start().await? {
+        Some(start) => start,
+        None => {
+            let mut start = source::current_position(source, &mut conn).await?;
+            start.gtid = source::current_gtid(&mut conn).await;
+            tracing::info!(position = %start, stream = %url, "new change log stream starts at the primary's current position");
+            nats.set_start(&start).await?;
+            start
+        }
+    };
+    drop(conn);
+    // A stream emptied by retention has no tail: the recorded tip says
+    // where publishing stopped.
+    let tip = nats.tip().await?;
+    let resume = tail.resume.clone().or(tip.clone()).unwrap_or(start);
+    let published = tail.published.clone().or(tip);
+    let (followed, mut epoch) = match nats.source().await? {
+        Some((id, epoch)) => (Some(id), epoch),
+        None => (None, 0),
+    };
+    match followed {
+        None => nats.set_source(info.server_id, epoch).await?,
+        Some(id) if id == info.server_id => {}
+        Some(old) => {
+            epoch += 1;
+            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+            nats.set_source(info.server_id, epoch).await?;
+        }
+    }
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| MasterError::Listen {
+            addr: config.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(listen = %config.listen, stream = %url, resume = %resume, "serving snapshots; the change log is on NATS JetStream");
+    let state = Arc::new(ServerState::new(metrics.clone()));
+    *state.log_tip.lock().unwrap() = (tail.resume.clone(), 0);
+    let snapshots = SnapshotSource {
+        source: source.clone(),
+        is_mariadb: info.is_mariadb,
+        filter: Arc::new(config.filter.clone()),
+        token: config.token.clone().map(Arc::new),
+        tls: config.tls.clone(),
+        epoch,
+    };
+    let server = tokio::spawn(
+        Listener::new(
+            listener,
+            ServeLog::Nats(nats.clone()),
+            state.clone(),
+            snapshots,
+            shutdown.clone(),
+        )
+        .run(),
+    );
+    let (tx, rx) = mpsc::channel::<ToWriter>(4096);
+    let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
+    let writer = tokio::spawn(publish_loop(
+        nats.clone(),
+        rx,
+        state.clone(),
+        published,
+        shutdown.clone(),
+    ));
+    let reading = BinlogReading {
+        config,
+        epoch,
+        mysql_gtids: None,
+        tx: &tx,
+        budget: &budget,
+        state: &state,
+    };
+    let result = reading
+        .supervise(resume, &mut shutdown, || writer.is_finished())
+        .await;
+    drop(tx);
+    // The publisher drains what was decoded (unless shut down while NATS
+    // is unreachable: then the restart reads it again from the binlog).
+    let published = writer.await.ok();
+    server.abort();
+    match (result, published) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(Err(e))) => Err(e),
+        (Ok(()), _) => Ok(()),
+    }
+}
+
+/// The JetStream publisher: batches what is queued, publishes it (retrying
+/// while NATS is unreachable; message ids make a retry harmless) and skips
+/// records the stream already holds.
+async fn publish_loop(
+    nats: Arc<NatsLog>,
+    mut rx: mpsc::Receiver<ToWriter>,
+    state: Arc<ServerState>,
+    mut published: Option<SourcePosition>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), MasterError> {
+    const MAX_BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut permits = Vec::with_capacity(MAX_BATCH);
+    let mut tip_written: Option<std::time::Instant> = None;
+    while let Some(first) = rx.recv().await {
+        for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if let ToWriter::Txn(t, p) = item {
+                let fresh = published.as_ref().is_none_or(|p| t.position.is_after(p));
+                if fresh {
+                    batch.push(t);
+                }
+                permits.push(p);
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            permits.clear();
+            continue;
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match nats.publish(&batch).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    state.metrics.errors.add(1);
+                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let m = &state.metrics;
+        m.transactions
+            .add(batch.iter().filter(|t| !t.more).count() as u64);
+        m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
+        m.bytes
+            .add(batch.iter().map(|t| t.bytes.len() as u64).sum());
+        if let Some(last) = batch.iter().rev().find(|t| !t.more) {
+            *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
+            if tip_written.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                // Best effort: the stream's own tail is the first source.
+                if let Err(e) = nats.set_tip(&last.position).await {
+                    tracing::warn!(cause = %e, "could not record the published tip");
+                }
+                tip_written = Some(std::time::Instant::now());
+            }
+        }
+        published = batch.last().map(|t| t.position.clone());
+        batch.clear();
+        permits.clear();
+    }
+    Ok(())
+}
+
 /// Reads the binlog from `from` until the stream fails; returns the
 /// position after the last transaction sent to the writer (where the next
 /// attempt resumes) with the error.
@@ -199,11 +441,18 @@ async fn stream_once(
     config: &MasterConfig,
     from: &SourcePosition,
     epoch: u32,
+    mysql_gtids: Option<&GtidSet>,
     tx: &mpsc::Sender<ToWriter>,
+    budget: &Arc<Semaphore>,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
     let by_gtid = from.epoch != epoch;
-    let mut stream = source::open_stream(&config.source, config.server_id, from, by_gtid)
+    let start = match (by_gtid, mysql_gtids) {
+        (false, _) => StreamStart::Position,
+        (true, Some(set)) => StreamStart::MySqlGtidSet(set),
+        (true, None) => StreamStart::MariaDbGtid,
+    };
+    let mut stream = source::open_stream(&config.source, config.server_id, from, start)
         .await
         .map_err(|e| (last.clone(), e.into()))?;
     tracing::info!(from = %from, "streaming binlog");
@@ -214,7 +463,8 @@ async fn stream_once(
             from.file.clone()
         },
         epoch,
-    );
+    )
+    .with_part_bytes(config.part_bytes);
     // Several heartbeat periods of silence mean the connection is dead
     // even if TCP has not noticed.
     let silence = source::HEARTBEAT_PERIOD * 5;
@@ -240,18 +490,39 @@ async fn stream_once(
                     .into(),
                 ))
             }
-            Ok(Some(Err(e))) => return Err((last, config.source.classify(e).into())),
+            Ok(Some(Err(e))) => {
+                let e = match config.source.classify(e) {
+                    // The dump's first answer says the file is gone: name
+                    // what rowcast asked for.
+                    SourceError::BinlogPurged { reason, .. } => SourceError::BinlogPurged {
+                        position: last.to_string(),
+                        reason,
+                    },
+                    other => other,
+                };
+                return Err((last, e.into()));
+            }
             Ok(Some(Ok(event))) => event,
         };
         match decoder.feed(&event) {
             Ok(Some(mut txn)) => {
                 config.filter.retain(&mut txn);
-                let position = txn.position.clone();
-                if tx.send(ToWriter::Txn(txn)).await.is_err() {
+                let encoded = EncodedTxn::new(&txn).map_err(|e| (last.clone(), e.into()))?;
+                drop(txn);
+                let kib = (encoded.bytes.len() >> 10).clamp(1, WRITER_QUEUE_BYTES >> 10) as u32;
+                let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                    return Ok(last);
+                };
+                let (position, commits) = (encoded.position.clone(), !encoded.more);
+                if tx.send(ToWriter::Txn(encoded, permit)).await.is_err() {
                     // The writer stopped (its error is reported by run).
                     return Ok(last);
                 }
-                last = position;
+                // A reconnect resumes after a whole transaction; parts of
+                // the next one are read again and skipped by the log.
+                if commits {
+                    last = position;
+                }
             }
             Ok(None) => {}
             Err(e) => return Err((last, e.into())),
@@ -261,7 +532,8 @@ async fn stream_once(
 
 /// What the source side hands the log writer.
 enum ToWriter {
-    Txn(Transaction),
+    /// With its share of the queue's memory budget, returned once written.
+    Txn(EncodedTxn, OwnedSemaphorePermit),
     /// Time to apply retention.
     Tick,
 }
@@ -277,38 +549,47 @@ fn write_loop(
 ) -> Result<(), LogError> {
     const MAX_BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut permits = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let mut tick = false;
         match first {
-            ToWriter::Txn(t) => batch.push(t),
+            ToWriter::Txn(t, p) => {
+                batch.push(t);
+                permits.push(p);
+            }
             ToWriter::Tick => tick = true,
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(ToWriter::Txn(t)) => batch.push(t),
+                Ok(ToWriter::Txn(t, p)) => {
+                    batch.push(t);
+                    permits.push(p);
+                }
                 Ok(ToWriter::Tick) => tick = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             let before = log.end();
-            if let Err(e) = log.append(&batch) {
+            if let Err(e) = log.append_encoded(&batch) {
                 state.metrics.errors.add(1);
                 tracing::error!(cause = %e, "change log append failed; stopping");
                 return Err(e);
             }
             let m = &state.metrics;
-            m.transactions.add(batch.len() as u64);
-            m.rows.add(batch.iter().map(|t| t.row_count() as u64).sum());
+            m.transactions
+                .add(batch.iter().filter(|t| !t.more).count() as u64);
+            m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
             let end = log.end();
             if end.segment == before.segment {
                 m.bytes.add(end.offset.saturating_sub(before.offset));
             }
             m.last_seq.set(end.last_seq);
-            if let Some(last) = batch.last() {
+            if let Some(last) = batch.iter().rev().find(|t| !t.more) {
                 *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
             }
             batch.clear();
+            permits.clear();
         }
         if tick {
             if let Some(keep_from) = state.oldest_needed_seq() {

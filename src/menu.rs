@@ -171,6 +171,9 @@ pub async fn master() -> i32 {
         token: None,
         retention: Default::default(),
         segment_bytes: rowcast::changelog::DEFAULT_SEGMENT_BYTES,
+        part_bytes: rowcast::decode::DEFAULT_PART_BYTES,
+        nats: None,
+        nats_chunk_bytes: None,
         tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -301,6 +304,7 @@ pub async fn slave() -> i32 {
         token: None,
         read_only: true,
         tls: None,
+        nats: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task =

@@ -20,6 +20,7 @@ use crate::change::{Row, TableSchema};
 use crate::changelog::{LogError, LogHandle};
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::filter::Filter;
+use crate::jetstream::NatsLog;
 use crate::metrics::Metrics;
 use crate::position::SourcePosition;
 use crate::snapshot::{Snapshot, SnapshotError};
@@ -109,9 +110,18 @@ pub struct SnapshotSource {
     pub epoch: u32,
 }
 
+/// The change log slaves are served from: the master's segment files, or a
+/// JetStream stream that slaves read themselves (the master then only
+/// seeds them).
+#[derive(Clone)]
+pub enum ServeLog {
+    Local(LogHandle),
+    Nats(Arc<NatsLog>),
+}
+
 pub struct Listener {
     listener: TcpListener,
-    log: LogHandle,
+    log: ServeLog,
     state: Arc<ServerState>,
     snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
@@ -120,7 +130,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(
         listener: TcpListener,
-        log: LogHandle,
+        log: ServeLog,
         state: Arc<ServerState>,
         snapshots: SnapshotSource,
         shutdown: watch::Receiver<bool>,
@@ -166,7 +176,7 @@ impl Listener {
 
 struct Handler {
     addr: SocketAddr,
-    log: LogHandle,
+    log: ServeLog,
     state: Arc<ServerState>,
     snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
@@ -197,11 +207,28 @@ impl Handler {
         &self,
         from: &SourcePosition,
         to: &SourcePosition,
+    ) -> Result<bool, String> {
+        let log = match &self.log {
+            ServeLog::Local(log) => log,
+            ServeLog::Nats(nats) => {
+                return nats.ddl_between(from, to).await.map_err(|e| e.to_string())
+            }
+        };
+        self.local_ddl_between(log, from, to)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn local_ddl_between(
+        &self,
+        log: &LogHandle,
+        from: &SourcePosition,
+        to: &SourcePosition,
     ) -> Result<bool, LogError> {
         if !to.is_after(from) {
             return Ok(false);
         }
-        let mut reader = self.log.reader_after(Some(from))?;
+        let mut reader = log.reader_after(Some(from))?;
         loop {
             let rec = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
                 Err(_) | Ok(Ok(None)) => return Ok(false),
@@ -255,10 +282,10 @@ impl Handler {
                     }
                     .into())
                 }
-                Err(e) => {
+                Err(reason) => {
                     return Err(SnapshotError::Read {
                         object: "change log".into(),
-                        reason: e.to_string(),
+                        reason,
                     }
                     .into())
                 }
@@ -435,9 +462,23 @@ impl Handler {
                 .await?;
             return Ok(());
         }
+        if let (ServeLog::Nats(nats), Some(_)) = (&self.log, &after) {
+            let message = format!(
+                "this master keeps its change log on NATS JetStream: start the slave with --log {}",
+                nats.url()
+            );
+            tracing::warn!(%message, "refused slave");
+            writer
+                .send(&MasterMessage::Error {
+                    kind: ErrorKind::Incompatible,
+                    message,
+                })
+                .await?;
+            return Ok(());
+        }
         writer
             .send(&MasterMessage::Welcome {
-                last_seq: self.log.end().last_seq,
+                last_seq: self.last_seq().await,
             })
             .await?;
         self.state.slaves.lock().unwrap().insert(
@@ -500,7 +541,15 @@ impl Handler {
                 }
             },
         };
-        let mut log_reader = match self.log.reader_after(after.as_ref()) {
+        let log = match &self.log {
+            ServeLog::Local(log) => log.clone(),
+            // The slave reads the stream itself from here on.
+            ServeLog::Nats(_) => {
+                writer.flush().await?;
+                return Ok(());
+            }
+        };
+        let mut log_reader = match log.reader_after(after.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 let kind = match e {
@@ -524,7 +573,7 @@ impl Handler {
         });
         writer
             .send(&MasterMessage::Welcome {
-                last_seq: self.log.end().last_seq,
+                last_seq: log.end().last_seq,
             })
             .await?;
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
@@ -616,7 +665,7 @@ impl Handler {
                 // Reached only when the log has nothing more right now.
                 _ = async {}, if writer.buffered() > 0 => writer.flush().await?,
                 _ = heartbeat.tick() => {
-                    let end = self.log.end();
+                    let end = log.end();
                     let msg = MasterMessage::Heartbeat {
                         last_seq: end.last_seq,
                         position: None,
@@ -635,7 +684,18 @@ impl Handler {
         result
     }
 
+    async fn last_seq(&self) -> u64 {
+        match &self.log {
+            ServeLog::Local(log) => log.end().last_seq,
+            ServeLog::Nats(nats) => nats.state().await.map(|s| s.1).unwrap_or(0),
+        }
+    }
+
     async fn status(&self) -> MasterStatus {
+        let log = match &self.log {
+            ServeLog::Local(log) => log,
+            ServeLog::Nats(nats) => return self.nats_status(nats).await,
+        };
         let source = &self.snapshots.source;
         let primary_position = match source.connect().await {
             Ok(mut conn) => crate::source::current_position(source, &mut conn)
@@ -644,8 +704,8 @@ impl Handler {
             Err(_) => None,
         };
         let (log_position, log_time) = self.state.log_tip.lock().unwrap().clone();
-        let end = self.log.end();
-        let (first_seq, segments, bytes) = self.log.stats();
+        let end = log.end();
+        let (first_seq, segments, bytes) = log.stats();
         let now = (now_ms() / 1000) as u32;
         let mut slaves: Vec<SlaveStatus> = self
             .state
@@ -690,7 +750,81 @@ impl Handler {
             log_last_seq: end.last_seq,
             log_segments: segments,
             log_bytes: bytes,
-            log_dir: self.log.dir().display().to_string(),
+            log_dir: log.dir().display().to_string(),
+            slaves,
+        }
+    }
+
+    /// Status when the log is a stream: slaves report their progress to
+    /// the stream's bucket; lag is counted in messages and in seconds of
+    /// primary time behind the newest message.
+    async fn nats_status(&self, nats: &NatsLog) -> MasterStatus {
+        let source = &self.snapshots.source;
+        let primary_position = match source.connect().await {
+            Ok(mut conn) => crate::source::current_position(source, &mut conn)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        let (log_position, _) = self.state.log_tip.lock().unwrap().clone();
+        let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
+        let snapshotting = self.state.slaves.lock().unwrap().clone();
+        let mut slaves: Vec<SlaveStatus> = nats
+            .progress()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, p)| SlaveStatus {
+                addr: "nats".into(),
+                state: match (&p.error, p.position.is_some()) {
+                    (Some(_), _) => "failed",
+                    (None, true) => "streaming",
+                    (None, false) => "snapshotting",
+                }
+                .into(),
+                applied_seq: p.seq,
+                applied_position: p.position.clone(),
+                lag_transactions: last.saturating_sub(p.seq),
+                // Unknown (0) until the slave has applied something.
+                lag_seconds: if last > p.seq && p.source_time > 0 {
+                    u64::from(log_time.saturating_sub(p.source_time))
+                } else {
+                    0
+                },
+                snapshot_rows: 0,
+                snapshot_estimated_rows: 0,
+                last_error: p.error.clone(),
+                name,
+            })
+            .collect();
+        // Slaves being seeded have not reported to the bucket yet.
+        for (name, s) in snapshotting {
+            if s.state == "snapshotting" && !slaves.iter().any(|x| x.name == name) {
+                slaves.push(SlaveStatus {
+                    name,
+                    addr: s.addr.to_string(),
+                    state: s.state.to_string(),
+                    applied_seq: 0,
+                    applied_position: None,
+                    lag_transactions: 0,
+                    lag_seconds: 0,
+                    snapshot_rows: s.snapshot_rows,
+                    snapshot_estimated_rows: s.snapshot_estimated_rows,
+                    last_error: s.last_error.clone(),
+                });
+            }
+        }
+        slaves.sort_by(|a, b| a.name.cmp(&b.name));
+        MasterStatus {
+            primary: source.endpoint().to_string(),
+            primary_position,
+            log_position,
+            log_time,
+            log_first_seq: first,
+            log_last_seq: last,
+            log_segments: 0,
+            log_bytes: 0,
+            log_dir: nats.url().to_string(),
             slaves,
         }
     }

@@ -8,14 +8,17 @@
 //! master, incompatible protocol, purged position, a diverged replica)
 //! stop it with the reason.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::apply::{Applier, ApplyError};
 use crate::change::Transaction;
 use crate::codec::MAX_ENCODED_LEN;
 use crate::connection::ConnectionError;
+use crate::connection::FrameWriter;
+use crate::jetstream::{NatsError, NatsLog, NatsUrl, SlaveProgress};
 use crate::metrics::Metrics;
 use crate::source::Source;
 use crate::tls::{ClientTls, ConnectError};
@@ -38,6 +41,8 @@ pub struct SlaveConfig {
     pub read_only: bool,
     /// TLS to the master, if configured.
     pub tls: Option<ClientTls>,
+    /// Read the change log from this stream; the master only seeds.
+    pub nats: Option<NatsUrl>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,8 @@ pub enum SlaveError {
     Refused { addr: String, message: String },
     #[error("master {addr} is unavailable: {reason}")]
     Unavailable { addr: String, reason: String },
+    #[error(transparent)]
+    Nats(#[from] NatsError),
 }
 
 impl SlaveError {
@@ -57,6 +64,7 @@ impl SlaveError {
         match self {
             SlaveError::Apply(e) => e.is_retryable(),
             SlaveError::Unavailable { .. } => true,
+            SlaveError::Nats(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -95,11 +103,22 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut connected_once = false;
     loop {
+        let from_stream = match &config.nats {
+            Some(url) if applier.checkpoint().position.is_some() => Some(url),
+            _ => None,
+        };
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            r = session(&config, &mut applier, &mut connected_once, &metrics) => r,
+            r = async {
+                match from_stream {
+                    Some(url) => nats_session(url, &config.name, &mut applier, &metrics).await,
+                    None => session(&config, &mut applier, &mut connected_once, &metrics).await,
+                }
+            } => r,
         };
         match result {
+            // Seeded: go on with the stream at once.
+            Ok(()) if config.nats.is_some() && from_stream.is_none() => continue,
             Ok(()) => {
                 tracing::warn!(master = %config.master, "master closed the connection; reconnecting");
                 backoff = Duration::from_millis(200);
@@ -129,6 +148,13 @@ pub async fn run(
 /// Limits of one local commit holding several source transactions.
 const MAX_BATCH_TXNS: usize = 200;
 const MAX_BATCH_ROWS: usize = 20_000;
+/// Frames received but not yet applied may hold at most this much (as
+/// encoded); the reader stops reading from the master when it is used up.
+const RECEIVE_QUEUE_BYTES: usize = 32 << 20;
+
+/// An item from the master with its share of the receive budget, which
+/// goes back when the item is dropped.
+type Received = (Result<Incoming, SlaveError>, Option<OwnedSemaphorePermit>);
 
 enum Incoming {
     Txn(u64, Transaction),
@@ -272,12 +298,33 @@ async fn session(
         Err(e) => return Err(unavailable(e.to_string())),
     }
 
-    let (tx, mut rx) = mpsc::channel::<Result<Incoming, SlaveError>>(256);
+    // Parts of a large transaction applied before the connection broke
+    // are rolled back: the master sends them again from the first.
+    applier.abandon_parts().await;
+    let (tx, mut rx) = mpsc::channel::<Received>(256);
     let timeout = config.master_timeout;
     let reader_addr = addr.clone();
+    let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
     let reader_task = tokio::spawn(async move {
         loop {
-            let item = match reader.read_message_timeout::<MasterMessage>(timeout).await {
+            let (message, permit) = match tokio::time::timeout(timeout, reader.read_frame()).await {
+                Err(_) => (Err(ConnectionError::Timeout(timeout)), None),
+                Ok(Err(e)) => (Err(e), None),
+                Ok(Ok(None)) => (Ok(None), None),
+                Ok(Ok(Some(frame))) => {
+                    let kib = (frame.len() >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
+                    let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                        return;
+                    };
+                    (
+                        crate::codec::decode::<MasterMessage>(&frame)
+                            .map(Some)
+                            .map_err(ConnectionError::from),
+                        Some(permit),
+                    )
+                }
+            };
+            let item = match message {
                 Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
                 Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
                 Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
@@ -309,113 +356,304 @@ async fn session(
                 }),
             };
             let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
+            if tx.send((item, permit)).await.is_err() || stop {
                 return;
             }
         }
     });
 
-    let result = async {
-        let mut progress = (0u64, 0u64, std::time::Instant::now());
-        // An item taken from the queue that ended a batch, handled next.
-        let mut held: Option<Result<Incoming, SlaveError>> = None;
-        loop {
-            let item = match held.take() {
-                Some(i) => i,
-                None => match rx.recv().await {
-                    Some(i) => i,
-                    None => break,
-                },
-            };
-            match item? {
-                Incoming::Txn(seq, txn) => {
-                    // Take what is already queued into one local commit.
-                    let mut batch = vec![(seq, txn)];
-                    let mut rows = batch[0].1.row_count();
-                    while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !batch[0].1.is_ddl() {
-                        match rx.try_recv() {
-                            Ok(Ok(Incoming::Txn(s, t))) if !t.is_ddl() => {
-                                rows += t.row_count();
-                                batch.push((s, t));
-                            }
-                            Ok(other) => {
-                                held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(e) = applier.apply_batch(&batch).await {
-                        if !e.is_retryable() {
-                            // Tell the master (and so `rowcast status`) why.
-                            metrics.errors.add(1);
-                            let _ = writer.send(&SlaveMessage::Failed { message: e.to_string() }).await;
-                        }
-                        return Err(e.into());
-                    }
-                    let (seq, txn) = batch.last().expect("batch is not empty");
-                    metrics.transactions.add(batch.len() as u64);
-                    metrics.rows.add(rows as u64);
-                    metrics.last_seq.set(*seq);
-                    let now = crate::serve::now_ms() / 1000;
-                    metrics.lag_seconds.set(if rx.is_empty() { 0 } else { now.saturating_sub(u64::from(txn.timestamp)) });
-                    // Ack when the queue is drained, not per transaction.
-                    if rx.is_empty() && held.is_none() {
-                        let cp = applier.checkpoint();
-                        if let Some(position) = cp.position.clone() {
-                            let ack = SlaveMessage::Ack {
-                                seq: cp.seq,
-                                position,
-                                source_time: txn.timestamp,
-                            };
-                            writer.send(&ack).await.map_err(|e| unavailable(e.to_string()))?;
-                        }
-                    }
-                }
-                Incoming::Heartbeat => {
-                    // Keep the master's view current even if the last
-                    // batch ended without a drained queue.
-                    let cp = applier.checkpoint();
-                    if let Some(position) = cp.position.clone() {
-                        let ack = SlaveMessage::Ack { seq: cp.seq, position, source_time: 0 };
-                        writer.send(&ack).await.map_err(|e| unavailable(e.to_string()))?;
-                    }
-                }
-                Incoming::Snapshot(MasterMessage::SnapshotBegin {
-                    position,
-                    databases,
-                    tables,
-                    views,
-                    estimated_rows,
-                    estimated_bytes,
-                }) => {
-                    tracing::info!(%position, tables = tables.len(), estimated_rows, estimated_bytes, "receiving a snapshot");
-                    applier.snapshot_begin(&databases, &tables, views).await?;
-                    progress = (0, estimated_rows, std::time::Instant::now());
-                }
-                Incoming::Snapshot(MasterMessage::SnapshotRows { table, rows }) => {
-                    progress.0 += rows.len() as u64;
-                    metrics.snapshot_rows.add(rows.len() as u64);
-                    applier.snapshot_rows(&table, &rows).await?;
-                    if progress.2.elapsed() > Duration::from_secs(1) {
-                        let msg = SlaveMessage::SnapshotProgress { rows: progress.0, estimated: progress.1 };
-                        writer.send(&msg).await.map_err(|e| unavailable(e.to_string()))?;
-                    }
-                    if progress.2.elapsed() > Duration::from_secs(5) {
-                        tracing::info!(rows = progress.0, estimated_rows = progress.1, "snapshot loading");
-                        progress.2 = std::time::Instant::now();
-                    }
-                }
-                Incoming::Snapshot(MasterMessage::SnapshotEnd { position, rows }) => {
-                    applier.snapshot_end(&position).await?;
-                    tracing::info!(%position, rows, "snapshot loaded; following the change log");
-                }
-                Incoming::Snapshot(_) => {}
-            }
-        }
-        Ok(())
-    }
+    let mut reporter = Reporter::Master {
+        writer: &mut writer,
+        addr: &addr,
+    };
+    let result = apply_loop(
+        &mut rx,
+        applier,
+        &mut reporter,
+        metrics,
+        config.nats.is_some(),
+    )
     .await;
     reader_task.abort();
     result
+}
+
+/// Reads the change log from the stream, from the message after the
+/// checkpoint, and applies it; progress goes to the stream's bucket.
+async fn nats_session(
+    url: &NatsUrl,
+    name: &str,
+    applier: &mut Applier,
+    metrics: &Metrics,
+) -> Result<(), SlaveError> {
+    applier.abandon_parts().await;
+    let log = NatsLog::open(url, None).await?;
+    let cp = applier.checkpoint().clone();
+    // Right after a snapshot the checkpoint has a position but no stream
+    // sequence yet: find the first message after it.
+    let start = match (cp.seq, &cp.position) {
+        (0, Some(p)) => {
+            let start = log.first_seq_after(p).await?;
+            let (first, last, _) = log.state().await?;
+            // The snapshot is older than every message the stream still
+            // holds: some that came after it may have been purged.
+            if start == first && first > 1 && first <= last {
+                return Err(NatsError::Purged {
+                    stream: url.stream.clone(),
+                    wanted: first - 1,
+                    first,
+                }
+                .into());
+            }
+            // From now on the checkpoint names a stream sequence.
+            applier.note_seq(start - 1).await?;
+            start
+        }
+        (seq, _) => seq + 1,
+    };
+    let mut reader = log.reader(start).await?;
+    tracing::info!(stream = %url, from_seq = start, "reading the change log from NATS JetStream");
+    let (tx, mut rx) = mpsc::channel::<Received>(256);
+    let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
+    let reader_task = tokio::spawn(async move {
+        let mut idle = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let item = tokio::select! {
+                next = reader.next() => next,
+                // Lets the applier report progress while nothing arrives.
+                _ = idle.tick() => {
+                    if tx.send((Ok(Incoming::Heartbeat), None)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let (item, permit) = match item {
+                Ok((seq, txn, bytes)) => {
+                    let kib = (bytes >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
+                    let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                        return;
+                    };
+                    (Ok(Incoming::Txn(seq, txn)), Some(permit))
+                }
+                Err(e) => (Err(SlaveError::from(e)), None),
+            };
+            let stop = item.is_err();
+            if tx.send((item, permit)).await.is_err() || stop {
+                return;
+            }
+            idle.reset();
+        }
+    });
+    let mut reporter = Reporter::Nats {
+        log: &log,
+        name,
+        floor: start.saturating_sub(1),
+        source_time: 0,
+    };
+    let result = apply_loop(&mut rx, applier, &mut reporter, metrics, false).await;
+    reader_task.abort();
+    result
+}
+
+/// Where a slave reports what it applied: to its master over the rowcast
+/// connection, or (reading from NATS) to the stream's bucket.
+enum Reporter<'a> {
+    Master {
+        writer: &'a mut FrameWriter,
+        addr: &'a str,
+    },
+    Nats {
+        log: &'a NatsLog,
+        name: &'a str,
+        /// Messages before this sequence are known applied (the snapshot
+        /// covered them), even before the checkpoint names a sequence.
+        floor: u64,
+        /// Primary time of the last transaction applied.
+        source_time: u32,
+    },
+}
+
+impl Reporter<'_> {
+    async fn send(&mut self, msg: &SlaveMessage, applier: &Applier) -> Result<(), SlaveError> {
+        match self {
+            Reporter::Master { writer, addr } => {
+                writer.send(msg).await.map_err(|e| SlaveError::Unavailable {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Reporter::Nats {
+                log,
+                name,
+                floor,
+                source_time,
+            } => {
+                let error = match msg {
+                    SlaveMessage::Ack { source_time: t, .. } => {
+                        if *t != 0 {
+                            *source_time = *t;
+                        }
+                        None
+                    }
+                    SlaveMessage::Failed { message } => Some(message.clone()),
+                    _ => return Ok(()),
+                };
+                let cp = applier.checkpoint();
+                let progress = SlaveProgress {
+                    seq: cp.seq.max(*floor),
+                    position: cp.position.clone(),
+                    source_time: *source_time,
+                    updated_ms: crate::serve::now_ms(),
+                    error,
+                };
+                log.put_progress(name, &progress)
+                    .await
+                    .map_err(SlaveError::from)
+            }
+        }
+    }
+}
+
+/// Applies what arrives on `rx` (batching what is queued into one local
+/// commit) and reports progress. With `seed_only`, returns once a
+/// snapshot is loaded.
+async fn apply_loop(
+    rx: &mut mpsc::Receiver<Received>,
+    applier: &mut Applier,
+    reporter: &mut Reporter<'_>,
+    metrics: &Metrics,
+    seed_only: bool,
+) -> Result<(), SlaveError> {
+    let mut progress = (0u64, 0u64, std::time::Instant::now());
+    // An item taken from the queue that ended a batch, handled next.
+    let mut held: Option<Received> = None;
+    loop {
+        let (item, permit) = match held.take() {
+            Some(i) => i,
+            None => match rx.recv().await {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        match item? {
+            Incoming::Txn(seq, txn) => {
+                // Take what is already queued into one local commit
+                // (a DDL statement or a part of a large transaction
+                // goes alone).
+                let alone = |t: &Transaction| t.is_ddl() || t.is_part();
+                let mut permits = vec![permit];
+                let mut batch = vec![(seq, txn)];
+                let mut rows = batch[0].1.row_count();
+                while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !alone(&batch[0].1) {
+                    match rx.try_recv() {
+                        Ok((Ok(Incoming::Txn(s, t)), p)) if !alone(&t) => {
+                            rows += t.row_count();
+                            batch.push((s, t));
+                            permits.push(p);
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = applier.apply_batch(&batch).await {
+                    if !e.is_retryable() {
+                        // Tell the master (and so `rowcast status`) why.
+                        metrics.errors.add(1);
+                        let _ = reporter
+                            .send(
+                                &SlaveMessage::Failed {
+                                    message: e.to_string(),
+                                },
+                                applier,
+                            )
+                            .await;
+                    }
+                    return Err(e.into());
+                }
+                drop(permits);
+                let (seq, txn) = batch.last().expect("batch is not empty");
+                metrics
+                    .transactions
+                    .add(batch.iter().filter(|(_, t)| t.is_commit()).count() as u64);
+                metrics.rows.add(rows as u64);
+                metrics.last_seq.set(*seq);
+                let now = crate::serve::now_ms() / 1000;
+                metrics.lag_seconds.set(if rx.is_empty() {
+                    0
+                } else {
+                    now.saturating_sub(u64::from(txn.timestamp))
+                });
+                // Ack when the queue is drained, not per transaction.
+                if rx.is_empty() && held.is_none() {
+                    let cp = applier.checkpoint();
+                    if let Some(position) = cp.position.clone() {
+                        let ack = SlaveMessage::Ack {
+                            seq: cp.seq,
+                            position,
+                            source_time: txn.timestamp,
+                        };
+                        reporter.send(&ack, applier).await?;
+                    }
+                }
+            }
+            Incoming::Heartbeat => {
+                // Keep the master's view current even if the last
+                // batch ended without a drained queue.
+                let cp = applier.checkpoint();
+                if let Some(position) = cp.position.clone() {
+                    let ack = SlaveMessage::Ack {
+                        seq: cp.seq,
+                        position,
+                        source_time: 0,
+                    };
+                    reporter.send(&ack, applier).await?;
+                }
+            }
+            Incoming::Snapshot(MasterMessage::SnapshotBegin {
+                position,
+                databases,
+                tables,
+                views,
+                estimated_rows,
+                estimated_bytes,
+            }) => {
+                tracing::info!(%position, tables = tables.len(), estimated_rows, estimated_bytes, "receiving a snapshot");
+                applier.snapshot_begin(&databases, &tables, views).await?;
+                progress = (0, estimated_rows, std::time::Instant::now());
+            }
+            Incoming::Snapshot(MasterMessage::SnapshotRows { table, rows }) => {
+                progress.0 += rows.len() as u64;
+                metrics.snapshot_rows.add(rows.len() as u64);
+                applier.snapshot_rows(&table, &rows).await?;
+                if progress.2.elapsed() > Duration::from_secs(1) {
+                    let msg = SlaveMessage::SnapshotProgress {
+                        rows: progress.0,
+                        estimated: progress.1,
+                    };
+                    reporter.send(&msg, applier).await?;
+                }
+                if progress.2.elapsed() > Duration::from_secs(5) {
+                    tracing::info!(
+                        rows = progress.0,
+                        estimated_rows = progress.1,
+                        "snapshot loading"
+                    );
+                    progress.2 = std::time::Instant::now();
+                }
+            }
+            Incoming::Snapshot(MasterMessage::SnapshotEnd { position, rows }) => {
+                applier.snapshot_end(&position).await?;
+                tracing::info!(%position, rows, "snapshot loaded; following the change log");
+                if seed_only {
+                    return Ok(());
+                }
+            }
+            Incoming::Snapshot(_) => {}
+        }
+    }
+    Ok(())
 }

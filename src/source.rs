@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
+use mysql_common::packets::{GnoInterval, Sid};
 
+use crate::gtid_set::GtidSet;
 use crate::position::{Gtid, SourcePosition};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,7 +51,7 @@ pub enum SourceError {
         user: String,
         grant: &'static str,
     },
-    #[error("the primary no longer has the binlog rowcast needs ({position}): {reason}. The change log cannot continue; start the master on a fresh --data-dir and re-seed the slaves")]
+    #[error("the primary no longer has the binlog rowcast needs (position {position}): {reason}. Changes after that position are gone from this primary, so the change log cannot continue from it. Fix: point --source at a server that still has that binlog (a replica that kept it, with the same GTIDs), or start the master on a fresh --data-dir and re-seed every slave with --resnapshot; keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds) than the master may be down")]
     BinlogPurged { position: String, reason: String },
     #[error("connection to the primary {endpoint} was lost: {reason}")]
     Lost { endpoint: String, reason: String },
@@ -310,6 +312,23 @@ pub async fn check_primary(source: &Source, conn: &mut Conn) -> Result<PrimaryIn
             "SET GLOBAL binlog_row_metadata=FULL and put it in the server's config",
         ));
     }
+    if is_mariadb {
+        // Compressed events carry rows rowcast does not decode.
+        let compress: Option<String> = conn
+            .query_first("SELECT @@log_bin_compress")
+            .await
+            .ok()
+            .flatten();
+        let compress = compress.unwrap_or_default();
+        if compress == "1" || compress.eq_ignore_ascii_case("ON") {
+            return Err(setting(
+                "log_bin_compress",
+                &compress,
+                "OFF",
+                "SET GLOBAL log_bin_compress=OFF and put it in the server's config",
+            ));
+        }
+    }
     check_grants(source, conn).await?;
     Ok(PrimaryInfo {
         version,
@@ -401,17 +420,35 @@ pub async fn current_gtid(conn: &mut Conn) -> Option<Gtid> {
     pos.trim().parse().ok()
 }
 
-/// Opens a binlog stream starting at `from`, as a replica with `server_id`.
-/// With `by_gtid`, the stream starts after `from`'s MariaDB GTID rather
-/// than at its file and offset: how the master follows a new primary
-/// after a failover, where the old coordinates mean nothing.
-pub async fn open_stream(
-    source: &Source,
+/// A MySQL primary's `@@gtid_executed`, `None` on MariaDB (no such
+/// variable) or when GTIDs are off.
+pub async fn current_gtid_set(conn: &mut Conn) -> Option<GtidSet> {
+    let text: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_executed")
+        .await
+        .ok()
+        .flatten();
+    text?.parse().ok().filter(|s: &GtidSet| !s.is_empty())
+}
+
+/// Where a binlog dump starts: by file and offset, or by GTID after a
+/// failover (where the old coordinates mean nothing on the new primary).
+#[derive(Debug, Clone, Copy)]
+pub enum StreamStart<'a> {
+    Position,
+    /// MariaDB: after `from`'s GTID (`@slave_connect_state`).
+    MariaDbGtid,
+    /// MySQL: everything not in this set (COM_BINLOG_DUMP_GTID).
+    MySqlGtidSet(&'a GtidSet),
+}
+
+/// The session settings and the dump request for a stream from `from`.
+/// Pure, so what is asked of the server is unit-tested without one.
+pub fn dump_request<'a>(
     server_id: u32,
-    from: &SourcePosition,
-    by_gtid: bool,
-) -> Result<BinlogStream, SourceError> {
-    let mut conn = source.connect().await?;
+    from: &'a SourcePosition,
+    start: StreamStart<'_>,
+) -> Result<(Vec<String>, BinlogStreamRequest<'a>), SourceError> {
     let mut setup = vec![
         // Makes MariaDB send its own GTID events rather than QUERY stand-ins.
         "SET @mariadb_slave_capability=4".to_string(),
@@ -420,30 +457,59 @@ pub async fn open_stream(
             HEARTBEAT_PERIOD.as_nanos()
         ),
     ];
-    if by_gtid {
-        match &from.gtid {
-            Some(g @ Gtid::MariaDb { .. }) => setup.push(format!("SET @slave_connect_state='{g}'")),
-            _ => {
-                return Err(SourceError::BinlogPurged {
+    let request = BinlogStreamRequest::new(server_id);
+    let request =
+        match start {
+            StreamStart::Position => request
+                .with_filename(from.file.as_bytes())
+                .with_pos(from.offset),
+            StreamStart::MariaDbGtid => match &from.gtid {
+                Some(g @ Gtid::MariaDb { .. }) => {
+                    setup.push(format!("SET @slave_connect_state='{g}'"));
+                    request.with_filename(&b""[..]).with_pos(4u64)
+                }
+                _ => return Err(SourceError::BinlogPurged {
                     position: from.to_string(),
                     reason:
                         "the primary changed and the change log has no MariaDB GTID to resume from"
                             .into(),
-                })
-            }
-        }
-    }
+                }),
+            },
+            StreamStart::MySqlGtidSet(set) => request
+                .with_gtid()
+                .with_filename(&b""[..])
+                .with_pos(4u64)
+                .with_gtid_set(sid_blocks(set)),
+        };
+    Ok((setup, request))
+}
+
+/// A GTID set as the SID blocks of COM_BINLOG_DUMP_GTID.
+pub fn sid_blocks(set: &GtidSet) -> Vec<Sid<'static>> {
+    set.iter()
+        .map(|(uuid, intervals)| {
+            Sid::new(*uuid).with_intervals(
+                intervals
+                    .iter()
+                    .map(|&(s, e)| GnoInterval::new(s, e))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Opens a binlog stream starting at `from`, as a replica with `server_id`.
+pub async fn open_stream(
+    source: &Source,
+    server_id: u32,
+    from: &SourcePosition,
+    start: StreamStart<'_>,
+) -> Result<BinlogStream, SourceError> {
+    let (setup, request) = dump_request(server_id, from, start)?;
+    let mut conn = source.connect().await?;
     for q in setup {
         conn.query_drop(q).await.map_err(|e| source.classify(e))?;
     }
-    let (file, pos) = if by_gtid {
-        (&b""[..], 4)
-    } else {
-        (from.file.as_bytes(), from.offset)
-    };
-    let request = BinlogStreamRequest::new(server_id)
-        .with_filename(file)
-        .with_pos(pos);
     conn.get_binlog_stream(request)
         .await
         .map_err(|e| match source.classify(e) {
@@ -453,4 +519,67 @@ pub async fn open_stream(
             },
             other => other,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_common::packets::ComBinlogDumpGtid;
+    use mysql_common::proto::MySerialize;
+
+    #[test]
+    fn mysql_failover_asks_for_everything_outside_the_logged_gtid_set() {
+        let set: GtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,\
+                            0a0b0c0d-0000-0000-0000-000000000001:1-3"
+            .parse()
+            .unwrap();
+        let from = SourcePosition::new("old.000009", 1234);
+        let (setup, _) = dump_request(7, &from, StreamStart::MySqlGtidSet(&set)).unwrap();
+        assert!(!setup.iter().any(|s| s.contains("slave_connect_state")));
+
+        // The SID blocks as MySQL reads them: count, then per UUID the
+        // number of intervals and `[start, end)` pairs (end exclusive).
+        let mut bytes = Vec::new();
+        ComBinlogDumpGtid::new(7)
+            .with_sids(sid_blocks(&set))
+            .serialize(&mut bytes);
+        let mut expect = Vec::new();
+        expect.extend_from_slice(&2u64.to_le_bytes());
+        expect.extend_from_slice(&[0x0a, 0x0b, 0x0c, 0x0d]);
+        expect.extend_from_slice(&[0; 11]);
+        expect.push(1);
+        expect.extend_from_slice(&1u64.to_le_bytes());
+        for n in [1u64, 4] {
+            expect.extend_from_slice(&n.to_le_bytes());
+        }
+        expect.extend_from_slice(&[
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ]);
+        expect.extend_from_slice(&2u64.to_le_bytes());
+        for n in [1u64, 6, 7, 8] {
+            expect.extend_from_slice(&n.to_le_bytes());
+        }
+        assert!(
+            bytes.ends_with(&expect),
+            "SID block differs:\n{bytes:?}\n{expect:?}"
+        );
+    }
+
+    #[test]
+    fn mariadb_failover_resumes_from_the_last_gtid_and_needs_one() {
+        let mut from = SourcePosition::new("old.000009", 1234);
+        from.gtid = Some(Gtid::MariaDb {
+            domain: 0,
+            server: 1,
+            seq: 42,
+        });
+        let (setup, _) = dump_request(7, &from, StreamStart::MariaDbGtid).unwrap();
+        assert!(setup.contains(&"SET @slave_connect_state='0-1-42'".to_string()));
+        from.gtid = None;
+        let Err(err) = dump_request(7, &from, StreamStart::MariaDbGtid) else {
+            panic!("a MariaDB failover without a GTID must not start anywhere")
+        };
+        assert!(matches!(err, SourceError::BinlogPurged { .. }));
+    }
 }

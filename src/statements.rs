@@ -144,6 +144,31 @@ impl TablePlan {
         (Cow::Owned(sql), p)
     }
 
+    /// `DELETE ... WHERE key IN (...)` for `n` keys of a table with a
+    /// primary key.
+    pub fn delete_keys_sql(&self, n: usize) -> String {
+        let col = |i: &usize| sql::ident(&self.schema.columns[*i].name);
+        let cols: Vec<String> = self.key.iter().map(col).collect();
+        let (lhs, one) = if cols.len() == 1 {
+            (cols[0].clone(), "?".to_string())
+        } else {
+            (
+                format!("({})", cols.join(",")),
+                format!("({})", vec!["?"; cols.len()].join(",")),
+            )
+        };
+        format!(
+            "DELETE FROM {} WHERE {lhs} IN ({})",
+            self.table_name(),
+            vec![one; n].join(",")
+        )
+    }
+
+    /// Keys per multi-key DELETE, within the protocol's 65,535 placeholders.
+    pub fn keys_per_delete(&self) -> usize {
+        (60_000 / self.key.len().max(1)).clamp(1, 1000)
+    }
+
     pub fn key_params(&self, row: &Row) -> Vec<MyValue> {
         self.key.iter().map(|&i| sql::param(&row[i])).collect()
     }

@@ -35,6 +35,8 @@ fn txn(offset: u64, gno: u64, change: Change) -> Transaction {
             gtid: Some(Gtid::MySql { uuid: [7; 16], gno }),
         },
         timestamp: 1_700_000_000,
+        part: 0,
+        more: false,
         tables: vec![schema()],
         changes: vec![change],
     }

@@ -287,6 +287,45 @@ fn retention_purges_and_an_old_slave_is_told_to_resnapshot() {
 }
 
 #[test]
+fn a_purged_primary_binlog_stops_the_master_with_the_position_and_the_fix() {
+    let primary = MariaDb::primary();
+    primary.sql("CREATE DATABASE p; CREATE TABLE p.t (id INT PRIMARY KEY)");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master(&primary, data.path(), &listen);
+    primary.sql("INSERT INTO p.t VALUES (1)");
+    let logged = primary_position(&primary);
+    assert!(wait_until(CONVERGE, || master
+        .log_text()
+        .contains("streaming binlog")));
+    master.stop();
+    // While the master is down, the primary moves on and purges the file
+    // the master would resume in.
+    let file = logged.split(':').next().unwrap().to_string();
+    primary.sql("INSERT INTO p.t VALUES (2); FLUSH BINARY LOGS; INSERT INTO p.t VALUES (3)");
+    let newest = primary_position(&primary);
+    let newest_file = newest.split(':').next().unwrap();
+    primary.sql(&format!("PURGE BINARY LOGS TO '{newest_file}'"));
+    let out = run_rowcast(
+        &[
+            "master",
+            "--source",
+            &primary.url(),
+            "--listen",
+            &listen_addr(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no longer has the binlog"), "{err}");
+    assert!(err.contains(&file), "names the missing file {file}: {err}");
+    assert!(err.contains("--resnapshot"), "names the fix: {err}");
+}
+
+#[test]
 fn replica_is_read_only_for_ordinary_users() {
     let primary = MariaDb::primary();
     let replica = MariaDb::replica();

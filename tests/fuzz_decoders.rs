@@ -56,6 +56,8 @@ fn seeds() -> Vec<Vec<u8>> {
             }),
         },
         timestamp: 1_700_000_000,
+        part: 0,
+        more: false,
         tables: vec![TableSchema {
             database: "d".into(),
             name: "t".into(),

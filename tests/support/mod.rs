@@ -35,7 +35,7 @@ fn which(bin: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{bin}` not found: install Debian's mariadb-server (scripts/test does this)");
+    panic!("`{bin}` not found: install its Debian package (scripts/test installs mariadb-server and nats-server)");
 }
 
 /// A data directory with the system tables, made once and copied per server.
@@ -505,4 +505,67 @@ pub fn assert_same_table(primary: &MariaDb, replica: &MariaDb, table: &str) {
         replica.dump(table),
         "rows of {table} differ"
     );
+}
+
+/// A throwaway `nats-server` with JetStream, on a free port, storing in a
+/// temp dir; stopped on drop.
+pub struct Nats {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        Nats::start_with_max_payload(None)
+    }
+
+    /// `max_payload` lowers the server's largest message (bytes).
+    pub fn start_with_max_payload(max_payload: Option<usize>) -> Nats {
+        let dir = tempfile::Builder::new()
+            .prefix("rowcast-nats-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let config = dir.path().join("nats.conf");
+        let mut conf = format!(
+            "port: {port}\nhost: 127.0.0.1\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.path().join("js").display()
+        );
+        if let Some(n) = max_payload {
+            conf.push_str(&format!("max_payload: {n}\n"));
+        }
+        std::fs::write(&config, conf).unwrap();
+        let child = Command::new(which("nats-server"))
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("nats.log")).unwrap())
+            .spawn()
+            .expect("starting nats-server (apt-get install nats-server)");
+        let ok = wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            ok,
+            "nats-server did not start: {}",
+            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+        );
+        Nats {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, stream: &str) -> String {
+        format!("nats://127.0.0.1:{}/{stream}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

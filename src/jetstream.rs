@@ -1,0 +1,730 @@
+//! The change log on NATS JetStream (`--log nats://HOST:PORT[/STREAM]`)
+//! instead of the master's segment files.
+//!
+//! Each change-log record (a whole source transaction, or one part of a
+//! large one) is one message on subject `rowcast.<STREAM>`, its body the
+//! codec encoding of the `Transaction`, as on the wire. A record larger
+//! than the server's `max_payload` is cut into chunks (`Rowcast-Chunk:
+//! i/n`) that a reader reassembles before decoding; a reader that meets
+//! chunk 0 again drops what it was assembling, so a record republished
+//! after a crash is read once.
+//!
+//! **Exactly once into the stream.** Every message has a `Nats-Msg-Id`
+//! derived from the source position, part and chunk, so a republish within
+//! the stream's duplicate window is dropped by the server; and a master
+//! that restarts reads the stream's tail and publishes only records after
+//! the last one whose chunks are all there, resuming the binlog after the
+//! last whole transaction.
+//!
+//! **Exactly once into a replica.** The slave's checkpoint stores the
+//! stream sequence of the last message of the last applied transaction, in
+//! the same local transaction as the rows; it resumes at the next sequence.
+//!
+//! A second stream, `<STREAM>_META`, keeps the last message per subject
+//! `rowcast.<STREAM>.meta.<key>`: where the log starts, the primary it
+//! follows and the newest transaction published (`start`, `source`,
+//! `tip`), and each slave's progress
+//! (`slave.<name>`) for `rowcast status`. (A hand-made key-value store:
+//! the client's KV bucket API does not work with nats-server 2.9.)
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::change::Transaction;
+use crate::changelog::{EncodedTxn, Retention};
+use crate::codec;
+use crate::position::SourcePosition;
+
+pub const DEFAULT_STREAM: &str = "ROWCAST";
+/// How long the server remembers message ids to drop republished ones.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("`{url}` is not a NATS log address: {reason}; expected nats://HOST:PORT[/STREAM]")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot reach NATS at {server}: {reason}; is nats-server running with JetStream enabled (-js)?")]
+    Unreachable { server: String, reason: String },
+    #[error("the stream {stream} does not exist on {server}: start `rowcast master --log nats://{server}/{stream}` first")]
+    NoStream { server: String, stream: String },
+    #[error("NATS JetStream: {what} failed: {reason}")]
+    JetStream { what: &'static str, reason: String },
+    #[error("message {seq} of stream {stream} is not a rowcast record: {reason}")]
+    Corrupt {
+        stream: String,
+        seq: u64,
+        reason: String,
+    },
+    #[error(
+        "message {wanted} of stream {stream}, the next this slave needs, is gone (the stream \
+         now starts at {first}, by its retention limits); the slave must be seeded again with \
+         `rowcast slave --resnapshot`"
+    )]
+    Purged {
+        stream: String,
+        wanted: u64,
+        first: u64,
+    },
+}
+
+impl NatsError {
+    /// Worth reconnecting for (a NATS restart, a lost connection).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            NatsError::Unreachable { .. } | NatsError::JetStream { .. }
+        )
+    }
+}
+
+fn js_err(what: &'static str) -> impl FnOnce(String) -> NatsError {
+    move |reason| NatsError::JetStream { what, reason }
+}
+
+/// `nats://HOST:PORT[/STREAM]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsUrl {
+    pub server: String,
+    pub stream: String,
+}
+
+impl NatsUrl {
+    /// Whether `--log` names NATS rather than the local segment files.
+    pub fn is_nats(s: &str) -> bool {
+        s.starts_with("nats://")
+    }
+
+    pub fn parse(url: &str) -> Result<NatsUrl, NatsError> {
+        let bad = |reason: &str| NatsError::BadUrl {
+            url: url.into(),
+            reason: reason.into(),
+        };
+        let rest = url
+            .strip_prefix("nats://")
+            .ok_or_else(|| bad("it does not start with nats://"))?;
+        let (server, stream) = match rest.split_once('/') {
+            Some((s, "")) => (s, DEFAULT_STREAM),
+            Some((s, name)) => (s, name),
+            None => (rest, DEFAULT_STREAM),
+        };
+        if server.is_empty() || server.contains('@') {
+            return Err(bad(
+                "give HOST:PORT (credentials in the URL are not supported)",
+            ));
+        }
+        if !stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad("a stream name may hold letters, digits, _ and - only"));
+        }
+        Ok(NatsUrl {
+            server: server.into(),
+            stream: stream.into(),
+        })
+    }
+
+    fn subject(&self) -> String {
+        format!("rowcast.{}", self.stream)
+    }
+
+    fn meta_stream(&self) -> String {
+        format!("{}_META", self.stream)
+    }
+
+    fn meta_subject(&self, key: &str) -> String {
+        format!("rowcast.{}.meta.{key}", self.stream)
+    }
+}
+
+impl std::fmt::Display for NatsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nats://{}/{}", self.server, self.stream)
+    }
+}
+
+/// What a slave reports about itself, for `rowcast status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaveProgress {
+    /// Stream sequence of the last message applied.
+    pub seq: u64,
+    pub position: Option<SourcePosition>,
+    /// Primary commit time of the last applied transaction.
+    pub source_time: u32,
+    /// When this was written, milliseconds since the epoch.
+    pub updated_ms: u64,
+    pub error: Option<String>,
+}
+
+/// The stream's end as the master found it at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tail {
+    /// After the last whole source transaction: where the binlog resumes.
+    pub resume: Option<SourcePosition>,
+    /// The last record whose chunks are all in the stream: nothing up to
+    /// here is published again.
+    pub published: Option<SourcePosition>,
+}
+
+/// Decoded headers of one message.
+#[derive(Debug, Clone, PartialEq)]
+struct Meta {
+    position: SourcePosition,
+    more: bool,
+    chunk: u32,
+    chunks: u32,
+    timestamp: u32,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn encode_position(p: &SourcePosition) -> String {
+    hex(&codec::encode(p).unwrap_or_default())
+}
+
+fn decode_position(s: &str) -> Option<SourcePosition> {
+    codec::decode(&unhex(s)?).ok()
+}
+
+fn headers(rec: &EncodedTxn, chunk: usize, chunks: usize) -> HeaderMap {
+    let p = &rec.position;
+    let mut h = HeaderMap::new();
+    h.insert(
+        "Nats-Msg-Id",
+        format!("{}:{}:{}:{}:{chunk}", p.epoch, p.file, p.offset, rec.part).as_str(),
+    );
+    h.insert("Rowcast-Pos", encode_position(p).as_str());
+    h.insert("Rowcast-More", if rec.more { "1" } else { "0" });
+    h.insert("Rowcast-Chunk", format!("{chunk}/{chunks}").as_str());
+    h.insert("Rowcast-Time", rec.timestamp.to_string().as_str());
+    h
+}
+
+fn meta(headers: Option<&HeaderMap>) -> Option<Meta> {
+    let h = headers?;
+    let get = |k: &str| h.get(k).map(|v| v.as_str().to_string());
+    let (chunk, chunks) = get("Rowcast-Chunk")?
+        .split_once('/')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?;
+    Some(Meta {
+        position: decode_position(&get("Rowcast-Pos")?)?,
+        more: get("Rowcast-More")? == "1",
+        chunk,
+        chunks,
+        timestamp: get("Rowcast-Time")?.parse().ok()?,
+    })
+}
+
+/// A connection to the stream and its bucket.
+pub struct NatsLog {
+    url: NatsUrl,
+    js: jetstream::Context,
+    meta: stream::Stream,
+    chunk_bytes: usize,
+}
+
+impl NatsLog {
+    /// Connects. The master passes its retention, which creates the stream
+    /// (or updates its limits); a slave passes `None` and needs the stream
+    /// to exist.
+    pub async fn open(url: &NatsUrl, retention: Option<&Retention>) -> Result<NatsLog, NatsError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url.server.as_str())
+            .await
+            .map_err(|e| NatsError::Unreachable {
+                server: url.server.clone(),
+                reason: e.to_string(),
+            })?;
+        let max_payload = client.server_info().max_payload;
+        let js = jetstream::new(client);
+        let subject = url.subject();
+        match retention {
+            Some(r) => {
+                let config = stream::Config {
+                    name: url.stream.clone(),
+                    subjects: vec![subject],
+                    max_age: r.max_age,
+                    max_bytes: i64::try_from(r.max_bytes).unwrap_or(i64::MAX),
+                    duplicate_window: DUPLICATE_WINDOW,
+                    storage: stream::StorageType::File,
+                    discard: stream::DiscardPolicy::Old,
+                    ..Default::default()
+                };
+                js.get_or_create_stream(config.clone())
+                    .await
+                    .map_err(|e| js_err("creating the stream")(e.to_string()))?;
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| js_err("setting the stream's limits")(e.to_string()))?;
+            }
+            None => {
+                js.get_stream(&url.stream)
+                    .await
+                    .map_err(|_| NatsError::NoStream {
+                        server: url.server.clone(),
+                        stream: url.stream.clone(),
+                    })?;
+            }
+        }
+        let meta = js
+            .get_or_create_stream(stream::Config {
+                name: url.meta_stream(),
+                subjects: vec![url.meta_subject(">")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("creating the metadata stream")(e.to_string()))?;
+        Ok(NatsLog {
+            url: url.clone(),
+            js,
+            meta,
+            // Headers count against max_payload too.
+            chunk_bytes: max_payload.saturating_sub(16 * 1024).max(1024),
+        })
+    }
+
+    pub fn url(&self) -> &NatsUrl {
+        &self.url
+    }
+
+    /// The largest body of one message; larger records are chunked.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// Lowers the chunk size (tests use it to force chunking).
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.clamp(1, self.chunk_bytes);
+        self
+    }
+
+    async fn stream(&self) -> Result<stream::Stream, NatsError> {
+        self.js
+            .get_stream(&self.url.stream)
+            .await
+            .map_err(|e| js_err("reading the stream")(e.to_string()))
+    }
+
+    /// `(first sequence, last sequence, primary time of the last message)`.
+    pub async fn state(&self) -> Result<(u64, u64, u32), NatsError> {
+        let mut s = self.stream().await?;
+        let info = s
+            .info()
+            .await
+            .map_err(|e| js_err("reading the stream's state")(e.to_string()))?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let time = match last {
+            0 => 0,
+            n => self.meta_at(&s, n).await.map(|m| m.timestamp).unwrap_or(0),
+        };
+        Ok((first, last, time))
+    }
+
+    async fn meta_at(&self, s: &stream::Stream, seq: u64) -> Result<Meta, NatsError> {
+        let msg = s
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| js_err("reading a message")(e.to_string()))?;
+        meta(Some(&msg.headers)).ok_or_else(|| NatsError::Corrupt {
+            stream: self.url.stream.clone(),
+            seq,
+            reason: "rowcast headers missing".into(),
+        })
+    }
+
+    /// The stream's end, for a master that starts: see [`Tail`].
+    pub async fn tail(&self) -> Result<Tail, NatsError> {
+        let (first, last, _) = self.state().await?;
+        let s = self.stream().await?;
+        let mut tail = Tail {
+            resume: None,
+            published: None,
+        };
+        let mut seq = last;
+        while seq >= first && seq > 0 {
+            let m = self.meta_at(&s, seq).await?;
+            let whole_record = m.chunk + 1 == m.chunks;
+            if tail.published.is_none() && whole_record {
+                tail.published = Some(m.position.clone());
+            }
+            if whole_record && !m.more {
+                tail.resume = Some(m.position);
+                break;
+            }
+            seq -= 1;
+        }
+        Ok(tail)
+    }
+
+    /// Publishes records in order, all chunks in flight at once, and waits
+    /// for the server to have stored every one.
+    pub async fn publish(&self, records: &[EncodedTxn]) -> Result<(), NatsError> {
+        let subject = self.url.subject();
+        let mut acks = Vec::new();
+        for rec in records {
+            let chunks: Vec<&[u8]> = if rec.bytes.is_empty() {
+                vec![&[][..]]
+            } else {
+                rec.bytes.chunks(self.chunk_bytes).collect()
+            };
+            for (i, chunk) in chunks.iter().enumerate() {
+                let ack = self
+                    .js
+                    .publish_with_headers(
+                        subject.clone(),
+                        headers(rec, i, chunks.len()),
+                        bytes::Bytes::copy_from_slice(chunk),
+                    )
+                    .await
+                    .map_err(|e| js_err("publishing")(e.to_string()))?;
+                acks.push(ack);
+            }
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|e| js_err("publishing (acknowledgement)")(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The first sequence whose record comes after `after` (the sequence
+    /// after the last when there is none yet), by binary search:
+    /// positions grow with sequence numbers.
+    pub async fn first_seq_after(&self, after: &SourcePosition) -> Result<u64, NatsError> {
+        let (first, last, _) = self.state().await?;
+        let s = self.stream().await?;
+        let (mut lo, mut hi) = (first.max(1), last + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.meta_at(&s, mid).await?.position.is_after(after) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// A reader from sequence `start`; `Purged` if retention removed it.
+    pub async fn reader(&self, start: u64) -> Result<NatsReader, NatsError> {
+        let (first, _, _) = self.state().await?;
+        if start < first {
+            return Err(NatsError::Purged {
+                stream: self.url.stream.clone(),
+                wanted: start,
+                first,
+            });
+        }
+        let consumer = self
+            .stream()
+            .await?
+            .create_consumer(OrderedConfig {
+                filter_subject: self.url.subject(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("creating a consumer")(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| js_err("reading messages")(e.to_string()))?;
+        Ok(NatsReader {
+            stream: self.url.stream.clone(),
+            messages: Box::pin(messages),
+            assembling: Vec::new(),
+            next_chunk: 0,
+        })
+    }
+
+    /// Whether the stream holds DDL between `from` and `to`, waiting up to
+    /// a few seconds for records up to `to` (see `serve.rs`).
+    pub async fn ddl_between(
+        &self,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, NatsError> {
+        if !to.is_after(from) {
+            return Ok(false);
+        }
+        let mut reader = self.reader(self.first_seq_after(from).await?).await?;
+        loop {
+            let (_, txn, _) =
+                match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+                    Err(_) => return Ok(false),
+                    Ok(r) => r?,
+                };
+            if txn.position.is_after(to) {
+                return Ok(false);
+            }
+            if txn.is_ddl() {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn get_value<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, NatsError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self
+            .meta
+            .get_last_raw_message_by_subject(&self.url.meta_subject(key))
+            .await
+        {
+            Ok(m) => Ok(serde_json::from_slice(&m.payload).ok()),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(js_err("reading metadata")(e.to_string())),
+        }
+    }
+
+    async fn put_value<T: Serialize>(&self, key: &str, value: &T) -> Result<(), NatsError> {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.js
+            .publish(self.url.meta_subject(key), bytes.into())
+            .await
+            .map_err(|e| js_err("writing metadata")(e.to_string()))?
+            .await
+            .map_err(|e| js_err("writing metadata")(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Where the log starts (the primary's position when it was created).
+    pub async fn start(&self) -> Result<Option<SourcePosition>, NatsError> {
+        self.get_value("start").await
+    }
+
+    pub async fn set_start(&self, start: &SourcePosition) -> Result<(), NatsError> {
+        self.put_value("start", start).await
+    }
+
+    /// The newest whole transaction published, as last recorded (at most
+    /// a second old): where a master resumes when retention has emptied
+    /// the stream.
+    pub async fn tip(&self) -> Result<Option<SourcePosition>, NatsError> {
+        self.get_value("tip").await
+    }
+
+    pub async fn set_tip(&self, tip: &SourcePosition) -> Result<(), NatsError> {
+        self.put_value("tip", tip).await
+    }
+
+    /// `(server_id, epoch)` of the primary the log follows.
+    pub async fn source(&self) -> Result<Option<(u32, u32)>, NatsError> {
+        self.get_value("source").await
+    }
+
+    pub async fn set_source(&self, server_id: u32, epoch: u32) -> Result<(), NatsError> {
+        self.put_value("source", &(server_id, epoch)).await
+    }
+
+    pub async fn put_progress(&self, name: &str, p: &SlaveProgress) -> Result<(), NatsError> {
+        self.put_value(&progress_key(name), p).await
+    }
+
+    /// Every slave's last report, by name.
+    pub async fn progress(&self) -> Result<Vec<(String, SlaveProgress)>, NatsError> {
+        let prefix = self.url.meta_subject("");
+        let mut subjects = self
+            .meta
+            .info_with_subjects(self.url.meta_subject("slave.>"))
+            .await
+            .map_err(|e| js_err("listing slaves")(e.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(Ok((subject, _))) = subjects.next().await {
+            if let Some(key) = subject.strip_prefix(&prefix) {
+                if let Some(name) = key.strip_prefix("slave.") {
+                    names.push((key.to_string(), unescape_name(name)));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (key, name) in names {
+            if let Some(p) = self.get_value(&key).await? {
+                out.push((name, p));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// Key-value keys allow `[-/_=.a-zA-Z0-9]`; other bytes of a slave name
+/// are written as `=XX`.
+fn progress_key(name: &str) -> String {
+    let mut k = String::from("slave.");
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => k.push(b as char),
+            _ => k.push_str(&format!("={b:02X}")),
+        }
+    }
+    k
+}
+
+fn unescape_name(k: &str) -> String {
+    let mut out = Vec::new();
+    let b = k.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' && i + 2 < b.len() + 1 {
+            if let Some(v) = k
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type MessageStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<
+                    jetstream::Message,
+                    async_nats::jetstream::consumer::pull::OrderedError,
+                >,
+            > + Send,
+    >,
+>;
+
+/// Reads records in stream order, reassembling chunks.
+pub struct NatsReader {
+    stream: String,
+    messages: MessageStream,
+    assembling: Vec<u8>,
+    next_chunk: u32,
+}
+
+impl NatsReader {
+    /// The next whole record: the stream sequence of its last message, the
+    /// transaction (or part) and its encoded size.
+    pub async fn next(&mut self) -> Result<(u64, Transaction, usize), NatsError> {
+        loop {
+            let msg = match self.messages.next().await {
+                None => {
+                    return Err(js_err("reading messages")("the consumer ended".into()));
+                }
+                Some(Err(e)) => return Err(js_err("reading messages")(e.to_string())),
+                Some(Ok(m)) => m,
+            };
+            let seq = msg
+                .info()
+                .map(|i| i.stream_sequence)
+                .map_err(|e| js_err("reading message metadata")(e.to_string()))?;
+            let corrupt = |reason: &str| NatsError::Corrupt {
+                stream: self.stream.clone(),
+                seq,
+                reason: reason.into(),
+            };
+            let m = meta(msg.headers.as_ref()).ok_or_else(|| corrupt("rowcast headers missing"))?;
+            if m.chunk == 0 {
+                // A record starts (again, if it was republished).
+                self.assembling.clear();
+                self.next_chunk = 0;
+            }
+            if m.chunk != self.next_chunk {
+                // The tail of a record whose start came before the
+                // reader's first message, or a republished fragment.
+                continue;
+            }
+            self.assembling.extend_from_slice(&msg.payload);
+            self.next_chunk += 1;
+            if self.next_chunk < m.chunks {
+                continue;
+            }
+            self.next_chunk = 0;
+            let txn: Transaction = codec::decode(&self.assembling)
+                .map_err(|e| corrupt(&format!("body does not decode: {e}")))?;
+            let bytes = std::mem::take(&mut self.assembling).len();
+            return Ok((seq, txn, bytes));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_server_and_a_stream() {
+        assert_eq!(
+            NatsUrl::parse("nats://127.0.0.1:4222").unwrap(),
+            NatsUrl {
+                server: "127.0.0.1:4222".into(),
+                stream: DEFAULT_STREAM.into()
+            }
+        );
+        let u = NatsUrl::parse("nats://n1:4222/orders").unwrap();
+        assert_eq!(
+            (u.server.as_str(), u.stream.as_str()),
+            ("n1:4222", "orders")
+        );
+        assert_eq!(u.to_string(), "nats://n1:4222/orders");
+        for bad in ["http://x", "nats://", "nats://h:1/a.b", "nats://u:p@h:1"] {
+            assert!(NatsUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn record_headers_round_trip() {
+        let rec = EncodedTxn {
+            position: SourcePosition::new("binlog.000002", 777),
+            timestamp: 12,
+            part: 3,
+            more: true,
+            rows: 1,
+            bytes: vec![1, 2, 3],
+        };
+        let h = headers(&rec, 1, 4);
+        let m = meta(Some(&h)).unwrap();
+        assert_eq!(m.position, rec.position);
+        assert!(m.more);
+        assert_eq!((m.chunk, m.chunks, m.timestamp), (1, 4, 12));
+        assert_eq!(
+            h.get("Nats-Msg-Id").unwrap().as_str(),
+            "0:binlog.000002:777:3:1"
+        );
+    }
+
+    #[test]
+    fn slave_names_become_valid_keys_and_back() {
+        for name in ["s1", "east/replica 2", "ü"] {
+            let key = progress_key(name);
+            assert!(key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.".contains(c)));
+            assert_eq!(unescape_name(key.strip_prefix("slave.").unwrap()), name);
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The change log on NATS JetStream: each test starts its own
+//! `nats-server -js` on a free port (`support::Nats`), a master publishing
+//! to a stream and slaves reading it directly.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rowcast::jetstream::{NatsLog, NatsUrl};
+use support::*;
+
+fn master_on(
+    nats_url: &str,
+    primary: &MariaDb,
+    data: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Rowcast {
+    let source = primary.url();
+    let mut args = vec![
+        "master",
+        "--source",
+        &source,
+        "--listen",
+        listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--log",
+        nats_url,
+    ];
+    args.extend_from_slice(extra);
+    let mut m = Rowcast::spawn(&args);
+    m.wait_listening(listen);
+    m
+}
+
+fn slave_on(nats_url: &str, master: &str, target: &MariaDb, name: &str) -> Rowcast {
+    Rowcast::spawn(&[
+        "slave",
+        "--master",
+        master,
+        "--target",
+        &target.url(),
+        "--name",
+        name,
+        "--log",
+        nats_url,
+        "--master-timeout",
+        "5",
+    ])
+}
+
+/// Every record in the stream, in order: (sequence, position, more).
+fn stream_records(nats_url: &str) -> Vec<(u64, rowcast::position::SourcePosition, bool)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = NatsUrl::parse(nats_url).unwrap();
+        let log = NatsLog::open(&url, None).await.unwrap();
+        let (first, last, _) = log.state().await.unwrap();
+        let mut out = Vec::new();
+        if last == 0 {
+            return out;
+        }
+        let mut reader = log.reader(first).await.unwrap();
+        loop {
+            let (seq, txn, _) = reader.next().await.unwrap();
+            out.push((seq, txn.position.clone(), txn.more));
+            if seq >= last {
+                return out;
+            }
+        }
+    })
+}
+
+/// Writes rows 1..=n into `t.log` (no key: a repeat shows as a duplicate).
+fn writer(
+    port: u16,
+    n: u64,
+    done: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut i = 1;
+        while i <= n {
+            let end = (i + 24).min(n);
+            let sql: String = (i..=end)
+                .map(|k| format!("INSERT INTO t.log VALUES ({k}, REPEAT('x', {}));", k % 200))
+                .collect();
+            sql_at(port, &sql).unwrap_or_else(|e| panic!("{e}"));
+            written.store(end, Ordering::SeqCst);
+            i = end + 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, Ordering::SeqCst);
+    })
+}
+
+fn assert_each_row_once(replica: &MariaDb, n: u64) {
+    let dupes =
+        replica.sql("SELECT n, COUNT(*) FROM t.log GROUP BY n HAVING COUNT(*) <> 1 LIMIT 5");
+    assert_eq!(dupes, "", "rows applied more than once");
+    let count = replica.sql("SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n) FROM t.log");
+    assert_eq!(count.trim(), format!("{n}\t{n}\t1\t{n}"), "rows lost");
+}
+
+#[test]
+fn slaves_read_the_stream_through_kills_and_without_the_master() {
+    let nats = Nats::start();
+    let url = nats.url("core");
+    let primary = MariaDb::primary();
+    let r1 = MariaDb::replica();
+    let r2 = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(50));
+         INSERT INTO shop.items VALUES (1, 'seeded');
+         CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = master_on(&url, &primary, data.path(), &listen, &[]);
+    // Both are seeded by the master, then read the stream.
+    let mut s1 = slave_on(&url, &listen, &r1, "one");
+    let _s2 = slave_on(&url, &listen, &r2, "two");
+    primary.sql(
+        "INSERT INTO shop.items VALUES (2, 'two'), (3, 'three');
+         UPDATE shop.items SET name = 'changed' WHERE id = 1;
+         ALTER TABLE shop.items ADD COLUMN qty INT NOT NULL DEFAULT 7;
+         DELETE FROM shop.items WHERE id = 2;
+         CREATE TABLE shop.more (k VARCHAR(10) PRIMARY KEY); INSERT INTO shop.more VALUES ('a')",
+    );
+    wait_caught_up(&primary, &r1, "one");
+    wait_caught_up(&primary, &r2, "two");
+    assert!(s1
+        .log_text()
+        .contains("reading the change log from NATS JetStream"));
+    for t in ["shop.items", "shop.more"] {
+        assert_same_table(&primary, &r1, t);
+        assert_same_table(&primary, &r2, t);
+    }
+
+    // Under a write load: slave one SIGKILLed and restarted, the master
+    // SIGKILLed and restarted.
+    let n = 2000;
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let w = writer(primary.port, n, done.clone(), written.clone());
+    for round in 0..3 {
+        wait_until(Duration::from_secs(20), || {
+            written.load(Ordering::SeqCst) > (round + 1) * 300
+        });
+        s1.kill9();
+        s1 = slave_on(&url, &listen, &r1, "one");
+        master.kill9();
+        master = master_on(&url, &primary, data.path(), &listen, &[]);
+    }
+    w.join().unwrap();
+    wait_caught_up(&primary, &r1, "one");
+    wait_caught_up(&primary, &r2, "two");
+    assert_each_row_once(&r1, n);
+    assert_each_row_once(&r2, n);
+
+    // The master goes away; a stopped slave catches up on the stream alone.
+    s1.stop();
+    primary.sql("INSERT INTO shop.items VALUES (10, 'while one was down', 1)");
+    let target = primary_position(&primary);
+    assert!(wait_until(CONVERGE, || slave_position(&r2, "two") == target));
+    master.stop();
+    let s1 = slave_on(&url, &listen, &r1, "one");
+    wait_caught_up(&primary, &r1, "one");
+    assert_same_table(&primary, &r1, "shop.items");
+    assert!(
+        !s1.log_text().contains("connected to master"),
+        "a seeded slave does not need the master"
+    );
+
+    // The stream holds every source transaction once, in order.
+    let records = stream_records(&url);
+    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
+}
+
+#[test]
+fn a_master_killed_while_publishing_publishes_each_transaction_once() {
+    let nats = Nats::start();
+    let url = nats.url("once");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = master_on(&url, &primary, data.path(), &listen, &[]);
+    let _slave = slave_on(&url, &listen, &replica, "s");
+    let n = 3000;
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let w = writer(primary.port, n, done.clone(), written.clone());
+    let mut kills = 0;
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(300 + (kills % 5) * 97));
+        master.kill9();
+        kills += 1;
+        master = master_on(&url, &primary, data.path(), &listen, &[]);
+    }
+    w.join().unwrap();
+    assert!(kills >= 3, "the master was killed {kills} times");
+    wait_caught_up(&primary, &replica, "s");
+    assert_each_row_once(&replica, n);
+    let records = stream_records(&url);
+    let positions: BTreeSet<String> = records.iter().map(|r| r.1.to_string()).collect();
+    assert_eq!(
+        positions.len(),
+        records.len(),
+        "a record was published twice"
+    );
+    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
+    // One record per INSERT (plus the table's DDL before the log started).
+    assert_eq!(records.len() as u64, n);
+}
+
+#[test]
+fn a_transaction_larger_than_the_max_payload_arrives_whole() {
+    let nats = Nats::start_with_max_payload(Some(256 * 1024));
+    let url = nats.url("big");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE big; CREATE TABLE big.t (id INT PRIMARY KEY, pad VARCHAR(200))");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    // Parts of 2 MiB, each cut into messages of at most 256 KiB.
+    let _master = master_on(&url, &primary, data.path(), &listen, &["--part-kb", "2048"]);
+    let _slave = slave_on(&url, &listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
+    let rows = 40_000;
+    primary.sql(&format!(
+        "INSERT INTO big.t SELECT seq, REPEAT(CHAR(65 + seq % 26), 200) FROM big.seq_1_to_{rows}"
+    ));
+    let mut seen = BTreeSet::new();
+    let whole = wait_until(CONVERGE, || {
+        let n: u64 = replica
+            .try_sql("SELECT COUNT(*) FROM big.t")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        seen.insert(n);
+        n == rows
+    });
+    assert!(whole, "the large transaction did not arrive");
+    assert!(
+        seen.iter().all(|n| *n == 0 || *n == rows),
+        "part of it was visible: {seen:?}"
+    );
+    wait_caught_up(&primary, &replica, "s");
+    assert_same_table(&primary, &replica, "big.t");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_, last, _) = rt.block_on(async {
+        let log = NatsLog::open(&NatsUrl::parse(&url).unwrap(), None)
+            .await
+            .unwrap();
+        log.state().await.unwrap()
+    });
+    let records = stream_records(&url);
+    assert!(
+        last as usize > records.len() + 10,
+        "records were cut into messages: {last} messages for {} records",
+        records.len()
+    );
+}
+
+#[test]
+fn status_shows_stream_sequences_and_a_purged_slave_is_told_to_resnapshot() {
+    let nats = Nats::start();
+    let url = nats.url("ops");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    // A 1 MiB stream: retention removes old messages quickly.
+    let _master = master_on(&url, &primary, data.path(), &listen, &["--retain-mb", "1"]);
+    let mut slave = slave_on(&url, &listen, &replica, "ops1");
+    primary.sql("INSERT INTO t.log VALUES (1, 'a')");
+    wait_caught_up(&primary, &replica, "ops1");
+    let status = |_: ()| {
+        let out = run_rowcast(
+            &["status", "--master", &listen, "--json"],
+            Duration::from_secs(30),
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ok = wait_until(CONVERGE, || {
+        let s = status(());
+        s["slaves"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "ops1"))
+            .is_some_and(|x| {
+                x["applied_seq"].as_u64() == s["log_last_seq"].as_u64()
+                    && x["lag_transactions"] == 0
+            })
+    });
+    assert!(ok, "status: {}", status(()));
+    slave.stop();
+    let mut sql = String::new();
+    for i in 2..=3000 {
+        sql.push_str(&format!(
+            "INSERT INTO t.log VALUES ({i}, REPEAT('p', 300));"
+        ));
+        if i % 200 == 0 {
+            primary.sql(&std::mem::take(&mut sql));
+        }
+    }
+    primary.sql(&sql);
+    let lagging = wait_until(CONVERGE, || {
+        let s = status(());
+        s["slaves"][0]["lag_transactions"].as_u64().unwrap_or(0) > 1000
+    });
+    assert!(lagging, "status: {}", status(()));
+    let out = run_rowcast(
+        &[
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &replica.url(),
+            "--name",
+            "ops1",
+            "--log",
+            &url,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--resnapshot"), "{err}");
+    let _slave = Rowcast::spawn(&[
+        "slave",
+        "--master",
+        &listen,
+        "--target",
+        &replica.url(),
+        "--name",
+        "ops1",
+        "--log",
+        &url,
+        "--resnapshot",
+    ]);
+    wait_caught_up(&primary, &replica, "ops1");
+    assert_same_table(&primary, &replica, "t.log");
+}
