@@ -37,12 +37,18 @@ ensure_deps() {
 
 MARIADBD="$(command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd)"
 
-# A port nothing listens on (bash's /dev/tcp: no extra tools needed).
+# A port nothing listens on (bash's /dev/tcp: no extra tools needed) and
+# not handed out before by this script: several are taken before anything
+# binds them. ($$ is the script's PID, also inside $(...).)
 free_port() {
-  local p
+  local p used="/tmp/rowcast-ports.$$"
   while :; do
     p=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    grep -qx "$p" "$used" 2>/dev/null && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+    echo "$p" >>"$used"
+    echo "$p"
+    return
   done
 }
 
