@@ -185,23 +185,23 @@ fn read_frames(
 }
 
 /// Target `change`: bytes as a `Transaction` and as a change-log record
-/// payload (`(seq, Transaction)`, whose `(seq, position, timestamp)` head
-/// the log reader decodes alone).
+/// payload (`(seq, Transaction)`, whose `(seq, position, timestamp, part,
+/// more)` head the log reader decodes alone).
 pub fn change(data: &[u8]) -> usize {
     let mut decoded = 0;
     if let Ok(txn) = codec::decode::<Transaction>(data) {
         round_trips(&txn);
         decoded += 1;
     }
-    let head = codec::decode_prefix::<(u64, SourcePosition, u32)>(data);
+    let head = codec::decode_prefix::<(u64, SourcePosition, u32, u32, bool)>(data);
     let full = codec::decode::<(u64, Transaction)>(data);
     if let Ok((seq, txn)) = &full {
-        let (s, position, timestamp) = head
+        let (s, position, timestamp, part, more) = head
             .as_ref()
             .expect("a record that decodes must have a head that decodes");
         assert_eq!(
-            (s, position, timestamp),
-            (seq, &txn.position, &txn.timestamp)
+            (s, position, timestamp, part, more),
+            (seq, &txn.position, &txn.timestamp, &txn.part, &txn.more)
         );
         round_trips(&(*seq, txn.clone()));
         decoded += 1;
@@ -218,11 +218,13 @@ pub fn change(data: &[u8]) -> usize {
         }
     }
     // What the log reader hands on once the head decoded (its CRC checked).
-    if let Ok((seq, position, timestamp)) = head {
+    if let Ok((seq, position, timestamp, part, more)) = head {
         let record = RawRecord {
             seq,
             position,
             timestamp,
+            part,
+            more,
             payload: data.to_vec(),
         };
         assert_eq!(record.decode().is_ok(), full.is_ok());

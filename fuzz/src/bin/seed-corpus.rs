@@ -176,6 +176,8 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
     let txn = |gtid, tables, changes| Transaction {
         position: position(gtid),
         timestamp: 1_700_000_000,
+        part: 0,
+        more: false,
         tables,
         changes,
     };
