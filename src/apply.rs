@@ -120,6 +120,13 @@ pub struct Applier {
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
     match e {
+        // Another session held a lock (a reader on the replica, say):
+        // worth another try, not a reason to stop.
+        mysql_async::Error::Server(s)
+            if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT =>
+        {
+            ApplyError::Lost(format!("{} (error {}); retrying", s.message, s.code))
+        }
         mysql_async::Error::Server(s) => ApplyError::Sql {
             position: position.to_string(),
             reason: format!("{} (error {})", s.message, s.code),
@@ -360,7 +367,7 @@ impl Applier {
                     Ok(())
                 }
                 Ok(false) => {
-                    tracing::debug!(transactions = txns.len(), "the replica did not match the batch's net effect; applying it statement by statement");
+                    tracing::debug!(transactions = txns.len(), "the batch could not be applied as its net effect (a replica table with triggers, history or other columns, or rows not as expected); applying it statement by statement");
                     // Something on the replica was not as the batch
                     // expects: the exact path finds and names it.
                     let _ = self.conn.query_drop("ROLLBACK").await;
@@ -444,9 +451,16 @@ impl Applier {
         net: &[NetTable],
         pos: &SourcePosition,
     ) -> Result<bool, ApplyError> {
-        let mut params = Vec::new();
+        let mut plans = Vec::with_capacity(net.len());
         for table in net {
             let plan = self.plan(&table.schema, pos).await?;
+            if !plan.net_ok {
+                return Ok(false);
+            }
+            plans.push(plan);
+        }
+        let mut params = Vec::new();
+        for (table, plan) in net.iter().zip(plans) {
             for chunk in table.deletes.chunks(plan.keys_per_delete()) {
                 params.clear();
                 for row in chunk {
@@ -850,7 +864,9 @@ impl Applier {
             .into_iter()
             .map(|n| String::from_utf8_lossy(&n).into_owned())
             .collect();
-        let plan = Arc::new(TablePlan::new(schema.clone(), &generated));
+        let mut plan = TablePlan::new(schema.clone(), &generated);
+        plan.net_ok = self.net_effect_safe(schema, pos).await?;
+        let plan = Arc::new(plan);
         self.plans.insert(key, plan.clone());
         Ok(plan)
     }
@@ -915,6 +931,46 @@ impl Applier {
 
     /// A `rowcast checksum` chunk row: checksum the same chunk here, in
     /// this transaction, at this exact position.
+    /// Whether rows of this table may be applied as a net effect (delete
+    /// and re-insert): only when the replica's table is a plain copy of
+    /// the source's — no triggers (they would see DELETE+INSERT instead of
+    /// UPDATE), not system-versioned (its history would differ), the same
+    /// columns (replica-only defaults would be reset) and primary key.
+    async fn net_effect_safe(
+        &mut self,
+        schema: &TableSchema,
+        pos: &SourcePosition,
+    ) -> Result<bool, ApplyError> {
+        let (db, t) = (&schema.database, &schema.name);
+        type Facts = (u64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+        let facts: Option<Facts> = self
+            .conn
+            .exec_first(
+                "SELECT \
+                   (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?), \
+                   (SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
+                   (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR '\\n') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
+                   (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY')",
+                (db, t, db, t, db, t, db, t),
+            )
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        let Some((triggers, kind, columns, key)) = facts else {
+            return Ok(false);
+        };
+        let names = |idx: &mut dyn Iterator<Item = usize>| -> Vec<u8> {
+            idx.map(|i| schema.columns[i].name.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+                .join(&b'\n')
+        };
+        let source_columns = names(&mut (0..schema.columns.len()));
+        let source_key = names(&mut schema.primary_key.iter().map(|&i| i as usize));
+        Ok(triggers == 0
+            && kind.as_deref() == Some("BASE TABLE")
+            && columns.as_deref() == Some(&source_columns[..])
+            && key.as_deref() == Some(&source_key[..]))
+    }
+
     async fn check_chunk(
         &mut self,
         schema: &TableSchema,

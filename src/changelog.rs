@@ -835,6 +835,14 @@ impl LogReader {
                 None => end.last_seq > 0,
             };
             if !available {
+                // What the buffer read past the published end may be
+                // parts the writer cuts off again (an abandoned
+                // transaction): drop it, re-read from the file later.
+                if let Some(f) = self.file.as_mut() {
+                    let path = segment_path(&self.dir, self.segment.unwrap_or(0));
+                    f.seek(SeekFrom::Start(self.offset))
+                        .map_err(io_err(&path))?;
+                }
                 if end_rx.changed().await.is_err() {
                     return Ok(None);
                 }

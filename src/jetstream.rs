@@ -9,12 +9,15 @@
 //! chunk 0 again drops what it was assembling, so a record republished
 //! after a crash is read once.
 //!
-//! **Exactly once into the stream.** Every message has a `Nats-Msg-Id`
-//! derived from the source position, part and chunk, so a republish within
-//! the stream's duplicate window is dropped by the server; and a master
-//! that restarts reads the stream's tail and publishes only records after
-//! the last one whose chunks are all there, resuming the binlog after the
-//! last whole transaction.
+//! **Exactly once into the stream.** The publisher never sends a message
+//! the stream already holds: at start, and after any failed publish, it
+//! reads the stream's tail ([`Tail`]) and continues exactly after the last
+//! stored message (a record, or a chunk of one). Every message carries
+//! `Nats-Expected-Last-Sequence`, so when one fails none after it can be
+//! stored out of order. The part and chunk sizes are pinned per stream (in
+//! its metadata), so a transaction read again from the binlog is cut at
+//! the same places. A `Nats-Msg-Id` from position, part and chunk guards
+//! against a second master publishing the same records.
 //!
 //! **Exactly once into a replica.** The slave's checkpoint stores the
 //! stream sequence of the last message of the last applied transaction, in
@@ -60,6 +63,17 @@ pub enum NatsError {
         stream: String,
         seq: u64,
         reason: String,
+    },
+    #[error(
+        "the slave's checkpoint names message {seq} of stream {stream} at {expected}, but that \
+         message is at {found}: the stream was recreated, or the checkpoint comes from another \
+         log; seed the slave again with `rowcast slave --resnapshot`"
+    )]
+    NotThisStream {
+        stream: String,
+        seq: u64,
+        expected: String,
+        found: String,
     },
     #[error(
         "message {wanted} of stream {stream}, the next this slave needs, is gone (the stream \
@@ -162,7 +176,7 @@ pub struct SlaveProgress {
     pub error: Option<String>,
 }
 
-/// The stream's end as the master found it at start.
+/// The stream's end: where a publisher continues.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tail {
     /// After the last whole source transaction: where the binlog resumes.
@@ -170,6 +184,27 @@ pub struct Tail {
     /// The last record whose chunks are all in the stream: nothing up to
     /// here is published again.
     pub published: Option<SourcePosition>,
+    /// The record after `published` of which only the first chunks are
+    /// stored: `(position, chunks stored, chunk count)`.
+    pub partial: Option<(SourcePosition, u32, u32)>,
+    /// Sequence of the stream's last message (0 when it never had one).
+    pub last_seq: u64,
+}
+
+impl Tail {
+    /// Which chunks of `rec` (cut in `chunks` pieces) still need
+    /// publishing: none when the stream holds it whole.
+    fn chunks_to_send(&self, rec: &EncodedTxn, chunks: u32) -> std::ops::Range<u32> {
+        if let Some(p) = &self.published {
+            if !rec.position.is_after(p) {
+                return 0..0;
+            }
+        }
+        match &self.partial {
+            Some((pos, stored, n)) if *pos == rec.position && *n == chunks => *stored..chunks,
+            _ => 0..chunks,
+        }
+    }
 }
 
 /// Decoded headers of one message.
@@ -204,12 +239,20 @@ fn decode_position(s: &str) -> Option<SourcePosition> {
     codec::decode(&unhex(s)?).ok()
 }
 
-fn headers(rec: &EncodedTxn, chunk: usize, chunks: usize) -> HeaderMap {
+fn headers(rec: &EncodedTxn, chunk: u32, chunks: u32, expected_last: u64) -> HeaderMap {
     let p = &rec.position;
     let mut h = HeaderMap::new();
     h.insert(
         "Nats-Msg-Id",
-        format!("{}:{}:{}:{}:{chunk}", p.epoch, p.file, p.offset, rec.part).as_str(),
+        format!(
+            "{}:{}:{}:{}:{chunk}/{chunks}",
+            p.epoch, p.file, p.offset, rec.part
+        )
+        .as_str(),
+    );
+    h.insert(
+        "Nats-Expected-Last-Sequence",
+        expected_last.to_string().as_str(),
     );
     h.insert("Rowcast-Pos", encode_position(p).as_str());
     h.insert("Rowcast-More", if rec.more { "1" } else { "0" });
@@ -353,18 +396,23 @@ impl NatsLog {
         })
     }
 
-    /// The stream's end, for a master that starts: see [`Tail`].
+    /// The stream's end: see [`Tail`].
     pub async fn tail(&self) -> Result<Tail, NatsError> {
         let (first, last, _) = self.state().await?;
         let s = self.stream().await?;
         let mut tail = Tail {
             resume: None,
             published: None,
+            partial: None,
+            last_seq: last,
         };
         let mut seq = last;
         while seq >= first && seq > 0 {
             let m = self.meta_at(&s, seq).await?;
             let whole_record = m.chunk + 1 == m.chunks;
+            if seq == last && !whole_record {
+                tail.partial = Some((m.position.clone(), m.chunk + 1, m.chunks));
+            }
             if tail.published.is_none() && whole_record {
                 tail.published = Some(m.position.clone());
             }
@@ -377,35 +425,68 @@ impl NatsLog {
         Ok(tail)
     }
 
-    /// Publishes records in order, all chunks in flight at once, and waits
-    /// for the server to have stored every one.
-    pub async fn publish(&self, records: &[EncodedTxn]) -> Result<(), NatsError> {
+    /// Publishes what of `records` the stream does not hold after `tail`,
+    /// in order, all messages in flight at once, each expecting its
+    /// predecessor's sequence; waits until every one is stored and moves
+    /// `tail` to the new end. After an error, read the tail again before
+    /// retrying (the stream may hold some of the messages).
+    pub async fn publish(&self, records: &[EncodedTxn], tail: &mut Tail) -> Result<(), NatsError> {
         let subject = self.url.subject();
         let mut acks = Vec::new();
+        let mut expected = tail.last_seq;
         for rec in records {
             let chunks: Vec<&[u8]> = if rec.bytes.is_empty() {
                 vec![&[][..]]
             } else {
                 rec.bytes.chunks(self.chunk_bytes).collect()
             };
-            for (i, chunk) in chunks.iter().enumerate() {
+            let n = chunks.len() as u32;
+            for i in tail.chunks_to_send(rec, n) {
                 let ack = self
                     .js
                     .publish_with_headers(
                         subject.clone(),
-                        headers(rec, i, chunks.len()),
-                        bytes::Bytes::copy_from_slice(chunk),
+                        headers(rec, i, n, expected),
+                        bytes::Bytes::copy_from_slice(chunks[i as usize]),
                     )
                     .await
                     .map_err(|e| js_err("publishing")(e.to_string()))?;
                 acks.push(ack);
+                expected += 1;
             }
         }
         for ack in acks {
-            ack.await
+            let ack = ack
+                .await
                 .map_err(|e| js_err("publishing (acknowledgement)")(e.to_string()))?;
+            tail.last_seq = ack.sequence;
+        }
+        if let Some(last) = records.last() {
+            tail.partial = None;
+            if tail
+                .published
+                .as_ref()
+                .is_none_or(|p| last.position.is_after(p))
+            {
+                tail.published = Some(last.position.clone());
+            }
+            if let Some(whole) = records.iter().rev().find(|r| !r.more) {
+                if tail
+                    .resume
+                    .as_ref()
+                    .is_none_or(|p| whole.position.is_after(p))
+                {
+                    tail.resume = Some(whole.position.clone());
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The source position of the record message `seq` belongs to.
+    pub async fn position_at(&self, seq: u64) -> Result<SourcePosition, NatsError> {
+        let s = self.stream().await?;
+        Ok(self.meta_at(&s, seq).await?.position)
     }
 
     /// The first sequence whose record comes after `after` (the sequence
@@ -531,6 +612,16 @@ impl NatsLog {
 
     pub async fn set_tip(&self, tip: &SourcePosition) -> Result<(), NatsError> {
         self.put_value("tip", tip).await
+    }
+
+    /// The part and chunk sizes the stream was started with, so that a
+    /// restarted master cuts a transaction it reads again the same way.
+    pub async fn sizes(&self) -> Result<Option<(usize, usize)>, NatsError> {
+        self.get_value("sizes").await
+    }
+
+    pub async fn set_sizes(&self, part_bytes: usize, chunk_bytes: usize) -> Result<(), NatsError> {
+        self.put_value("sizes", &(part_bytes, chunk_bytes)).await
     }
 
     /// `(server_id, epoch)` of the primary the log follows.
@@ -706,15 +797,16 @@ mod tests {
             rows: 1,
             bytes: vec![1, 2, 3],
         };
-        let h = headers(&rec, 1, 4);
+        let h = headers(&rec, 1, 4, 9);
         let m = meta(Some(&h)).unwrap();
         assert_eq!(m.position, rec.position);
         assert!(m.more);
         assert_eq!((m.chunk, m.chunks, m.timestamp), (1, 4, 12));
         assert_eq!(
             h.get("Nats-Msg-Id").unwrap().as_str(),
-            "0:binlog.000002:777:3:1"
+            "0:binlog.000002:777:3:1/4"
         );
+        assert_eq!(h.get("Nats-Expected-Last-Sequence").unwrap().as_str(), "9");
     }
 
     #[test]

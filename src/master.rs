@@ -21,7 +21,7 @@ use crate::codec::CodecError;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
 use crate::gtid_set::GtidSet;
-use crate::jetstream::{NatsError, NatsLog, NatsUrl};
+use crate::jetstream::{NatsError, NatsLog, NatsUrl, Tail};
 use crate::metrics::Metrics;
 use crate::position::SourcePosition;
 use crate::serve::{Listener, ServeLog, ServerState, SnapshotSource};
@@ -274,8 +274,25 @@ async fn run_on_nats(
     if let Some(bytes) = config.nats_chunk_bytes {
         nats = nats.with_chunk_bytes(bytes);
     }
+    // A transaction read again after a restart must be cut into the same
+    // parts and chunks as before: the stream keeps the sizes it began with.
+    let mut config = config.clone();
+    match nats.sizes().await? {
+        Some((part_bytes, chunk_bytes)) => {
+            if part_bytes != config.part_bytes {
+                tracing::warn!(stream = %url, part_bytes, "--part-kb differs from the stream's; keeping the stream's");
+            }
+            config.part_bytes = part_bytes;
+            nats = nats.with_chunk_bytes(chunk_bytes);
+        }
+        None => {
+            nats.set_sizes(config.part_bytes, nats.chunk_bytes())
+                .await?
+        }
+    }
+    let config = &config;
     let nats = Arc::new(nats);
-    let tail = nats.tail().await?;
+    let mut tail = nats.tail().await?;
     let start = match nats.start().await? {
         Some(start) => start,
         None => {
@@ -290,8 +307,11 @@ async fn run_on_nats(
     // A stream emptied by retention has no tail: the recorded tip says
     // where publishing stopped.
     let tip = nats.tip().await?;
-    let resume = tail.resume.clone().or(tip.clone()).unwrap_or(start);
-    let published = tail.published.clone().or(tip);
+    if tail.published.is_none() {
+        tail.published = tip.clone();
+        tail.resume = tip;
+    }
+    let resume = tail.resume.clone().unwrap_or(start);
     let (followed, mut epoch) = match nats.source().await? {
         Some((id, epoch)) => (Some(id), epoch),
         None => (None, 0),
@@ -338,7 +358,7 @@ async fn run_on_nats(
         nats.clone(),
         rx,
         state.clone(),
-        published,
+        tail,
         shutdown.clone(),
     ));
     let reading = BinlogReading {
@@ -365,13 +385,13 @@ async fn run_on_nats(
 }
 
 /// The JetStream publisher: batches what is queued, publishes it (retrying
-/// while NATS is unreachable; message ids make a retry harmless) and skips
-/// records the stream already holds.
+/// while NATS is unreachable, from the stream's tail as it then is) and
+/// skips what the stream already holds.
 async fn publish_loop(
     nats: Arc<NatsLog>,
     mut rx: mpsc::Receiver<ToWriter>,
     state: Arc<ServerState>,
-    mut published: Option<SourcePosition>,
+    mut tail: Tail,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MasterError> {
     const MAX_BATCH: usize = 1024;
@@ -381,7 +401,10 @@ async fn publish_loop(
     while let Some(first) = rx.recv().await {
         for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
             if let ToWriter::Txn(t, p) = item {
-                let fresh = published.as_ref().is_none_or(|p| t.position.is_after(p));
+                let fresh = tail
+                    .published
+                    .as_ref()
+                    .is_none_or(|p| t.position.is_after(p));
                 if fresh {
                     batch.push(t);
                 }
@@ -397,16 +420,21 @@ async fn publish_loop(
         }
         let mut backoff = Duration::from_millis(200);
         loop {
-            match nats.publish(&batch).await {
+            match nats.publish(&batch, &mut tail).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
                     state.metrics.errors.add(1);
-                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying");
+                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying from the stream's tail");
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Some of the batch may be stored: continue after it.
+                    match nats.tail().await {
+                        Ok(t) => tail = t,
+                        Err(e) => tracing::warn!(cause = %e, "cannot read the stream's tail yet"),
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -427,7 +455,6 @@ async fn publish_loop(
                 tip_written = Some(std::time::Instant::now());
             }
         }
-        published = batch.last().map(|t| t.position.clone());
         batch.clear();
         permits.clear();
     }

@@ -396,8 +396,10 @@ async fn nats_session(
             let start = log.first_seq_after(p).await?;
             let (first, last, _) = log.state().await?;
             // The snapshot is older than every message the stream still
-            // holds: some that came after it may have been purged.
-            if start == first && first > 1 && first <= last {
+            // holds (or than the last one published, if retention emptied
+            // it): some that came after it may have been purged.
+            let emptied_after = first > last && log.tip().await?.is_some_and(|tip| tip.is_after(p));
+            if (start == first && first > 1 && first <= last) || emptied_after {
                 return Err(NatsError::Purged {
                     stream: url.stream.clone(),
                     wanted: first - 1,
@@ -409,7 +411,24 @@ async fn nats_session(
             applier.note_seq(start - 1).await?;
             start
         }
-        (seq, _) => seq + 1,
+        (seq, position) => {
+            // The sequence must be this stream's: the message there holds
+            // the checkpoint's transaction.
+            let (first, last, _) = log.state().await?;
+            if let Some(p) = position.as_ref().filter(|_| seq >= first && seq <= last) {
+                let found = log.position_at(seq).await?;
+                if &found != p {
+                    return Err(NatsError::NotThisStream {
+                        stream: url.stream.clone(),
+                        seq,
+                        expected: p.to_string(),
+                        found: found.to_string(),
+                    }
+                    .into());
+                }
+            }
+            seq + 1
+        }
     };
     let mut reader = log.reader(start).await?;
     tracing::info!(stream = %url, from_seq = start, "reading the change log from NATS JetStream");
@@ -450,6 +469,7 @@ async fn nats_session(
         name,
         floor: start.saturating_sub(1),
         source_time: 0,
+        written: None,
     };
     let result = apply_loop(&mut rx, applier, &mut reporter, metrics, false).await;
     reader_task.abort();
@@ -471,6 +491,8 @@ enum Reporter<'a> {
         floor: u64,
         /// Primary time of the last transaction applied.
         source_time: u32,
+        /// When progress was last written (at most every half second).
+        written: Option<std::time::Instant>,
     },
 }
 
@@ -488,12 +510,19 @@ impl Reporter<'_> {
                 name,
                 floor,
                 source_time,
+                written,
             } => {
                 let error = match msg {
                     SlaveMessage::Ack { source_time: t, .. } => {
                         if *t != 0 {
                             *source_time = *t;
                         }
+                        // Acks come per batch; NATS needs no more than a
+                        // fresh one every half second (heartbeats catch up).
+                        if written.is_some_and(|w| w.elapsed() < Duration::from_millis(500)) {
+                            return Ok(());
+                        }
+                        *written = Some(std::time::Instant::now());
                         None
                     }
                     SlaveMessage::Failed { message } => Some(message.clone()),
@@ -507,9 +536,12 @@ impl Reporter<'_> {
                     updated_ms: crate::serve::now_ms(),
                     error,
                 };
-                log.put_progress(name, &progress)
-                    .await
-                    .map_err(SlaveError::from)
+                // Progress is for `rowcast status`; NATS trouble here must
+                // not stop the applying.
+                if let Err(e) = log.put_progress(name, &progress).await {
+                    tracing::warn!(cause = %e, "could not report progress to NATS");
+                }
+                Ok(())
             }
         }
     }

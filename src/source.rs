@@ -423,12 +423,17 @@ pub async fn current_gtid(conn: &mut Conn) -> Option<Gtid> {
 /// A MySQL primary's `@@gtid_executed`, `None` on MariaDB (no such
 /// variable) or when GTIDs are off.
 pub async fn current_gtid_set(conn: &mut Conn) -> Option<GtidSet> {
-    let text: Option<String> = conn
-        .query_first("SELECT @@GLOBAL.gtid_executed")
+    // An empty set on a server with GTIDs on is a real start (a fresh
+    // server); with GTIDs off there is nothing to resume by.
+    let (mode, text): (String, String) = conn
+        .query_first("SELECT @@GLOBAL.gtid_mode, @@GLOBAL.gtid_executed")
         .await
         .ok()
-        .flatten();
-    text?.parse().ok().filter(|s: &GtidSet| !s.is_empty())
+        .flatten()?;
+    if !mode.eq_ignore_ascii_case("ON") {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Where a binlog dump starts: by file and offset, or by GTID after a

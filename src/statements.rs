@@ -26,6 +26,9 @@ pub struct TablePlan {
     row_placeholders: String,
     pub update: String,
     pub delete: String,
+    /// The replica's table may take this table's rows as a net effect
+    /// (see `compact.rs`); set by the applier after looking at it.
+    pub net_ok: bool,
 }
 
 impl TablePlan {
@@ -65,6 +68,7 @@ impl TablePlan {
             row_placeholders,
             update,
             delete,
+            net_ok: false,
         }
     }
 
