@@ -475,22 +475,36 @@ impl Applier {
                     return Ok(false);
                 }
             }
-            let mut rest = &table.inserts[..];
-            while !rest.is_empty() {
-                let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
-                let (chunk, tail) = rest.split_at(n);
-                rest = tail;
-                params.clear();
-                plan.insert_params(chunk, &mut params);
-                let params = Params::Positional(std::mem::take(&mut params));
-                match self.conn.exec_drop(plan.insert_sql(n), params).await {
-                    Ok(()) => {}
-                    Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => return Ok(false),
-                    Err(e) => return Err(sql_error(pos, e)),
-                }
+            match self.insert_rows(&plan, &table.inserts).await {
+                Ok(()) => {}
+                Err((e, _)) if server_code(&e) == Some(ER_DUP_ENTRY) => return Ok(false),
+                Err((e, _)) => return Err(sql_error(pos, e)),
             }
         }
         Ok(true)
+    }
+
+    /// Inserts `rows` in multi-row INSERTs; on error, also the rows of the
+    /// failed statement.
+    async fn insert_rows<'r>(
+        &mut self,
+        plan: &TablePlan,
+        rows: &'r [Row],
+    ) -> Result<(), (mysql_async::Error, &'r [Row])> {
+        let mut rest = rows;
+        let mut params = Vec::new();
+        while !rest.is_empty() {
+            let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            params.clear();
+            plan.insert_params(chunk, &mut params);
+            let params = Params::Positional(std::mem::take(&mut params));
+            if let Err(e) = self.conn.exec_drop(plan.insert_sql(n), params).await {
+                return Err((e, chunk));
+            }
+        }
+        Ok(())
     }
 
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
@@ -876,31 +890,20 @@ impl Applier {
         match change {
             Change::Insert { table, rows } => {
                 let plan = self.plan(&txn.tables[*table as usize], pos).await?;
-                let mut rest = &rows[..];
-                let mut params = Vec::new();
-                while !rest.is_empty() {
-                    let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
-                    let (chunk, tail) = rest.split_at(n);
-                    rest = tail;
-                    params.clear();
-                    plan.insert_params(chunk, &mut params);
-                    let params = Params::Positional(std::mem::take(&mut params));
-                    if let Err(e) = self.conn.exec_drop(plan.insert_sql(n), params).await {
-                        return Err(match server_code(&e) {
-                            Some(ER_DUP_ENTRY) => ApplyError::Conflict {
-                                position: pos.to_string(),
-                                op: "INSERT",
-                                table: plan.table_name(),
-                                key: if n == 1 {
-                                    plan.describe_key(&chunk[0])
-                                } else {
-                                    format!("(one of {n} rows)")
-                                },
-                                reason: e.to_string(),
+                if let Err((e, chunk)) = self.insert_rows(&plan, rows).await {
+                    return Err(match server_code(&e) {
+                        Some(ER_DUP_ENTRY) => ApplyError::Conflict {
+                            position: pos.to_string(),
+                            op: "INSERT",
+                            table: plan.table_name(),
+                            key: match chunk {
+                                [one] => plan.describe_key(one),
+                                _ => format!("(one of {} rows)", chunk.len()),
                             },
-                            _ => sql_error(pos, e),
-                        });
-                    }
+                            reason: e.to_string(),
+                        },
+                        _ => sql_error(pos, e),
+                    });
                 }
                 if verify::is_chunk_table(&plan.schema) {
                     for row in rows {

@@ -115,51 +115,35 @@ pub async fn run(
     }
     drop(conn);
 
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| MasterError::Listen {
-            addr: config.listen.clone(),
-            reason: e.to_string(),
-        })?;
+    let listener = bind(&config).await?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
     let state = Arc::new(ServerState::new(metrics.clone()));
     let resume = log.resume_position().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
     // by GTID until the first transaction from the new primary is logged.
-    let (followed, mut epoch) = log.source();
-    match followed {
-        None => log.set_source(info.server_id, epoch)?,
-        Some(id) if id == info.server_id => {}
-        Some(old) => {
-            epoch += 1;
-            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+    let (followed, epoch) = log.source();
+    let epoch = match next_epoch(followed, epoch, &info, &resume) {
+        Some(epoch) => {
             log.set_source(info.server_id, epoch)?;
+            epoch
         }
-    }
+        None => epoch,
+    };
     // Until the first transaction of a new epoch is logged, the stream is
     // requested by GTID; a MySQL server wants every GTID the log covers.
     let mysql_gtids = match (info.is_mariadb, resume.epoch != epoch) {
         (false, true) => log.executed_gtids()?,
         _ => None,
     };
-    let snapshots = SnapshotSource {
-        source: source.clone(),
-        is_mariadb: info.is_mariadb,
-        filter: Arc::new(config.filter.clone()),
-        token: config.token.clone().map(Arc::new),
-        tls: config.tls.clone(),
+    let server = spawn_server(
+        &config,
+        &info,
         epoch,
-    };
-    let server = tokio::spawn(
-        Listener::new(
-            listener,
-            ServeLog::Local(log.subscribe()),
-            state.clone(),
-            snapshots,
-            shutdown.clone(),
-        )
-        .run(),
+        listener,
+        ServeLog::Local(log.subscribe()),
+        &state,
+        &shutdown,
     );
 
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
@@ -203,6 +187,56 @@ pub async fn run(
         (Ok(()), Some(Err(e))) => Err(e.into()),
         (Ok(()), _) => Ok(()),
     }
+}
+
+/// Which primary is this? A different server than the log followed means
+/// a failover: positions get a new epoch and the stream resumes by GTID
+/// until the first transaction from the new primary is logged. Returns
+/// the epoch to record, or `None` when nothing changes.
+fn next_epoch(
+    followed: Option<u32>,
+    epoch: u32,
+    info: &source::PrimaryInfo,
+    resume: &SourcePosition,
+) -> Option<u32> {
+    match followed {
+        None => Some(epoch),
+        Some(id) if id == info.server_id => None,
+        Some(old) => {
+            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch = epoch + 1, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+            Some(epoch + 1)
+        }
+    }
+}
+
+async fn bind(config: &MasterConfig) -> Result<TcpListener, MasterError> {
+    TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| MasterError::Listen {
+            addr: config.listen.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// The listener for slaves (and `rowcast status`), on its own task.
+fn spawn_server(
+    config: &MasterConfig,
+    info: &source::PrimaryInfo,
+    epoch: u32,
+    listener: TcpListener,
+    log: ServeLog,
+    state: &Arc<ServerState>,
+    shutdown: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let snapshots = SnapshotSource {
+        source: config.source.clone(),
+        is_mariadb: info.is_mariadb,
+        filter: Arc::new(config.filter.clone()),
+        token: config.token.clone().map(Arc::new),
+        tls: config.tls.clone(),
+        epoch,
+    };
+    tokio::spawn(Listener::new(listener, log, state.clone(), snapshots, shutdown.clone()).run())
 }
 
 /// What reading the binlog into the log writer's queue needs.
@@ -312,45 +346,29 @@ async fn run_on_nats(
         tail.resume = tip;
     }
     let resume = tail.resume.clone().unwrap_or(start);
-    let (followed, mut epoch) = match nats.source().await? {
+    let (followed, epoch) = match nats.source().await? {
         Some((id, epoch)) => (Some(id), epoch),
         None => (None, 0),
     };
-    match followed {
-        None => nats.set_source(info.server_id, epoch).await?,
-        Some(id) if id == info.server_id => {}
-        Some(old) => {
-            epoch += 1;
-            tracing::warn!(old_server_id = old, new_server_id = info.server_id, epoch, gtid = ?resume.gtid.as_ref().map(|g| g.to_string()), "the primary changed: following the new one from the last logged GTID");
+    let epoch = match next_epoch(followed, epoch, info, &resume) {
+        Some(epoch) => {
             nats.set_source(info.server_id, epoch).await?;
+            epoch
         }
-    }
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| MasterError::Listen {
-            addr: config.listen.clone(),
-            reason: e.to_string(),
-        })?;
+        None => epoch,
+    };
+    let listener = bind(config).await?;
     tracing::info!(listen = %config.listen, stream = %url, resume = %resume, "serving snapshots; the change log is on NATS JetStream");
     let state = Arc::new(ServerState::new(metrics.clone()));
     *state.log_tip.lock().unwrap() = (tail.resume.clone(), 0);
-    let snapshots = SnapshotSource {
-        source: source.clone(),
-        is_mariadb: info.is_mariadb,
-        filter: Arc::new(config.filter.clone()),
-        token: config.token.clone().map(Arc::new),
-        tls: config.tls.clone(),
+    let server = spawn_server(
+        config,
+        info,
         epoch,
-    };
-    let server = tokio::spawn(
-        Listener::new(
-            listener,
-            ServeLog::Nats(nats.clone()),
-            state.clone(),
-            snapshots,
-            shutdown.clone(),
-        )
-        .run(),
+        listener,
+        ServeLog::Nats(nats.clone()),
+        &state,
+        &shutdown,
     );
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
     let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));

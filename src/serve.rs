@@ -684,6 +684,15 @@ impl Handler {
         result
     }
 
+    /// The primary's binlog end right now, if it can be read.
+    async fn primary_position(&self) -> Option<SourcePosition> {
+        let source = &self.snapshots.source;
+        let mut conn = source.connect().await.ok()?;
+        crate::source::current_position(source, &mut conn)
+            .await
+            .ok()
+    }
+
     async fn last_seq(&self) -> u64 {
         match &self.log {
             ServeLog::Local(log) => log.end().last_seq,
@@ -697,12 +706,7 @@ impl Handler {
             ServeLog::Nats(nats) => return self.nats_status(nats).await,
         };
         let source = &self.snapshots.source;
-        let primary_position = match source.connect().await {
-            Ok(mut conn) => crate::source::current_position(source, &mut conn)
-                .await
-                .ok(),
-            Err(_) => None,
-        };
+        let primary_position = self.primary_position().await;
         let (log_position, log_time) = self.state.log_tip.lock().unwrap().clone();
         let end = log.end();
         let (first_seq, segments, bytes) = log.stats();
@@ -760,12 +764,7 @@ impl Handler {
     /// primary time behind the newest message.
     async fn nats_status(&self, nats: &NatsLog) -> MasterStatus {
         let source = &self.snapshots.source;
-        let primary_position = match source.connect().await {
-            Ok(mut conn) => crate::source::current_position(source, &mut conn)
-                .await
-                .ok(),
-            Err(_) => None,
-        };
+        let primary_position = self.primary_position().await;
         let (log_position, _) = self.state.log_tip.lock().unwrap().clone();
         let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
         let snapshotting = self.state.slaves.lock().unwrap().clone();

@@ -20,22 +20,9 @@ fn master_on(
     listen: &str,
     extra: &[&str],
 ) -> Rowcast {
-    let source = primary.url();
-    let mut args = vec![
-        "master",
-        "--source",
-        &source,
-        "--listen",
-        listen,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--log",
-        nats_url,
-    ];
+    let mut args = vec!["--log", nats_url];
     args.extend_from_slice(extra);
-    let mut m = Rowcast::spawn(&args);
-    m.wait_listening(listen);
-    m
+    Rowcast::master_with(primary, data, listen, &args)
 }
 
 fn slave_on(nats_url: &str, master: &str, target: &MariaDb, name: &str) -> Rowcast {
@@ -74,37 +61,6 @@ fn stream_records(nats_url: &str) -> Vec<(u64, rowcast::position::SourcePosition
             }
         }
     })
-}
-
-/// Writes rows 1..=n into `t.log` (no key: a repeat shows as a duplicate).
-fn writer(
-    port: u16,
-    n: u64,
-    done: Arc<AtomicBool>,
-    written: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut i = 1;
-        while i <= n {
-            let end = (i + 24).min(n);
-            let sql: String = (i..=end)
-                .map(|k| format!("INSERT INTO t.log VALUES ({k}, REPEAT('x', {}));", k % 200))
-                .collect();
-            sql_at(port, &sql).unwrap_or_else(|e| panic!("{e}"));
-            written.store(end, Ordering::SeqCst);
-            i = end + 1;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        done.store(true, Ordering::SeqCst);
-    })
-}
-
-fn assert_each_row_once(replica: &MariaDb, n: u64) {
-    let dupes =
-        replica.sql("SELECT n, COUNT(*) FROM t.log GROUP BY n HAVING COUNT(*) <> 1 LIMIT 5");
-    assert_eq!(dupes, "", "rows applied more than once");
-    let count = replica.sql("SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n) FROM t.log");
-    assert_eq!(count.trim(), format!("{n}\t{n}\t1\t{n}"), "rows lost");
 }
 
 #[test]
@@ -147,7 +103,14 @@ fn slaves_read_the_stream_through_kills_and_without_the_master() {
     let n = 2000;
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
-    let w = writer(primary.port, n, done.clone(), written.clone());
+    let w = log_writer(
+        primary.port,
+        n,
+        25,
+        Duration::from_millis(5),
+        done.clone(),
+        written.clone(),
+    );
     for round in 0..3 {
         wait_until(Duration::from_secs(20), || {
             written.load(Ordering::SeqCst) > (round + 1) * 300
@@ -196,7 +159,14 @@ fn a_master_killed_while_publishing_publishes_each_transaction_once() {
     let n = 3000;
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
-    let w = writer(primary.port, n, done.clone(), written.clone());
+    let w = log_writer(
+        primary.port,
+        n,
+        25,
+        Duration::from_millis(5),
+        done.clone(),
+        written.clone(),
+    );
     let mut kills = 0;
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(300 + (kills % 5) * 97));

@@ -17,19 +17,7 @@ use support::*;
 const ROWS: u64 = 60_000;
 
 fn master_with_small_parts(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
-    let mut m = Rowcast::spawn(&[
-        "master",
-        "--source",
-        &primary.url(),
-        "--listen",
-        listen,
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--part-kb",
-        "64",
-    ]);
-    m.wait_listening(listen);
-    m
+    Rowcast::master_with(primary, data_dir, listen, &["--part-kb", "64"])
 }
 
 /// Polls `cond` quickly (the windows being aimed at are short).

@@ -346,6 +346,29 @@ impl Rowcast {
         );
     }
 
+    /// [`Rowcast::master`] with extra flags.
+    pub fn master_with(
+        primary: &MariaDb,
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> Rowcast {
+        let source = primary.url();
+        let mut args = vec![
+            "master",
+            "--source",
+            &source,
+            "--listen",
+            listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut m = Rowcast::spawn(&args);
+        m.wait_listening(listen);
+        m
+    }
+
     pub fn master_no_wait(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
         Rowcast::spawn(&[
             "master",
@@ -568,4 +591,41 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes rows 1..=n into `t.log (n INT, pad VARCHAR(300))`, one
+/// transaction each, `batch` statements per client call, in a thread;
+/// `written` follows its progress and `done` is set at the end.
+pub fn log_writer(
+    port: u16,
+    n: u64,
+    batch: u64,
+    pause: Duration,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let mut i = 1;
+        while i <= n {
+            let end = (i + batch - 1).min(n);
+            let sql: String = (i..=end)
+                .map(|k| format!("INSERT INTO t.log VALUES ({k}, REPEAT('x', {}));", k % 300))
+                .collect();
+            sql_at(port, &sql).unwrap_or_else(|e| panic!("{e}"));
+            written.store(end, Ordering::SeqCst);
+            i = end + 1;
+            std::thread::sleep(pause);
+        }
+        done.store(true, Ordering::SeqCst);
+    })
+}
+
+/// `t.log` holds each of 1..=n exactly once.
+pub fn assert_each_row_once(replica: &MariaDb, n: u64) {
+    let dupes =
+        replica.sql("SELECT n, COUNT(*) FROM t.log GROUP BY n HAVING COUNT(*) <> 1 LIMIT 5");
+    assert_eq!(dupes, "", "rows applied more than once");
+    let count = replica.sql("SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n) FROM t.log");
+    assert_eq!(count.trim(), format!("{n}\t{n}\t1\t{n}"), "rows lost");
 }
