@@ -191,6 +191,54 @@ fn a_master_killed_while_publishing_publishes_each_transaction_once() {
 }
 
 #[test]
+fn a_nats_restart_under_load_loses_and_repeats_nothing() {
+    let mut nats = Nats::start();
+    let url = nats.url("bounce");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let master = master_on(&url, &primary, data.path(), &listen, &[]);
+    let slave = slave_on(&url, &listen, &replica, "s");
+    let n = 3000;
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let w = log_writer(
+        primary.port,
+        n,
+        25,
+        Duration::from_millis(5),
+        done.clone(),
+        written.clone(),
+    );
+    // Publishes and reads fail while NATS is down; both sides retry from
+    // the stream's tail and the slave's checkpoint.
+    for round in 1..=3 {
+        wait_until(Duration::from_secs(20), || {
+            written.load(Ordering::SeqCst) > round * 600
+        });
+        nats.restart(Duration::from_millis(1500));
+    }
+    w.join().unwrap();
+    wait_caught_up(&primary, &replica, "s");
+    assert_each_row_once(&replica, n);
+    assert!(
+        master.log_text().contains("publishing to NATS failed"),
+        "the master saw the outage:\n{}",
+        master.log_text()
+    );
+    let records = stream_records(&url);
+    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
+    assert_eq!(
+        records.len() as u64,
+        n,
+        "each transaction once in the stream"
+    );
+    drop(slave);
+}
+
+#[test]
 fn a_transaction_larger_than_the_max_payload_arrives_whole() {
     let nats = Nats::start_with_max_payload(Some(256 * 1024));
     let url = nats.url("big");

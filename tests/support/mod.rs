@@ -535,7 +535,8 @@ pub fn assert_same_table(primary: &MariaDb, replica: &MariaDb, table: &str) {
 pub struct Nats {
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    config: PathBuf,
+    dir: TempDir,
 }
 
 impl Nats {
@@ -559,11 +560,27 @@ impl Nats {
             conf.push_str(&format!("max_payload: {n}\n"));
         }
         std::fs::write(&config, conf).unwrap();
+        let child = Nats::spawn(&config, dir.path(), port);
+        Nats {
+            port,
+            child,
+            config,
+            dir,
+        }
+    }
+
+    fn spawn(config: &Path, dir: &Path, port: u16) -> Child {
         let child = Command::new(which("nats-server"))
             .arg("-c")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("nats.log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("nats.log"))
+                    .unwrap(),
+            )
             .spawn()
             .expect("starting nats-server (apt-get install nats-server)");
         let ok = wait_until(Duration::from_secs(30), || {
@@ -572,13 +589,18 @@ impl Nats {
         assert!(
             ok,
             "nats-server did not start: {}",
-            std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("nats.log")).unwrap_or_default()
         );
-        Nats {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// Stops the server for `down`, then starts it again on the same
+    /// port and storage.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = Nats::spawn(&self.config, self.dir.path(), self.port);
     }
 
     pub fn url(&self, stream: &str) -> String {
