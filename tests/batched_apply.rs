@@ -55,17 +55,24 @@ fn setup(primary: &MariaDb) {
     ));
 }
 
-#[test]
-fn a_backlog_applied_as_net_effects_equals_the_primary() {
+/// A primary with the tables, its master, and a replica whose slave `s`
+/// was seeded and then stopped: what the primary writes next is a backlog.
+fn seeded_then_stopped() -> (MariaDb, MariaDb, tempfile::TempDir, String, Rowcast) {
     let primary = MariaDb::primary();
     let replica = MariaDb::replica();
     setup(&primary);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let master = Rowcast::master(&primary, data.path(), &listen);
     let mut slave = Rowcast::slave(&listen, &replica, "s");
     wait_caught_up(&primary, &replica, "s");
     slave.stop();
+    (primary, replica, data, listen, master)
+}
+
+#[test]
+fn a_backlog_applied_as_net_effects_equals_the_primary() {
+    let (primary, replica, _data, listen, _master) = seeded_then_stopped();
     backlog(&primary, 300);
     let mut slave = Rowcast::slave(&listen, &replica, "s");
     wait_caught_up(&primary, &replica, "s");
@@ -95,15 +102,7 @@ fn a_backlog_applied_as_net_effects_equals_the_primary() {
 
 #[test]
 fn a_replica_that_does_not_match_the_batch_stops_at_the_exact_key() {
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    setup(&primary);
-    let data = tempfile::tempdir().unwrap();
-    let listen = listen_addr();
-    let _master = Rowcast::master(&primary, data.path(), &listen);
-    let mut slave = Rowcast::slave(&listen, &replica, "s");
-    wait_caught_up(&primary, &replica, "s");
-    slave.stop();
+    let (primary, replica, _data, listen, _master) = seeded_then_stopped();
     // Someone deletes a row on the replica behind rowcast's back.
     replica.sql("SET sql_log_bin = 0; DELETE FROM b.kv WHERE id = 42");
     let mut inserts = String::new();

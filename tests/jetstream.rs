@@ -63,6 +63,43 @@ fn stream_records(nats_url: &str) -> Vec<(u64, rowcast::position::SourcePosition
     })
 }
 
+/// A primary with the append-only `t.log` the load writes, and a replica.
+fn primary_with_log_table() -> (MariaDb, MariaDb) {
+    let primary = MariaDb::primary();
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    (primary, MariaDb::replica())
+}
+
+type Load = (std::thread::JoinHandle<()>, Arc<AtomicBool>, Arc<AtomicU64>);
+
+/// Writes rows 1..=n into `t.log`, one transaction each, in a thread.
+fn start_load(primary: &MariaDb, n: u64) -> Load {
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let w = log_writer(
+        primary.port,
+        n,
+        25,
+        Duration::from_millis(5),
+        done.clone(),
+        written.clone(),
+    );
+    (w, done, written)
+}
+
+/// The stream holds the n INSERTs of the load once each, in order.
+fn assert_stream_holds_each_once(url: &str, n: u64) {
+    let records = stream_records(url);
+    let positions: BTreeSet<String> = records.iter().map(|r| r.1.to_string()).collect();
+    assert_eq!(
+        positions.len(),
+        records.len(),
+        "a record was published twice"
+    );
+    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
+    assert_eq!(records.len() as u64, n, "one record per INSERT");
+}
+
 #[test]
 fn slaves_read_the_stream_through_kills_and_without_the_master() {
     let nats = Nats::start();
@@ -149,24 +186,13 @@ fn slaves_read_the_stream_through_kills_and_without_the_master() {
 fn a_master_killed_while_publishing_publishes_each_transaction_once() {
     let nats = Nats::start();
     let url = nats.url("once");
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let (primary, replica) = primary_with_log_table();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
     let mut master = master_on(&url, &primary, data.path(), &listen, &[]);
     let _slave = slave_on(&url, &listen, &replica, "s");
     let n = 3000;
-    let done = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let w = log_writer(
-        primary.port,
-        n,
-        25,
-        Duration::from_millis(5),
-        done.clone(),
-        written.clone(),
-    );
+    let (w, done, _) = start_load(&primary, n);
     let mut kills = 0;
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(300 + (kills % 5) * 97));
@@ -178,40 +204,20 @@ fn a_master_killed_while_publishing_publishes_each_transaction_once() {
     assert!(kills >= 3, "the master was killed {kills} times");
     wait_caught_up(&primary, &replica, "s");
     assert_each_row_once(&replica, n);
-    let records = stream_records(&url);
-    let positions: BTreeSet<String> = records.iter().map(|r| r.1.to_string()).collect();
-    assert_eq!(
-        positions.len(),
-        records.len(),
-        "a record was published twice"
-    );
-    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
-    // One record per INSERT (plus the table's DDL before the log started).
-    assert_eq!(records.len() as u64, n);
+    assert_stream_holds_each_once(&url, n);
 }
 
 #[test]
 fn a_nats_restart_under_load_loses_and_repeats_nothing() {
     let mut nats = Nats::start();
     let url = nats.url("bounce");
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let (primary, replica) = primary_with_log_table();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
     let master = master_on(&url, &primary, data.path(), &listen, &[]);
     let slave = slave_on(&url, &listen, &replica, "s");
     let n = 3000;
-    let done = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let w = log_writer(
-        primary.port,
-        n,
-        25,
-        Duration::from_millis(5),
-        done.clone(),
-        written.clone(),
-    );
+    let (w, _, written) = start_load(&primary, n);
     // Publishes and reads fail while NATS is down; both sides retry from
     // the stream's tail and the slave's checkpoint.
     for round in 1..=3 {
@@ -228,13 +234,7 @@ fn a_nats_restart_under_load_loses_and_repeats_nothing() {
         "the master saw the outage:\n{}",
         master.log_text()
     );
-    let records = stream_records(&url);
-    assert!(records.windows(2).all(|w| w[1].1.is_after(&w[0].1)));
-    assert_eq!(
-        records.len() as u64,
-        n,
-        "each transaction once in the stream"
-    );
+    assert_stream_holds_each_once(&url, n);
     drop(slave);
 }
 
@@ -291,9 +291,7 @@ fn a_transaction_larger_than_the_max_payload_arrives_whole() {
 fn status_shows_stream_sequences_and_a_purged_slave_is_told_to_resnapshot() {
     let nats = Nats::start();
     let url = nats.url("ops");
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let (primary, replica) = primary_with_log_table();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
     // A 1 MiB stream: retention removes old messages quickly.
