@@ -448,25 +448,18 @@ impl Handler {
         };
         let span = tracing::info_span!("slave", name = %name, addr = %self.addr);
         let _enter = span.enter();
-        if protocol != wire::PROTOCOL_VERSION {
-            let message = format!(
+        let refusal = match (&self.log, &after) {
+            _ if protocol != wire::PROTOCOL_VERSION => Some(format!(
                 "this master speaks rowcast protocol {}, the slave speaks {}; run the same rowcast version on both",
                 wire::PROTOCOL_VERSION, protocol
-            );
-            tracing::warn!(%message, "refused slave");
-            writer
-                .send(&MasterMessage::Error {
-                    kind: ErrorKind::Incompatible,
-                    message,
-                })
-                .await?;
-            return Ok(());
-        }
-        if let (ServeLog::Nats(nats), Some(_)) = (&self.log, &after) {
-            let message = format!(
+            )),
+            (ServeLog::Nats(nats), Some(_)) => Some(format!(
                 "this master keeps its change log on NATS JetStream: start the slave with --log {}",
                 nats.url()
-            );
+            )),
+            _ => None,
+        };
+        if let Some(message) = refusal {
             tracing::warn!(%message, "refused slave");
             writer
                 .send(&MasterMessage::Error {

@@ -318,6 +318,25 @@ fn status_shows_stream_sequences_and_a_purged_slave_is_told_to_resnapshot() {
     });
     assert!(ok, "status: {}", status(()));
     slave.stop();
+    // Without --log, a seeded slave is told where its log is.
+    let out = run_rowcast(
+        &[
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &replica.url(),
+            "--name",
+            "ops1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("start the slave with --log {url}")),
+        "{err}"
+    );
     let mut sql = String::new();
     for i in 2..=3000 {
         sql.push_str(&format!(
