@@ -102,14 +102,10 @@ pub async fn run(
     }
     let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
     if log.start_position().is_none() {
-        let mut start = source::current_position(source, &mut conn).await?;
-        start.gtid = source::current_gtid(&mut conn).await;
         // A MySQL primary resumes by GTID *set* after a failover: keep
         // the set the log starts from.
-        let gtids = match info.is_mariadb {
-            true => None,
-            false => source::current_gtid_set(&mut conn).await,
-        };
+        let (mut start, gtids) = source::current_position_with_gtid_set(source, &mut conn).await?;
+        start.gtid = source::current_gtid(&mut conn).await;
         tracing::info!(position = %start, gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
         log.initialise_with_gtids(start, gtids)?;
     }

@@ -363,9 +363,11 @@ async fn check_grants(source: &Source, conn: &mut Conn) -> Result<(), SourceErro
     Ok(())
 }
 
+/// `(file, position, Executed_Gtid_Set)`: the last only on MySQL, read in
+/// the same row so the set matches the position exactly.
 async fn current_position_query(
     conn: &mut Conn,
-) -> Result<Option<(String, u64)>, mysql_async::Error> {
+) -> Result<Option<(String, u64, Option<String>)>, mysql_async::Error> {
     // MySQL 8.4 removed SHOW MASTER STATUS in favour of SHOW BINARY LOG STATUS.
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(r) => r,
@@ -377,7 +379,8 @@ async fn current_position_query(
     Ok(row.and_then(|r| {
         let file: Option<String> = r.get(0);
         let pos: Option<u64> = r.get(1);
-        file.zip(pos)
+        let executed: Option<String> = r.get("Executed_Gtid_Set");
+        file.zip(pos).map(|(f, p)| (f, p, executed))
     }))
 }
 
@@ -390,7 +393,7 @@ pub async fn current_position(
         .await
         .map_err(|e| source.classify(e))?
     {
-        Some((file, pos)) => Ok(SourcePosition::new(file, pos)),
+        Some((file, pos, _)) => Ok(SourcePosition::new(file, pos)),
         None => Err(SourceError::Setting {
             endpoint: source.endpoint().into(),
             setting: "log_bin",
@@ -420,20 +423,34 @@ pub async fn current_gtid(conn: &mut Conn) -> Option<Gtid> {
     pos.trim().parse().ok()
 }
 
-/// A MySQL primary's `@@gtid_executed`, `None` on MariaDB (no such
-/// variable) or when GTIDs are off.
-pub async fn current_gtid_set(conn: &mut Conn) -> Option<GtidSet> {
+/// A MySQL primary's current end of binlog with its executed GTID set at
+/// exactly that point (one `SHOW ... STATUS` row), so a failover that
+/// resumes by that set skips nothing and repeats nothing. The set is
+/// `None` on MariaDB (no such column) or with GTIDs off.
+pub async fn current_position_with_gtid_set(
+    source: &Source,
+    conn: &mut Conn,
+) -> Result<(SourcePosition, Option<GtidSet>), SourceError> {
+    let Some((file, pos, executed)) = current_position_query(conn)
+        .await
+        .map_err(|e| source.classify(e))?
+    else {
+        // No binlog: current_position says so, with the fix.
+        return current_position(source, conn).await.map(|p| (p, None));
+    };
+    let position = SourcePosition::new(file, pos);
+    let Some(executed) = executed else {
+        return Ok((position, None));
+    };
     // An empty set on a server with GTIDs on is a real start (a fresh
     // server); with GTIDs off there is nothing to resume by.
-    let (mode, text): (String, String) = conn
-        .query_first("SELECT @@GLOBAL.gtid_mode, @@GLOBAL.gtid_executed")
+    let mode: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_mode")
         .await
         .ok()
-        .flatten()?;
-    if !mode.eq_ignore_ascii_case("ON") {
-        return None;
-    }
-    text.parse().ok()
+        .flatten();
+    let on = mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"));
+    Ok((position, on.then(|| executed.parse().ok()).flatten()))
 }
 
 /// Where a binlog dump starts: by file and offset, or by GTID after a
