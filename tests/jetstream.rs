@@ -26,19 +26,7 @@ fn master_on(
 }
 
 fn slave_on(nats_url: &str, master: &str, target: &MariaDb, name: &str) -> Rowcast {
-    Rowcast::spawn(&[
-        "slave",
-        "--master",
-        master,
-        "--target",
-        &target.url(),
-        "--name",
-        name,
-        "--log",
-        nats_url,
-        "--master-timeout",
-        "5",
-    ])
+    Rowcast::slave_with(master, target, name, &["--log", nats_url])
 }
 
 /// Every record in the stream, in order: (sequence, position, more).
@@ -138,16 +126,7 @@ fn slaves_read_the_stream_through_kills_and_without_the_master() {
     // Under a write load: slave one SIGKILLed and restarted, the master
     // SIGKILLed and restarted.
     let n = 2000;
-    let done = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicU64::new(0));
-    let w = log_writer(
-        primary.port,
-        n,
-        25,
-        Duration::from_millis(5),
-        done.clone(),
-        written.clone(),
-    );
+    let (w, _, written) = start_load(&primary, n);
     for round in 0..3 {
         wait_until(Duration::from_secs(20), || {
             written.load(Ordering::SeqCst) > (round + 1) * 300

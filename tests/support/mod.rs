@@ -382,17 +382,25 @@ impl Rowcast {
     }
 
     pub fn slave(master: &str, target: &MariaDb, name: &str) -> Rowcast {
-        Rowcast::spawn(&[
+        Rowcast::slave_with(master, target, name, &[])
+    }
+
+    /// [`Rowcast::slave`] with extra flags.
+    pub fn slave_with(master: &str, target: &MariaDb, name: &str, extra: &[&str]) -> Rowcast {
+        let url = target.url();
+        let mut args = vec![
             "slave",
             "--master",
             master,
             "--target",
-            &target.url(),
+            &url,
             "--name",
             name,
             "--master-timeout",
             "5",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Rowcast::spawn(&args)
     }
 
     pub fn pid(&self) -> u32 {
