@@ -29,6 +29,7 @@ use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
 use crate::compact::{self, NetTable};
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
+use crate::replay;
 use crate::source::{Source, SourceError};
 use crate::sql;
 use crate::statements::TablePlan;
@@ -44,6 +45,8 @@ const SESSION_SETUP: &str = "SET SESSION time_zone='+00:00', \
     foreign_key_checks=0, NAMES binary";
 
 const ER_DUP_ENTRY: u16 = 1062;
+const ER_KEY_NOT_FOUND: u16 = 1032;
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 /// Errors that prove a repeated DDL statement had already been applied.
@@ -97,6 +100,13 @@ impl ApplyError {
     }
 }
 
+/// What `Applier::replica_table` found out about a replica table.
+#[derive(Debug, Default)]
+struct ReplicaTable {
+    native: bool,
+    net_ok: bool,
+}
+
 /// How far the slave has applied, as stored in `rowcast.checkpoint`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -116,6 +126,9 @@ pub struct Applier {
     /// While the parts of a large transaction are being applied in one
     /// open local transaction: the index of the part expected next.
     open_parts: Option<u32>,
+    /// The FORMAT_DESCRIPTION event this connection's row-event applier
+    /// was given last (see `replay.rs`).
+    replay_format: Option<Vec<u8>>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -132,6 +145,30 @@ fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
             reason: format!("{} (error {})", s.message, s.code),
         },
         other => ApplyError::Lost(other.to_string()),
+    }
+}
+
+/// What the replica's row-event applier's answer means.
+fn replay_error(position: &SourcePosition, plan: &TablePlan, e: mysql_async::Error) -> ApplyError {
+    match server_code(&e) {
+        Some(code @ (ER_KEY_NOT_FOUND | ER_DUP_ENTRY)) => ApplyError::Conflict {
+            position: position.to_string(),
+            op: "row event",
+            table: plan.table_name(),
+            key: "(see the reason)".into(),
+            reason: if code == ER_KEY_NOT_FOUND {
+                format!("the row does not exist on the replica: {e}")
+            } else {
+                e.to_string()
+            },
+        },
+        Some(ER_SPECIFIC_ACCESS_DENIED) => ApplyError::Sql {
+            position: position.to_string(),
+            reason: format!(
+                "{e}. Tables with triggers, foreign keys, system versioning or without a primary key are applied by the replica's own row-event applier (a BINLOG statement): grant rowcast's replica user BINLOG REPLAY (MariaDB; SUPER before 10.5) or SYSTEM_VARIABLES_ADMIN and REPLICATION_APPLIER (MySQL)"
+            ),
+        },
+        _ => sql_error(position, e),
     }
 }
 
@@ -190,6 +227,7 @@ impl Applier {
             plans: HashMap::new(),
             snapshot_views: Vec::new(),
             open_parts: None,
+            replay_format: None,
         })
     }
 
@@ -285,8 +323,8 @@ impl Applier {
                 }
             }
             if exact {
-                for change in &txn.changes {
-                    self.apply_change(txn, change).await?;
+                for (i, change) in txn.changes.iter().enumerate() {
+                    self.apply_change(txn, i, change).await?;
                 }
             }
             if txn.is_commit() {
@@ -406,8 +444,8 @@ impl Applier {
             .await
             .map_err(|e| sql_error(pos, e))?;
         for txn in txns {
-            for change in &txn.changes {
-                self.apply_change(txn, change).await?;
+            for (i, change) in txn.changes.iter().enumerate() {
+                self.apply_change(txn, i, change).await?;
             }
         }
         self.write_checkpoint(seq, last).await?;
@@ -512,7 +550,7 @@ impl Applier {
         let retrying = self.checkpoint.ddl_pending_seq == Some(seq);
         self.mark_ddl_pending(seq, pos).await?;
         let mut in_rows_txn = false;
-        for change in &txn.changes {
+        for (i, change) in txn.changes.iter().enumerate() {
             match change {
                 Change::Ddl(ddl) => {
                     if in_rows_txn {
@@ -533,7 +571,7 @@ impl Applier {
                             .map_err(|e| sql_error(pos, e))?;
                         in_rows_txn = true;
                     }
-                    self.apply_change(txn, other).await?;
+                    self.apply_change(txn, i, other).await?;
                 }
             }
         }
@@ -786,8 +824,9 @@ impl Applier {
             more: false,
             tables: vec![table.clone()],
             changes: Vec::new(),
+            events: None,
         };
-        let result = self.apply_change(&txn, &change).await;
+        let result = self.apply_change(&txn, 0, &change).await;
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
             return result;
@@ -832,6 +871,7 @@ impl Applier {
             more: false,
             tables: Vec::new(),
             changes: Vec::new(),
+            events: None,
         };
         self.conn
             .query_drop("START TRANSACTION")
@@ -879,14 +919,36 @@ impl Applier {
             .map(|n| String::from_utf8_lossy(&n).into_owned())
             .collect();
         let mut plan = TablePlan::new(schema.clone(), &generated);
-        plan.net_ok = self.net_effect_safe(schema, pos).await?;
+        let facts = self.replica_table(schema, pos).await?;
+        plan.net_ok = facts.net_ok;
+        plan.native = facts.native;
         let plan = Arc::new(plan);
         self.plans.insert(key, plan.clone());
         Ok(plan)
     }
 
-    async fn apply_change(&mut self, txn: &Transaction, change: &Change) -> Result<(), ApplyError> {
+    /// Applies change `index` of `txn`: through the server's row-event
+    /// applier when the replica's table needs it (`replay.rs`), otherwise
+    /// as statements.
+    async fn apply_change(
+        &mut self,
+        txn: &Transaction,
+        index: usize,
+        change: &Change,
+    ) -> Result<(), ApplyError> {
         let pos = &txn.position;
+        let table = match change {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. } => *table,
+            Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
+        };
+        let plan = self.plan(&txn.tables[table as usize], pos).await?;
+        // Snapshot rows have no events: they are loaded before the
+        // replica's triggers exist and with foreign key checks off.
+        if plan.native && txn.events.is_some() {
+            return self.replay_change(txn, index, table, &plan).await;
+        }
         match change {
             Change::Insert { table, rows } => {
                 let plan = self.plan(&txn.tables[*table as usize], pos).await?;
@@ -932,34 +994,38 @@ impl Applier {
         Ok(())
     }
 
-    /// A `rowcast checksum` chunk row: checksum the same chunk here, in
-    /// this transaction, at this exact position.
-    /// Whether rows of this table may be applied as a net effect (delete
-    /// and re-insert): only when the replica's table is a plain copy of
-    /// the source's — no triggers (they would see DELETE+INSERT instead of
-    /// UPDATE), not system-versioned (its history would differ), the same
-    /// columns (replica-only defaults would be reset) and primary key.
-    async fn net_effect_safe(
+    /// What the replica's copy of a table allows. The net effect (delete
+    /// and re-insert) only for a plain copy of the source's table: no
+    /// triggers (they would see DELETE+INSERT instead of UPDATE), a base
+    /// table (not system-versioned, whose history would differ), no
+    /// foreign keys (a re-inserted parent is not the same as an updated
+    /// one), the same columns (replica-only defaults would be reset) and
+    /// primary key. The server's row-event applier (`replay.rs`) for
+    /// tables whose rows statements cannot reproduce: with triggers, in a
+    /// foreign key, without a primary key, or not a base table.
+    async fn replica_table(
         &mut self,
         schema: &TableSchema,
         pos: &SourcePosition,
-    ) -> Result<bool, ApplyError> {
+    ) -> Result<ReplicaTable, ApplyError> {
         let (db, t) = (&schema.database, &schema.name);
-        type Facts = (u64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+        type Facts = (u64, u64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
         let facts: Option<Facts> = self
             .conn
             .exec_first(
                 "SELECT \
                    (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?), \
+                   (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                      WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?)), \
                    (SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
                    (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR '\\n') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
                    (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY')",
-                (db, t, db, t, db, t, db, t),
+                (db, t, db, t, db, t, db, t, db, t, db, t),
             )
             .await
             .map_err(|e| sql_error(pos, e))?;
-        let Some((triggers, kind, columns, key)) = facts else {
-            return Ok(false);
+        let Some((triggers, foreign_keys, kind, columns, key)) = facts else {
+            return Ok(ReplicaTable::default());
         };
         let names = |idx: &mut dyn Iterator<Item = usize>| -> Vec<u8> {
             idx.map(|i| schema.columns[i].name.as_bytes().to_vec())
@@ -968,10 +1034,54 @@ impl Applier {
         };
         let source_columns = names(&mut (0..schema.columns.len()));
         let source_key = names(&mut schema.primary_key.iter().map(|&i| i as usize));
-        Ok(triggers == 0
-            && kind.as_deref() == Some("BASE TABLE")
-            && columns.as_deref() == Some(&source_columns[..])
-            && key.as_deref() == Some(&source_key[..]))
+        let exists = kind.is_some();
+        let base = kind.as_deref() == Some("BASE TABLE");
+        let native =
+            exists && (triggers > 0 || foreign_keys > 0 || !base || schema.primary_key.is_empty());
+        Ok(ReplicaTable {
+            native,
+            net_ok: !native
+                && columns.as_deref() == Some(&source_columns[..])
+                && key.as_deref() == Some(&source_key[..]),
+        })
+    }
+
+    /// Applies change `index` (on table slot `table`) of `txn` by handing
+    /// the primary's own events to the replica's row-event applier.
+    async fn replay_change(
+        &mut self,
+        txn: &Transaction,
+        index: usize,
+        table: u32,
+        plan: &TablePlan,
+    ) -> Result<(), ApplyError> {
+        let pos = &txn.position;
+        let events = txn.events.as_ref().expect("checked by the caller");
+        let Some(statements) =
+            replay::change_statements(events, table, index, replay::STATEMENT_BYTES)
+        else {
+            return Err(ApplyError::Sql {
+                position: pos.to_string(),
+                reason: format!(
+                    "the change log has no binlog events for the change on {}, which the replica must apply with its row-event applier (triggers, foreign keys, no primary key or system versioning); this is a rowcast bug, please report it",
+                    plan.table_name()
+                ),
+            });
+        };
+        if self.replay_format.as_deref() != Some(&events.format[..]) {
+            self.conn
+                .query_drop(replay::format_statement(events))
+                .await
+                .map_err(|e| replay_error(pos, plan, e))?;
+            self.replay_format = Some(events.format.clone());
+        }
+        for statement in statements {
+            self.conn
+                .query_drop(statement)
+                .await
+                .map_err(|e| replay_error(pos, plan, e))?;
+        }
+        Ok(())
     }
 
     async fn check_chunk(

@@ -36,6 +36,10 @@ pub struct Transaction {
     /// The tables the row changes refer to, by index.
     pub tables: Vec<TableSchema>,
     pub changes: Vec<Change>,
+    /// The primary's own binlog events behind `changes`, for replica
+    /// tables that must be applied by the server's row-event applier
+    /// (`replay.rs`). `None` for a snapshot chunk or a test's transaction.
+    pub events: Option<RowEvents>,
 }
 
 impl Transaction {
@@ -63,6 +67,27 @@ impl Transaction {
     pub fn is_ddl(&self) -> bool {
         self.changes.iter().any(|c| matches!(c, Change::Ddl(_)))
     }
+}
+
+/// The primary's binlog events behind a transaction's row changes, so the
+/// replica can hand them to its own row-event applier (`BINLOG` statement)
+/// exactly as a native replica's SQL thread would: its triggers do not
+/// fire, its foreign keys cascade, rows are found by their exact bytes and
+/// system-versioned history is kept.
+///
+/// Each event is its 19-byte header and body without the checksum (the
+/// replayer adds it back when `crc32` is set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowEvents {
+    /// The FORMAT_DESCRIPTION event the events were written under, whole.
+    pub format: Vec<u8>,
+    /// The primary wrote CRC32 checksums (`binlog_checksum=CRC32`).
+    pub crc32: bool,
+    /// The TABLE_MAP event of each of the transaction's `tables`.
+    pub table_maps: Vec<Vec<u8>>,
+    /// The ROWS events of each of the transaction's `changes`, in order
+    /// (none for DDL).
+    pub rows: Vec<Vec<Vec<u8>>>,
 }
 
 /// A table as the binlog's TABLE_MAP described it at the time of the change.

@@ -915,6 +915,7 @@ mod tests {
                 sql_mode: None,
                 charset: None,
             })],
+            events: None,
         }
     }
 

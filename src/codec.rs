@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// Version of the encoding of `Transaction` and friends. Stored in every
 /// change-log segment header and exchanged in the wire handshake.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Upper bound on one decoded value; also the largest frame and log record.
 pub const MAX_ENCODED_LEN: usize = 1 << 30;
@@ -131,6 +131,7 @@ mod tests {
                     charset: Some((33, 33, 8)),
                 }),
             ],
+            events: None,
         };
         let bytes = encode(&txn).unwrap();
         assert_eq!(decode::<Transaction>(&bytes).unwrap(), txn);

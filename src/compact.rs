@@ -250,6 +250,7 @@ mod tests {
             more: false,
             tables: vec![schema("t", true), schema("nokey", false)],
             changes,
+            events: None,
         }
     }
 

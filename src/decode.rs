@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use mysql_common::binlog::consts::{BinlogChecksumAlg, BinlogVersion};
 use mysql_common::binlog::events::{
     Event, EventData, OptionalMetaExtractor, QueryEvent, RowsEventData, StatusVarVal, TableMapEvent,
 };
@@ -23,12 +24,14 @@ use mysql_common::constants::ColumnType;
 use mysql_common::value::Value as MyValue;
 
 use crate::change::{
-    Change, ColumnDef, ColumnKind, Ddl, JsonEdit, JsonEditOp, Row, TableSchema, Transaction, Value,
+    Change, ColumnDef, ColumnKind, Ddl, JsonEdit, JsonEditOp, Row, RowEvents, TableSchema,
+    Transaction, Value,
 };
 use crate::position::{Gtid, SourcePosition};
 
 /// MariaDB event types that `mysql_common` reports as unknown.
 const MARIADB_GTID: u8 = 162;
+const FORMAT_DESCRIPTION: u8 = 15;
 /// MariaDB GTID flag: the transaction is a single statement without
 /// BEGIN/COMMIT (DDL, or a non-transactional table).
 const MARIADB_FL_STANDALONE: u8 = 1;
@@ -139,6 +142,11 @@ struct Pending {
     part: u32,
     /// Row event bytes in `changes`.
     bytes: usize,
+    /// The raw TABLE_MAP event of each of `tables`.
+    table_maps: Vec<Vec<u8>>,
+    /// The raw ROWS events, each with the index in `changes` of the change
+    /// it went into.
+    row_events: Vec<(usize, Vec<u8>)>,
 }
 
 impl Pending {
@@ -151,7 +159,26 @@ impl Pending {
             changes: Vec::new(),
             part: 0,
             bytes: 0,
+            table_maps: Vec::new(),
+            row_events: Vec::new(),
         }
+    }
+
+    /// The raw events of the changes taken so far, under `format`; clears
+    /// them for the next part.
+    fn take_events(&mut self, format: &Option<(Vec<u8>, bool)>) -> Option<RowEvents> {
+        let row_events = std::mem::take(&mut self.row_events);
+        let (format, crc32) = format.clone()?;
+        let mut rows = vec![Vec::new(); self.changes.len()];
+        for (i, e) in row_events {
+            rows.get_mut(i)?.push(e);
+        }
+        Some(RowEvents {
+            format,
+            crc32,
+            table_maps: self.table_maps.clone(),
+            rows,
+        })
     }
 }
 
@@ -163,7 +190,11 @@ pub struct Decoder {
     epoch: u32,
     file: String,
     pending: Option<Pending>,
-    table_maps: HashMap<u64, TableMapEvent<'static>>,
+    table_maps: HashMap<u64, (TableMapEvent<'static>, Vec<u8>)>,
+    /// The stream's FORMAT_DESCRIPTION event (whole) and whether its events
+    /// carry CRC32 checksums: the replica's row-event applier needs it
+    /// before the raw events (see `RowEvents`).
+    format: Option<(Vec<u8>, bool)>,
     /// End position of the MySQL TRANSACTION_PAYLOAD event whose inner
     /// (decompressed) events are being fed; they carry `log_pos` 0.
     payload_end: u32,
@@ -183,6 +214,7 @@ impl Decoder {
             file: file.into(),
             pending: None,
             table_maps: HashMap::new(),
+            format: None,
             payload_end: 0,
             part_bytes: DEFAULT_PART_BYTES,
         }
@@ -223,6 +255,17 @@ impl Decoder {
                 let gtid = parse_mariadb_gtid(event.data(), header.server_id());
                 if let Some((gtid, flags)) = gtid {
                     self.begin(Some(gtid), flags & MARIADB_FL_STANDALONE == 0);
+                }
+                return Ok(None);
+            }
+            FORMAT_DESCRIPTION => {
+                let mut whole = Vec::new();
+                if event.write(BinlogVersion::Version4, &mut whole).is_ok() {
+                    let crc32 = matches!(
+                        event.footer().get_checksum_alg(),
+                        Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+                    );
+                    self.format = Some((whole, crc32));
                 }
                 return Ok(None);
             }
@@ -269,7 +312,8 @@ impl Decoder {
             }
             EventData::QueryEvent(q) => self.query(event, &q),
             EventData::TableMapEvent(tme) => {
-                self.table_maps.insert(tme.table_id(), tme.into_owned());
+                self.table_maps
+                    .insert(tme.table_id(), (tme.into_owned(), raw_event(event)));
                 Ok(None)
             }
             EventData::RowsEvent(rows) => {
@@ -295,9 +339,10 @@ impl Decoder {
     }
 
     fn commit(&mut self, event: &Event) -> Option<Transaction> {
-        let pending = self.pending.take()?;
+        let mut pending = self.pending.take()?;
         let mut position = self.position(event);
-        position.gtid = pending.gtid;
+        position.gtid = pending.gtid.clone();
+        let events = pending.take_events(&self.format);
         Some(Transaction {
             position,
             timestamp: event.header().timestamp(),
@@ -305,6 +350,7 @@ impl Decoder {
             more: false,
             tables: pending.tables,
             changes: pending.changes,
+            events,
         })
     }
 
@@ -323,6 +369,7 @@ impl Decoder {
         {
             return None;
         }
+        let events = pending.take_events(&self.format);
         let part = Transaction {
             position: SourcePosition {
                 epoch: self.epoch,
@@ -334,6 +381,7 @@ impl Decoder {
             more: true,
             tables: pending.tables.clone(),
             changes: std::mem::take(&mut pending.changes),
+            events,
         };
         pending.part += 1;
         pending.bytes = 0;
@@ -383,13 +431,13 @@ impl Decoder {
 
     fn rows(&mut self, event: &Event, rows: &RowsEventData<'_>) -> Result<(), DecodeError> {
         let table_id = rows.table_id();
-        let tme = self
-            .table_maps
-            .get(&table_id)
-            .ok_or_else(|| DecodeError::UnknownTable {
-                position: self.position(event).to_string(),
-                table_id,
-            })?;
+        let (tme, raw_map) =
+            self.table_maps
+                .get(&table_id)
+                .ok_or_else(|| DecodeError::UnknownTable {
+                    position: self.position(event).to_string(),
+                    table_id,
+                })?;
         let pending = self
             .pending
             .get_or_insert_with(|| Pending::new(None, false));
@@ -404,6 +452,7 @@ impl Decoder {
                     },
                 })?;
                 pending.tables.push(schema);
+                pending.table_maps.push(raw_map.clone());
                 let slot = (pending.tables.len() - 1) as u32;
                 pending.table_slots.insert(table_id, slot);
                 slot
@@ -445,6 +494,8 @@ impl Decoder {
         };
         // Consecutive events of one kind on one table merge: a big statement
         // is split into ~8 KB events, and the applier batches better whole.
+        let merged_into = pending.changes.len().checked_sub(1);
+        let before = pending.changes.len();
         match (pending.changes.last_mut(), change) {
             (Some(Change::Insert { table, rows }), Change::Insert { table: t, rows: r })
                 if *table == t =>
@@ -463,8 +514,30 @@ impl Decoder {
             }
             (_, change) => pending.changes.push(change),
         }
+        let index = if pending.changes.len() > before {
+            before
+        } else {
+            merged_into.unwrap_or(0)
+        };
+        pending.row_events.push((index, raw_event(event)));
         Ok(())
     }
+}
+
+/// An event's header and body as the server wrote them, without the
+/// checksum (see `RowEvents`).
+fn raw_event(event: &Event) -> Vec<u8> {
+    let h = event.header();
+    let body = event.data();
+    let mut bytes = Vec::with_capacity(19 + body.len());
+    bytes.extend_from_slice(&h.timestamp().to_le_bytes());
+    bytes.push(h.event_type_raw());
+    bytes.extend_from_slice(&h.server_id().to_le_bytes());
+    bytes.extend_from_slice(&((19 + body.len()) as u32).to_le_bytes());
+    bytes.extend_from_slice(&h.log_pos().to_le_bytes());
+    bytes.extend_from_slice(&h.flags_raw().to_le_bytes());
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 /// The server's first (fake) ROTATE event precedes the FORMAT_DESCRIPTION

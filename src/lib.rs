@@ -44,6 +44,7 @@ pub mod master;
 pub mod metrics;
 pub mod migrations;
 pub mod position;
+pub mod replay;
 pub mod serve;
 pub mod show;
 pub mod slave;

@@ -29,6 +29,10 @@ pub struct TablePlan {
     /// The replica's table may take this table's rows as a net effect
     /// (see `compact.rs`); set by the applier after looking at it.
     pub net_ok: bool,
+    /// The replica's table needs the server's own row-event applier
+    /// (triggers, foreign keys, no primary key, system versioning; see
+    /// `replay.rs`); set by the applier after looking at it.
+    pub native: bool,
 }
 
 impl TablePlan {
@@ -69,6 +73,7 @@ impl TablePlan {
             update,
             delete,
             net_ok: false,
+            native: false,
         }
     }
 

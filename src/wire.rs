@@ -200,6 +200,7 @@ mod tests {
             more: false,
             tables: vec![],
             changes: vec![],
+            events: None,
         };
         let record = codec::encode(&(7u64, &txn)).unwrap();
         let mut payload = transaction_frame_tag().to_vec();

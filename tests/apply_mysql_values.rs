@@ -39,6 +39,7 @@ fn txn(offset: u64, gno: u64, change: Change) -> Transaction {
         more: false,
         tables: vec![schema()],
         changes: vec![change],
+        events: None,
     }
 }
 

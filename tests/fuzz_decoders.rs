@@ -85,6 +85,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 charset: None,
             }),
         ],
+        events: None,
     };
     vec![
         codec::encode(&MasterMessage::Transaction(42, txn.clone())).unwrap(),

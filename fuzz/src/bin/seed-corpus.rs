@@ -180,6 +180,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
         more: false,
         tables,
         changes,
+        events: None,
     };
     vec![
         ("empty", txn(None, vec![], vec![])),
