@@ -128,21 +128,32 @@ impl Filter {
     pub fn retain(&self, txn: &mut Transaction) {
         let tables = &txn.tables;
         let position = &txn.position;
-        txn.changes.retain(|c| match c {
-            Change::Insert { table, .. }
-            | Change::Update { table, .. }
-            | Change::Delete { table, .. } => {
-                let t = &tables[*table as usize];
-                self.table_included(&t.database, &t.name)
-            }
-            Change::Ddl(ddl) => {
-                let keep = self.ddl_included(ddl);
-                if !keep {
-                    tracing::info!(%position, sql = %ddl.sql_text(), "statement not replicated (filtered)");
+        let keep: Vec<bool> = txn
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Insert { table, .. }
+                | Change::Update { table, .. }
+                | Change::Delete { table, .. } => {
+                    let t = &tables[*table as usize];
+                    self.table_included(&t.database, &t.name)
                 }
-                keep
-            }
-        });
+                Change::Ddl(ddl) => {
+                    let keep = self.ddl_included(ddl);
+                    if !keep {
+                        tracing::info!(%position, sql = %ddl.sql_text(), "statement not replicated (filtered)");
+                    }
+                    keep
+                }
+            })
+            .collect();
+        let mut flags = keep.iter();
+        txn.changes.retain(|_| *flags.next().unwrap_or(&true));
+        // The raw events stay aligned with the changes they belong to.
+        if let Some(events) = &mut txn.events {
+            let mut flags = keep.iter();
+            events.rows.retain(|_| *flags.next().unwrap_or(&true));
+        }
     }
 
     pub fn ddl_included(&self, ddl: &Ddl) -> bool {
@@ -191,6 +202,47 @@ mod tests {
             Some("mysql"),
             "CREATE TRIGGER x BEFORE INSERT ON t FOR EACH ROW SET @a=1"
         )));
+    }
+
+    #[test]
+    fn filtered_changes_take_their_raw_events_with_them() {
+        use crate::change::{RowEvents, TableSchema};
+        use crate::position::SourcePosition;
+        let table = |db: &str| TableSchema {
+            database: db.into(),
+            name: "t".into(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        };
+        let insert = |table| Change::Insert {
+            table,
+            rows: Vec::new(),
+        };
+        let mut txn = Transaction {
+            position: SourcePosition::new("binlog.000001", 4),
+            timestamp: 0,
+            part: 0,
+            more: false,
+            tables: vec![table("shop"), table("other")],
+            changes: vec![insert(1), insert(0), insert(1), insert(0)],
+            events: Some(RowEvents {
+                format: Vec::new(),
+                crc32: true,
+                table_maps: vec![b"map shop".to_vec(), b"map other".to_vec()],
+                rows: vec![
+                    vec![b"other 1".to_vec()],
+                    vec![b"shop 1".to_vec()],
+                    vec![b"other 2".to_vec()],
+                    vec![b"shop 2".to_vec()],
+                ],
+            }),
+        };
+        Filter::new(&["shop".into()], &[]).unwrap().retain(&mut txn);
+        assert_eq!(txn.changes, vec![insert(0), insert(0)]);
+        assert_eq!(
+            txn.events.unwrap().rows,
+            vec![vec![b"shop 1".to_vec()], vec![b"shop 2".to_vec()]]
+        );
     }
 
     #[test]
