@@ -494,8 +494,6 @@ impl Decoder {
         };
         // Consecutive events of one kind on one table merge: a big statement
         // is split into ~8 KB events, and the applier batches better whole.
-        let merged_into = pending.changes.len().checked_sub(1);
-        let before = pending.changes.len();
         match (pending.changes.last_mut(), change) {
             (Some(Change::Insert { table, rows }), Change::Insert { table: t, rows: r })
                 if *table == t =>
@@ -514,11 +512,8 @@ impl Decoder {
             }
             (_, change) => pending.changes.push(change),
         }
-        let index = if pending.changes.len() > before {
-            before
-        } else {
-            merged_into.unwrap_or(0)
-        };
+        // Merged or pushed, the event belongs to the last change.
+        let index = pending.changes.len() - 1;
         pending.row_events.push((index, raw_event(event)));
         Ok(())
     }
@@ -527,13 +522,18 @@ impl Decoder {
 /// An event's header and body as the server wrote them, without the
 /// checksum (see `RowEvents`).
 fn raw_event(event: &Event) -> Vec<u8> {
+    event_bytes(event, (19 + event.data().len()) as u32)
+}
+
+/// The event's 19-byte header, with `size` as its size field, and body.
+fn event_bytes(event: &Event, size: u32) -> Vec<u8> {
     let h = event.header();
     let body = event.data();
     let mut bytes = Vec::with_capacity(19 + body.len());
     bytes.extend_from_slice(&h.timestamp().to_le_bytes());
     bytes.push(h.event_type_raw());
     bytes.extend_from_slice(&h.server_id().to_le_bytes());
-    bytes.extend_from_slice(&((19 + body.len()) as u32).to_le_bytes());
+    bytes.extend_from_slice(&size.to_le_bytes());
     bytes.extend_from_slice(&h.log_pos().to_le_bytes());
     bytes.extend_from_slice(&h.flags_raw().to_le_bytes());
     bytes.extend_from_slice(body);
@@ -545,19 +545,10 @@ fn raw_event(event: &Event) -> Vec<u8> {
 /// `mysql_common` reads as part of the file name. The CRC is recognised by
 /// recomputing it over the header and the rest of the body.
 fn has_trailing_checksum(event: &Event) -> bool {
-    let h = event.header();
-    let body = event.data();
-    if body.len() < 8 + 4 {
+    if event.data().len() < 8 + 4 {
         return false;
     }
-    let mut bytes = Vec::with_capacity(19 + body.len());
-    bytes.extend_from_slice(&h.timestamp().to_le_bytes());
-    bytes.push(h.event_type_raw());
-    bytes.extend_from_slice(&h.server_id().to_le_bytes());
-    bytes.extend_from_slice(&h.event_size().to_le_bytes());
-    bytes.extend_from_slice(&h.log_pos().to_le_bytes());
-    bytes.extend_from_slice(&h.flags_raw().to_le_bytes());
-    bytes.extend_from_slice(body);
+    let bytes = event_bytes(event, event.header().event_size());
     let (data, crc) = bytes.split_at(bytes.len() - 4);
     crc32fast::hash(data) == u32::from_le_bytes(crc.try_into().unwrap())
 }
