@@ -950,8 +950,7 @@ impl Applier {
             return self.replay_change(txn, index, table, &plan).await;
         }
         match change {
-            Change::Insert { table, rows } => {
-                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
+            Change::Insert { rows, .. } => {
                 if let Err((e, chunk)) = self.insert_rows(&plan, rows).await {
                     return Err(match server_code(&e) {
                         Some(ER_DUP_ENTRY) => ApplyError::Conflict {
@@ -973,16 +972,14 @@ impl Applier {
                     }
                 }
             }
-            Change::Update { table, rows } => {
-                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
+            Change::Update { rows, .. } => {
                 for (before, after) in rows {
                     let (stmt, params) = plan.update_for(before, after);
                     self.exec_one_row(&stmt, params, pos, "UPDATE", &plan, before)
                         .await?;
                 }
             }
-            Change::Delete { table, rows } => {
-                let plan = self.plan(&txn.tables[*table as usize], pos).await?;
+            Change::Delete { rows, .. } => {
                 for row in rows {
                     let params = plan.key_params(row);
                     self.exec_one_row(&plan.delete, params, pos, "DELETE", &plan, row)
