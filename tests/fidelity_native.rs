@@ -183,67 +183,79 @@ fn assert_workload_cascaded(primary: &MariaDb) {
     assert!(audit > 0, "the triggers wrote the audit table");
 }
 
-#[test]
-fn live_rows_on_tables_with_triggers_keys_and_history_match_the_primary() {
+/// A primary, its master (with `master_flags`) and a replica whose slave
+/// `name` was seeded while the primary was empty, so SCHEMA (and `extra`)
+/// reach it through the stream; caught up.
+/// Fields drop in this order: the processes before their servers.
+struct Setup {
+    slave: Rowcast,
+    master: Rowcast,
+    listen: String,
+    data: tempfile::TempDir,
+    replica: MariaDb,
+    primary: MariaDb,
+}
+
+fn setup(name: &str, master_flags: &[&str], extra: &str) -> Setup {
     let primary = MariaDb::primary();
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = Rowcast::master(&primary, data.path(), &listen);
-    let _slave = Rowcast::slave(&listen, &replica, "live");
-    // Seeded while empty: the schema arrives through the stream.
-    wait_caught_up(&primary, &replica, "live");
+    let master = Rowcast::master_with(&primary, data.path(), &listen, master_flags);
+    let slave = Rowcast::slave(&listen, &replica, name);
+    wait_caught_up(&primary, &replica, name);
     primary.sql(SCHEMA);
-    wait_caught_up(&primary, &replica, "live");
-    for start in (1..41).step_by(5) {
-        workload(&primary, start..start + 5);
-        // Caught up after each step: one transaction at a time.
-        wait_caught_up(&primary, &replica, "live");
+    if !extra.is_empty() {
+        primary.sql(extra);
     }
-    assert_workload_cascaded(&primary);
-    assert_replica_equal(&primary, &replica);
+    wait_caught_up(&primary, &replica, name);
+    Setup {
+        primary,
+        replica,
+        data,
+        listen,
+        master,
+        slave,
+    }
+}
+
+#[test]
+fn live_rows_on_tables_with_triggers_keys_and_history_match_the_primary() {
+    let s = setup("live", &[], "");
+    for start in (1..41).step_by(5) {
+        workload(&s.primary, start..start + 5);
+        // Caught up after each step: one transaction at a time.
+        wait_caught_up(&s.primary, &s.replica, "live");
+    }
+    assert_workload_cascaded(&s.primary);
+    assert_replica_equal(&s.primary, &s.replica);
 }
 
 #[test]
 fn a_backlog_on_tables_with_triggers_and_keys_matches_the_primary() {
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    let data = tempfile::tempdir().unwrap();
-    let listen = listen_addr();
-    let _master = Rowcast::master(&primary, data.path(), &listen);
-    let mut slave = Rowcast::slave(&listen, &replica, "batch");
-    // Seeded while empty: the schema arrives through the stream.
-    wait_caught_up(&primary, &replica, "batch");
-    primary.sql(SCHEMA);
     // A plain table in the same transactions: batches mix both kinds.
-    primary.sql("CREATE TABLE app.plain (id INT PRIMARY KEY, v INT)");
-    wait_caught_up(&primary, &replica, "batch");
-    slave.stop();
+    let mut s = setup(
+        "batch",
+        &[],
+        "CREATE TABLE app.plain (id INT PRIMARY KEY, v INT)",
+    );
+    s.slave.stop();
     let mut sql = String::new();
     for i in 1..=60u32 {
         sql.push_str(&format!("INSERT INTO app.plain VALUES ({i}, {i});\n"));
     }
-    primary.sql(&sql);
-    workload(&primary, 1..61);
-    let _slave = Rowcast::slave(&listen, &replica, "batch");
-    wait_caught_up(&primary, &replica, "batch");
-    assert_workload_cascaded(&primary);
-    assert_replica_equal(&primary, &replica);
-    assert_same_table(&primary, &replica, "app.plain");
+    s.primary.sql(&sql);
+    workload(&s.primary, 1..61);
+    s.slave = Rowcast::slave(&s.listen, &s.replica, "batch");
+    wait_caught_up(&s.primary, &s.replica, "batch");
+    assert_workload_cascaded(&s.primary);
+    assert_replica_equal(&s.primary, &s.replica);
+    assert_same_table(&s.primary, &s.replica, "app.plain");
 }
 
 #[test]
 fn large_transactions_in_parts_on_tables_with_triggers_and_keys_match_the_primary() {
-    let primary = MariaDb::primary();
-    let replica = MariaDb::replica();
-    let data = tempfile::tempdir().unwrap();
-    let listen = listen_addr();
-    let mut master = Rowcast::master_with(&primary, data.path(), &listen, &["--part-kb", "1"]);
-    let _slave = Rowcast::slave(&listen, &replica, "parts");
-    // Seeded while empty: the schema arrives through the stream.
-    wait_caught_up(&primary, &replica, "parts");
-    primary.sql(SCHEMA);
-    wait_caught_up(&primary, &replica, "parts");
+    let mut s = setup("parts", &["--part-kb", "1"], "");
     // Whole workloads in single transactions, each far above 1 KiB of rows.
     for start in [1u32, 21] {
         let mut sql = String::from("USE app;\nSTART TRANSACTION;\n");
@@ -251,13 +263,12 @@ fn large_transactions_in_parts_on_tables_with_triggers_and_keys_match_the_primar
             sql.push_str(&round(i));
         }
         sql.push_str("COMMIT;\n");
-        primary.sql(&sql);
+        s.primary.sql(&sql);
     }
-    wait_caught_up(&primary, &replica, "parts");
-    master.stop();
-    let parts = logged_parts(data.path());
+    wait_caught_up(&s.primary, &s.replica, "parts");
+    s.master.stop();
+    let parts = logged_parts(s.data.path());
     assert!(parts > 10, "the transactions travelled in parts: {parts}");
-    assert_workload_cascaded(&primary);
-    assert_replica_equal(&primary, &replica);
+    assert_workload_cascaded(&s.primary);
+    assert_replica_equal(&s.primary, &s.replica);
 }
-
