@@ -55,12 +55,12 @@ free_port() {
 # start_db DIR PORT SERVER_ID [extra mariadbd flags...]: a private server.
 start_db() {
   local dir=$1 port=$2 id=$3; shift 3
-  mkdir -p "$dir"
+  mkdir -p "$dir/tmp"
   mariadb-install-db --no-defaults --user=root --datadir="$dir/data" \
     --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
     || die "mariadb-install-db failed, see $dir/install.log"
   "$MARIADBD" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
-    --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/err.log" --user=root \
+    --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/err.log" --tmpdir="$dir/tmp" --user=root \
     --server-id="$id" --innodb-buffer-pool-size=128M "$@" >/dev/null 2>&1 &
   for _ in $(seq 1 300); do
     mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot -e 'SELECT 1' >/dev/null 2>&1 && return 0

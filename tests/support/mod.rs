@@ -102,6 +102,9 @@ impl MariaDb {
             .status()
             .unwrap();
         assert!(status.success());
+        // A private tmpdir: the shared /tmp is not ours, and a server's internal
+        // temporary tables there were once removed under a running snapshot.
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let server_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut args: Vec<String> = vec![
@@ -111,6 +114,7 @@ impl MariaDb {
             format!("--socket={}", dir.path().join("sock").display()),
             format!("--pid-file={}", dir.path().join("pid").display()),
             format!("--log-error={}", dir.path().join("err.log").display()),
+            format!("--tmpdir={}", dir.path().join("tmp").display()),
             "--user=root".into(),
             format!("--server-id={server_id}"),
             "--innodb-buffer-pool-size=64M".into(),
