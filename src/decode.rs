@@ -1273,4 +1273,31 @@ mod tests {
             .sum();
         assert_eq!(kept, whole);
     }
+
+    #[test]
+    fn a_ddl_carries_its_session_context_and_the_primarys_error() {
+        // As MariaDB 10.11 logs a partial `DROP VIEW` after
+        // `SET time_zone='+05:00', timestamp=1700000000.000042`.
+        let mut vars = vec![0u8];
+        vars.extend(0x0400_0000u32.to_le_bytes());
+        vars.extend([5, 6]);
+        vars.extend(b"+05:00");
+        vars.extend([128, 42, 0, 0]);
+        let body = serialize(
+            &QueryEvent::new(vars, b"app".to_vec())
+                .with_error_code(4092)
+                .with_query(b"drop view v1, v_missing".to_vec()),
+        );
+        let mut d = Decoder::new("binlog.000001");
+        let t = d.feed(&event(2, 500, &body)).unwrap().unwrap();
+        let [Change::Ddl(ddl)] = &t.changes[..] else {
+            panic!("{:?}", t.changes)
+        };
+        assert_eq!(ddl.database.as_deref(), Some("app"));
+        assert_eq!(ddl.error_code, 4092);
+        assert_eq!(ddl.timestamp, Some(1_700_000_000));
+        assert_eq!(ddl.timestamp_micros, Some(42));
+        assert_eq!(ddl.time_zone.as_deref(), Some("+05:00"));
+        assert_eq!(ddl.flags2, Some(0x0400_0000));
+    }
 }
