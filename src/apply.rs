@@ -8,12 +8,18 @@
 //! twice and nothing is skipped.
 //!
 //! DDL commits implicitly and cannot share a transaction with the
-//! checkpoint. The applier first records `ddl_pending_seq` (committed),
-//! then runs the statement, then advances the checkpoint. A crash in
-//! between leaves `ddl_pending_seq` set; the statement is then run again
-//! and an "already exists"/"does not exist" answer is taken as proof that
-//! it had been applied (MariaDB 10.6+ DDL is atomic, so it is all or
-//! nothing).
+//! checkpoint. The applier first records `ddl_pending_seq` (committed)
+//! with a fingerprint of the catalog the statement can change
+//! (`catalog_fingerprint`), then runs the statement, then advances the
+//! checkpoint. A crash in between leaves `ddl_pending_seq` set; the
+//! statement is then run again, and an "already exists"/"does not exist"
+//! answer counts as "applied before the crash" only if that catalog has
+//! changed since the marker (MariaDB 10.6+ DDL is atomic, so it is all or
+//! nothing). Unchanged, the statement fails for real and the slave stops.
+//!
+//! A statement runs in the primary's session context (`ddl_session`) and
+//! must end as it ended there: with the error the primary logged it with,
+//! if any.
 //!
 //! Row changes never guess: an update or delete that matches no row, or an
 //! insert that hits a duplicate key, stops the slave with an error naming
@@ -25,8 +31,10 @@ use mysql_async::{Conn, Params, Value as MyValue};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::catalog_fingerprint;
 use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
 use crate::compact::{self, NetTable};
+use crate::ddl_session::{self, Verdict};
 use crate::migrations;
 use crate::position::{Gtid, SourcePosition};
 use crate::replay;
@@ -49,18 +57,8 @@ const ER_KEY_NOT_FOUND: u16 = 1032;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
-/// Errors that prove a repeated DDL statement had already been applied.
-const DDL_ALREADY_APPLIED: &[u16] = &[
-    1007, // database exists
-    1008, // database doesn't exist
-    1050, // table exists
-    1051, // unknown table
-    1060, // duplicate column
-    1061, // duplicate key name
-    1091, // can't drop: doesn't exist
-    1146, // table doesn't exist
-    4092, // unknown VIEW / sequence
-];
+/// Unknown database.
+const ER_BAD_DB_ERROR: u16 = 1049;
 
 /// Limits of one multi-row INSERT.
 const INSERT_BATCH_ROWS: usize = 200;
@@ -129,6 +127,9 @@ pub struct Applier {
     /// The FORMAT_DESCRIPTION event this connection's row-event applier
     /// was given last (see `replay.rs`).
     replay_format: Option<Vec<u8>>,
+    /// The catalog fingerprint stored with the pending-DDL marker, as it
+    /// was before that statement's first attempt.
+    pending_fingerprint: Option<String>,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -220,6 +221,14 @@ impl Applier {
                 ddl_pending_seq: None,
             },
         };
+        let pending_fingerprint: Option<String> = conn
+            .exec_first(
+                "SELECT ddl_pending_fingerprint FROM rowcast.checkpoint WHERE slave_name = ?",
+                (name,),
+            )
+            .await
+            .map_err(|e| target.classify(e))?
+            .flatten();
         Ok(Applier {
             conn,
             name: name.to_string(),
@@ -228,6 +237,7 @@ impl Applier {
             snapshot_views: Vec::new(),
             open_parts: None,
             replay_format: None,
+            pending_fingerprint,
         })
     }
 
@@ -547,7 +557,13 @@ impl Applier {
 
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         let pos = &txn.position;
-        let retrying = self.checkpoint.ddl_pending_seq == Some(seq);
+        let mut retrying = self.checkpoint.ddl_pending_seq == Some(seq);
+        if !retrying {
+            // Only a first attempt records the catalog: a retry compares
+            // against what it was before the statement ever ran.
+            let fingerprint = self.txn_fingerprint(txn, pos).await?;
+            self.pending_fingerprint = Some(fingerprint);
+        }
         self.mark_ddl_pending(seq, pos).await?;
         let mut in_rows_txn = false;
         for (i, change) in txn.changes.iter().enumerate() {
@@ -560,8 +576,13 @@ impl Applier {
                             .map_err(|e| sql_error(pos, e))?;
                         in_rows_txn = false;
                     }
-                    self.run_ddl(ddl, pos, retrying).await?;
+                    let verdict = self.run_ddl(ddl, pos, retrying).await?;
                     self.plans.clear();
+                    if verdict == Verdict::Done {
+                        // It had not run before the crash, so neither had
+                        // the statements after it.
+                        retrying = false;
+                    }
                 }
                 other => {
                     if !in_rows_txn {
@@ -589,6 +610,28 @@ impl Applier {
         Ok(())
     }
 
+    /// The fingerprint of the catalog `txn`'s statements can change.
+    async fn txn_fingerprint(
+        &mut self,
+        txn: &Transaction,
+        pos: &SourcePosition,
+    ) -> Result<String, ApplyError> {
+        use sha2::Digest;
+        let mut all = Vec::new();
+        for change in &txn.changes {
+            if let Change::Ddl(ddl) = change {
+                let fp = catalog_fingerprint::compute(&mut self.conn, ddl)
+                    .await
+                    .map_err(|e| sql_error(pos, e))?;
+                all.push(fp);
+            }
+        }
+        Ok(match &all[..] {
+            [one] => one.clone(),
+            _ => format!("{:x}", sha2::Sha256::digest(all.join(",").as_bytes())),
+        })
+    }
+
     async fn mark_ddl_pending(&mut self, seq: u64, pos: &SourcePosition) -> Result<(), ApplyError> {
         let cp = &self.checkpoint;
         let (epoch, file, offset, gtid) = match &cp.position {
@@ -603,84 +646,179 @@ impl Applier {
         self.conn
             .exec_drop(
                 "INSERT INTO rowcast.checkpoint \
-                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, ddl_pending_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE ddl_pending_seq = VALUES(ddl_pending_seq)",
-                (&self.name, cp.seq, epoch, file, offset, gtid, seq),
+                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, ddl_pending_seq, ddl_pending_fingerprint) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE ddl_pending_seq = VALUES(ddl_pending_seq), \
+                   ddl_pending_fingerprint = VALUES(ddl_pending_fingerprint)",
+                (&self.name, cp.seq, epoch, file, offset, gtid, seq, &self.pending_fingerprint),
             )
             .await
             .map_err(|e| sql_error(pos, e))?;
         Ok(())
     }
 
+    /// Runs one statement in the primary's session context and judges how
+    /// it ended against how it ended on the primary.
     async fn run_ddl(
         &mut self,
         ddl: &Ddl,
         pos: &SourcePosition,
         retrying: bool,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<Verdict, ApplyError> {
         let ddl_err = |reason: String| ApplyError::Ddl {
             position: pos.to_string(),
             sql: ddl.sql_text().chars().take(300).collect(),
             reason,
         };
-        // The primary logs CREATE DATABASE with the new database as the
-        // session's; it cannot be the default before it exists, and the
-        // statement names it anyway.
-        let creates_database = {
-            let text = ddl.sql_text().to_ascii_uppercase();
-            let mut words = text.split_whitespace();
-            words.next() == Some("CREATE") && matches!(words.next(), Some("DATABASE" | "SCHEMA"))
+        let lost = |e: mysql_async::Error| match server_code(&e) {
+            Some(_) => sql_error(pos, e),
+            None => ApplyError::Lost(e.to_string()),
         };
-        if let Some(db) = ddl.database.as_ref().filter(|_| !creates_database) {
-            if let Err(e) = self
+        let db_absent = self.use_database(ddl, pos).await?;
+        let context = ddl_session::context(ddl).join(", ");
+        if let Err(e) = self.conn.query_drop(format!("SET SESSION {context}")).await {
+            return Err(match server_code(&e) {
+                Some(_) => ddl_err(format!(
+                    "the replica does not accept the primary's session context `SET SESSION {context}`: {e}. \
+                     Give the replica what the primary has (time zone tables loaded with \
+                     mariadb-tzinfo-to-sql, the same collations and locales) and restart the slave"
+                )),
+                None => ApplyError::Lost(e.to_string()),
+            });
+        }
+        let result = self.conn.query_drop(ddl.sql.as_slice()).await;
+        // Restore the apply session whatever happened.
+        self.conn.query_drop(SESSION_SETUP).await.map_err(lost)?;
+        self.conn
+            .query_drop(format!(
+                "SET SESSION {}",
+                ddl_session::restore(ddl).join(", ")
+            ))
+            .await
+            .map_err(lost)?;
+        let (actual, message) = match result {
+            Ok(()) => (0, String::from("success")),
+            Err(e) => match server_code(&e) {
+                Some(code) => (code, format!("error {code}: {e}")),
+                None => return Err(ApplyError::Lost(e.to_string())),
+            },
+        };
+        let check_catalog =
+            retrying && actual != ddl.error_code && ddl_session::may_have_been_applied(actual);
+        let mut catalog_moved = false;
+        if check_catalog {
+            if let Some(before) = self.pending_fingerprint.clone() {
+                let now = catalog_fingerprint::compute(&mut self.conn, ddl)
+                    .await
+                    .map_err(lost)?;
+                catalog_moved = now != before;
+            }
+        }
+        let verdict = ddl_session::verdict(ddl, actual, catalog_moved);
+        let sql = ddl.sql_text();
+        match verdict {
+            Verdict::Done => tracing::info!(position = %pos, sql = %sql, "applied statement"),
+            Verdict::SameError => tracing::info!(
+                position = %pos, sql = %sql, code = actual,
+                "applied statement; it ended with the same error as on the primary"
+            ),
+            Verdict::DroppedListed => tracing::warn!(
+                position = %pos, sql = %sql, primary = ddl.error_code, replica = actual,
+                "applied DROP; some listed objects existed on one side only, none exists on either now"
+            ),
+            Verdict::AppliedBeforeRestart => tracing::warn!(
+                position = %pos, sql = %sql, code = actual,
+                "statement had been applied before the restart (its catalog changed since then); continuing"
+            ),
+            Verdict::Differs => {
+                let expected = match ddl.error_code {
+                    0 => "success".to_string(),
+                    code => format!("error {code}"),
+                };
+                let mut reason = format!(
+                    "on the primary it ended with {expected}, on the replica with {message}"
+                );
+                if let Some(db) = db_absent {
+                    reason.push_str(&format!(
+                        " (its default database `{db}` does not exist on the replica, so it ran without one)"
+                    ));
+                }
+                if check_catalog {
+                    reason.push_str(match self.pending_fingerprint {
+                        Some(_) => ". It was being applied when the slave stopped, and it fails for real: \
+                                   the catalog it changes is as it was before its first attempt, so that \
+                                   attempt had not applied it",
+                        None => ". It was being applied when the slave stopped, and the marker of that \
+                                attempt has no catalog fingerprint (an older rowcast wrote it), so whether \
+                                it was applied cannot be told",
+                    });
+                }
+                reason.push_str(
+                    ". The replica's schema differs from the primary's; the checkpoint was not moved. \
+                     Make the objects the statement names on the replica match the primary's as they were \
+                     before it (or re-seed the slave with --resnapshot), then restart the slave",
+                );
+                return Err(ddl_err(reason));
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// Makes the statement's default database the session's, as a native
+    /// replica does. One the replica lacks (`DROP DATABASE IF EXISTS x`,
+    /// `CREATE OR REPLACE DATABASE x` are logged with `x` as theirs) leaves
+    /// the session without a default database, as does a statement logged
+    /// without one; returns the absent database's name.
+    async fn use_database(
+        &mut self,
+        ddl: &Ddl,
+        pos: &SourcePosition,
+    ) -> Result<Option<String>, ApplyError> {
+        let mut absent = None;
+        if let Some(db) = &ddl.database {
+            match self
                 .conn
                 .query_drop(format!("USE {}", sql::ident(db)))
                 .await
             {
-                return Err(match server_code(&e) {
-                    Some(_) => ddl_err(format!(
-                        "its default database `{db}` does not exist on the replica ({e})"
-                    )),
-                    None => ApplyError::Lost(e.to_string()),
-                });
+                Ok(()) => return Ok(None),
+                Err(e) if server_code(&e) == Some(ER_BAD_DB_ERROR) => {
+                    tracing::info!(position = %pos, database = %db, "the statement's default database does not exist on the replica; running it without one");
+                    absent = Some(db.clone());
+                }
+                Err(e) => {
+                    return Err(match server_code(&e) {
+                        Some(_) => ApplyError::Ddl {
+                            position: pos.to_string(),
+                            sql: ddl.sql_text().chars().take(300).collect(),
+                            reason: format!(
+                                "cannot use its default database `{db}` on the replica: {e}"
+                            ),
+                        },
+                        None => ApplyError::Lost(e.to_string()),
+                    })
+                }
             }
         }
-        let mut context = Vec::new();
-        if let Some(mode) = ddl.sql_mode {
-            context.push(format!("sql_mode={mode}"));
-        }
-        if let Some((client, conn, server)) = ddl.charset {
-            context.push(format!(
-                "character_set_client={client}, collation_connection={conn}, collation_server={server}"
-            ));
-        }
-        if !context.is_empty() {
+        let current: Option<Option<String>> = self
+            .conn
+            .query_first("SELECT DATABASE()")
+            .await
+            .map_err(|e| ApplyError::Lost(e.to_string()))?;
+        if current.flatten().is_some() {
+            // A session cannot leave its default database by a statement;
+            // COM_CHANGE_USER without one can. It resets the session too.
             self.conn
-                .query_drop(format!("SET SESSION {}", context.join(", ")))
+                .change_user(mysql_async::ChangeUserOpts::default().with_db_name(None))
+                .await
+                .map_err(|e| ApplyError::Lost(e.to_string()))?;
+            self.conn
+                .query_drop(SESSION_SETUP)
                 .await
                 .map_err(|e| sql_error(pos, e))?;
+            self.replay_format = None;
         }
-        let result = self.conn.query_drop(ddl.sql.as_slice()).await;
-        // Restore the apply session whatever happened.
-        self.conn
-            .query_drop(SESSION_SETUP)
-            .await
-            .map_err(|e| sql_error(pos, e))?;
-        match result {
-            Ok(()) => {
-                tracing::info!(position = %pos, sql = %ddl.sql_text(), "applied statement");
-                Ok(())
-            }
-            Err(e) => match server_code(&e) {
-                Some(code) if retrying && DDL_ALREADY_APPLIED.contains(&code) => {
-                    tracing::warn!(position = %pos, code, "statement was applied before a restart; continuing");
-                    Ok(())
-                }
-                Some(_) => Err(ddl_err(e.to_string())),
-                None => Err(ApplyError::Lost(e.to_string())),
-            },
-        }
+        Ok(absent)
     }
 
     async fn write_checkpoint(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
@@ -692,7 +830,8 @@ impl Applier {
                  VALUES (?, ?, ?, ?, ?, ?, ?, NOW(6), NULL) \
                  ON DUPLICATE KEY UPDATE log_seq=VALUES(log_seq), source_epoch=VALUES(source_epoch), source_file=VALUES(source_file), \
                    source_offset=VALUES(source_offset), source_gtid=VALUES(source_gtid), \
-                   source_time=VALUES(source_time), applied_at=VALUES(applied_at), ddl_pending_seq=NULL",
+                   source_time=VALUES(source_time), applied_at=VALUES(applied_at), ddl_pending_seq=NULL, \
+                   ddl_pending_fingerprint=NULL",
                 (
                     &self.name,
                     seq,

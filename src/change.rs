@@ -159,9 +159,12 @@ pub enum Change {
 pub type Row = Vec<Value>;
 
 /// A statement the primary logged as text (DDL), with the session context it
-/// ran in: replaying it under another sql_mode or charset could change what
-/// it does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// ran in: replaying it under another sql_mode, time zone or timestamp could
+/// change what it does (an added `DEFAULT CURRENT_TIMESTAMP` column fills
+/// the existing rows with the statement's time). These are the query event's
+/// status variables, which a native replica sets the same way; `None` is
+/// "not logged", and the replica's session is left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ddl {
     /// The session's default database, if any.
     pub database: Option<String>,
@@ -171,6 +174,40 @@ pub struct Ddl {
     pub sql_mode: Option<u64>,
     /// `character_set_client`, `collation_connection`, `collation_server`.
     pub charset: Option<(u16, u16, u16)>,
+    /// The error the statement ended with on the primary (0 for none). A
+    /// statement that failed half way is logged with its error, and the
+    /// replica must end with the same one.
+    #[serde(default)]
+    pub error_code: u16,
+    /// The statement's start time, seconds since the epoch (`SET timestamp`
+    /// on the primary shows here).
+    #[serde(default)]
+    pub timestamp: Option<u32>,
+    /// Microseconds of `timestamp`, when the statement used them.
+    #[serde(default)]
+    pub timestamp_micros: Option<u32>,
+    /// `time_zone` when the statement used it and it was not the server's.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// `Q_FLAGS2`: auto_is_null, foreign_key_checks, unique_checks and
+    /// (MariaDB) sql_if_exists as the server's option bits.
+    #[serde(default)]
+    pub flags2: Option<u32>,
+    /// `auto_increment_increment`, `auto_increment_offset`.
+    #[serde(default)]
+    pub auto_increment: Option<(u16, u16)>,
+    /// `lc_time_names` as the server's locale number.
+    #[serde(default)]
+    pub lc_time_names: Option<u16>,
+    /// `collation_database`.
+    #[serde(default)]
+    pub collation_database: Option<u16>,
+    /// `explicit_defaults_for_timestamp` (MySQL logs it).
+    #[serde(default)]
+    pub explicit_defaults_for_timestamp: Option<bool>,
+    /// `default_collation_for_utf8mb4` (MySQL 8).
+    #[serde(default)]
+    pub default_collation_for_utf8mb4: Option<u16>,
 }
 
 impl Ddl {

@@ -912,8 +912,7 @@ mod tests {
             changes: vec![Change::Ddl(Ddl {
                 database: None,
                 sql: format!("CREATE DATABASE d{offset}").into_bytes(),
-                sql_mode: None,
-                charset: None,
+                ..Default::default()
             })],
             events: None,
         }

@@ -129,6 +129,7 @@ mod tests {
                     sql: b"DROP TABLE t".to_vec(),
                     sql_mode: Some(0),
                     charset: Some((33, 33, 8)),
+                    ..Default::default()
                 }),
             ],
             events: None,

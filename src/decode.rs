@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use mysql_common::binlog::consts::{BinlogChecksumAlg, BinlogVersion};
 use mysql_common::binlog::events::{
-    Event, EventData, OptionalMetaExtractor, QueryEvent, RowsEventData, StatusVarVal, TableMapEvent,
+    Event, EventData, OptionalMetaExtractor, QueryEvent, RowsEventData, TableMapEvent,
 };
 use mysql_common::binlog::jsondiff::JsonDiffOperation;
 use mysql_common::binlog::row::BinlogRow;
@@ -28,6 +28,7 @@ use crate::change::{
     Transaction, Value,
 };
 use crate::position::{Gtid, SourcePosition};
+use crate::status_vars;
 
 /// MariaDB event types that `mysql_common` reports as unknown.
 const MARIADB_GTID: u8 = 162;
@@ -413,7 +414,7 @@ impl Decoder {
                 sql: sql.chars().take(200).collect(),
             }),
             QueryKind::Ddl => {
-                let ddl = ddl_from_query(q);
+                let ddl = ddl_from_query(event, q);
                 let pending = self
                     .pending
                     .get_or_insert_with(|| Pending::new(None, false));
@@ -570,24 +571,17 @@ fn parse_mariadb_gtid(body: &[u8], server: u32) -> Option<(Gtid, u8)> {
     ))
 }
 
-fn ddl_from_query(q: &QueryEvent<'_>) -> Ddl {
+fn ddl_from_query(event: &Event, q: &QueryEvent<'_>) -> Ddl {
     let mut ddl = Ddl {
         database: Some(q.schema().into_owned()).filter(|s| !s.is_empty()),
         sql: q.query_raw().to_vec(),
-        sql_mode: None,
-        charset: None,
+        error_code: q.error_code(),
+        // The header's time is the statement's start (`SET timestamp`
+        // included), which a native replica runs it at.
+        timestamp: Some(event.header().timestamp()),
+        ..Default::default()
     };
-    for var in q.status_vars().iter() {
-        match var.get_value() {
-            Ok(StatusVarVal::SqlMode(mode)) => ddl.sql_mode = Some(mode.0),
-            Ok(StatusVarVal::Charset {
-                charset_client,
-                collation_connection,
-                collation_server,
-            }) => ddl.charset = Some((charset_client, collation_connection, collation_server)),
-            _ => {}
-        }
-    }
+    status_vars::read_into(q.status_vars_raw(), &mut ddl);
     ddl
 }
 
@@ -1278,5 +1272,32 @@ mod tests {
             .map(Vec::len)
             .sum();
         assert_eq!(kept, whole);
+    }
+
+    #[test]
+    fn a_ddl_carries_its_session_context_and_the_primarys_error() {
+        // As MariaDB 10.11 logs a partial `DROP VIEW` after
+        // `SET time_zone='+05:00', timestamp=1700000000.000042`.
+        let mut vars = vec![0u8];
+        vars.extend(0x0400_0000u32.to_le_bytes());
+        vars.extend([5, 6]);
+        vars.extend(b"+05:00");
+        vars.extend([128, 42, 0, 0]);
+        let body = serialize(
+            &QueryEvent::new(vars, b"app".to_vec())
+                .with_error_code(4092)
+                .with_query(b"drop view v1, v_missing".to_vec()),
+        );
+        let mut d = Decoder::new("binlog.000001");
+        let t = d.feed(&event(2, 500, &body)).unwrap().unwrap();
+        let [Change::Ddl(ddl)] = &t.changes[..] else {
+            panic!("{:?}", t.changes)
+        };
+        assert_eq!(ddl.database.as_deref(), Some("app"));
+        assert_eq!(ddl.error_code, 4092);
+        assert_eq!(ddl.timestamp, Some(1_700_000_000));
+        assert_eq!(ddl.timestamp_micros, Some(42));
+        assert_eq!(ddl.time_zone.as_deref(), Some("+05:00"));
+        assert_eq!(ddl.flags2, Some(0x0400_0000));
     }
 }

@@ -183,8 +183,7 @@ mod tests {
         Ddl {
             database: db.map(str::to_string),
             sql: sql.as_bytes().to_vec(),
-            sql_mode: None,
-            charset: None,
+            ..Default::default()
         }
     }
 

@@ -13,7 +13,10 @@
 //!   shared-secret challenge-response.
 //! - [`snapshot`]: the consistent copy that seeds a new slave.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
-//!   its `rowcast` schema.
+//!   its `rowcast` schema; [`ddl_session`] runs a logged statement in the
+//!   primary's session context and judges its outcome;
+//!   [`catalog_fingerprint`] tells a retried DDL applied before a crash
+//!   from one that fails for real.
 //! - [`verify`]: `rowcast checksum`, chunk checksums compared at the same
 //!   source position.
 //! - [`status`], [`show`], [`metrics`]: what operators look at.
@@ -21,13 +24,15 @@
 //!
 //! Shared vocabulary: [`position`] (where in the binlog), [`change`] (the
 //! change format), [`codec`] (the only place that encodes it), [`sql`]
-//! (quoting and parameter values), [`statements`] (the SQL for one table).
+//! (quoting and parameter values), [`statements`] (the SQL for one table),
+//! [`status_vars`] (a query event's session context).
 //!
 //! Errors are `thiserror` enums per module, each able to say whether a
 //! retry can help; only the supervisor loops in `master` and `slave` retry.
 
 pub mod apply;
 pub mod auth;
+pub mod catalog_fingerprint;
 pub mod change;
 pub mod changelog;
 pub mod codec;
@@ -35,6 +40,7 @@ pub mod compact;
 pub mod config;
 pub mod connection;
 pub mod ddl;
+pub mod ddl_session;
 pub mod decode;
 pub mod filter;
 pub mod frame;
@@ -53,6 +59,7 @@ pub mod source;
 pub mod sql;
 pub mod statements;
 pub mod status;
+pub mod status_vars;
 pub mod tls;
 pub mod verify;
 pub mod wire;

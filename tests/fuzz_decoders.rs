@@ -83,6 +83,7 @@ fn seeds() -> Vec<Vec<u8>> {
                 sql: b"DROP TABLE t".to_vec(),
                 sql_mode: Some(7),
                 charset: None,
+                ..Default::default()
             }),
         ],
         events: None,

@@ -269,6 +269,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                     sql: b"ALTER TABLE wide ADD COLUMN z INT".to_vec(),
                     sql_mode: Some(1_436_549_152),
                     charset: Some((33, 33, 8)),
+                    ..Default::default()
                 })],
             ),
         ),
@@ -282,6 +283,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                     sql: vec![0xe9, b' ', b';'],
                     sql_mode: None,
                     charset: None,
+                    ..Default::default()
                 })],
             ),
         ),
