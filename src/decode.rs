@@ -460,6 +460,7 @@ impl Decoder {
             }
         };
         let schema = &pending.tables[slot as usize];
+        let pads = binary_pad_lengths(tme, schema);
         let position = || format!("{}:{}", self.file, event.header().log_pos());
         let mut before_rows = Vec::new();
         let mut after_rows = Vec::new();
@@ -469,10 +470,10 @@ impl Decoder {
                 source,
             })?;
             if let Some(b) = before {
-                before_rows.push(convert_row(schema, b, &position)?);
+                before_rows.push(pad_binary(convert_row(schema, b, &position)?, &pads));
             }
             if let Some(a) = after {
-                after_rows.push(convert_row(schema, a, &position)?);
+                after_rows.push(pad_binary(convert_row(schema, a, &position)?, &pads));
             }
         }
         let change = match rows {
@@ -670,6 +671,45 @@ fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
         columns,
         primary_key,
     })
+}
+
+/// The full width of each fixed-length binary column (`BINARY(n)`, and
+/// MariaDB's UUID and INET6, which the binlog maps as binary STRING(16)).
+/// The binlog strips their trailing 0x00 bytes; the server pads them back on
+/// insert, but in a WHERE clause `x'01'` is not `x'0100'`, and UUID/INET6
+/// refuse a short value outright (the nil UUID arrives empty). Empty when the
+/// table has no such column, so ordinary tables pay nothing.
+fn binary_pad_lengths(tme: &TableMapEvent<'_>, schema: &TableSchema) -> Vec<(usize, usize)> {
+    let mut pads = Vec::new();
+    for (i, col) in schema.columns.iter().enumerate() {
+        if col.kind != ColumnKind::Char || col.collation != BINARY_COLLATION {
+            continue;
+        }
+        if let Some(&[real_type, low]) = tme.get_column_metadata(i) {
+            // MYSQL_TYPE_STRING's metadata folds the length's high bits into
+            // the real-type byte (sql/field.cc, Field_string::save_field_metadata).
+            let high = if real_type & 0x30 != 0x30 {
+                usize::from((real_type & 0x30) ^ 0x30) << 4
+            } else {
+                0
+            };
+            pads.push((i, high | usize::from(low)));
+        }
+    }
+    pads
+}
+
+const BINARY_COLLATION: u16 = 63;
+
+fn pad_binary(mut row: Row, pads: &[(usize, usize)]) -> Row {
+    for &(i, width) in pads {
+        if let Some(Value::Bytes(b)) = row.get_mut(i) {
+            if b.len() < width {
+                b.resize(width, 0);
+            }
+        }
+    }
+    row
 }
 
 fn convert_row(

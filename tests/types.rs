@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "types.nopk",
     "types.composite",
     "types.inv",
+    "types.binkey",
     "we`ird db.tab le ü",
 ];
 
@@ -50,6 +51,7 @@ CREATE TABLE types.gen (id INT PRIMARY KEY, a INT,
 CREATE TABLE types.nopk (a INT, f FLOAT, d DOUBLE, s VARCHAR(10), b BLOB);
 CREATE TABLE types.composite (a VARCHAR(20), b DATETIME(3), c INT, v TEXT, PRIMARY KEY (a, b));
 CREATE TABLE types.inv (id INT PRIMARY KEY, hidden INT INVISIBLE, `select` INT);
+CREATE TABLE types.binkey (k BINARY(4) PRIMARY KEY, u UUID, i6 INET6, b255 BINARY(255), v INT);
 CREATE DATABASE `we``ird db`;
 CREATE TABLE `we``ird db`.`tab le ü` (`sélect` INT PRIMARY KEY, `from` VARCHAR(10), `a``b` INT, `naïve col` TEXT);
 "#;
@@ -97,6 +99,10 @@ INSERT INTO types.nopk VALUES (1, 1.1, 2.2, 'dup', 0x00), (1, 1.1, 2.2, 'dup', 0
 INSERT INTO types.composite VALUES ('k', '2024-01-01 00:00:00.001', 1, 'a'), ('k', '2024-01-01 00:00:00.002', 2, 'b'), ('ü', '2024-01-01 00:00:00', 3, 'c');
 INSERT INTO `we``ird db`.`tab le ü` VALUES (1, 'select', 2, '😀'), (2, NULL, NULL, 'ü');
 INSERT INTO types.inv (id, hidden, `select`) VALUES (1, 10, 100), (2, 20, 200);
+INSERT INTO types.binkey VALUES
+  (0x01000000, '00000000-0000-0000-0000-000000000000', '::', 0x01, 1),
+  (0x02000000, '00000000-0000-0000-0000-000000000001', '::1', REPEAT(0x00, 255), 2),
+  (0x00000000, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '1.2.3.0', NULL, 3);
 "#;
 
 const CHANGES: &str = r#"
@@ -125,6 +131,9 @@ UPDATE types.composite SET v = 'changed', c = 10 WHERE a = 'k' AND b = '2024-01-
 DELETE FROM types.composite WHERE a = 'ü';
 UPDATE types.inv SET hidden = 11 WHERE id = 1;
 DELETE FROM types.inv WHERE id = 2;
+UPDATE types.binkey SET v = 10, u = '01020304-0506-0708-090a-0b0c0d0e0f00' WHERE k = 0x01000000;
+UPDATE types.binkey SET k = 0x03000000 WHERE k = 0x00000000;
+DELETE FROM types.binkey WHERE k = 0x02000000;
 UPDATE `we``ird db`.`tab le ü` SET `from` = 'where', `a``b` = 3 WHERE `sélect` = 1;
 DELETE FROM `we``ird db`.`tab le ü` WHERE `sélect` = 2;
 "#;
@@ -145,6 +154,8 @@ fn every_type_round_trips_exactly() {
     let listen = listen_addr();
     let _master = Rowcast::master(&primary, data.path(), &listen);
     let _slave = Rowcast::slave(&listen, &replica, "types");
+    // Seeded while empty, so every value below arrives by the stream.
+    wait_caught_up(&primary, &replica, "types");
 
     primary.sql(SCHEMA);
     primary.sql(INSERTS);
