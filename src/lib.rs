@@ -4,7 +4,8 @@
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! - [`source`]: connects to the primary, checks its settings, opens the
 //!   binlog stream.
-//! - [`decode`]: binlog events → committed [`change::Transaction`]s.
+//! - [`decode`]: binlog events → committed [`change::Transaction`]s
+//!   ([`row_image`] reads the row images `mysql_common` misreads).
 //! - [`filter`] and [`ddl`]: which databases, tables and statements are
 //!   replicated.
 //! - [`changelog`]: the master's durable, segmented change log.
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod position;
 pub mod replay;
+pub mod row_image;
 pub mod serve;
 pub mod show;
 pub mod slave;
