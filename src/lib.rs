@@ -3,7 +3,7 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! - [`source`]: connects to the primary, checks its settings, opens the
-//!   binlog stream.
+//!   binlog stream; [`continuity`] tells a binlog that was reset under it.
 //! - [`decode`]: binlog events → committed [`change::Transaction`]s
 //!   ([`row_image`] reads the row images `mysql_common` misreads).
 //! - [`filter`] and [`ddl`]: which databases, tables and statements are
@@ -35,6 +35,7 @@ pub mod codec;
 pub mod compact;
 pub mod config;
 pub mod connection;
+pub mod continuity;
 pub mod ddl;
 pub mod decode;
 pub mod filter;
