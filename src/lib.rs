@@ -45,6 +45,7 @@ pub mod jetstream;
 pub mod master;
 pub mod metrics;
 pub mod migrations;
+pub mod packet_size;
 pub mod position;
 pub mod replay;
 pub mod row_image;

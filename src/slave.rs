@@ -627,6 +627,7 @@ async fn apply_loop(
                     }
                 }
                 if let Err(e) = applier.apply_batch(&batch).await {
+                    let e = applier.explain_failure(e, &batch);
                     if !e.is_retryable() {
                         // Tell the master (and so `rowcast status`) why.
                         metrics.errors.add(1);

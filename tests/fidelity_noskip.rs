@@ -259,3 +259,51 @@ fn a_message_missing_from_the_jetstream_stream_stops_the_slave() {
         "the slave applied up to the hole and nothing after it"
     );
 }
+
+#[test]
+fn a_value_bigger_than_the_replicas_packet_limit_stops_the_slave_with_the_setting() {
+    let primary = MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog_format=ROW",
+        "--binlog_row_image=FULL",
+        "--binlog_row_metadata=FULL",
+        "--max-allowed-packet=64M",
+    ]);
+    // One replica with the default 16 MiB limit, one that allows more.
+    let small = MariaDb::replica();
+    let big = MariaDb::start_with(&["--max-allowed-packet=64M"]);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let _fits = Rowcast::slave(&listen, &big, "fits");
+    let mut refused = Rowcast::slave(&listen, &small, "refused");
+    primary.sql("CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY, v LONGBLOB); INSERT INTO b.t VALUES (1, 'small')");
+    wait_caught_up(&primary, &small, "refused");
+    primary.sql("INSERT INTO b.t VALUES (2, REPEAT('z', 20 << 20))");
+
+    // Fits: applied whole.
+    wait_caught_up(&primary, &big, "fits");
+    let digest = "SELECT LENGTH(v), MD5(v) FROM b.t WHERE id = 2";
+    assert_eq!(big.sql(digest), primary.sql(digest));
+
+    // Beyond the limit: one clear stop naming the setting and the value
+    // it needs, not reconnections forever.
+    wait_exit(&mut refused, "the slave whose replica refuses the packet");
+    let log = refused.log_text();
+    let needed: u64 = log
+        .split("SET GLOBAL max_allowed_packet=")
+        .nth(1)
+        .and_then(|rest| rest.split('M').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no setting named:\n{log}"));
+    assert!(needed >= 21, "a 20 MiB value needs at least 21M: {needed}M");
+    assert!(
+        !log.contains("connection problem; reconnecting"),
+        "a refused packet is not retried as a network fault:\n{log}"
+    );
+    assert_eq!(
+        count(&small, "SELECT COUNT(*) FROM b.t"),
+        1,
+        "the big row was not half applied"
+    );
+}
