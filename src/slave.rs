@@ -581,8 +581,11 @@ async fn apply_loop(
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // An item taken from the queue that ended a batch, handled next.
     let mut held: Option<Received> = None;
-    // Within one stream, every transaction follows the one before: a
-    // sequence number that jumps means some never arrived.
+    // Within one master stream, every transaction follows the one
+    // before: a sequence number that jumps means some never arrived. (On
+    // NATS a record's number is its last message's, so records of several
+    // messages jump: the NATS reader checks every message instead.)
+    let numbered = matches!(reporter, Reporter::Master { .. });
     let mut last_seq: Option<u64> = None;
     loop {
         let (item, permit) = match held.take() {
@@ -594,7 +597,7 @@ async fn apply_loop(
         };
         match item? {
             Incoming::Txn(seq, txn) => {
-                if let Some(last) = last_seq.filter(|l| seq != l + 1) {
+                if let Some(last) = last_seq.filter(|l| numbered && seq != l + 1) {
                     let e = SlaveError::SequenceGap { last, found: seq };
                     metrics.errors.add(1);
                     let failed = SlaveMessage::Failed {
@@ -613,7 +616,9 @@ async fn apply_loop(
                 let mut rows = batch[0].1.row_count();
                 while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !alone(&batch[0].1) {
                     match rx.try_recv() {
-                        Ok((Ok(Incoming::Txn(s, t)), p)) if !alone(&t) && s == seq_next(&batch) => {
+                        Ok((Ok(Incoming::Txn(s, t)), p))
+                            if !alone(&t) && (!numbered || s == seq_next(&batch)) =>
+                        {
                             last_seq = Some(s);
                             rows += t.row_count();
                             batch.push((s, t));
