@@ -86,6 +86,13 @@ pub enum ApplyError {
     Sql { position: String, reason: String },
     #[error("lost the connection to the target database: {0}")]
     Lost(String),
+    #[error("the transaction at source position {position} needs packets of {needed} bytes, but the replica accepts at most {limit} (max_allowed_packet); the primary accepted it. Fix: SET GLOBAL max_allowed_packet={setting} on the replica (and max_allowed_packet={setting} in its config), then restart the slave")]
+    PacketTooLarge {
+        position: String,
+        needed: u64,
+        limit: u64,
+        setting: String,
+    },
 }
 
 impl ApplyError {
@@ -115,6 +122,9 @@ pub struct Checkpoint {
 
 pub struct Applier {
     conn: Conn,
+    /// The replica's `max_allowed_packet`, read at connect: a transaction
+    /// needing more is a permanent error (see `packet_size`).
+    max_packet: u64,
     name: String,
     checkpoint: Checkpoint,
     /// Statements per table, valid until the next DDL.
@@ -229,7 +239,12 @@ impl Applier {
             .await
             .map_err(|e| target.classify(e))?
             .flatten();
+        let max_packet: Option<u64> = conn
+            .query_first("SELECT @@GLOBAL.max_allowed_packet")
+            .await
+            .map_err(|e| target.classify(e))?;
         Ok(Applier {
+            max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
             name: name.to_string(),
             checkpoint,
@@ -379,6 +394,35 @@ impl Applier {
     pub async fn abandon_parts(&mut self) {
         if self.open_parts.take().is_some() {
             let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+    }
+
+    /// Makes a failure to apply `batch` permanent when a transaction in it
+    /// needs bigger packets than the replica accepts: the replica then
+    /// drops the connection, which must not be retried as a network fault.
+    pub fn explain_failure(&self, e: ApplyError, batch: &[(u64, Transaction)]) -> ApplyError {
+        let packet_like = match &e {
+            ApplyError::Lost(_) | ApplyError::Target(_) => true,
+            ApplyError::Sql { reason, .. } => {
+                reason.contains("max_allowed_packet") || reason.contains("(error 1153)")
+            }
+            _ => false,
+        };
+        if !packet_like {
+            return e;
+        }
+        let too_big = batch
+            .iter()
+            .map(|(_, t)| (t, crate::packet_size::needed_bytes(t)))
+            .find(|(_, n)| *n > self.max_packet);
+        match too_big {
+            Some((t, needed)) => ApplyError::PacketTooLarge {
+                position: t.position.to_string(),
+                needed,
+                limit: self.max_packet,
+                setting: crate::packet_size::as_setting(needed),
+            },
+            None => e,
         }
     }
 

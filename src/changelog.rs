@@ -60,6 +60,18 @@ pub enum LogError {
         requested: Box<SourcePosition>,
         start: Box<SourcePosition>,
     },
+    #[error(
+        "change log record {expected} is missing: the reader found record {found} next in {path} \
+         (retention removed records while a slave read them, or the log was changed under the \
+         master); nothing was skipped, the stream stopped. Restart the slave: if its position \
+         is purged it must be seeded again with `rowcast slave --resnapshot`; raise \
+         --retain-mb/--retain-hours, and run one slave per --name"
+    )]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("the change log is not initialised with a start position")]
     Uninitialised,
     #[error("part {part} of the transaction at {position} arrived out of order (internal error); restart the master: it re-reads the transaction from the binlog")]
@@ -761,6 +773,18 @@ impl LogHandle {
             Some(s) => LogReader::open_segment(&self.dir, s)?,
             None => LogReader::empty(&self.dir),
         };
+        // Retention may have removed the segment holding `after` while the
+        // segments were searched: the start has moved past it then, and
+        // reading on from a later segment would skip what lay between.
+        // (An open segment stays readable even when it is removed.)
+        if let (Some(p), Some(start)) = (after, &self.start()) {
+            if start.is_after(p) {
+                return Err(LogError::Purged {
+                    requested: Box::new(p.clone()),
+                    start: Box::new(start.clone()),
+                });
+            }
+        }
         reader.end = Some(self.end.clone());
         reader.skip_to_after = after.cloned();
         Ok(reader)
@@ -775,6 +799,8 @@ pub struct LogReader {
     offset: u64,
     end: Option<watch::Receiver<LogEnd>>,
     skip_to_after: Option<SourcePosition>,
+    /// Sequence number of the last record read: the next must follow it.
+    last_seq: Option<u64>,
 }
 
 impl LogReader {
@@ -786,6 +812,7 @@ impl LogReader {
             offset: 0,
             end: None,
             skip_to_after: None,
+            last_seq: None,
         }
     }
 
@@ -800,6 +827,7 @@ impl LogReader {
             offset: SEGMENT_HEADER_LEN,
             end: None,
             skip_to_after: None,
+            last_seq: None,
         })
     }
 
@@ -814,7 +842,17 @@ impl LogReader {
         };
         match read_record(file, &path)? {
             Some(rec) => {
+                if let Some(last) = self.last_seq {
+                    if rec.seq != last + 1 {
+                        return Err(LogError::Gap {
+                            path,
+                            expected: last + 1,
+                            found: rec.seq,
+                        });
+                    }
+                }
                 self.offset += (RECORD_HEADER_LEN + rec.payload.len()) as u64;
+                self.last_seq = Some(rec.seq);
                 Ok(Some(rec))
             }
             None => Ok(None),
@@ -888,9 +926,11 @@ impl LogReader {
                         })?;
                     let end_rx = self.end.take();
                     let skip = self.skip_to_after.take();
+                    let last_seq = self.last_seq;
                     *self = LogReader::open_segment(&self.dir, next)?;
                     self.end = end_rx;
                     self.skip_to_after = skip;
+                    self.last_seq = last_seq;
                 }
             }
         }
@@ -956,6 +996,54 @@ mod tests {
         }
         let older = handle.reader_after(Some(&SourcePosition::new("b.000000", 9)));
         assert!(matches!(older, Err(LogError::Purged { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_reader_stops_at_records_retention_removed_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let batch: Vec<_> = (1..=100).map(|i| txn("b.000001", 100 * i)).collect();
+        log.append(&batch).unwrap();
+        let handle = log.subscribe();
+        let mut r = handle.reader_after(None).unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().seq, 1);
+        // Retention runs as if no slave needed anything before 60 (a
+        // second connection under this slave's name acked further): the
+        // segments after the reader's open one go.
+        let tiny = Retention {
+            max_bytes: 0,
+            max_age: Duration::from_secs(3600),
+        };
+        assert!(log.purge(&tiny, 60).unwrap() > 1);
+        let mut seqs = Vec::new();
+        let err = loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), r.next()).await;
+            match next.expect("the reader waits at the end instead of stopping at the gap") {
+                Ok(Some(rec)) => seqs.push(rec.seq),
+                Ok(None) => panic!("the reader ended"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            seqs.iter().zip(2..).all(|(s, want)| *s == want),
+            "every record read follows the one before: {seqs:?}"
+        );
+        let LogError::Gap {
+            expected, found, ..
+        } = &err
+        else {
+            panic!("expected a gap, got {err}");
+        };
+        assert_eq!(*expected, seqs.last().copied().unwrap_or(1) + 1);
+        assert!(*found > *expected);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--resnapshot") && msg.contains("--retain-mb"),
+            "{msg}"
+        );
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use crate::change::{
 };
 use crate::position::{Gtid, SourcePosition};
 use crate::status_vars;
+use crate::row_image::{self, ImagePair};
 
 /// MariaDB event types that `mysql_common` reports as unknown.
 const MARIADB_GTID: u8 = 162;
@@ -464,11 +465,20 @@ impl Decoder {
         let position = || format!("{}:{}", self.file, event.header().log_pos());
         let mut before_rows = Vec::new();
         let mut after_rows = Vec::new();
-        for item in rows.rows(tme) {
-            let (before, after) = item.map_err(|source| DecodeError::Event {
-                position: position(),
-                source,
-            })?;
+        let event_error = |source| DecodeError::Event {
+            position: position(),
+            source,
+        };
+        let images: Vec<ImagePair> = if row_image::needs_own_reader(tme) {
+            let unsigned: Vec<bool> = schema.columns.iter().map(|c| c.unsigned).collect();
+            row_image::read_rows(rows, tme, &unsigned).map_err(event_error)?
+        } else {
+            rows.rows(tme)
+                .map(|item| item.map(|(b, a)| (b.map(BinlogRow::unwrap), a.map(BinlogRow::unwrap))))
+                .collect::<Result<_, _>>()
+                .map_err(event_error)?
+        };
+        for (before, after) in images {
             if let Some(b) = before {
                 before_rows.push(pad_binary(convert_row(schema, b, &position)?, &pads));
             }
@@ -714,7 +724,7 @@ fn pad_binary(mut row: Row, pads: &[(usize, usize)]) -> Row {
 
 fn convert_row(
     schema: &TableSchema,
-    row: BinlogRow,
+    row: Vec<BinlogValue<'static>>,
     position: &dyn Fn() -> String,
 ) -> Result<Row, DecodeError> {
     if row.len() != schema.columns.len() {
@@ -723,8 +733,7 @@ fn convert_row(
             position: position(),
         });
     }
-    row.unwrap()
-        .into_iter()
+    row.into_iter()
         .zip(&schema.columns)
         .map(|(v, col)| {
             convert_value(col, v).map_err(|reason| DecodeError::Value {
@@ -1094,12 +1103,7 @@ mod tests {
             columns: vec![col(ColumnKind::Date, false)],
             primary_key: vec![],
         };
-        let row = BinlogRow::new(
-            vec![Some(BinlogValue::Value(MyValue::Bytes(
-                b"not a date".to_vec(),
-            )))],
-            Vec::new().into(),
-        );
+        let row = vec![BinlogValue::Value(MyValue::Bytes(b"not a date".to_vec()))];
         let err = convert_row(&schema, row, &|| "binlog.000001:99".into()).unwrap_err();
         let msg = err.to_string();
         assert!(

@@ -76,6 +76,17 @@ pub enum NatsError {
         found: String,
     },
     #[error(
+        "message {expected} of stream {stream} never arrived: the stream went on at message \
+         {found} (its retention limits, or a purge, removed messages while this slave read \
+         them); nothing was skipped, the slave stopped. Seed it again with `rowcast slave \
+         --resnapshot`, and raise the master's --retain-mb/--retain-hours"
+    )]
+    Gap {
+        stream: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
         "message {wanted} of stream {stream}, the next this slave needs, is gone (the stream \
          now starts at {first}, by its retention limits); the slave must be seeded again with \
          `rowcast slave --resnapshot`"
@@ -538,6 +549,7 @@ impl NatsLog {
             messages: Box::pin(messages),
             assembling: Vec::new(),
             next_chunk: 0,
+            next_seq: start.max(1),
         })
     }
 
@@ -715,6 +727,9 @@ pub struct NatsReader {
     messages: MessageStream,
     assembling: Vec<u8>,
     next_chunk: u32,
+    /// The stream sequence the next message must have: the stream holds
+    /// only this subject, so its messages are numbered without holes.
+    next_seq: u64,
 }
 
 impl NatsReader {
@@ -733,6 +748,14 @@ impl NatsReader {
                 .info()
                 .map(|i| i.stream_sequence)
                 .map_err(|e| js_err("reading message metadata")(e.to_string()))?;
+            if seq != self.next_seq {
+                return Err(NatsError::Gap {
+                    stream: self.stream.clone(),
+                    expected: self.next_seq,
+                    found: seq,
+                });
+            }
+            self.next_seq = seq + 1;
             let corrupt = |reason: &str| NatsError::Corrupt {
                 stream: self.stream.clone(),
                 seq,

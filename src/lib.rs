@@ -3,8 +3,9 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! - [`source`]: connects to the primary, checks its settings, opens the
-//!   binlog stream.
-//! - [`decode`]: binlog events → committed [`change::Transaction`]s.
+//!   binlog stream; [`continuity`] tells a binlog that was reset under it.
+//! - [`decode`]: binlog events → committed [`change::Transaction`]s
+//!   ([`row_image`] reads the row images `mysql_common` misreads).
 //! - [`filter`] and [`ddl`]: which databases, tables and statements are
 //!   replicated.
 //! - [`changelog`]: the master's durable, segmented change log.
@@ -39,6 +40,7 @@ pub mod codec;
 pub mod compact;
 pub mod config;
 pub mod connection;
+pub mod continuity;
 pub mod ddl;
 pub mod ddl_session;
 pub mod decode;
@@ -49,8 +51,10 @@ pub mod jetstream;
 pub mod master;
 pub mod metrics;
 pub mod migrations;
+pub mod packet_size;
 pub mod position;
 pub mod replay;
+pub mod row_image;
 pub mod serve;
 pub mod show;
 pub mod slave;

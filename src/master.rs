@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::changelog::{ChangeLog, EncodedTxn, LogError, Retention};
 use crate::codec::CodecError;
+use crate::continuity::StreamOrder;
 use crate::decode::{DecodeError, Decoder};
 use crate::filter::Filter;
 use crate::gtid_set::GtidSet;
@@ -105,7 +106,10 @@ pub async fn run(
         // A MySQL primary resumes by GTID *set* after a failover: keep
         // the set the log starts from.
         let (mut start, gtids) = source::current_position_with_gtid_set(source, &mut conn).await?;
-        start.gtid = source::current_gtid(&mut conn).await;
+        start.gtid = match info.is_mariadb {
+            true => source::gtid_at(&mut conn, &start).await,
+            false => source::current_gtid(&mut conn).await,
+        };
         tracing::info!(position = %start, gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
         log.initialise_with_gtids(start, gtids)?;
     }
@@ -327,7 +331,10 @@ async fn run_on_nats(
         Some(start) => start,
         None => {
             let mut start = source::current_position(source, &mut conn).await?;
-            start.gtid = source::current_gtid(&mut conn).await;
+            start.gtid = match info.is_mariadb {
+                true => source::gtid_at(&mut conn, &start).await,
+                false => source::current_gtid(&mut conn).await,
+            };
             tracing::info!(position = %start, stream = %url, "new change log stream starts at the primary's current position");
             nats.set_start(&start).await?;
             start
@@ -509,6 +516,7 @@ async fn stream_once(
     // Several heartbeat periods of silence mean the connection is dead
     // even if TCP has not noticed.
     let silence = source::HEARTBEAT_PERIOD * 5;
+    let mut order = StreamOrder::after(from);
     loop {
         let event = match tokio::time::timeout(silence, stream.next()).await {
             Err(_) => {
@@ -547,6 +555,22 @@ async fn stream_once(
         };
         match decoder.feed(&event) {
             Ok(Some(mut txn)) => {
+                // A binlog reset under a live dump can go on in a new
+                // file: what went back must not be logged as new. (The
+                // parts of one transaction share its GTID: the first
+                // part speaks for them.)
+                let went_back = if txn.part == 0 {
+                    order.next(&txn.position)
+                } else {
+                    Ok(())
+                };
+                if let Err(reason) = went_back {
+                    let e = SourceError::BinlogReset {
+                        position: last.to_string(),
+                        reason,
+                    };
+                    return Err((last, e.into()));
+                }
                 config.filter.retain(&mut txn);
                 let encoded = EncodedTxn::new(&txn).map_err(|e| (last.clone(), e.into()))?;
                 drop(txn);

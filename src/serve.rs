@@ -651,7 +651,13 @@ impl Handler {
                     Ok(None) => break Ok(()),
                     Err(e) => {
                         tracing::error!(cause = %e, "change log read failed");
-                        let _ = writer.send(&MasterMessage::Error { kind: ErrorKind::Internal, message: e.to_string() }).await;
+                        // A gap is permanent for this slave (what is missing
+                        // will not come back): it must stop, not retry.
+                        let kind = match e {
+                            LogError::Gap { .. } => ErrorKind::PositionPurged,
+                            _ => ErrorKind::Internal,
+                        };
+                        let _ = writer.send(&MasterMessage::Error { kind, message: e.to_string() }).await;
                         break Ok(());
                     }
                 },

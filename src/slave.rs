@@ -57,6 +57,14 @@ pub enum SlaveError {
     Unavailable { addr: String, reason: String },
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(
+        "the change log stream jumped from sequence {last} to {found}: the transactions in \
+         between never arrived (the master's log lost them under its reader, or two slaves \
+         run with this --name); nothing was skipped, the slave stopped. Run one slave per \
+         --name and restart it; if the master says its position is purged, seed it again with \
+         `rowcast slave --resnapshot`"
+    )]
+    SequenceGap { last: u64, found: u64 },
 }
 
 impl SlaveError {
@@ -416,8 +424,16 @@ async fn nats_session(
             // the checkpoint's transaction.
             let (first, last, _) = log.state().await?;
             if let Some(p) = position.as_ref().filter(|_| seq >= first && seq <= last) {
+                // After a snapshot the checkpoint is the snapshot's
+                // position, which lies between this message and the next
+                // (and carries no GTID): compare locations, not equality.
                 let found = log.position_at(seq).await?;
-                if &found != p {
+                let next_not_after = if seq < last {
+                    !log.position_at(seq + 1).await?.is_after(p)
+                } else {
+                    false
+                };
+                if found.is_after(p) || next_not_after {
                     return Err(NatsError::NotThisStream {
                         stream: url.stream.clone(),
                         seq,
@@ -547,6 +563,11 @@ impl Reporter<'_> {
     }
 }
 
+/// The sequence number that must follow a batch's last transaction.
+fn seq_next(batch: &[(u64, Transaction)]) -> u64 {
+    batch.last().map_or(0, |(s, _)| s + 1)
+}
+
 /// Applies what arrives on `rx` (batching what is queued into one local
 /// commit) and reports progress. With `seed_only`, returns once a
 /// snapshot is loaded.
@@ -560,6 +581,12 @@ async fn apply_loop(
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // An item taken from the queue that ended a batch, handled next.
     let mut held: Option<Received> = None;
+    // Within one master stream, every transaction follows the one
+    // before: a sequence number that jumps means some never arrived. (On
+    // NATS a record's number is its last message's, so records of several
+    // messages jump: the NATS reader checks every message instead.)
+    let numbered = matches!(reporter, Reporter::Master { .. });
+    let mut last_seq: Option<u64> = None;
     loop {
         let (item, permit) = match held.take() {
             Some(i) => i,
@@ -570,6 +597,16 @@ async fn apply_loop(
         };
         match item? {
             Incoming::Txn(seq, txn) => {
+                if let Some(last) = last_seq.filter(|l| numbered && seq != l + 1) {
+                    let e = SlaveError::SequenceGap { last, found: seq };
+                    metrics.errors.add(1);
+                    let failed = SlaveMessage::Failed {
+                        message: e.to_string(),
+                    };
+                    let _ = reporter.send(&failed, applier).await;
+                    return Err(e);
+                }
+                last_seq = Some(seq);
                 // Take what is already queued into one local commit
                 // (a DDL statement or a part of a large transaction
                 // goes alone).
@@ -579,7 +616,10 @@ async fn apply_loop(
                 let mut rows = batch[0].1.row_count();
                 while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !alone(&batch[0].1) {
                     match rx.try_recv() {
-                        Ok((Ok(Incoming::Txn(s, t)), p)) if !alone(&t) => {
+                        Ok((Ok(Incoming::Txn(s, t)), p))
+                            if !alone(&t) && (!numbered || s == seq_next(&batch)) =>
+                        {
+                            last_seq = Some(s);
                             rows += t.row_count();
                             batch.push((s, t));
                             permits.push(p);
@@ -592,6 +632,7 @@ async fn apply_loop(
                     }
                 }
                 if let Err(e) = applier.apply_batch(&batch).await {
+                    let e = applier.explain_failure(e, &batch);
                     if !e.is_retryable() {
                         // Tell the master (and so `rowcast status`) why.
                         metrics.errors.add(1);

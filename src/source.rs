@@ -13,6 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 use mysql_common::packets::{GnoInterval, Sid};
 
+use crate::continuity::{self, BinlogState};
 use crate::gtid_set::GtidSet;
 use crate::position::{Gtid, SourcePosition};
 
@@ -53,6 +54,8 @@ pub enum SourceError {
     },
     #[error("the primary no longer has the binlog rowcast needs (position {position}): {reason}. Changes after that position are gone from this primary, so the change log cannot continue from it. Fix: point --source at a server that still has that binlog (a replica that kept it, with the same GTIDs), or start the master on a fresh --data-dir and re-seed every slave with --resnapshot; keep binlogs longer (expire_logs_days / binlog_expire_logs_seconds) than the master may be down")]
     BinlogPurged { position: String, reason: String },
+    #[error("the primary's binlog no longer continues from position {position}: {reason}. It was reset (RESET MASTER) or the server was replaced, so reading on would skip or repeat changes; nothing after {position} was read. Fix: if --source points at the wrong server, point it back; otherwise start the master on a fresh --data-dir and re-seed every slave with --resnapshot")]
+    BinlogReset { position: String, reason: String },
     #[error("connection to the primary {endpoint} was lost: {reason}")]
     Lost { endpoint: String, reason: String },
     #[error("query on the primary {endpoint} failed: {reason}")]
@@ -423,6 +426,23 @@ pub async fn current_gtid(conn: &mut Conn) -> Option<Gtid> {
     pos.trim().parse().ok()
 }
 
+/// MariaDB's GTID position at exactly `at` (`BINLOG_GTID_POS`), when it
+/// has a single replication domain: unlike `@@gtid_binlog_pos` read next
+/// to the position, no write can slip in between.
+pub async fn gtid_at(conn: &mut Conn, at: &SourcePosition) -> Option<Gtid> {
+    let pos: Option<String> = conn
+        .exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (&at.file, at.offset))
+        .await
+        .ok()
+        .flatten()
+        .flatten();
+    let pos = pos?;
+    if pos.contains(',') {
+        return None;
+    }
+    pos.trim().parse().ok()
+}
+
 /// A MySQL primary's current end of binlog with its executed GTID set at
 /// exactly that point (one `SHOW ... STATUS` row), so a failover that
 /// resumes by that set skips nothing and repeats nothing. The set is
@@ -451,6 +471,66 @@ pub async fn current_position_with_gtid_set(
         .flatten();
     let on = mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"));
     Ok((position, on.then(|| executed.parse().ok()).flatten()))
+}
+
+/// The primary's binlog files and GTID state, to tell a binlog that
+/// continues from one that was reset (see `continuity`).
+pub async fn binlog_state(
+    source: &Source,
+    conn: &mut Conn,
+    from: &SourcePosition,
+) -> Result<BinlogState, SourceError> {
+    let files: Vec<mysql_async::Row> = match conn.query("SHOW BINARY LOGS").await {
+        Ok(rows) => rows,
+        // A lost connection is worth a retry; a missing grant only makes
+        // the file check impossible (the GTID check still runs).
+        Err(e) => match source.classify(e) {
+            e @ (SourceError::Lost { .. } | SourceError::Unreachable { .. }) => return Err(e),
+            e => {
+                tracing::warn!(cause = %e, "cannot list the primary's binlog files; a reset binlog is then told by GTIDs only. Fix: GRANT BINLOG MONITOR (MariaDB) or REPLICATION CLIENT (MySQL)");
+                Vec::new()
+            }
+        },
+    };
+    let files = files
+        .into_iter()
+        .filter_map(|r| {
+            let name: Option<String> = r.get(0);
+            let size: Option<u64> = r.get(1);
+            name.zip(size)
+        })
+        .collect();
+    // Each query fails on the other kind of server: absent means unknown.
+    let mariadb_state: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_state")
+        .await
+        .ok()
+        .flatten();
+    let mysql_executed: Option<String> = match mariadb_state {
+        Some(_) => None,
+        None => conn
+            .query_first("SELECT @@GLOBAL.gtid_executed")
+            .await
+            .ok()
+            .flatten(),
+    };
+    let gtid_at_resume = match (&mariadb_state, &from.gtid) {
+        (Some(_), Some(Gtid::MariaDb { .. })) => conn
+            .exec_first::<Option<String>, _, _>(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (&from.file, from.offset),
+            )
+            .await
+            .ok()
+            .map(Option::flatten),
+        _ => None,
+    };
+    Ok(BinlogState {
+        files,
+        mariadb_state,
+        mysql_executed,
+        gtid_at_resume,
+    })
 }
 
 /// Where a binlog dump starts: by file and offset, or by GTID after a
@@ -529,6 +609,15 @@ pub async fn open_stream(
 ) -> Result<BinlogStream, SourceError> {
     let (setup, request) = dump_request(server_id, from, start)?;
     let mut conn = source.connect().await?;
+    if matches!(start, StreamStart::Position) {
+        let state = binlog_state(source, &mut conn, from).await?;
+        if let Some(reason) = continuity::discontinuity(from, &state) {
+            return Err(SourceError::BinlogReset {
+                position: from.to_string(),
+                reason,
+            });
+        }
+    }
     for q in setup {
         conn.query_drop(q).await.map_err(|e| source.classify(e))?;
     }
