@@ -916,6 +916,7 @@ mod tests {
                 charset: None,
             })],
             events: None,
+            xa: None,
         }
     }
 

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_checkpoint.sql")),
     (2, include_str!("../migrations/0002_checksum_results.sql")),
     (3, include_str!("../migrations/0003_source_epoch.sql")),
+    (4, include_str!("../migrations/0004_xa_resume.sql")),
 ];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {
