@@ -21,6 +21,17 @@
 //! must end as it ended there: with the error the primary logged it with,
 //! if any.
 //!
+//! A two-phase XA transaction arrives as two entries (see `decode.rs`):
+//! its prepared rows, which the applier holds in memory without applying
+//! them (only the checkpoint moves past them), and later its completion.
+//! At `XA COMMIT` the held rows and the checkpoint naming the completion
+//! commit in one local transaction; at `XA ROLLBACK` they are dropped.
+//! **Invariant:** while rows are held, the checkpoint also stores
+//! `xa_resume`, the entry just before the oldest held one. A new applier
+//! (a restart) asks for the change log from there, holds the prepared
+//! groups it meets again, forgets the ones whose completion it meets
+//! before the checkpoint, and applies nothing up to the checkpoint twice.
+//!
 //! Row changes never guess: an update or delete that matches no row, or an
 //! insert that hits a duplicate key, stops the slave with an error naming
 //! the table, key and source position (the replica has diverged).
@@ -32,7 +43,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::catalog_fingerprint;
-use crate::change::{Change, Ddl, Row, TableSchema, Transaction};
+use crate::change::{Change, Ddl, Row, TableSchema, Transaction, XaStep, Xid};
 use crate::compact::{self, NetTable};
 use crate::ddl_session::{self, Verdict};
 use crate::migrations;
@@ -93,6 +104,18 @@ pub enum ApplyError {
         limit: u64,
         setting: String,
     },
+    #[error(
+        "XA COMMIT {xid} at source position {position}: this slave never received that XA \
+         transaction's prepared rows (it was prepared on the primary before the slave's \
+         snapshot, or before the master began reading the binlog). The replica lacks its \
+         rows: re-seed the slave (--resnapshot)"
+    )]
+    XaNotHeld { xid: String, position: String },
+    #[error(
+        "the slave holds a prepared XA transaction but has no checkpoint to resume from \
+         at source position {position}; re-seed the slave (--resnapshot)"
+    )]
+    XaWithoutCheckpoint { position: String },
 }
 
 impl ApplyError {
@@ -120,6 +143,15 @@ pub struct Checkpoint {
     pub ddl_pending_seq: Option<u64>,
 }
 
+/// The prepared rows of an XA transaction, waiting for its completion.
+struct HeldXa {
+    xid: Xid,
+    /// The entry just before it in the change log: where a re-read that
+    /// must find it again starts after.
+    before: (u64, SourcePosition),
+    txn: Transaction,
+}
+
 pub struct Applier {
     conn: Conn,
     /// The replica's `max_allowed_packet`, read at connect: a transaction
@@ -127,6 +159,16 @@ pub struct Applier {
     max_packet: u64,
     name: String,
     checkpoint: Checkpoint,
+    /// Prepared XA transactions, oldest first.
+    held: Vec<HeldXa>,
+    /// `held` knows every prepared group up to the checkpoint. False for a
+    /// new applier whose checkpoint names an `xa_resume`, until the change
+    /// log has been read again from there past the checkpoint.
+    held_complete: bool,
+    /// The `xa_resume` stored with the checkpoint.
+    xa_resume: Option<(u64, SourcePosition)>,
+    /// The last whole entry received (applied or skipped).
+    last_seen: Option<(u64, SourcePosition)>,
     /// Statements per table, valid until the next DDL.
     plans: HashMap<(String, String), Arc<TablePlan>>,
     /// Views of a snapshot being loaded, created once all tables exist.
@@ -210,6 +252,33 @@ impl Applier {
             )
             .await
             .map_err(|e| target.classify(e))?;
+        type ResumeRow = (
+            Option<u64>,
+            Option<u32>,
+            Option<Vec<u8>>,
+            Option<u64>,
+            Option<Vec<u8>>,
+        );
+        let resume: Option<ResumeRow> = conn
+            .exec_first(
+                "SELECT xa_resume_seq, xa_resume_epoch, xa_resume_file, xa_resume_offset, xa_resume_gtid \
+                 FROM rowcast.checkpoint WHERE slave_name = ?",
+                (name,),
+            )
+            .await
+            .map_err(|e| target.classify(e))?;
+        let xa_resume = match resume {
+            Some((Some(seq), Some(epoch), Some(file), Some(offset), gtid)) => Some((
+                seq,
+                SourcePosition {
+                    epoch,
+                    file: String::from_utf8_lossy(&file).into_owned(),
+                    offset,
+                    gtid: gtid.and_then(|g| String::from_utf8_lossy(&g).parse::<Gtid>().ok()),
+                },
+            )),
+            _ => None,
+        };
         let checkpoint = match row {
             Some((seq, epoch, file, offset, gtid, ddl_pending_seq)) => {
                 let file = String::from_utf8_lossy(&file).into_owned();
@@ -248,6 +317,10 @@ impl Applier {
             conn,
             name: name.to_string(),
             checkpoint,
+            held: Vec::new(),
+            held_complete: xa_resume.is_none(),
+            xa_resume,
+            last_seen: None,
             plans: HashMap::new(),
             snapshot_views: Vec::new(),
             open_parts: None,
@@ -267,9 +340,185 @@ impl Applier {
         &self.checkpoint
     }
 
+    /// Where the next read of the change log starts after: the checkpoint,
+    /// or the `xa_resume` before it while prepared XA transactions must be
+    /// read again (then what `held` knew is dropped, the re-read rebuilds it).
+    pub fn resume_point(&mut self) -> (u64, Option<SourcePosition>) {
+        if !self.held_complete {
+            if let Some((seq, position)) = self.xa_resume.clone() {
+                self.held.clear();
+                self.last_seen = Some((seq, position.clone()));
+                tracing::info!(from = %position, checkpoint = ?self.checkpoint.position.as_ref().map(|p| p.to_string()), "reading the change log again from before the oldest prepared XA transaction");
+                return (seq, Some(position));
+            }
+            self.held_complete = true;
+        }
+        let cp = &self.checkpoint;
+        self.last_seen = cp.position.clone().map(|p| (cp.seq, p));
+        (cp.seq, cp.position.clone())
+    }
+
+    /// The log sequence to report as applied: the master keeps its change
+    /// log from there, which must include held prepared XA transactions.
+    pub fn ack_seq(&self) -> u64 {
+        match self.current_resume() {
+            Some((seq, _)) => seq.min(self.checkpoint.seq),
+            None => self.checkpoint.seq,
+        }
+    }
+
+    /// The `xa_resume` the next checkpoint write stores.
+    fn current_resume(&self) -> Option<(u64, SourcePosition)> {
+        if self.held_complete {
+            self.held.first().map(|h| h.before.clone())
+        } else {
+            self.xa_resume.clone()
+        }
+    }
+
+    /// An entry was received and applied or skipped.
+    fn seen(&mut self, seq: u64, txn: &Transaction) {
+        if txn.is_commit() {
+            self.last_seen = Some((seq, txn.position.clone()));
+        }
+    }
+
+    /// One step of a two-phase XA transaction (see the module doc).
+    async fn apply_xa(
+        &mut self,
+        seq: u64,
+        txn: &Transaction,
+        step: &XaStep,
+    ) -> Result<(), ApplyError> {
+        self.drop_unfinished(txn).await;
+        let done = self
+            .checkpoint
+            .position
+            .as_ref()
+            .is_some_and(|p| !txn.position.is_after(p));
+        if !done {
+            self.held_complete = true;
+        }
+        let pos = &txn.position;
+        let index = self.held.iter().position(|h| &h.xid == step.xid());
+        match step {
+            XaStep::Prepare(xid) => {
+                if !self.held.iter().any(|h| h.txn.position == txn.position) {
+                    let before = self
+                        .last_seen
+                        .clone()
+                        .or_else(|| {
+                            let cp = &self.checkpoint;
+                            cp.position.clone().map(|p| (cp.seq, p))
+                        })
+                        .ok_or_else(|| ApplyError::XaWithoutCheckpoint {
+                            position: pos.to_string(),
+                        })?;
+                    tracing::info!(position = %pos, %xid, rows = txn.row_count(), "XA transaction prepared on the primary; holding its rows until it completes");
+                    self.held.push(HeldXa {
+                        xid: xid.clone(),
+                        before,
+                        txn: txn.clone(),
+                    });
+                }
+                if !done {
+                    self.checkpoint_only(seq, txn).await?;
+                }
+            }
+            XaStep::Commit(xid) => match (done, index) {
+                (true, Some(i)) => {
+                    self.held.remove(i);
+                }
+                (true, None) => {}
+                (false, None) => {
+                    return Err(ApplyError::XaNotHeld {
+                        xid: xid.to_string(),
+                        position: pos.to_string(),
+                    })
+                }
+                (false, Some(i)) => {
+                    let held = self.held.remove(i);
+                    let rows = held.txn.row_count();
+                    let result = self.commit_held(seq, txn, &held.txn).await;
+                    if result.is_err() {
+                        let _ = self.conn.query_drop("ROLLBACK").await;
+                        self.held.insert(i, held);
+                    }
+                    result?;
+                    tracing::info!(position = %pos, %xid, rows, "XA transaction committed");
+                }
+            },
+            XaStep::Rollback(xid) => {
+                if let Some(i) = index {
+                    self.held.remove(i);
+                }
+                if !done {
+                    tracing::info!(position = %pos, %xid, "XA transaction rolled back on the primary; its held rows are dropped");
+                    self.checkpoint_only(seq, txn).await?;
+                }
+            }
+        }
+        if !done {
+            self.checkpoint = Checkpoint {
+                seq,
+                position: Some(txn.position.clone()),
+                ddl_pending_seq: None,
+            };
+        }
+        self.seen(seq, txn);
+        Ok(())
+    }
+
+    /// Moves the checkpoint to `txn` (whose rows are not applied now).
+    async fn checkpoint_only(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        let pos = &txn.position;
+        let result = async {
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| sql_error(pos, e))?;
+            self.write_checkpoint(seq, txn).await?;
+            self.conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|e| sql_error(pos, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Applies a prepared XA transaction's rows with the checkpoint naming
+    /// its completion `done`, in one local transaction.
+    async fn commit_held(
+        &mut self,
+        seq: u64,
+        done: &Transaction,
+        prepared: &Transaction,
+    ) -> Result<(), ApplyError> {
+        let pos = &done.position;
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| sql_error(pos, e))?;
+        for (i, change) in prepared.changes.iter().enumerate() {
+            self.apply_change(prepared, i, change).await?;
+        }
+        self.write_checkpoint(seq, done).await?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql_error(pos, e))
+    }
+
     /// Applies one source transaction and its checkpoint, exactly once.
     /// A part of a large transaction goes to [`apply_part`](Self::apply_part).
     pub async fn apply(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
+        if let Some(step) = &txn.xa {
+            return self.apply_xa(seq, txn, step).await;
+        }
         if txn.is_part() {
             return self.apply_part(seq, txn).await;
         }
@@ -277,9 +526,11 @@ impl Applier {
         if let Some(p) = &self.checkpoint.position {
             if !txn.position.is_after(p) {
                 tracing::debug!(position = %txn.position, "already applied; skipping");
+                self.seen(seq, txn);
                 return Ok(());
             }
         }
+        self.held_complete = true;
         let result = if txn.is_ddl() {
             self.apply_with_ddl(seq, txn).await
         } else {
@@ -294,6 +545,7 @@ impl Applier {
             position: Some(txn.position.clone()),
             ddl_pending_seq: None,
         };
+        self.seen(seq, txn);
         Ok(())
     }
 
@@ -305,9 +557,11 @@ impl Applier {
     pub async fn apply_part(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         if let Some(p) = &self.checkpoint.position {
             if !txn.position.is_after(p) {
+                self.seen(seq, txn);
                 return Ok(());
             }
         }
+        self.held_complete = true;
         if txn.part == 0 {
             self.drop_unfinished(txn).await;
         }
@@ -374,6 +628,7 @@ impl Applier {
                 ddl_pending_seq: None,
             };
         }
+        self.seen(seq, txn);
         Ok(())
     }
 
@@ -430,6 +685,14 @@ impl Applier {
     /// transaction whose checkpoint names the last of them: one commit (one
     /// fsync on the replica) for the lot, and still all or nothing.
     pub async fn apply_batch(&mut self, batch: &[(u64, Transaction)]) -> Result<(), ApplyError> {
+        // XA steps, and everything while held XA transactions are being
+        // found again, go one by one.
+        if !self.held_complete || batch.iter().any(|(_, t)| t.xa.is_some()) {
+            for (seq, txn) in batch {
+                self.apply(*seq, txn).await?;
+            }
+            return Ok(());
+        }
         let fresh: Vec<&(u64, Transaction)> = batch
             .iter()
             .filter(|(_, t)| match &self.checkpoint.position {
@@ -478,6 +741,7 @@ impl Applier {
             position: Some(last.position.clone()),
             ddl_pending_seq: None,
         };
+        self.seen(last_seq, last);
         Ok(())
     }
 
@@ -867,27 +1131,39 @@ impl Applier {
 
     async fn write_checkpoint(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         let p = &txn.position;
+        let resume = self.current_resume();
+        let r = resume.as_ref();
         self.conn
             .exec_drop(
                 "INSERT INTO rowcast.checkpoint \
-                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, source_time, applied_at, ddl_pending_seq) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, NOW(6), NULL) \
+                   (slave_name, log_seq, source_epoch, source_file, source_offset, source_gtid, source_time, applied_at, ddl_pending_seq, \
+                    xa_resume_seq, xa_resume_epoch, xa_resume_file, xa_resume_offset, xa_resume_gtid) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, NOW(6), NULL, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE log_seq=VALUES(log_seq), source_epoch=VALUES(source_epoch), source_file=VALUES(source_file), \
                    source_offset=VALUES(source_offset), source_gtid=VALUES(source_gtid), \
                    source_time=VALUES(source_time), applied_at=VALUES(applied_at), ddl_pending_seq=NULL, \
-                   ddl_pending_fingerprint=NULL",
-                (
-                    &self.name,
-                    seq,
-                    p.epoch,
-                    &p.file,
-                    p.offset,
-                    p.gtid.as_ref().map(|g| g.to_string()),
-                    txn.timestamp,
-                ),
+                   ddl_pending_fingerprint=NULL, xa_resume_seq=VALUES(xa_resume_seq), xa_resume_epoch=VALUES(xa_resume_epoch), \
+                   xa_resume_file=VALUES(xa_resume_file), xa_resume_offset=VALUES(xa_resume_offset), \
+                   xa_resume_gtid=VALUES(xa_resume_gtid)",
+                Params::Positional(vec![
+                    self.name.as_str().into(),
+                    seq.into(),
+                    p.epoch.into(),
+                    p.file.as_str().into(),
+                    p.offset.into(),
+                    p.gtid.as_ref().map(|g| g.to_string()).into(),
+                    txn.timestamp.into(),
+                    r.map(|r| r.0).into(),
+                    r.map(|r| r.1.epoch).into(),
+                    r.map(|r| r.1.file.clone()).into(),
+                    r.map(|r| r.1.offset).into(),
+                    r.and_then(|r| r.1.gtid.as_ref().map(|g| g.to_string())).into(),
+                ]),
             )
             .await
-            .map_err(|e| sql_error(p, e))
+            .map_err(|e| sql_error(p, e))?;
+        self.xa_resume = resume;
+        Ok(())
     }
 
     /// Records that everything up to log sequence `seq` is applied when
@@ -924,6 +1200,13 @@ impl Applier {
             position: None,
             ddl_pending_seq: None,
         };
+        if !self.held.is_empty() {
+            tracing::warn!(held = self.held.len(), "forgetting the checkpoint drops the prepared XA transactions held; the snapshot will hold whatever the primary committed");
+        }
+        self.held.clear();
+        self.held_complete = true;
+        self.xa_resume = None;
+        self.last_seen = None;
         Ok(())
     }
 
@@ -1008,6 +1291,7 @@ impl Applier {
             tables: vec![table.clone()],
             changes: Vec::new(),
             events: None,
+            xa: None,
         };
         let result = self.apply_change(&txn, 0, &change).await;
         if result.is_err() {
@@ -1055,6 +1339,7 @@ impl Applier {
             tables: Vec::new(),
             changes: Vec::new(),
             events: None,
+            xa: None,
         };
         self.conn
             .query_drop("START TRANSACTION")

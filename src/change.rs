@@ -40,6 +40,55 @@ pub struct Transaction {
     /// tables that must be applied by the server's row-event applier
     /// (`replay.rs`). `None` for a snapshot chunk or a test's transaction.
     pub events: Option<RowEvents>,
+    /// Set when this entry is a step of a two-phase XA transaction: its
+    /// prepared rows (held by the slave, not applied) or its completion
+    /// (no rows). `None` for every ordinary transaction, including
+    /// `XA COMMIT ... ONE PHASE`, which the primary logs as one.
+    #[serde(default)]
+    pub xa: Option<XaStep>,
+}
+
+/// One step of a two-phase XA transaction as the primary logged it: the
+/// prepared group and, later (maybe from another session or after a
+/// restart of the primary), its own `XA COMMIT` or `XA ROLLBACK` group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XaStep {
+    /// The transaction's rows, prepared but not committed on the primary.
+    Prepare(Xid),
+    /// The prepared rows committed on the primary.
+    Commit(Xid),
+    /// The prepared rows rolled back on the primary.
+    Rollback(Xid),
+}
+
+impl XaStep {
+    pub fn xid(&self) -> &Xid {
+        match self {
+            XaStep::Prepare(x) | XaStep::Commit(x) | XaStep::Rollback(x) => x,
+        }
+    }
+}
+
+/// An XA transaction identifier: `gtrid`, `bqual` and `formatID`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Xid {
+    pub format_id: i64,
+    pub gtrid: Vec<u8>,
+    pub bqual: Vec<u8>,
+}
+
+impl std::fmt::Display for Xid {
+    /// The form the binlog itself uses: `X'6731',X'',1`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        write!(
+            f,
+            "X'{}',X'{}',{}",
+            hex(&self.gtrid),
+            hex(&self.bqual),
+            self.format_id
+        )
+    }
 }
 
 impl Transaction {

@@ -955,6 +955,7 @@ mod tests {
                 ..Default::default()
             })],
             events: None,
+            xa: None,
         }
     }
 

@@ -133,6 +133,7 @@ mod tests {
                 }),
             ],
             events: None,
+            xa: None,
         };
         let bytes = encode(&txn).unwrap();
         assert_eq!(decode::<Transaction>(&bytes).unwrap(), txn);

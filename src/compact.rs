@@ -251,6 +251,7 @@ mod tests {
             tables: vec![schema("t", true), schema("nokey", false)],
             changes,
             events: None,
+            xa: None,
         }
     }
 

@@ -235,6 +235,7 @@ mod tests {
                     vec![b"shop 2".to_vec()],
                 ],
             }),
+            xa: None,
         };
         Filter::new(&["shop".into()], &[]).unwrap().retain(&mut txn);
         assert_eq!(txn.changes, vec![insert(0), insert(0)]);

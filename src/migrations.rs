@@ -14,6 +14,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         4,
         include_str!("../migrations/0004_ddl_pending_fingerprint.sql"),
     ),
+    (5, include_str!("../migrations/0005_xa_resume.sql")),
 ];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {

@@ -81,6 +81,7 @@ mod tests {
             more: false,
             tables: Vec::new(),
             events: None,
+            xa: None,
         };
         let n = needed_bytes(&txn);
         assert!(n > 20 << 20 && n < 21 << 20, "{n}");

@@ -262,7 +262,8 @@ async fn session(
         }
         Err(e) => return Err(unavailable(e.to_string())),
     };
-    let after = applier.checkpoint().position.clone();
+    // From before the oldest held XA transaction after a restart.
+    let (_, after) = applier.resume_point();
     let hello = SlaveMessage::Hello {
         protocol: wire::PROTOCOL_VERSION,
         auth: config
@@ -446,6 +447,11 @@ async fn nats_session(
             seq + 1
         }
     };
+    // Prepared XA transactions held before a restart are read again.
+    let start = match applier.resume_point() {
+        (seq, Some(_)) if cp.seq != 0 && seq < cp.seq => seq + 1,
+        _ => start,
+    };
     let mut reader = log.reader(start).await?;
     tracing::info!(stream = %url, from_seq = start, "reading the change log from NATS JetStream");
     let (tx, mut rx) = mpsc::channel::<Received>(256);
@@ -610,7 +616,7 @@ async fn apply_loop(
                 // Take what is already queued into one local commit
                 // (a DDL statement or a part of a large transaction
                 // goes alone).
-                let alone = |t: &Transaction| t.is_ddl() || t.is_part();
+                let alone = |t: &Transaction| t.is_ddl() || t.is_part() || t.xa.is_some();
                 let mut permits = vec![permit];
                 let mut batch = vec![(seq, txn)];
                 let mut rows = batch[0].1.row_count();
@@ -665,7 +671,7 @@ async fn apply_loop(
                     let cp = applier.checkpoint();
                     if let Some(position) = cp.position.clone() {
                         let ack = SlaveMessage::Ack {
-                            seq: cp.seq,
+                            seq: applier.ack_seq(),
                             position,
                             source_time: txn.timestamp,
                         };
@@ -679,7 +685,7 @@ async fn apply_loop(
                 let cp = applier.checkpoint();
                 if let Some(position) = cp.position.clone() {
                     let ack = SlaveMessage::Ack {
-                        seq: cp.seq,
+                        seq: applier.ack_seq(),
                         position,
                         source_time: 0,
                     };

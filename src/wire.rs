@@ -201,6 +201,7 @@ mod tests {
             tables: vec![],
             changes: vec![],
             events: None,
+            xa: None,
         };
         let record = codec::encode(&(7u64, &txn)).unwrap();
         let mut payload = transaction_frame_tag().to_vec();

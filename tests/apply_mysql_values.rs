@@ -40,6 +40,7 @@ fn txn(offset: u64, gno: u64, change: Change) -> Transaction {
         tables: vec![schema()],
         changes: vec![change],
         events: None,
+        xa: None,
     }
 }
 

@@ -87,6 +87,7 @@ fn seeds() -> Vec<Vec<u8>> {
             }),
         ],
         events: None,
+        xa: None,
     };
     vec![
         codec::encode(&MasterMessage::Transaction(42, txn.clone())).unwrap(),

@@ -1,0 +1,184 @@
+//! XA transactions and savepoints against real servers: a prepared XA
+//! transaction's rows reach the replica when the primary commits it (from
+//! any session, after any restart of the slave or the master in between),
+//! never when it rolls back, and exactly once; `ROLLBACK TO SAVEPOINT`
+//! leaves the replica with what the primary kept, including the rows of a
+//! non-transactional table that the rollback did not undo. Each case runs
+//! live and as a backlog (a slave started after the writes, which takes
+//! them from the change log in batches).
+
+mod support;
+
+use support::*;
+
+const SCHEMA: &str = "
+CREATE DATABASE app;
+CREATE TABLE app.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
+CREATE TABLE app.m (id INT PRIMARY KEY, v INT) ENGINE=MyISAM;
+CREATE TABLE app.log (n INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(20)) ENGINE=InnoDB;
+";
+
+const TABLES: &[&str] = &["app.t", "app.m", "app.log"];
+
+/// Every XA and savepoint shape; `XA COMMIT` of x5 comes from another
+/// connection after the preparing client went away (each `sql` call is its
+/// own connection).
+fn workload(primary: &MariaDb) {
+    primary.sql(
+        "XA START 'x1'; INSERT INTO app.t VALUES (1, 1); UPDATE app.t SET v = 10 WHERE id = 1;
+         XA END 'x1'; XA PREPARE 'x1'; XA COMMIT 'x1';
+         XA START 'x2'; INSERT INTO app.t VALUES (2, 2); XA END 'x2'; XA COMMIT 'x2' ONE PHASE;
+         XA START 'x3'; INSERT INTO app.t VALUES (3, 3); XA END 'x3'; XA PREPARE 'x3';
+         XA ROLLBACK 'x3';
+         XA START 'x4'; INSERT INTO app.t VALUES (4, 4); XA END 'x4'; XA ROLLBACK 'x4';
+         XA START 'x5', 'bq', 7; INSERT INTO app.t VALUES (5, 5); INSERT INTO app.m VALUES (5, 5);
+         XA END 'x5', 'bq', 7; XA PREPARE 'x5', 'bq', 7;",
+    );
+    // Ordinary transactions and other XA ones while x5 is prepared.
+    primary.sql(
+        "INSERT INTO app.log (note) VALUES ('between');
+         XA START 'x6'; INSERT INTO app.t VALUES (6, 6); XA END 'x6'; XA PREPARE 'x6';",
+    );
+    primary.sql(
+        "INSERT INTO app.t VALUES (7, 7);
+         XA START 'x8'; DELETE FROM app.t WHERE id = 7; XA END 'x8'; XA PREPARE 'x8';
+         XA COMMIT 'x8';",
+    );
+    primary.sql("XA COMMIT 'x6'");
+    primary.sql("XA COMMIT 'x5', 'bq', 7");
+    // Savepoints: the InnoDB rows after s1 are undone, the MyISAM row is
+    // not; rows of one table on both sides of a savepoint.
+    primary.sql(
+        "BEGIN; INSERT INTO app.t VALUES (10, 1); SAVEPOINT s1;
+         INSERT INTO app.t VALUES (11, 1); UPDATE app.t SET v = 99 WHERE id = 10;
+         INSERT INTO app.m VALUES (11, 1); ROLLBACK TO SAVEPOINT s1;
+         INSERT INTO app.t VALUES (12, 1); COMMIT;",
+    );
+    primary.sql(
+        "BEGIN; INSERT INTO app.t VALUES (20, 1); SAVEPOINT a; INSERT INTO app.t VALUES (21, 1);
+         SAVEPOINT b; DELETE FROM app.t WHERE id = 1; INSERT INTO app.m VALUES (21, 1);
+         ROLLBACK TO b; INSERT INTO app.t VALUES (22, 1); RELEASE SAVEPOINT b;
+         INSERT INTO app.t VALUES (23, 1); SAVEPOINT `A`; INSERT INTO app.t VALUES (24, 1);
+         INSERT INTO app.m VALUES (24, 1); ROLLBACK TO `a`; UPDATE app.t SET v = 5 WHERE id = 20;
+         COMMIT;",
+    );
+    // A rollback of the whole transaction keeps the MyISAM row only.
+    primary.sql(
+        "BEGIN; INSERT INTO app.t VALUES (30, 1); INSERT INTO app.m VALUES (30, 1); ROLLBACK;",
+    );
+    // Savepoints inside an XA transaction.
+    primary.sql(
+        "XA START 'x9'; INSERT INTO app.t VALUES (40, 1); SAVEPOINT s; INSERT INTO app.t VALUES (41, 1);
+         INSERT INTO app.m VALUES (41, 1); ROLLBACK TO SAVEPOINT s; XA END 'x9'; XA PREPARE 'x9';
+         XA COMMIT 'x9';",
+    );
+}
+
+fn assert_same(primary: &MariaDb, replica: &MariaDb) {
+    for table in TABLES {
+        assert_same_table(primary, replica, table);
+    }
+}
+
+fn ids(db: &MariaDb, table: &str) -> String {
+    db.sql(&format!(
+        "SELECT GROUP_CONCAT(CONCAT(id, ':', v) ORDER BY id) FROM {table}"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn xa_and_savepoints_live_and_as_a_backlog() {
+    let primary = MariaDb::primary();
+    primary.sql(SCHEMA);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let live_db = MariaDb::replica();
+    let backlog_db = MariaDb::replica();
+    let mut live = Rowcast::slave(&listen, &live_db, "live");
+    let mut backlog = Rowcast::slave(&listen, &backlog_db, "backlog");
+    wait_caught_up(&primary, &live_db, "live");
+    wait_caught_up(&primary, &backlog_db, "backlog");
+    backlog.stop();
+
+    workload(&primary);
+    // What the primary kept, spelled out, so a replica equal to a wrong
+    // primary cannot pass.
+    assert_eq!(
+        ids(&primary, "app.t"),
+        "1:10,2:2,5:5,6:6,10:1,12:1,20:5,21:1,22:1,23:1,40:1"
+    );
+    assert_eq!(ids(&primary, "app.m"), "5:5,11:1,21:1,24:1,30:1,41:1");
+
+    wait_caught_up(&primary, &live_db, "live");
+    assert_same(&primary, &live_db);
+    assert!(
+        live.is_running(),
+        "live slave stopped:\n{}",
+        live.log_text()
+    );
+
+    let _backlog = Rowcast::slave(&listen, &backlog_db, "backlog");
+    wait_caught_up(&primary, &backlog_db, "backlog");
+    assert_same(&primary, &backlog_db);
+}
+
+/// x1 commits and x2 rolls back across kills of the slave and the master
+/// while they are prepared; ordinary transactions in between are applied
+/// exactly once although the restarted slave reads the change log again
+/// from before x1.
+#[test]
+fn prepared_xa_survives_kills_of_slave_and_master() {
+    let primary = MariaDb::primary();
+    primary.sql(SCHEMA);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master(&primary, data.path(), &listen);
+    let replica = MariaDb::replica();
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
+
+    primary.sql(
+        "XA START 'x1'; INSERT INTO app.t VALUES (1, 1), (2, 2); XA END 'x1'; XA PREPARE 'x1';",
+    );
+    primary.sql("INSERT INTO app.log (note) VALUES ('a'), ('b')");
+    primary.sql("XA START 'x2'; INSERT INTO app.t VALUES (3, 3); XA END 'x2'; XA PREPARE 'x2';");
+    primary.sql("INSERT INTO app.log (note) VALUES ('c')");
+    wait_caught_up(&primary, &replica, "s");
+    // Prepared rows wait; the ordinary ones are there.
+    assert_eq!(ids(&replica, "app.t"), "NULL");
+    assert_eq!(replica.sql("SELECT COUNT(*) FROM app.log").trim(), "3");
+
+    slave.kill9();
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO app.log (note) VALUES ('d')");
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(replica.sql("SELECT COUNT(*) FROM app.log").trim(), "4");
+
+    master.kill9();
+    // Completed while the master is down, from another session.
+    primary.sql("XA ROLLBACK 'x2'");
+    master = Rowcast::master(&primary, data.path(), &listen);
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(ids(&replica, "app.t"), "NULL");
+
+    slave.kill9();
+    primary.sql("XA COMMIT 'x1'");
+    primary.sql("INSERT INTO app.log (note) VALUES ('e')");
+    let slave = Rowcast::slave(&listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(ids(&replica, "app.t"), "1:1,2:2");
+    assert_same(&primary, &replica);
+
+    // Nothing is held any more: a restart reads from the checkpoint.
+    assert_eq!(
+        replica
+            .sql("SELECT COALESCE(xa_resume_seq, 'none') FROM rowcast.checkpoint WHERE slave_name = 's'")
+            .trim(),
+        "none"
+    );
+    drop(slave);
+    drop(master);
+}
