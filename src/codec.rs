@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// Version of the encoding of `Transaction` and friends. Stored in every
 /// change-log segment header and exchanged in the wire handshake.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 /// Upper bound on one decoded value; also the largest frame and log record.
 pub const MAX_ENCODED_LEN: usize = 1 << 30;

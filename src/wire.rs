@@ -24,7 +24,7 @@ use crate::position::SourcePosition;
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// Bumped on any incompatible change to messages or the change format.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 pub const GREETING_LEN: usize = 10;
 /// Frames before the handshake completes are small; nobody gets to make
 /// the master allocate much before it knows who they are.
