@@ -11,7 +11,8 @@
 //! - [`frame`], [`connection`], [`wire`]: the master–slave protocol.
 //! - [`serve`]: the master's listener and per-slave stream; [`auth`] its
 //!   shared-secret challenge-response.
-//! - [`snapshot`]: the consistent copy that seeds a new slave.
+//! - [`snapshot`]: the consistent copy that seeds a new slave; [`objects`]
+//!   the triggers, routines, events and sequences it copies.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
 //!   its `rowcast` schema.
 //! - [`verify`]: `rowcast checksum`, chunk checksums compared at the same
@@ -43,6 +44,7 @@ pub mod jetstream;
 pub mod master;
 pub mod metrics;
 pub mod migrations;
+pub mod objects;
 pub mod position;
 pub mod replay;
 pub mod serve;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod objects;
+pub use objects::assert_same_objects;
+
 pub const ROWCAST: &str = env!("CARGO_BIN_EXE_rowcast");
 
 /// How long to wait for replication to converge. Generous: CI is slow.
