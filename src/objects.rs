@@ -417,13 +417,12 @@ pub fn disabled_on_replica(sql: &[u8]) -> Cow<'_, [u8]> {
         }
         // user, user@host, CURRENT_USER or CURRENT_USER()
         i += 1;
-        if toks.get(i).is_some_and(|t| &sql[t.start..t.end] == b"@") {
-            i += 2;
-        } else if toks.get(i).is_some_and(|t| &sql[t.start..t.end] == b"(")
+        let at_host = toks.get(i).is_some_and(|t| &sql[t.start..t.end] == b"@");
+        let call = toks.get(i).is_some_and(|t| &sql[t.start..t.end] == b"(")
             && toks
                 .get(i + 1)
-                .is_some_and(|t| &sql[t.start..t.end] == b")")
-        {
+                .is_some_and(|t| &sql[t.start..t.end] == b")");
+        if at_host || call {
             i += 2;
         }
     }
