@@ -43,10 +43,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::catalog_fingerprint;
-use crate::change::{Change, Ddl, Row, TableSchema, Transaction, XaStep, Xid};
+use crate::change::{Change, ColumnKind, Ddl, Row, TableSchema, Transaction, Value, XaStep, Xid};
 use crate::compact::{self, NetTable};
 use crate::ddl_session::{self, Verdict};
 use crate::migrations;
+use crate::objects::{self, StoredObject, StoredObjects};
 use crate::position::{Gtid, SourcePosition};
 use crate::replay;
 use crate::source::{Source, SourceError};
@@ -62,6 +63,11 @@ use crate::wire::SnapshotObject;
 const SESSION_SETUP: &str = "SET SESSION time_zone='+00:00', \
     sql_mode='NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', \
     foreign_key_checks=0, NAMES binary";
+
+/// [`SESSION_SETUP`]'s sql_mode without strictness, for the one kind of
+/// value strict mode refuses although the primary stores it (see
+/// `Applier::load_snapshot_rows`).
+const LAX_SQL_MODE: &str = "SET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'";
 
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_KEY_NOT_FOUND: u16 = 1032;
@@ -173,6 +179,9 @@ pub struct Applier {
     plans: HashMap<(String, String), Arc<TablePlan>>,
     /// Views of a snapshot being loaded, created once all tables exist.
     snapshot_views: Vec<SnapshotObject>,
+    /// Triggers of a snapshot being loaded, created once its rows are in
+    /// (so they do not fire on them).
+    snapshot_triggers: Vec<StoredObject>,
     /// While the parts of a large transaction are being applied in one
     /// open local transaction: the index of the part expected next.
     open_parts: Option<u32>,
@@ -323,6 +332,7 @@ impl Applier {
             last_seen: None,
             plans: HashMap::new(),
             snapshot_views: Vec::new(),
+            snapshot_triggers: Vec::new(),
             open_parts: None,
             replay_format: None,
             pending_fingerprint,
@@ -994,7 +1004,9 @@ impl Applier {
                 None => ApplyError::Lost(e.to_string()),
             });
         }
-        let result = self.conn.query_drop(ddl.sql.as_slice()).await;
+        // A replicated event must not run here too (native: SLAVESIDE_DISABLED).
+        let statement = objects::disabled_on_replica(&ddl.sql);
+        let result = self.conn.query_drop(statement.as_ref()).await;
         // Restore the apply session whatever happened.
         self.conn.query_drop(SESSION_SETUP).await.map_err(lost)?;
         self.conn
@@ -1240,15 +1252,44 @@ impl Applier {
         result.map_err(ddl_err)
     }
 
+    /// Creates a stored object of a snapshot in its definition context.
+    async fn run_snapshot_object(&mut self, object: &StoredObject) -> Result<(), ApplyError> {
+        let at = SourcePosition::new("(snapshot)", 0);
+        let result = objects::create(&mut self.conn, object).await;
+        self.conn
+            .query_drop(SESSION_SETUP)
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        result.map_err(|e| match server_code(&e) {
+            Some(_) => ApplyError::Ddl {
+                position: "snapshot".into(),
+                sql: String::from_utf8_lossy(&object.create_sql)
+                    .chars()
+                    .take(300)
+                    .collect(),
+                reason: format!(
+                    "creating {} {}.{}: {e}",
+                    object.kind.keyword().to_ascii_lowercase(),
+                    object.database,
+                    object.name
+                ),
+            },
+            None => ApplyError::Lost(e.to_string()),
+        })
+    }
+
     /// Starts loading a snapshot: the checkpoint is removed first, so a
     /// slave interrupted while loading never believes it is complete; then
     /// each replicated database is dropped and created afresh with its
-    /// tables.
+    /// sequences (which table defaults may name), tables, routines (before
+    /// the views that call them, created at the end) and events (disabled
+    /// on the replica). Triggers wait for the rows.
     pub async fn snapshot_begin(
         &mut self,
         databases: &[SnapshotObject],
         tables: &[SnapshotObject],
         views: Vec<SnapshotObject>,
+        objects: StoredObjects,
     ) -> Result<(), ApplyError> {
         self.forget_checkpoint().await?;
         self.plans.clear();
@@ -1260,11 +1301,39 @@ impl Applier {
             .await?;
             self.run_snapshot_ddl(None, &db.create_sql).await?;
         }
+        let at = SourcePosition::new("(snapshot)", 0);
+        for s in &objects.sequences {
+            let result = objects::create_sequence(&mut self.conn, s).await;
+            self.conn
+                .query_drop(SESSION_SETUP)
+                .await
+                .map_err(|e| sql_error(&at, e))?;
+            result.map_err(|e| ApplyError::Ddl {
+                position: "snapshot".into(),
+                sql: String::from_utf8_lossy(&s.create_sql).into_owned(),
+                reason: format!("creating sequence {}.{}: {e}", s.database, s.name),
+            })?;
+        }
         for t in tables {
             self.run_snapshot_ddl(Some(&t.database), &t.create_sql)
                 .await?;
         }
+        for o in objects.routines.iter().chain(&objects.events) {
+            self.run_snapshot_object(o).await?;
+        }
+        // History rows keep the primary's row start and end (MariaDB
+        // 10.11+; elsewhere there are no versioned tables to load).
+        if let Err(e) = self
+            .conn
+            .query_drop("SET SESSION system_versioning_insert_history = 1")
+            .await
+        {
+            if server_code(&e).is_none() {
+                return Err(ApplyError::Lost(e.to_string()));
+            }
+        }
         self.snapshot_views = views;
+        self.snapshot_triggers = objects.triggers;
         Ok(())
     }
 
@@ -1293,7 +1362,7 @@ impl Applier {
             events: None,
             xa: None,
         };
-        let result = self.apply_change(&txn, 0, &change).await;
+        let result = self.load_snapshot_rows(&txn, change).await;
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
             return result;
@@ -1302,6 +1371,74 @@ impl Applier {
             .query_drop("COMMIT")
             .await
             .map_err(|e| sql_error(&at, e))
+    }
+
+    /// Inserts snapshot rows. A row holding ENUM index 0 (the empty value
+    /// a lax sql_mode on the primary stores for an invalid one) cannot be
+    /// written in strict mode; it is written alone without it, and must
+    /// cause exactly one warning per such value, nothing else.
+    async fn load_snapshot_rows(
+        &mut self,
+        txn: &Transaction,
+        change: Change,
+    ) -> Result<(), ApplyError> {
+        let Change::Insert { table, rows } = change else {
+            unreachable!("snapshot chunks are inserts")
+        };
+        let enums: Vec<usize> = txn.tables[0]
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind == ColumnKind::Enum)
+            .map(|(i, _)| i)
+            .collect();
+        let empties = |row: &Row| {
+            enums
+                .iter()
+                .filter(|&&i| matches!(row[i], Value::Int(0) | Value::UInt(0)))
+                .count()
+        };
+        let (lax, strict): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(|r| empties(r) > 0);
+        if !strict.is_empty() {
+            let change = Change::Insert {
+                table,
+                rows: strict,
+            };
+            self.apply_change(txn, 0, &change).await?;
+        }
+        for row in lax {
+            let expected = empties(&row);
+            self.conn
+                .query_drop(LAX_SQL_MODE)
+                .await
+                .map_err(|e| sql_error(&txn.position, e))?;
+            let change = Change::Insert {
+                table,
+                rows: vec![row],
+            };
+            let result = self.apply_change(txn, 0, &change).await;
+            let warnings = usize::from(self.conn.get_warnings());
+            self.conn
+                .query_drop(SESSION_SETUP)
+                .await
+                .map_err(|e| sql_error(&txn.position, e))?;
+            result?;
+            if warnings != expected {
+                let plan = self.plan(&txn.tables[0], &txn.position).await?;
+                let Change::Insert { rows, .. } = &change else {
+                    unreachable!()
+                };
+                return Err(ApplyError::Sql {
+                    position: "snapshot".into(),
+                    reason: format!(
+                        "the row {} of {} holds {expected} empty ENUM value(s) but writing it gave {warnings} warnings: a value was changed on the way; please report this as a rowcast bug",
+                        plan.describe_key(&rows[0]),
+                        plan.table_name()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Creates the snapshot's views (in dependency order, by retrying the
@@ -1330,6 +1467,18 @@ impl Applier {
                 return Err(last_err.expect("a failure was recorded"));
             }
             pending = failed;
+        }
+        for t in std::mem::take(&mut self.snapshot_triggers) {
+            self.run_snapshot_object(&t).await?;
+        }
+        if let Err(e) = self
+            .conn
+            .query_drop("SET SESSION system_versioning_insert_history = 0")
+            .await
+        {
+            if server_code(&e).is_none() {
+                return Err(ApplyError::Lost(e.to_string()));
+            }
         }
         let txn = Transaction {
             position: position.clone(),
@@ -1372,12 +1521,14 @@ impl Applier {
             }
         }
         // MariaDB leaves GENERATION_EXPRESSION NULL for ordinary columns,
-        // MySQL leaves it empty.
+        // MySQL leaves it empty. A versioned table's declared row start and
+        // end are written when a snapshot loads its history.
         let generated: Vec<Vec<u8>> = self
             .conn
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND GENERATION_EXPRESSION <> ''",
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND GENERATION_EXPRESSION <> '' \
+                   AND GENERATION_EXPRESSION NOT IN ('ROW START', 'ROW END')",
                 (&schema.database, &schema.name),
             )
             .await

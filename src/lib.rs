@@ -12,7 +12,8 @@
 //! - [`frame`], [`connection`], [`wire`]: the master–slave protocol.
 //! - [`serve`]: the master's listener and per-slave stream; [`auth`] its
 //!   shared-secret challenge-response.
-//! - [`snapshot`]: the consistent copy that seeds a new slave.
+//! - [`snapshot`]: the consistent copy that seeds a new slave; [`objects`]
+//!   the triggers, routines, events and sequences it copies.
 //! - [`apply`]: the slave's exactly-once applier; [`migrations`] creates
 //!   its `rowcast` schema; [`ddl_session`] runs a logged statement in the
 //!   primary's session context and judges its outcome;
@@ -51,6 +52,7 @@ pub mod jetstream;
 pub mod master;
 pub mod metrics;
 pub mod migrations;
+pub mod objects;
 pub mod packet_size;
 pub mod position;
 pub mod replay;

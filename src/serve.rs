@@ -297,6 +297,7 @@ impl Handler {
             databases = catalog.databases.len(),
             tables = catalog.tables.len(),
             views = catalog.views.len(),
+            objects = catalog.objects.len(),
             estimated_rows = catalog.estimated_rows,
             estimated_bytes = catalog.estimated_bytes,
             "snapshot started"
@@ -309,6 +310,7 @@ impl Handler {
                 views: catalog.views,
                 estimated_rows: catalog.estimated_rows,
                 estimated_bytes: catalog.estimated_bytes,
+                objects: catalog.objects,
             })
             .await?;
         let (tx, mut rx) = mpsc::channel::<(TableSchema, Vec<Row>)>(4);

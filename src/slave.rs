@@ -699,9 +699,12 @@ async fn apply_loop(
                 views,
                 estimated_rows,
                 estimated_bytes,
+                objects,
             }) => {
-                tracing::info!(%position, tables = tables.len(), estimated_rows, estimated_bytes, "receiving a snapshot");
-                applier.snapshot_begin(&databases, &tables, views).await?;
+                tracing::info!(%position, tables = tables.len(), objects = objects.len(), estimated_rows, estimated_bytes, "receiving a snapshot");
+                applier
+                    .snapshot_begin(&databases, &tables, views, objects)
+                    .await?;
                 progress = (0, estimated_rows, std::time::Instant::now());
             }
             Incoming::Snapshot(MasterMessage::SnapshotRows { table, rows }) => {

@@ -18,7 +18,13 @@
 //!
 //! Tables with a primary key are read in key order, in chunks (keyset
 //! pagination), and tables without one as a single streamed query, so
-//! memory stays bounded by one chunk whatever the table size.
+//! memory stays bounded by one chunk whatever the table size. A
+//! system-versioned table is read with its whole history (`FOR SYSTEM_TIME
+//! ALL`, its row start and end columns named, keyed by its key and row
+//! end, which is what makes a version unique); the slave writes the
+//! history back with `system_versioning_insert_history`. Sequences,
+//! routines, triggers and events come from [`crate::objects`], sequences
+//! with their state in the same read view.
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -26,6 +32,7 @@ use mysql_async::{Conn, Params, Value as MyValue};
 
 use crate::change::{ColumnDef, ColumnKind, Row, TableSchema, Value};
 use crate::filter::Filter;
+use crate::objects::{self, StoredObjects};
 use crate::position::SourcePosition;
 use crate::source::{Source, SourceError};
 use crate::sql;
@@ -64,6 +71,7 @@ pub struct Catalog {
     pub databases: Vec<SnapshotObject>,
     pub tables: Vec<SnapshotObject>,
     pub views: Vec<SnapshotObject>,
+    pub objects: StoredObjects,
     pub estimated_rows: u64,
     pub estimated_bytes: u64,
 }
@@ -74,6 +82,8 @@ struct TableRead {
     schema: TableSchema,
     /// SELECT expressions, aligned with `schema.columns`.
     select: Vec<String>,
+    /// What follows the table name to read every version of a row.
+    history: &'static str,
 }
 
 impl Snapshot {
@@ -133,6 +143,7 @@ impl Snapshot {
             databases: Vec::new(),
             tables: Vec::new(),
             views: Vec::new(),
+            objects: StoredObjects::default(),
             estimated_rows: 0,
             estimated_bytes: 0,
         };
@@ -168,12 +179,19 @@ impl Snapshot {
                     continue;
                 }
                 let is_view = kind == b"VIEW";
-                if !is_view && kind != b"BASE TABLE" {
-                    tracing::warn!(database = %db, table = %name, kind = %String::from_utf8_lossy(&kind), "not copied by the snapshot (only tables and views are)");
+                let object = format!("{db}.{name}");
+                if kind == b"SEQUENCE" {
+                    let sequence = objects::read_sequence(&mut self.conn, &db, &name)
+                        .await
+                        .map_err(|e| SnapshotError::read(&object, e))?;
+                    catalog.objects.sequences.push(sequence);
+                    continue;
+                }
+                if !is_view && kind != b"BASE TABLE" && kind != b"SYSTEM VERSIONED" {
+                    tracing::warn!(database = %db, table = %name, kind = %String::from_utf8_lossy(&kind), "not copied by the snapshot (only tables, views and sequences are); create it on the replica by hand");
                     continue;
                 }
                 let what = if is_view { "VIEW" } else { "TABLE" };
-                let object = format!("{db}.{name}");
                 let row: Option<mysql_async::Row> = self
                     .conn
                     .query_first(format!("SHOW CREATE {what} {}", sql::table(&db, &name)))
@@ -193,6 +211,10 @@ impl Snapshot {
                     catalog.tables.push(obj);
                 }
             }
+            let found = objects::discover(&mut self.conn, &db, filter)
+                .await
+                .map_err(|e| SnapshotError::read(&db, e))?;
+            catalog.objects.append(found);
         }
         Ok(catalog)
     }
@@ -218,35 +240,76 @@ impl Snapshot {
             )
             .await
             .map_err(|e| SnapshotError::read(&object, e))?;
+        let kind: Option<Vec<u8>> = self
+            .conn
+            .exec_first(
+                "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, table),
+            )
+            .await
+            .map_err(|e| SnapshotError::read(&object, e))?;
+        let versioned = kind.as_deref() == Some(b"SYSTEM VERSIONED");
         let mut columns = Vec::new();
         let mut select = Vec::new();
-        for (name, data_type, _key, generation) in cols {
-            if generation.is_some_and(|g| !g.is_empty()) {
-                continue;
-            }
-            let name = String::from_utf8_lossy(&name).into_owned();
-            let t = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
-            // BIT, ENUM and SET are read as numbers: what the applier
-            // writes back is then the same bits, index or set.
-            let numeric = matches!(t.as_str(), "bit" | "enum" | "set");
-            select.push(if numeric {
-                format!("{} + 0", sql::ident(&name))
-            } else {
-                sql::ident(&name)
-            });
+        // The row end column, for a versioned table.
+        let mut row_end = None;
+        let mut column = |name: String, expr: String, kind: ColumnKind| {
+            select.push(expr);
             columns.push(ColumnDef {
                 name,
-                kind: ColumnKind::Other(0),
+                kind,
                 unsigned: false,
                 collation: 0,
             });
+        };
+        for (name, data_type, _key, generation) in cols {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            match generation.as_deref() {
+                // Declared row start/end columns: history, written back.
+                Some(b"ROW START") => {}
+                Some(b"ROW END") => row_end = Some(name.clone()),
+                Some(g) if !g.is_empty() => continue,
+                _ => {}
+            }
+            let t = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
+            let quoted = sql::ident(&name);
+            match t.as_str() {
+                // BIT, ENUM and SET are read as numbers: what the applier
+                // writes back is then the same bits, index or set.
+                "enum" => column(name, format!("{quoted} + 0"), ColumnKind::Enum),
+                "bit" | "set" => column(name, format!("{quoted} + 0"), ColumnKind::Other(0)),
+                // MariaDB's UUID and INET6 are sent as text, which a
+                // binary-charset parameter cannot write back; their 16
+                // bytes can, as the binlog's values are.
+                "uuid" | "inet6" => column(
+                    name,
+                    format!("CAST({quoted} AS BINARY(16))"),
+                    ColumnKind::Other(0),
+                ),
+                _ => column(name, quoted, ColumnKind::Other(0)),
+            }
+        }
+        if versioned && row_end.is_none() {
+            // Implicit period columns are not in information_schema.
+            for name in ["row_start", "row_end"] {
+                column(name.into(), sql::ident(name), ColumnKind::Other(0));
+            }
+            row_end = Some("row_end".into());
+        }
+        let mut pk_names: Vec<String> = pk_names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        // Versions of one row share its key; the row end tells them apart
+        // (the server adds it to every unique key).
+        if let (Some(end), false) = (&row_end, pk_names.is_empty()) {
+            if !pk_names.contains(end) {
+                pk_names.push(end.clone());
+            }
         }
         let primary_key = pk_names
             .iter()
-            .filter_map(|n| {
-                let n = String::from_utf8_lossy(n);
-                columns.iter().position(|c| c.name == n).map(|i| i as u32)
-            })
+            .filter_map(|n| columns.iter().position(|c| &c.name == n).map(|i| i as u32))
             .collect::<Vec<_>>();
         // A key on a generated column cannot drive keyset reads.
         let primary_key = if primary_key.len() == pk_names.len() {
@@ -255,6 +318,11 @@ impl Snapshot {
             Vec::new()
         };
         Ok(TableRead {
+            history: if versioned {
+                " FOR SYSTEM_TIME ALL"
+            } else {
+                ""
+            },
             schema: TableSchema {
                 database: db.to_string(),
                 name: table.to_string(),
@@ -278,7 +346,7 @@ impl Snapshot {
     {
         let read = self.table_read(db, table).await?;
         let object = format!("{db}.{table}");
-        let name = sql::table(db, table);
+        let name = format!("{}{}", sql::table(db, table), read.history);
         let cols = read.select.join(", ");
         let pk: Vec<usize> = read
             .schema

@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::change::{Row, TableSchema, Transaction};
+use crate::objects::StoredObjects;
 use crate::position::SourcePosition;
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
@@ -112,6 +113,8 @@ pub enum MasterMessage {
         views: Vec<SnapshotObject>,
         estimated_rows: u64,
         estimated_bytes: u64,
+        /// Sequences, routines, triggers and events.
+        objects: StoredObjects,
     },
     /// A chunk of rows of one table (only its non-generated columns).
     SnapshotRows {

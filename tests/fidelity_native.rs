@@ -272,3 +272,23 @@ fn large_transactions_in_parts_on_tables_with_triggers_and_keys_match_the_primar
     assert_workload_cascaded(&s.primary);
     assert_replica_equal(&s.primary, &s.replica);
 }
+
+#[test]
+fn a_seeded_slave_with_triggers_keys_and_history_matches_the_primary() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    primary.sql(SCHEMA);
+    workload(&primary, 1..21);
+    // Seeded from a primary that already has rows, triggers and history,
+    // then the same workload live on the seeded copy.
+    let _slave = Rowcast::slave(&listen, &replica, "seeded");
+    wait_caught_up(&primary, &replica, "seeded");
+    workload(&primary, 21..41);
+    wait_caught_up(&primary, &replica, "seeded");
+    assert_workload_cascaded(&primary);
+    assert_replica_equal(&primary, &replica);
+    assert_same_objects(&primary, &replica, "app");
+}

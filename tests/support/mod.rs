@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod objects;
+#[allow(unused_imports)]
+pub use objects::assert_same_objects;
+
 pub const ROWCAST: &str = env!("CARGO_BIN_EXE_rowcast");
 
 /// How long to wait for replication to converge. Generous: CI is slow.

@@ -419,6 +419,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 views: vec![object("v", "CREATE VIEW v AS SELECT 1")],
                 estimated_rows: 100,
                 estimated_bytes: 1 << 20,
+                objects: Default::default(),
             },
         ),
         (
