@@ -118,6 +118,20 @@ impl Transaction {
     }
 }
 
+impl Change {
+    /// Whether a row holds an ENUM's empty value (index 0), which a lax
+    /// sql_mode on the primary stores for an invalid one and which no
+    /// strict-mode statement can write back.
+    pub fn holds_empty_enum(&self) -> bool {
+        let empty = |row: &Row| row.iter().any(|v| matches!(v, Value::Enum(0)));
+        match self {
+            Change::Insert { rows, .. } | Change::Delete { rows, .. } => rows.iter().any(empty),
+            Change::Update { rows, .. } => rows.iter().any(|(b, a)| empty(b) || empty(a)),
+            Change::Ddl(_) => false,
+        }
+    }
+}
+
 /// The primary's binlog events behind a transaction's row changes, so the
 /// replica can hand them to its own row-event applier (`BINLOG` statement)
 /// exactly as a native replica's SQL thread would: its triggers do not

@@ -18,6 +18,7 @@ const TABLES: &[&str] = &[
     "types.composite",
     "types.inv",
     "types.binkey",
+    "types.enum0",
     "we`ird db.tab le ü",
 ];
 
@@ -52,6 +53,7 @@ CREATE TABLE types.nopk (a INT, f FLOAT, d DOUBLE, s VARCHAR(10), b BLOB);
 CREATE TABLE types.composite (a VARCHAR(20), b DATETIME(3), c INT, v TEXT, PRIMARY KEY (a, b));
 CREATE TABLE types.inv (id INT PRIMARY KEY, hidden INT INVISIBLE, `select` INT);
 CREATE TABLE types.binkey (k BINARY(4) PRIMARY KEY, u UUID, i6 INET6, b255 BINARY(255), v INT);
+CREATE TABLE types.enum0 (id INT PRIMARY KEY, e ENUM('a','b') NOT NULL, n INT);
 CREATE DATABASE `we``ird db`;
 CREATE TABLE `we``ird db`.`tab le ü` (`sélect` INT PRIMARY KEY, `from` VARCHAR(10), `a``b` INT, `naïve col` TEXT);
 "#;
@@ -102,7 +104,9 @@ INSERT INTO types.inv (id, hidden, `select`) VALUES (1, 10, 100), (2, 20, 200);
 INSERT INTO types.binkey VALUES
   (0x01000000, '00000000-0000-0000-0000-000000000000', '::', 0x01, 1),
   (0x02000000, '00000000-0000-0000-0000-000000000001', '::1', REPEAT(0x00, 255), 2),
-  (0x00000000, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '1.2.3.0', NULL, 3);
+  (0x00000000, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '1.2.3.0', NULL, 3),
+  (0x04000000, UUID(), '2001:db8::', NULL, 4);
+INSERT INTO types.enum0 VALUES (1, 'not a member', 1), (2, 'a', 2);
 "#;
 
 const CHANGES: &str = r#"
@@ -134,6 +138,10 @@ DELETE FROM types.inv WHERE id = 2;
 UPDATE types.binkey SET v = 10, u = '01020304-0506-0708-090a-0b0c0d0e0f00' WHERE k = 0x01000000;
 UPDATE types.binkey SET k = 0x03000000 WHERE k = 0x00000000;
 DELETE FROM types.binkey WHERE k = 0x02000000;
+UPDATE types.binkey SET v = 40 WHERE u IS NOT NULL AND k = 0x04000000;
+UPDATE types.enum0 SET n = 10 WHERE id = 1;
+UPDATE types.enum0 SET e = 'bad' WHERE id = 2;
+INSERT INTO types.enum0 VALUES (3, 'x', 3);
 UPDATE `we``ird db`.`tab le ü` SET `from` = 'where', `a``b` = 3 WHERE `sélect` = 1;
 DELETE FROM `we``ird db`.`tab le ü` WHERE `sélect` = 2;
 "#;
