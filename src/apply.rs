@@ -1230,6 +1230,7 @@ impl Applier {
         &mut self,
         database: Option<&str>,
         sql: &[u8],
+        charset: Option<&(String, String)>,
     ) -> Result<(), ApplyError> {
         let at = SourcePosition::new("(snapshot)", 0);
         let ddl_err = |e: mysql_async::Error| ApplyError::Ddl {
@@ -1241,6 +1242,15 @@ impl Applier {
             .query_drop("SET NAMES utf8mb4, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
             .await
             .map_err(|e| sql_error(&at, e))?;
+        if let Some((client, connection)) = charset {
+            self.conn
+                .exec_drop(
+                    "SET SESSION character_set_client = ?, collation_connection = ?",
+                    (client, connection),
+                )
+                .await
+                .map_err(ddl_err)?;
+        }
         if let Some(db) = database {
             self.conn
                 .query_drop(format!("USE {}", sql::ident(db)))
@@ -1300,9 +1310,10 @@ impl Applier {
             self.run_snapshot_ddl(
                 None,
                 format!("DROP DATABASE IF EXISTS {}", sql::ident(&db.name)).as_bytes(),
+                None,
             )
             .await?;
-            self.run_snapshot_ddl(None, &db.create_sql).await?;
+            self.run_snapshot_ddl(None, &db.create_sql, None).await?;
         }
         let at = SourcePosition::new("(snapshot)", 0);
         for s in &objects.sequences {
@@ -1318,7 +1329,7 @@ impl Applier {
             })?;
         }
         for t in tables {
-            self.run_snapshot_ddl(Some(&t.database), &t.create_sql)
+            self.run_snapshot_ddl(Some(&t.database), &t.create_sql, None)
                 .await?;
         }
         for o in objects.routines.iter().chain(&objects.events) {
@@ -1455,7 +1466,7 @@ impl Applier {
             let before = pending.len();
             for v in pending {
                 match self
-                    .run_snapshot_ddl(Some(&v.database), &v.create_sql)
+                    .run_snapshot_ddl(Some(&v.database), &v.create_sql, v.charset.as_ref())
                     .await
                 {
                     Ok(()) => {}

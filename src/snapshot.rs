@@ -162,6 +162,7 @@ impl Snapshot {
                 database: db.clone(),
                 name: db.clone(),
                 create_sql,
+                charset: None,
             });
             type TableRow = (Vec<u8>, Vec<u8>, Option<u64>, Option<u64>);
             let tables: Vec<TableRow> = self
@@ -197,11 +198,25 @@ impl Snapshot {
                     .query_first(format!("SHOW CREATE {what} {}", sql::table(&db, &name)))
                     .await
                     .map_err(|e| SnapshotError::read(&object, e))?;
-                let create_sql: Vec<u8> = row.and_then(|r| r.get(1)).unwrap_or_default();
+                let (create_sql, charset) = match row {
+                    Some(r) if is_view => {
+                        let text = |i| {
+                            r.get::<Vec<u8>, _>(i)
+                                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        };
+                        (
+                            r.get::<Vec<u8>, _>(1).unwrap_or_default(),
+                            text(2).zip(text(3)),
+                        )
+                    }
+                    Some(r) => (r.get(1).unwrap_or_default(), None),
+                    None => (Vec::new(), None),
+                };
                 let obj = SnapshotObject {
                     database: db.clone(),
                     name,
                     create_sql,
+                    charset,
                 };
                 if is_view {
                     catalog.views.push(obj);

@@ -169,6 +169,9 @@ pub struct SnapshotObject {
     pub database: String,
     pub name: String,
     pub create_sql: Vec<u8>,
+    /// A view's `character_set_client` and `collation_connection`: the
+    /// replica stores them with the view, as the primary did.
+    pub charset: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,9 @@ SET NAMES latin1;
 SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION';
 CREATE TRIGGER app.ids_bi BEFORE INSERT ON app.ids FOR EACH ROW SET NEW.id = NEW.id + 0 /* é */;
 CREATE PROCEDURE app.greet(OUT s VARCHAR(20)) SET s = 'café';
+CREATE VIEW app.latin_view AS SELECT id, 'café' AS label FROM app.ids;
+SET NAMES utf8mb3;
+CREATE VIEW app.utf8mb3_view AS SELECT id FROM app.ids;
 "#;
 
 /// Values, under a lax sql_mode: what the primary stores is the truth,

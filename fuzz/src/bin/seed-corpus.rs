@@ -385,6 +385,7 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         database: "shop".into(),
         name: name.into(),
         create_sql: sql.as_bytes().to_vec(),
+        charset: None,
     };
     let mut master: Vec<(String, MasterMessage)> = vec![
         (
