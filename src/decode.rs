@@ -560,14 +560,18 @@ impl Decoder {
     /// part once it is big enough. The part ends at this event, so parts'
     /// positions increase and a re-read of the binlog cuts the same parts.
     /// Not done inside a compressed payload (inner events share one
-    /// position) nor once the group holds DDL (applied outside the rows'
-    /// local transaction, see `apply.rs`).
+    /// position), once the group holds DDL (applied outside the rows'
+    /// local transaction, see `apply.rs`), nor while a savepoint is open:
+    /// a later `ROLLBACK TO` may undo rows after it, which must not have
+    /// been shipped yet. Such a group grows in memory until the savepoint
+    /// is released or the group ends.
     fn cut_part(&mut self, event: &Event) -> Option<Transaction> {
         let at = event.header().log_pos();
         let pending = self.pending.as_mut()?;
         if pending.bytes < self.part_bytes
             || at == 0
             || pending.xa
+            || !pending.savepoints.is_empty()
             || pending.changes.iter().any(|c| matches!(c, Change::Ddl(_)))
         {
             return None;

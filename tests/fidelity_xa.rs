@@ -182,3 +182,46 @@ fn prepared_xa_survives_kills_of_slave_and_master() {
     drop(slave);
     drop(master);
 }
+
+/// A transaction far larger than `--part-kb` that rolls back to a
+/// savepoint: rows before the savepoint may leave in parts, rows after it
+/// wait until it is released, so the rollback can still drop them.
+#[test]
+fn savepoints_in_a_transaction_cut_into_parts() {
+    let primary = MariaDb::primary();
+    primary.sql(SCHEMA);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master_with(&primary, data.path(), &listen, &["--part-kb", "1"]);
+    let replica = MariaDb::replica();
+    let _slave = Rowcast::slave(&listen, &replica, "parts");
+    wait_caught_up(&primary, &replica, "parts");
+
+    let rows = |from: u32, n: u32, table: &str| {
+        (from..from + n)
+            .map(|i| format!("INSERT INTO {table} VALUES ({i}, {i});"))
+            .collect::<String>()
+    };
+    primary.sql(&format!(
+        "BEGIN; {} SAVEPOINT s; {} INSERT INTO app.m VALUES (500, 1); ROLLBACK TO SAVEPOINT s; \
+         {} SAVEPOINT r; {} RELEASE SAVEPOINT r; {} COMMIT;",
+        rows(1000, 200, "app.t"),
+        rows(2000, 200, "app.t"),
+        rows(3000, 200, "app.t"),
+        rows(4000, 200, "app.t"),
+        rows(5000, 200, "app.t"),
+    ));
+    assert_eq!(
+        primary
+            .sql("SELECT COUNT(*), SUM(id BETWEEN 2000 AND 2199) FROM app.t")
+            .trim(),
+        "800\t0"
+    );
+    wait_caught_up(&primary, &replica, "parts");
+    assert_same(&primary, &replica);
+    assert!(
+        master.is_running(),
+        "master stopped:\n{}",
+        master.log_text()
+    );
+}
