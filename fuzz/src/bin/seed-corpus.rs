@@ -181,6 +181,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
         tables,
         changes,
         events: None,
+        xa: None,
     };
     vec![
         ("empty", txn(None, vec![], vec![])),
@@ -308,6 +309,31 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 ],
             ),
         ),
+        ("xa-prepare", {
+            let mut t = txn(
+                mariadb_gtid(),
+                vec![small_table()],
+                vec![Change::Insert {
+                    table: 0,
+                    rows: vec![vec![Value::UInt(3), Value::Null]],
+                }],
+            );
+            t.xa = Some(XaStep::Prepare(Xid {
+                format_id: 1,
+                gtrid: b"g1".to_vec(),
+                bqual: Vec::new(),
+            }));
+            t
+        }),
+        ("xa-commit", {
+            let mut t = txn(mariadb_gtid(), vec![], vec![]);
+            t.xa = Some(XaStep::Commit(Xid {
+                format_id: 7,
+                gtrid: b"g1".to_vec(),
+                bqual: b"b".to_vec(),
+            }));
+            t
+        }),
     ]
 }
 
