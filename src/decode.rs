@@ -105,7 +105,9 @@ pub enum DecodeError {
         "statement-based event at {position} (`{sql}`): a session on the primary changed \
          binlog_format away from ROW; rowcast only replicates row events. \
          Keep binlog_format=ROW for every session (tools such as pt-table-checksum \
-         need --set-vars sql_log_bin=0)"
+         need --set-vars sql_log_bin=0). The master cannot go past this event: \
+         start it on a new --data-dir from the primary's current position and \
+         re-seed every slave with --resnapshot"
     )]
     StatementEvent { position: String, sql: String },
     #[error("cannot read the XA transaction id of `{sql}` at {position}: {reason}")]
