@@ -56,6 +56,9 @@ const XA_PREPARE: u8 = 38;
 /// MariaDB GTID flag: the transaction is a single statement without
 /// BEGIN/COMMIT (DDL, or a non-transactional table).
 const MARIADB_FL_STANDALONE: u8 = 1;
+/// The group is the prepared half of an XA transaction: MariaDB logs no
+/// `XA START` query for it, only this flag (sql/log_event.h FL_PREPARED_XA).
+const MARIADB_FL_PREPARED_XA: u8 = 0x40;
 
 /// The event types `feed` parses; every other event is skipped unread, so
 /// a malformed event of a type rowcast does not use cannot hurt it
@@ -457,6 +460,11 @@ impl Decoder {
                 let gtid = parse_mariadb_gtid(event.data(), header.server_id());
                 if let Some((gtid, flags)) = gtid {
                     self.begin(Some(gtid), flags & MARIADB_FL_STANDALONE == 0);
+                    if flags & MARIADB_FL_PREPARED_XA != 0 {
+                        if let Some(p) = &mut self.pending {
+                            p.xa = true;
+                        }
+                    }
                 }
                 return Ok(None);
             }
