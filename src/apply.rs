@@ -598,7 +598,10 @@ impl Applier {
             // A part is applied as its net effect too, behind a savepoint
             // so a surprise undoes only this part before the exact path.
             let mut exact = true;
-            if let Some(net) = compact::net_effect(&[txn], verify::is_chunk_table) {
+            let empty_enum = txn.changes.iter().any(Change::holds_empty_enum);
+            if let Some(net) =
+                compact::net_effect(&[txn], verify::is_chunk_table).filter(|_| !empty_enum)
+            {
                 self.conn
                     .query_drop("SAVEPOINT rowcast_part")
                     .await

@@ -273,8 +273,8 @@ fn xid_part(s: &str) -> Result<(Vec<u8>, &str), String> {
     if let Some(hex) = s.strip_prefix("X'").or_else(|| s.strip_prefix("x'")) {
         let end = hex.find('\'').ok_or("unterminated X'...'")?;
         let digits = &hex[..end];
-        if digits.len() % 2 != 0 {
-            return Err("odd number of hex digits".into());
+        if digits.len() % 2 != 0 || !digits.is_ascii() {
+            return Err("not an even number of hex digits".into());
         }
         let bytes = (0..digits.len())
             .step_by(2)
