@@ -153,7 +153,8 @@ pub fn net_effect(
                         plain(std::slice::from_ref(b)) && plain(std::slice::from_ref(a))
                     }),
                 ),
-                Change::Ddl(_) => return None,
+                // Its rows are not known: only its raw events apply it.
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
             };
             let schema = txn.tables.get(slot as usize)?;
             if !rows_ok || schema.primary_key.is_empty() || is_special(schema) {
@@ -188,7 +189,7 @@ pub fn net_effect(
                         state.update(b, a)?;
                     }
                 }
-                Change::Ddl(_) => return None,
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
             }
         }
     }

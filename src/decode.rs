@@ -399,6 +399,8 @@ pub struct Decoder {
     /// (decompressed) events are being fed; they carry `log_pos` 0.
     payload_end: u32,
     part_bytes: usize,
+    /// Tables already warned about for partial row images (once each).
+    partial_warned: std::collections::HashSet<(String, String)>,
 }
 
 impl Decoder {
@@ -417,6 +419,7 @@ impl Decoder {
             format: None,
             payload_end: 0,
             part_bytes: DEFAULT_PART_BYTES,
+            partial_warned: Default::default(),
         }
     }
 
@@ -799,6 +802,26 @@ impl Decoder {
                 .collect::<Result<_, _>>()
                 .map_err(event_error)?
         };
+        if partial_image(rows, tme) {
+            let (database, name) = (schema.database.clone(), schema.name.clone());
+            let change = Change::PartialImage {
+                table: slot,
+                rows: images.len() as u32,
+            };
+            let position = position();
+            if self.partial_warned.insert((database.clone(), name.clone())) {
+                tracing::warn!(
+                    %database,
+                    table = %name,
+                    %position,
+                    "a session on the primary logs partial row images for this table \
+                     (SET SESSION binlog_row_image=MINIMAL or NOBLOB); its row changes \
+                     are applied only through the replica's row-event applier"
+                );
+            }
+            self.push_change(event, change);
+            return Ok(());
+        }
         for (before, after) in images {
             if let Some(b) = before {
                 before_rows.push(pad_binary(convert_row(schema, b, &position)?, &pads));
@@ -825,6 +848,13 @@ impl Decoder {
                 rows: before_rows.into_iter().zip(after_rows).collect(),
             },
         };
+        self.push_change(event, change);
+        Ok(())
+    }
+
+    /// Adds a ROWS event's change to the pending group, with its raw event.
+    fn push_change(&mut self, event: &Event, change: Change) {
+        let pending = self.pending.as_mut().expect("rows() opened the group");
         // Consecutive events of one kind on one table merge: a big statement
         // is split into ~8 KB events, and the applier batches better whole.
         // Not across a savepoint, where the group may be cut back.
@@ -845,13 +875,34 @@ impl Decoder {
             {
                 rows.extend(r)
             }
+            // Only the raw events apply these, in order, so kinds may mix.
+            (
+                Some(Change::PartialImage { table, rows }),
+                Change::PartialImage { table: t, rows: r },
+            ) if *table == t => *rows = rows.saturating_add(r),
             (_, change) => pending.changes.push(change),
         }
         // Merged or pushed, the event belongs to the last change.
         let index = pending.changes.len() - 1;
         pending.row_events.push((index, raw_event(event)));
-        Ok(())
     }
+}
+
+/// Whether a ROWS event's images lack some of the table's columns (a
+/// session's `binlog_row_image=MINIMAL` or `NOBLOB`).
+fn partial_image(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> bool {
+    let columns = tme.columns_count() as usize;
+    if (rows.num_columns() as usize) < columns {
+        return true;
+    }
+    let lacks = |present: &mut dyn Iterator<Item = bool>| {
+        present.take(columns).filter(|x| *x).count() < columns
+    };
+    rows.columns_before_image()
+        .is_some_and(|b| lacks(&mut b.iter().map(|x| *x)))
+        || rows
+            .columns_after_image()
+            .is_some_and(|b| lacks(&mut b.iter().map(|x| *x)))
 }
 
 /// An event's header and body as the server wrote them, without the
@@ -1711,6 +1762,9 @@ mod tests {
                         }
                     }
                     Change::Ddl(d) => out.push((String::from_utf8_lossy(&d.sql).into(), vec![])),
+                    Change::PartialImage { rows, .. } => {
+                        out.push((format!("partial {rows}"), vec![]))
+                    }
                 }
             }
             out

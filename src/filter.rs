@@ -134,7 +134,8 @@ impl Filter {
             .map(|c| match c {
                 Change::Insert { table, .. }
                 | Change::Update { table, .. }
-                | Change::Delete { table, .. } => {
+                | Change::Delete { table, .. }
+                | Change::PartialImage { table, .. } => {
                     let t = &tables[*table as usize];
                     self.table_included(&t.database, &t.name)
                 }
