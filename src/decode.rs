@@ -804,6 +804,8 @@ impl Decoder {
         };
         if partial_image(rows, tme) {
             let (database, name) = (schema.database.clone(), schema.name.clone());
+            // Read only to be counted (through the same readers: mysql_common
+            // panics on a negative TIME(2) in a debug build).
             let change = Change::PartialImage {
                 table: slot,
                 rows: images.len() as u32,

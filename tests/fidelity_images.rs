@@ -14,8 +14,8 @@ use support::*;
 
 const SCHEMA: &str = "
 CREATE DATABASE app;
-CREATE TABLE app.plain (id INT PRIMARY KEY, a INT, b VARCHAR(20) DEFAULT 'dflt', c INT)
-  ENGINE=InnoDB;
+CREATE TABLE app.plain (id INT PRIMARY KEY, a INT, b VARCHAR(20) DEFAULT 'dflt', c INT,
+  t TIME(2) DEFAULT '-01:02:03.45') ENGINE=InnoDB;
 CREATE TABLE app.docs (id INT PRIMARY KEY, title VARCHAR(40), body TEXT, img BLOB)
   ENGINE=InnoDB;
 CREATE TABLE app.full (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
@@ -48,7 +48,8 @@ const TABLES: &[&str] = &[
 /// transactions sit between them so a backlog batch holds both.
 fn workload(primary: &MariaDb) {
     primary.sql(
-        "INSERT INTO app.plain VALUES (1, 1, 'one', 1), (2, 2, 'two', 2), (3, 3, 'three', 3);
+        "INSERT INTO app.plain (id, a, b, c) VALUES (1, 1, 'one', 1), (2, 2, 'two', 2),
+                                                    (3, 3, 'three', 3);
          INSERT INTO app.docs VALUES (1, 'a', REPEAT('text', 100), REPEAT(x'00ff', 300)),
                                      (2, 'b', 'short', x'01');
          INSERT INTO app.parent VALUES (1, 1), (2, 2);
@@ -59,6 +60,7 @@ fn workload(primary: &MariaDb) {
          INSERT INTO app.plain (id, a) VALUES (4, 4);
          UPDATE app.plain SET a = a + 10 WHERE id <= 2;
          UPDATE app.plain SET id = 30 WHERE id = 3;
+         UPDATE app.plain SET t = '-23:45:56.7' WHERE id = 2;
          DELETE FROM app.plain WHERE id = 1;
          INSERT INTO app.trig VALUES (1, 1, 'x'), (2, 2, 'y');
          UPDATE app.trig SET v = 5 WHERE id = 1;
