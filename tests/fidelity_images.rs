@@ -189,6 +189,42 @@ fn partial_row_images_replicate_live_and_as_a_backlog() {
     assert_eq!(warned("docs"), 1, "master log:\n{log}");
 }
 
+/// The same through a JetStream change log: the raw events travel in the
+/// stream's records, and a slave reading the stream (live, then as a
+/// backlog after a restart) applies them.
+#[test]
+fn partial_row_images_replicate_through_jetstream() {
+    let nats = Nats::start();
+    let url = nats.url("images");
+    let primary = MariaDb::primary();
+    primary.sql(SCHEMA);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master_with(&primary, data.path(), &listen, &["--log", &url]);
+    let live_db = MariaDb::replica();
+    let backlog_db = MariaDb::replica();
+    let slave = |db: &MariaDb, name: &str| Rowcast::slave_with(&listen, db, name, &["--log", &url]);
+    let mut live = slave(&live_db, "live");
+    let mut backlog = slave(&backlog_db, "backlog");
+    wait_caught_up(&primary, &live_db, "live");
+    wait_caught_up(&primary, &backlog_db, "backlog");
+    backlog.stop();
+
+    workload(&primary);
+    wait_caught_up(&primary, &live_db, "live");
+    assert_same(&primary, &live_db);
+    let mut backlog = slave(&backlog_db, "backlog");
+    wait_caught_up(&primary, &backlog_db, "backlog");
+    assert_same(&primary, &backlog_db);
+    for (who, p) in [
+        ("master", &mut master),
+        ("live", &mut live),
+        ("backlog", &mut backlog),
+    ] {
+        assert!(p.is_running(), "{who} stopped:\n{}", p.log_text());
+    }
+}
+
 /// The log without its ANSI colour codes.
 fn plain_text(log: &str) -> String {
     let mut out = String::with_capacity(log.len());
