@@ -257,6 +257,19 @@ mod tests {
     }
 
     #[test]
+    fn partial_images_have_no_net_effect() {
+        // Rows rowcast does not know can only be replayed, in order.
+        let full = txn(vec![Change::Insert {
+            table: 0,
+            rows: vec![row(1, 1)],
+        }]);
+        let partial = txn(vec![Change::PartialImage { table: 0, rows: 1 }]);
+        assert!(net_effect(&[&full, &partial], |_| false).is_none());
+        assert!(net_effect(&[&partial], |_| false).is_none());
+        assert!(net_effect(&[&full], |_| false).is_some());
+    }
+
+    #[test]
     fn keys_end_as_the_last_transaction_left_them() {
         // The shape of sysbench's oltp_write_only, twice on the same keys.
         let a = txn(vec![
