@@ -99,6 +99,35 @@ fn workload(primary: &MariaDb) {
          COMMIT;",
     );
     primary.sql("INSERT INTO app.full VALUES (4, 4)");
+    // What the primary holds, spelled out, so a replica equal to a wrong
+    // primary cannot pass.
+    assert_eq!(
+        rows(
+            primary,
+            "SELECT GROUP_CONCAT(CONCAT_WS(':', id, a, b, IFNULL(c, '-')) ORDER BY id) FROM app.plain"
+        ),
+        "2:12:two:99,4:4:mixed:-,30:3:three:3"
+    );
+    assert_eq!(
+        rows(
+            primary,
+            "SELECT GROUP_CONCAT(CONCAT_WS(':', id, parent_id, v) ORDER BY id) FROM app.child"
+        ),
+        "50:5:5",
+        "the cascades of parent 1 and 3 removed their children"
+    );
+    assert_eq!(
+        rows(
+            primary,
+            "SELECT GROUP_CONCAT(CONCAT(id, ':', v) ORDER BY id) FROM app.full"
+        ),
+        "1:10,3:3,4:4"
+    );
+    assert_eq!(
+        rows(primary, "SELECT COUNT(*) FROM app.trig_log"),
+        "4",
+        "two inserts and two updates fired the triggers"
+    );
 }
 
 fn assert_same(primary: &MariaDb, replica: &MariaDb) {
@@ -113,11 +142,43 @@ fn rows(db: &MariaDb, sql: &str) -> String {
 
 #[test]
 fn partial_row_images_replicate_live_and_as_a_backlog() {
+    live_and_backlog(&[], workload);
+}
+
+/// Transactions cut into parts (`--part-kb 1`), each part applied by
+/// replaying its own events in the one local transaction.
+#[test]
+fn partial_row_images_in_transactions_cut_into_parts() {
+    live_and_backlog(&["--part-kb", "1"], |primary| {
+        workload(primary);
+        primary.sql(
+            "BEGIN;
+             SET SESSION binlog_row_image = MINIMAL;
+             INSERT INTO app.plain (id, a, b)
+               SELECT 100 + seq, seq, REPEAT('p', 20) FROM app.seq_1_to_300;
+             UPDATE app.plain SET a = a * 2 WHERE id > 100;
+             SET SESSION binlog_row_image = FULL;
+             INSERT INTO app.full SELECT 100 + seq, seq FROM app.seq_1_to_300;
+             SET SESSION binlog_row_image = NOBLOB;
+             UPDATE app.docs SET title = 'parts';
+             SET SESSION binlog_row_image = MINIMAL;
+             DELETE FROM app.plain WHERE id > 100 AND id % 3 = 0;
+             UPDATE app.full SET v = v + 1 WHERE id > 100;
+             COMMIT;",
+        );
+        assert_eq!(
+            rows(primary, "SELECT COUNT(*) FROM app.plain WHERE id > 100"),
+            "200"
+        );
+    });
+}
+
+fn live_and_backlog(master_args: &[&str], workload: impl Fn(&MariaDb)) {
     let primary = MariaDb::primary();
     primary.sql(SCHEMA);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let mut master = Rowcast::master(&primary, data.path(), &listen);
+    let mut master = Rowcast::master_with(&primary, data.path(), &listen, master_args);
     let live_db = MariaDb::replica();
     let backlog_db = MariaDb::replica();
     let mut live = Rowcast::slave(&listen, &live_db, "live");
@@ -127,36 +188,6 @@ fn partial_row_images_replicate_live_and_as_a_backlog() {
     backlog.stop();
 
     workload(&primary);
-    // What the primary holds, spelled out, so a replica equal to a wrong
-    // primary cannot pass.
-    assert_eq!(
-        rows(
-            &primary,
-            "SELECT GROUP_CONCAT(CONCAT_WS(':', id, a, b, IFNULL(c, '-')) ORDER BY id) FROM app.plain"
-        ),
-        "2:12:two:99,4:4:mixed:-,30:3:three:3"
-    );
-    assert_eq!(
-        rows(
-            &primary,
-            "SELECT GROUP_CONCAT(CONCAT_WS(':', id, parent_id, v) ORDER BY id) FROM app.child"
-        ),
-        "50:5:5",
-        "the cascades of parent 1 and 3 removed their children"
-    );
-    assert_eq!(
-        rows(
-            &primary,
-            "SELECT GROUP_CONCAT(CONCAT(id, ':', v) ORDER BY id) FROM app.full"
-        ),
-        "1:10,3:3,4:4"
-    );
-    assert_eq!(
-        rows(&primary, "SELECT COUNT(*) FROM app.trig_log"),
-        "4",
-        "two inserts and two updates fired the triggers"
-    );
-
     wait_caught_up(&primary, &live_db, "live");
     assert_same(&primary, &live_db);
     assert!(
