@@ -85,10 +85,11 @@ pub enum DecodeError {
     #[error("ROWS event at {position} refers to table id {table_id} without a TABLE_MAP event")]
     UnknownTable { position: String, table_id: u64 },
     #[error(
-        "ROWS event for `{table}` at {position} has a partial row image; \
-         set binlog_row_image=FULL on the primary"
+        "ROWS event for `{table}` at {position} has a row image that does not match its \
+         column bitmap; this is a rowcast bug, please report it with the event \
+         (mariadb-binlog --start-position)"
     )]
-    PartialImage { table: String, position: String },
+    ImageMismatch { table: String, position: String },
     #[error(
         "table `{table}` at {position} has no column names in its TABLE_MAP; \
          set binlog_row_metadata=FULL on the primary"
@@ -1104,7 +1105,7 @@ fn convert_row(
     position: &dyn Fn() -> String,
 ) -> Result<Row, DecodeError> {
     if row.len() != schema.columns.len() {
-        return Err(DecodeError::PartialImage {
+        return Err(DecodeError::ImageMismatch {
             table: format!("{}.{}", schema.database, schema.name),
             position: position(),
         });
