@@ -717,7 +717,11 @@ impl Applier {
             return Ok(());
         };
         let exact_only = |t: &Transaction| {
-            t.is_ddl() || t.is_part() || t.changes.iter().any(Change::holds_empty_enum)
+            t.is_ddl()
+                || t.is_part()
+                || t.changes
+                    .iter()
+                    .any(|c| c.holds_empty_enum() || c.native_only())
         };
         if fresh.len() == 1 || fresh.iter().any(|(_, t)| exact_only(t)) {
             for (seq, txn) in fresh {
@@ -1573,13 +1577,15 @@ impl Applier {
         change: &Change,
     ) -> Result<(), ApplyError> {
         let pos = &txn.position;
-        let table = match change {
-            Change::Insert { table, .. }
-            | Change::Update { table, .. }
-            | Change::Delete { table, .. } => *table,
-            Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
-        };
+        let table = change
+            .table()
+            .unwrap_or_else(|| unreachable!("DDL is handled by apply_with_ddl"));
         let plan = self.plan(&txn.tables[table as usize], pos).await?;
+        // Partial images have no rows to build statements from, whatever
+        // the table's plan (`replay_change` refuses a change without events).
+        if change.native_only() {
+            return self.replay_change(txn, index, table, &plan).await;
+        }
         // Snapshot rows have no events: they are loaded before the
         // replica's triggers exist and with foreign key checks off.
         // An empty ENUM value cannot be written by a strict statement;
@@ -1624,7 +1630,9 @@ impl Applier {
                         .await?;
                 }
             }
-            Change::Ddl(_) => unreachable!("DDL is handled by apply_with_ddl"),
+            Change::PartialImage { .. } | Change::Ddl(_) => {
+                unreachable!("replayed above, or handled by apply_with_ddl")
+            }
         }
         Ok(())
     }
@@ -1691,14 +1699,15 @@ impl Applier {
         plan: &TablePlan,
     ) -> Result<(), ApplyError> {
         let pos = &txn.position;
-        let events = txn.events.as_ref().expect("checked by the caller");
-        let Some(statements) =
+        let found = txn.events.as_ref().and_then(|events| {
             replay::change_statements(events, table, index, replay::STATEMENT_BYTES)
-        else {
+                .map(|s| (events, s))
+        });
+        let Some((events, statements)) = found else {
             return Err(ApplyError::Sql {
                 position: pos.to_string(),
                 reason: format!(
-                    "the change log has no binlog events for the change on {}, which the replica must apply with its row-event applier (triggers, foreign keys, no primary key or system versioning); this is a rowcast bug, please report it",
+                    "the change log has no binlog events for the change on {}, which the replica must apply with its row-event applier (triggers, foreign keys, no primary key, system versioning or a partial row image); this is a rowcast bug, please report it",
                     plan.table_name()
                 ),
             });

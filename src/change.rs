@@ -98,6 +98,7 @@ impl Transaction {
             .map(|c| match c {
                 Change::Insert { rows, .. } | Change::Delete { rows, .. } => rows.len(),
                 Change::Update { rows, .. } => rows.len(),
+                Change::PartialImage { rows, .. } => *rows as usize,
                 Change::Ddl(_) => 0,
             })
             .sum()
@@ -127,8 +128,25 @@ impl Change {
         match self {
             Change::Insert { rows, .. } | Change::Delete { rows, .. } => rows.iter().any(empty),
             Change::Update { rows, .. } => rows.iter().any(|(b, a)| empty(b) || empty(a)),
-            Change::Ddl(_) => false,
+            Change::PartialImage { .. } | Change::Ddl(_) => false,
         }
+    }
+
+    /// The table slot a row change refers to (`None` for DDL).
+    pub fn table(&self) -> Option<u32> {
+        match self {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. }
+            | Change::PartialImage { table, .. } => Some(*table),
+            Change::Ddl(_) => None,
+        }
+    }
+
+    /// Whether only the primary's own events can apply this change (see
+    /// [`Change::PartialImage`]).
+    pub fn native_only(&self) -> bool {
+        matches!(self, Change::PartialImage { .. })
     }
 }
 
@@ -217,6 +235,19 @@ pub enum Change {
         rows: Vec<Row>,
     },
     Ddl(Ddl),
+    /// Row changes whose images lack columns: a session on the primary ran
+    /// with `binlog_row_image=MINIMAL` or `NOBLOB` (the global setting must
+    /// stay FULL, but a session may change it). An UPDATE's after image
+    /// then holds only the changed columns and a DELETE's before image only
+    /// the key, so no statement can be built from them, and rows
+    /// are not kept. Only the primary's raw events (`Transaction::events`)
+    /// apply it, through the replica's row-event applier, which finds each
+    /// row as a native replica does.
+    PartialImage {
+        table: u32,
+        /// How many rows the events change (for counts and batching).
+        rows: u32,
+    },
 }
 
 pub type Row = Vec<Value>;

@@ -153,7 +153,8 @@ pub fn net_effect(
                         plain(std::slice::from_ref(b)) && plain(std::slice::from_ref(a))
                     }),
                 ),
-                Change::Ddl(_) => return None,
+                // Its rows are not known: only its raw events apply it.
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
             };
             let schema = txn.tables.get(slot as usize)?;
             if !rows_ok || schema.primary_key.is_empty() || is_special(schema) {
@@ -188,7 +189,7 @@ pub fn net_effect(
                         state.update(b, a)?;
                     }
                 }
-                Change::Ddl(_) => return None,
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
             }
         }
     }
@@ -253,6 +254,19 @@ mod tests {
             events: None,
             xa: None,
         }
+    }
+
+    #[test]
+    fn partial_images_have_no_net_effect() {
+        // Rows rowcast does not know can only be replayed, in order.
+        let full = txn(vec![Change::Insert {
+            table: 0,
+            rows: vec![row(1, 1)],
+        }]);
+        let partial = txn(vec![Change::PartialImage { table: 0, rows: 1 }]);
+        assert!(net_effect(&[&full, &partial], |_| false).is_none());
+        assert!(net_effect(&[&partial], |_| false).is_none());
+        assert!(net_effect(&[&full], |_| false).is_some());
     }
 
     #[test]

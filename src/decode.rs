@@ -88,10 +88,11 @@ pub enum DecodeError {
     #[error("ROWS event at {position} refers to table id {table_id} without a TABLE_MAP event")]
     UnknownTable { position: String, table_id: u64 },
     #[error(
-        "ROWS event for `{table}` at {position} has a partial row image; \
-         set binlog_row_image=FULL on the primary"
+        "ROWS event for `{table}` at {position} has a row image that does not match its \
+         column bitmap; this is a rowcast bug, please report it with the event \
+         (mariadb-binlog --start-position)"
     )]
-    PartialImage { table: String, position: String },
+    ImageMismatch { table: String, position: String },
     #[error(
         "table `{table}` at {position} has no column names in its TABLE_MAP; \
          set binlog_row_metadata=FULL on the primary"
@@ -404,6 +405,8 @@ pub struct Decoder {
     /// (decompressed) events are being fed; they carry `log_pos` 0.
     payload_end: u32,
     part_bytes: usize,
+    /// Tables already warned about for partial row images (once each).
+    partial_warned: std::collections::HashSet<(String, String)>,
 }
 
 impl Decoder {
@@ -422,6 +425,7 @@ impl Decoder {
             format: None,
             payload_end: 0,
             part_bytes: DEFAULT_PART_BYTES,
+            partial_warned: Default::default(),
         }
     }
 
@@ -809,6 +813,28 @@ impl Decoder {
                 .collect::<Result<_, _>>()
                 .map_err(event_error)?
         };
+        if partial_image(rows, tme) {
+            let (database, name) = (schema.database.clone(), schema.name.clone());
+            // Read only to be counted (through the same readers: mysql_common
+            // panics on a negative TIME(2) in a debug build).
+            let change = Change::PartialImage {
+                table: slot,
+                rows: images.len() as u32,
+            };
+            let position = position();
+            if self.partial_warned.insert((database.clone(), name.clone())) {
+                tracing::warn!(
+                    %database,
+                    table = %name,
+                    %position,
+                    "a session on the primary logs partial row images for this table \
+                     (SET SESSION binlog_row_image=MINIMAL or NOBLOB); its row changes \
+                     are applied only through the replica's row-event applier"
+                );
+            }
+            self.push_change(event, change);
+            return Ok(());
+        }
         for (before, after) in images {
             if let Some(b) = before {
                 before_rows.push(pad_binary(convert_row(schema, b, &position)?, &pads));
@@ -835,6 +861,13 @@ impl Decoder {
                 rows: before_rows.into_iter().zip(after_rows).collect(),
             },
         };
+        self.push_change(event, change);
+        Ok(())
+    }
+
+    /// Adds a ROWS event's change to the pending group, with its raw event.
+    fn push_change(&mut self, event: &Event, change: Change) {
+        let pending = self.pending.as_mut().expect("rows() opened the group");
         // Consecutive events of one kind on one table merge: a big statement
         // is split into ~8 KB events, and the applier batches better whole.
         // Not across a savepoint, where the group may be cut back.
@@ -855,13 +888,34 @@ impl Decoder {
             {
                 rows.extend(r)
             }
+            // Only the raw events apply these, in order, so kinds may mix.
+            (
+                Some(Change::PartialImage { table, rows }),
+                Change::PartialImage { table: t, rows: r },
+            ) if *table == t => *rows = rows.saturating_add(r),
             (_, change) => pending.changes.push(change),
         }
         // Merged or pushed, the event belongs to the last change.
         let index = pending.changes.len() - 1;
         pending.row_events.push((index, raw_event(event)));
-        Ok(())
     }
+}
+
+/// Whether a ROWS event's images lack some of the table's columns (a
+/// session's `binlog_row_image=MINIMAL` or `NOBLOB`).
+fn partial_image(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> bool {
+    let columns = tme.columns_count() as usize;
+    if (rows.num_columns() as usize) < columns {
+        return true;
+    }
+    let lacks = |present: &mut dyn Iterator<Item = bool>| {
+        present.take(columns).filter(|x| *x).count() < columns
+    };
+    rows.columns_before_image()
+        .is_some_and(|b| lacks(&mut b.iter().map(|x| *x)))
+        || rows
+            .columns_after_image()
+            .is_some_and(|b| lacks(&mut b.iter().map(|x| *x)))
 }
 
 /// An event's header and body as the server wrote them, without the
@@ -1061,7 +1115,7 @@ fn convert_row(
     position: &dyn Fn() -> String,
 ) -> Result<Row, DecodeError> {
     if row.len() != schema.columns.len() {
-        return Err(DecodeError::PartialImage {
+        return Err(DecodeError::ImageMismatch {
             table: format!("{}.{}", schema.database, schema.name),
             position: position(),
         });
@@ -1721,6 +1775,9 @@ mod tests {
                         }
                     }
                     Change::Ddl(d) => out.push((String::from_utf8_lossy(&d.sql).into(), vec![])),
+                    Change::PartialImage { rows, .. } => {
+                        out.push((format!("partial {rows}"), vec![]))
+                    }
                 }
             }
             out

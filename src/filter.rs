@@ -134,7 +134,8 @@ impl Filter {
             .map(|c| match c {
                 Change::Insert { table, .. }
                 | Change::Update { table, .. }
-                | Change::Delete { table, .. } => {
+                | Change::Delete { table, .. }
+                | Change::PartialImage { table, .. } => {
                     let t = &tables[*table as usize];
                     self.table_included(&t.database, &t.name)
                 }
@@ -223,7 +224,12 @@ mod tests {
             part: 0,
             more: false,
             tables: vec![table("shop"), table("other")],
-            changes: vec![insert(1), insert(0), insert(1), insert(0)],
+            changes: vec![
+                insert(1),
+                insert(0),
+                Change::PartialImage { table: 1, rows: 1 },
+                Change::PartialImage { table: 0, rows: 2 },
+            ],
             events: Some(RowEvents {
                 format: Vec::new(),
                 crc32: true,
@@ -238,7 +244,10 @@ mod tests {
             xa: None,
         };
         Filter::new(&["shop".into()], &[]).unwrap().retain(&mut txn);
-        assert_eq!(txn.changes, vec![insert(0), insert(0)]);
+        assert_eq!(
+            txn.changes,
+            vec![insert(0), Change::PartialImage { table: 0, rows: 2 }]
+        );
         assert_eq!(
             txn.events.unwrap().rows,
             vec![vec![b"shop 1".to_vec()], vec![b"shop 2".to_vec()]]

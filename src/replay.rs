@@ -14,7 +14,11 @@
 //!   and each event's own `foreign_key_checks` flag is honoured;
 //! - a table without a primary key: the applier finds a row by comparing
 //!   its stored bytes, not under the column's collation;
-//! - a system-versioned table: its row_start/row_end and history are kept.
+//! - a system-versioned table: its row_start/row_end and history are kept;
+//! - any table, for a change with partial row images (a session's
+//!   `binlog_row_image=MINIMAL` or `NOBLOB`, `Change::PartialImage`): the
+//!   applier finds each row by the columns the before image has and leaves
+//!   the others as they are, which no statement rowcast builds could do.
 //!
 //! An event is sent as the primary wrote it, with two edits: the event size
 //! and checksum are recomputed (the change format keeps events without

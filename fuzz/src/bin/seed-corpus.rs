@@ -325,6 +325,22 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
             }));
             t
         }),
+        ("partial-image", {
+            // A session's binlog_row_image=MINIMAL: no rows, only the
+            // primary's own events.
+            let mut t = txn(
+                mariadb_gtid(),
+                vec![small_table()],
+                vec![Change::PartialImage { table: 0, rows: 2 }],
+            );
+            t.events = Some(RowEvents {
+                format: vec![0; 19],
+                crc32: true,
+                table_maps: vec![vec![1; 19]],
+                rows: vec![vec![vec![2; 27], vec![3; 27]]],
+            });
+            t
+        }),
         ("xa-commit", {
             let mut t = txn(mariadb_gtid(), vec![], vec![]);
             t.xa = Some(XaStep::Commit(Xid {
