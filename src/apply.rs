@@ -191,6 +191,9 @@ pub struct Applier {
     /// The catalog fingerprint stored with the pending-DDL marker, as it
     /// was before that statement's first attempt.
     pending_fingerprint: Option<String>,
+    /// For the transaction being retried: its catalog differs from the
+    /// marker's fingerprint (see `apply_with_ddl`).
+    retry_catalog_moved: bool,
 }
 
 fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
@@ -336,6 +339,7 @@ impl Applier {
             open_parts: None,
             replay_format: None,
             pending_fingerprint,
+            retry_catalog_moved: false,
         })
     }
 
@@ -886,12 +890,29 @@ impl Applier {
     async fn apply_with_ddl(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         let pos = &txn.position;
         let mut retrying = self.checkpoint.ddl_pending_seq == Some(seq);
-        if !retrying {
+        // Whether the catalog the transaction's statements change has moved
+        // since the marker: told before anything runs, with the same digest
+        // the first attempt recorded, so a statement that would succeed a
+        // second time (`ADD KEY (c)` makes `c_2`) is not run twice.
+        self.retry_catalog_moved = false;
+        if retrying {
+            if let Some(before) = self.pending_fingerprint.clone() {
+                let now = self.txn_fingerprint(txn, pos).await?;
+                // Unchanged: nothing of it ran before the restart, and an
+                // "already exists" now is a real failure (run_ddl says so).
+                self.retry_catalog_moved = now != before;
+            }
+        } else {
             // Only a first attempt records the catalog: a retry compares
             // against what it was before the statement ever ran.
             let fingerprint = self.txn_fingerprint(txn, pos).await?;
             self.pending_fingerprint = Some(fingerprint);
         }
+        let statements = txn
+            .changes
+            .iter()
+            .filter(|c| matches!(c, Change::Ddl(_)))
+            .count();
         self.mark_ddl_pending(seq, pos).await?;
         let mut in_rows_txn = false;
         for (i, change) in txn.changes.iter().enumerate() {
@@ -903,6 +924,14 @@ impl Applier {
                             .await
                             .map_err(|e| sql_error(pos, e))?;
                         in_rows_txn = false;
+                    }
+                    if retrying && self.retry_catalog_moved && statements == 1 {
+                        // DDL is atomic (MariaDB 10.6+): the catalog moved,
+                        // so the one statement ran before the restart.
+                        tracing::warn!(position = %pos, sql = %ddl.sql_text(), "statement had been applied before the restart (its catalog changed since then); not running it again");
+                        self.plans.clear();
+                        retrying = false;
+                        continue;
                     }
                     let verdict = self.run_ddl(ddl, pos, retrying).await?;
                     self.plans.clear();
@@ -1035,15 +1064,9 @@ impl Applier {
         };
         let check_catalog =
             retrying && actual != ddl.error_code && ddl_session::may_have_been_applied(actual);
-        let mut catalog_moved = false;
-        if check_catalog {
-            if let Some(before) = self.pending_fingerprint.clone() {
-                let now = catalog_fingerprint::compute(&mut self.conn, ddl)
-                    .await
-                    .map_err(lost)?;
-                catalog_moved = now != before;
-            }
-        }
+        // Several statements: which of them ran before the restart cannot
+        // be told one by one, only that the transaction's catalog moved.
+        let catalog_moved = check_catalog && self.retry_catalog_moved;
         let verdict = ddl_session::verdict(ddl, actual, catalog_moved);
         let sql = ddl.sql_text();
         match verdict {

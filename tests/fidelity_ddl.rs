@@ -219,7 +219,8 @@ fn mark_pending(replica: &MariaDb, name: &str, fp: &str) {
 fn a_retried_ddl_is_taken_as_applied_only_if_it_had_been() {
     let mut s = setup(
         "retry",
-        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1);",
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1);
+         CREATE TABLE app.k (id INT PRIMARY KEY, c INT);",
     );
 
     // Applied before the crash: the replica has the new table, and its
@@ -239,6 +240,22 @@ fn a_retried_ddl_is_taken_as_applied_only_if_it_had_been() {
             .contains("had been applied before the restart"),
         "{}",
         s.slave.log_text()
+    );
+
+    // Applied before the crash, and it would succeed again: `ADD KEY (c)`
+    // run twice makes a second index `c_2`. The moved catalog says it ran.
+    s.slave.kill9();
+    let before = fingerprint(&s.replica);
+    s.replica.sql("ALTER TABLE app.k ADD KEY (c)");
+    mark_pending(&s.replica, "retry", &before);
+    s.primary.sql("ALTER TABLE app.k ADD KEY (c)");
+    s.slave = Rowcast::slave(&s.listen, &s.replica, "retry");
+    wait_caught_up(&s.primary, &s.replica, "retry");
+    let show = |db: &MariaDb| db.sql("SHOW CREATE TABLE app.k");
+    assert_eq!(
+        show(&s.primary),
+        show(&s.replica),
+        "the key was added twice"
     );
 
     // Not applied, and failing for real: the table was there before the
