@@ -47,7 +47,7 @@ pub fn query(schemas: Option<&[String]>) -> String {
         Some(list) => format!(
             "{col} IN ({})",
             list.iter()
-                .map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")))
+                .map(|s| crate::sql::literal(s))
                 .collect::<Vec<_>>()
                 .join(",")
         ),

@@ -189,7 +189,7 @@ fn is_drop_list(ddl: &Ddl) -> bool {
 
 /// A SQL string literal.
 fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    crate::sql::literal(s)
 }
 
 #[cfg(test)]
@@ -234,7 +234,7 @@ mod tests {
         let bare = context(&Ddl::default()).join(", ");
         assert!(bare.contains("time_zone=DEFAULT"), "{bare}");
         assert!(!bare.contains("timestamp="), "{bare}");
-        assert_eq!(literal("a'b\\"), "'a''b\\\\'");
+        assert_eq!(literal("a'b\\"), "X'6127625c'");
     }
 
     #[test]

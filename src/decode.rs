@@ -121,11 +121,12 @@ pub enum DecodeError {
         reason: String,
     },
     #[error(
-        "`ROLLBACK TO {name}` at {position} undoes rows of a transaction that was already \
-         shipped in parts (it is larger than the part size): rowcast cannot replicate it. \
-         Raise the master's part size above the transaction's size and restart the master"
+        "`ROLLBACK TO {name}` at {position} names a savepoint its transaction did not set \
+         in the binlog, so which rows the primary undid cannot be told; rowcast stops rather \
+         than keep rows the primary may have rolled back. Report it with the binlog around \
+         this position; to go on, start the master on a new --data-dir and re-seed the slaves"
     )]
-    SavepointAcrossParts { position: String, name: String },
+    UnknownSavepoint { position: String, name: String },
 }
 
 /// What a query event means for transaction boundaries.
@@ -320,8 +321,6 @@ struct Savepoint {
     name: String,
     changes: usize,
     row_events: usize,
-    /// A part was cut after it: rows it would undo have been shipped.
-    shipped: bool,
 }
 
 struct Pending {
@@ -577,8 +576,8 @@ impl Decoder {
     /// position), once the group holds DDL (applied outside the rows'
     /// local transaction, see `apply.rs`), nor while a savepoint is open:
     /// a later `ROLLBACK TO` may undo rows after it, which must not have
-    /// been shipped yet. Such a group grows in memory until the savepoint
-    /// is released or the group ends.
+    /// been shipped yet. Such a group grows in memory until the group ends
+    /// (MariaDB does not log `RELEASE SAVEPOINT`).
     fn cut_part(&mut self, event: &Event) -> Option<Transaction> {
         let at = event.header().log_pos();
         let pending = self.pending.as_mut()?;
@@ -589,9 +588,6 @@ impl Decoder {
             || pending.changes.iter().any(|c| matches!(c, Change::Ddl(_)))
         {
             return None;
-        }
-        for sp in &mut pending.savepoints {
-            sp.shipped = true;
         }
         pending.merge_floor = 0;
         let events = pending.take_events(&self.format);
@@ -642,7 +638,6 @@ impl Decoder {
                         name,
                         changes: p.changes.len(),
                         row_events: p.row_events.len(),
-                        shipped: false,
                     });
                     p.merge_floor = p.changes.len();
                 }
@@ -744,19 +739,16 @@ impl Decoder {
         let Some(p) = &mut self.pending else {
             return Ok(None);
         };
+        // The stream starts at group boundaries and a savepoint lives
+        // inside its transaction, so an unknown one means the names were
+        // read differently: never guess which rows were undone.
         let Some(i) = p.savepoints.iter().position(|sp| sp.name == name) else {
-            // Set before the group began, or the stream began after it:
-            // nothing of the group to undo is known.
-            tracing::warn!(position = %self.position(event), savepoint = %name, "ROLLBACK TO a savepoint the group did not set");
-            return Ok(None);
-        };
-        let sp = &p.savepoints[i];
-        if sp.shipped {
-            return Err(DecodeError::SavepointAcrossParts {
+            return Err(DecodeError::UnknownSavepoint {
                 position: self.position(event).to_string(),
                 name,
             });
-        }
+        };
+        let sp = &p.savepoints[i];
         let (changes, row_events) = (sp.changes, sp.row_events);
         p.changes.truncate(changes);
         p.row_events.truncate(row_events);
@@ -1487,6 +1479,30 @@ mod tests {
         assert_eq!(t.position.offset, 700);
         assert!(matches!(t.position.gtid, Some(Gtid::MySql { gno: 24, .. })));
         assert!(!d.in_transaction());
+    }
+
+    #[test]
+    fn rollback_to_a_savepoint_the_group_did_not_set_stops() {
+        use mysql_common::binlog::events::GtidEvent;
+        let gtid = event(33, 0, &serialize(&GtidEvent::new([9u8; 16], 1)));
+        let mut d = Decoder::new("binlog.000001");
+        assert_eq!(d.feed(&gtid).unwrap(), None);
+        assert_eq!(d.feed(&event(2, 300, &query("BEGIN"))).unwrap(), None);
+        assert_eq!(
+            d.feed(&event(2, 350, &query("SAVEPOINT `a`"))).unwrap(),
+            None
+        );
+        assert_eq!(
+            d.feed(&event(2, 400, &query("ROLLBACK TO `a`"))).unwrap(),
+            None
+        );
+        let err = d
+            .feed(&event(2, 450, &query("ROLLBACK TO `b`")))
+            .unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnknownSavepoint { ref name, .. } if name == "b"),
+            "{err}"
+        );
     }
 
     /// The event sequence MySQL 8 writes for a two-phase XA transaction

@@ -310,7 +310,7 @@ pub async fn create_sequence(
 /// A session variable's value as a string literal (names and modes only,
 /// never user data).
 fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+    sql::literal(v)
 }
 
 /// One token of a statement: its byte range and whether it is a bare word

@@ -27,6 +27,18 @@ pub fn table(database: &str, table: &str) -> String {
     format!("{}.{}", ident(database), ident(table))
 }
 
+/// A string literal for the few places a value must be in the text (SET
+/// SESSION, information_schema filters), read the same whatever the
+/// session's sql_mode: quotes are doubled, and a value with a backslash,
+/// which NO_BACKSLASH_ESCAPES would read differently, is written in hex.
+pub fn literal(s: &str) -> String {
+    if s.contains('\\') {
+        let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+        return format!("X'{hex}'");
+    }
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Converts an exact binlog value into the parameter that writes it back.
 /// The apply session runs with `time_zone='+00:00'`, so a TIMESTAMP's UTC
 /// civil time stores the same instant; ENUM, SET, BIT and YEAR are written
@@ -146,6 +158,13 @@ pub fn civil_from_epoch(secs: i64) -> (u16, u8, u8, u8, u8, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_read_the_same_in_every_sql_mode() {
+        assert_eq!(literal("Europe/Paris"), "'Europe/Paris'");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\b"), "X'615c62'");
+    }
 
     #[test]
     fn quotes_identifiers() {
