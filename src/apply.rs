@@ -683,9 +683,18 @@ impl Applier {
         if !packet_like {
             return e;
         }
+        // An XA COMMIT carries no rows: what it applies are the held ones.
+        let rows_of = |t: &Transaction| match &t.xa {
+            Some(XaStep::Commit(xid)) => self
+                .held
+                .iter()
+                .find(|h| &h.xid == xid)
+                .map_or(0, |h| crate::packet_size::needed_bytes(&h.txn)),
+            _ => crate::packet_size::needed_bytes(t),
+        };
         let too_big = batch
             .iter()
-            .map(|(_, t)| (t, crate::packet_size::needed_bytes(t)))
+            .map(|(_, t)| (t, rows_of(t)))
             .find(|(_, n)| *n > self.max_packet);
         match too_big {
             Some((t, needed)) => ApplyError::PacketTooLarge {

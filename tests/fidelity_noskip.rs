@@ -262,6 +262,20 @@ fn a_message_missing_from_the_jetstream_stream_stops_the_slave() {
 
 #[test]
 fn a_value_bigger_than_the_replicas_packet_limit_stops_the_slave_with_the_setting() {
+    packet_limit("INSERT INTO b.t VALUES (2, REPEAT('z', 20 << 20))");
+}
+
+/// The same inside an XA transaction: its XA COMMIT carries no rows, the
+/// held prepared rows are what needs the packet.
+#[test]
+fn a_held_xa_bigger_than_the_replicas_packet_limit_stops_the_slave_with_the_setting() {
+    packet_limit(
+        "XA START 'big'; INSERT INTO b.t VALUES (2, REPEAT('z', 20 << 20)); XA END 'big'; \
+         XA PREPARE 'big'; XA COMMIT 'big';",
+    );
+}
+
+fn packet_limit(write: &str) {
     let primary = MariaDb::start_with(&[
         "--log-bin=binlog",
         "--binlog_format=ROW",
@@ -279,7 +293,7 @@ fn a_value_bigger_than_the_replicas_packet_limit_stops_the_slave_with_the_settin
     let mut refused = Rowcast::slave(&listen, &small, "refused");
     primary.sql("CREATE DATABASE b; CREATE TABLE b.t (id INT PRIMARY KEY, v LONGBLOB); INSERT INTO b.t VALUES (1, 'small')");
     wait_caught_up(&primary, &small, "refused");
-    primary.sql("INSERT INTO b.t VALUES (2, REPEAT('z', 20 << 20))");
+    primary.sql(write);
 
     // Fits: applied whole.
     wait_caught_up(&primary, &big, "fits");
