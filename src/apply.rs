@@ -391,6 +391,18 @@ impl Applier {
     }
 
     /// An entry was received and applied or skipped.
+    /// `txn` (the last part, if in parts) and its checkpoint are committed.
+    fn applied(&mut self, seq: u64, txn: &Transaction) {
+        if txn.is_commit() {
+            self.checkpoint = Checkpoint {
+                seq,
+                position: Some(txn.position.clone()),
+                ddl_pending_seq: None,
+            };
+        }
+        self.seen(seq, txn);
+    }
+
     fn seen(&mut self, seq: u64, txn: &Transaction) {
         if txn.is_commit() {
             self.last_seen = Some((seq, txn.position.clone()));
@@ -554,12 +566,7 @@ impl Applier {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
         result?;
-        self.checkpoint = Checkpoint {
-            seq,
-            position: Some(txn.position.clone()),
-            ddl_pending_seq: None,
-        };
-        self.seen(seq, txn);
+        self.applied(seq, txn);
         Ok(())
     }
 
@@ -638,14 +645,7 @@ impl Applier {
             self.abandon_parts().await;
         }
         result?;
-        if txn.is_commit() {
-            self.checkpoint = Checkpoint {
-                seq,
-                position: Some(txn.position.clone()),
-                ddl_pending_seq: None,
-            };
-        }
-        self.seen(seq, txn);
+        self.applied(seq, txn);
         Ok(())
     }
 
@@ -769,12 +769,7 @@ impl Applier {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
         result?;
-        self.checkpoint = Checkpoint {
-            seq: last_seq,
-            position: Some(last.position.clone()),
-            ddl_pending_seq: None,
-        };
-        self.seen(last_seq, last);
+        self.applied(last_seq, last);
         Ok(())
     }
 
