@@ -391,6 +391,15 @@ impl Applier {
     }
 
     /// An entry was received and applied or skipped.
+    /// A statement of the local transaction's own (START TRANSACTION,
+    /// COMMIT), its failure named by the source position being applied.
+    async fn local(&mut self, statement: &str, pos: &SourcePosition) -> Result<(), ApplyError> {
+        self.conn
+            .query_drop(statement)
+            .await
+            .map_err(|e| sql_error(pos, e))
+    }
+
     /// `txn` (the last part, if in parts) and its checkpoint are committed.
     fn applied(&mut self, seq: u64, txn: &Transaction) {
         if txn.is_commit() {
@@ -499,15 +508,9 @@ impl Applier {
     async fn checkpoint_only(&mut self, seq: u64, txn: &Transaction) -> Result<(), ApplyError> {
         let pos = &txn.position;
         let result = async {
-            self.conn
-                .query_drop("START TRANSACTION")
-                .await
-                .map_err(|e| sql_error(pos, e))?;
+            self.local("START TRANSACTION", pos).await?;
             self.write_checkpoint(seq, txn).await?;
-            self.conn
-                .query_drop("COMMIT")
-                .await
-                .map_err(|e| sql_error(pos, e))
+            self.local("COMMIT", pos).await
         }
         .await;
         if result.is_err() {
@@ -525,18 +528,12 @@ impl Applier {
         prepared: &Transaction,
     ) -> Result<(), ApplyError> {
         let pos = &done.position;
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
+        self.local("START TRANSACTION", pos).await?;
         for (i, change) in prepared.changes.iter().enumerate() {
             self.apply_change(prepared, i, change).await?;
         }
         self.write_checkpoint(seq, done).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(pos, e))
+        self.local("COMMIT", pos).await
     }
 
     /// Applies one source transaction and its checkpoint, exactly once.
@@ -632,10 +629,7 @@ impl Applier {
             }
             if txn.is_commit() {
                 self.write_checkpoint(seq, txn).await?;
-                self.conn
-                    .query_drop("COMMIT")
-                    .await
-                    .map_err(|e| sql_error(pos, e))?;
+                self.local("COMMIT", pos).await?;
                 self.open_parts = None;
             }
             Ok(())
@@ -785,20 +779,14 @@ impl Applier {
             return Ok(());
         };
         let pos = &last.position;
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
+        self.local("START TRANSACTION", pos).await?;
         for txn in txns {
             for (i, change) in txn.changes.iter().enumerate() {
                 self.apply_change(txn, i, change).await?;
             }
         }
         self.write_checkpoint(seq, last).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(pos, e))
+        self.local("COMMIT", pos).await
     }
 
     /// Applies the net effect of a batch (see `compact.rs`) and the
@@ -813,18 +801,12 @@ impl Applier {
         last: &Transaction,
     ) -> Result<bool, ApplyError> {
         let pos = &last.position;
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
+        self.local("START TRANSACTION", pos).await?;
         if !self.apply_net(net, pos).await? {
             return Ok(false);
         }
         self.write_checkpoint(seq, last).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
+        self.local("COMMIT", pos).await?;
         Ok(true)
     }
 
@@ -923,10 +905,7 @@ impl Applier {
             match change {
                 Change::Ddl(ddl) => {
                     if in_rows_txn {
-                        self.conn
-                            .query_drop("COMMIT")
-                            .await
-                            .map_err(|e| sql_error(pos, e))?;
+                        self.local("COMMIT", pos).await?;
                         in_rows_txn = false;
                     }
                     if retrying && self.retry_catalog_moved && statements == 1 {
@@ -947,10 +926,7 @@ impl Applier {
                 }
                 other => {
                     if !in_rows_txn {
-                        self.conn
-                            .query_drop("START TRANSACTION")
-                            .await
-                            .map_err(|e| sql_error(pos, e))?;
+                        self.local("START TRANSACTION", pos).await?;
                         in_rows_txn = true;
                     }
                     self.apply_change(txn, i, other).await?;
@@ -958,16 +934,10 @@ impl Applier {
             }
         }
         if !in_rows_txn {
-            self.conn
-                .query_drop("START TRANSACTION")
-                .await
-                .map_err(|e| sql_error(pos, e))?;
+            self.local("START TRANSACTION", pos).await?;
         }
         self.write_checkpoint(seq, txn).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(pos, e))?;
+        self.local("COMMIT", pos).await?;
         Ok(())
     }
 
@@ -1538,15 +1508,9 @@ impl Applier {
             events: None,
             xa: None,
         };
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| sql_error(position, e))?;
+        self.local("START TRANSACTION", position).await?;
         self.write_checkpoint(0, &txn).await?;
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| sql_error(position, e))?;
+        self.local("COMMIT", position).await?;
         self.checkpoint = Checkpoint {
             seq: 0,
             position: Some(position.clone()),
