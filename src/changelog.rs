@@ -959,15 +959,20 @@ mod tests {
         }
     }
 
+    /// A log of 1 KiB segments holding `n` transactions 100 bytes apart,
+    /// and those transactions.
+    fn small_segments_with(dir: &Path, n: u64) -> (ChangeLog, Vec<Transaction>) {
+        let mut log = ChangeLog::open(dir).unwrap().with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let batch: Vec<_> = (1..=n).map(|i| txn("b.000001", 100 * i)).collect();
+        log.append(&batch).unwrap();
+        (log, batch)
+    }
+
     #[tokio::test]
     async fn appends_reads_and_resumes_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = ChangeLog::open(dir.path())
-            .unwrap()
-            .with_segment_bytes(1024);
-        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
-        let batch: Vec<_> = (1..=50).map(|i| txn("b.000001", 100 * i)).collect();
-        log.append(&batch).unwrap();
+        let (mut log, batch) = small_segments_with(dir.path(), 50);
         assert!(
             list_segments(dir.path()).unwrap().len() > 1,
             "segments roll over"
@@ -1002,12 +1007,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_stops_at_records_retention_removed_under_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = ChangeLog::open(dir.path())
-            .unwrap()
-            .with_segment_bytes(1024);
-        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
-        let batch: Vec<_> = (1..=100).map(|i| txn("b.000001", 100 * i)).collect();
-        log.append(&batch).unwrap();
+        let (mut log, _) = small_segments_with(dir.path(), 100);
         let handle = log.subscribe();
         let mut r = handle.reader_after(None).unwrap();
         assert_eq!(r.next().await.unwrap().unwrap().seq, 1);
@@ -1050,12 +1050,7 @@ mod tests {
     #[tokio::test]
     async fn retention_drops_old_segments_but_not_unconfirmed_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = ChangeLog::open(dir.path())
-            .unwrap()
-            .with_segment_bytes(1024);
-        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
-        let batch: Vec<_> = (1..=100).map(|i| txn("b.000001", 100 * i)).collect();
-        log.append(&batch).unwrap();
+        let (mut log, _) = small_segments_with(dir.path(), 100);
         let before = list_segments(dir.path()).unwrap();
         assert!(before.len() > 4);
         let tiny = Retention {

@@ -10,7 +10,6 @@
 
 mod support;
 
-use rowcast::changelog::ChangeLog;
 use support::*;
 
 const SCHEMA: &str = "
@@ -224,22 +223,6 @@ fn live_and_backlog(master_args: &[&str], workload: impl Fn(&MariaDb)) {
         let parts = logged_parts(data.path());
         assert!(parts >= 3, "the transactions travelled in parts: {parts}");
     }
-}
-
-/// How many records of the change log are a second or later part.
-fn logged_parts(data_dir: &std::path::Path) -> usize {
-    let log = ChangeLog::open(data_dir).unwrap();
-    let handle = log.subscribe();
-    drop(log);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut reader = handle.reader_after(None).unwrap();
-        let mut parts = 0;
-        while let Some(rec) = reader.next().await.unwrap() {
-            parts += usize::from(rec.part > 0);
-        }
-        parts
-    })
 }
 
 /// The same through a JetStream change log: the raw events travel in the

@@ -10,25 +10,6 @@ mod support;
 
 use support::*;
 
-use rowcast::changelog::ChangeLog;
-
-/// How many records of a stopped master's change log are parts after the
-/// first of a transaction.
-fn logged_parts(data_dir: &std::path::Path) -> usize {
-    let log = ChangeLog::open(data_dir).unwrap();
-    let handle = log.subscribe();
-    drop(log);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut reader = handle.reader_after(None).unwrap();
-        let mut parts = 0;
-        while let Some(rec) = reader.next().await.unwrap() {
-            parts += usize::from(rec.part > 0);
-        }
-        parts
-    })
-}
-
 const SCHEMA: &str = "
 CREATE DATABASE app;
 CREATE TABLE app.orders (id INT PRIMARY KEY, qty INT, total INT);

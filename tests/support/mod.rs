@@ -667,3 +667,21 @@ pub fn assert_each_row_once(replica: &MariaDb, n: u64) {
     let count = replica.sql("SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n) FROM t.log");
     assert_eq!(count.trim(), format!("{n}\t{n}\t1\t{n}"), "rows lost");
 }
+
+/// How many records of a stopped master's change log are parts after the
+/// first of a transaction: proof that a test's transactions travelled in
+/// parts.
+pub fn logged_parts(data_dir: &Path) -> usize {
+    let log = rowcast::changelog::ChangeLog::open(data_dir).unwrap();
+    let handle = log.subscribe();
+    drop(log);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut reader = handle.reader_after(None).unwrap();
+        let mut parts = 0;
+        while let Some(rec) = reader.next().await.unwrap() {
+            parts += usize::from(rec.part > 0);
+        }
+        parts
+    })
+}
