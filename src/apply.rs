@@ -606,10 +606,7 @@ impl Applier {
             // A part is applied as its net effect too, behind a savepoint
             // so a surprise undoes only this part before the exact path.
             let mut exact = true;
-            let empty_enum = txn.changes.iter().any(Change::holds_empty_enum);
-            if let Some(net) =
-                compact::net_effect(&[txn], verify::is_chunk_table).filter(|_| !empty_enum)
-            {
+            if let Some(net) = compact::net_effect(&[txn], verify::is_chunk_table) {
                 self.conn
                     .query_drop("SAVEPOINT rowcast_part")
                     .await
@@ -723,14 +720,7 @@ impl Applier {
         let Some((last_seq, last)) = fresh.last().map(|(s, t)| (*s, t)) else {
             return Ok(());
         };
-        let exact_only = |t: &Transaction| {
-            t.is_ddl()
-                || t.is_part()
-                || t.changes
-                    .iter()
-                    .any(|c| c.holds_empty_enum() || c.native_only())
-        };
-        if fresh.len() == 1 || fresh.iter().any(|(_, t)| exact_only(t)) {
+        if fresh.len() == 1 || fresh.iter().any(|(_, t)| t.is_ddl() || t.is_part()) {
             for (seq, txn) in fresh {
                 self.apply(*seq, txn).await?;
             }

@@ -127,9 +127,14 @@ impl TableState {
     }
 }
 
+/// Rows a multi-row INSERT can write back: not a partial JSON update, and
+/// not an ENUM's empty value, which no strict statement accepts (the
+/// applier replays those through the primary's events instead).
 fn plain(rows: &[Row]) -> bool {
-    rows.iter()
-        .all(|r| !r.iter().any(|v| matches!(v, Value::JsonDiff(_))))
+    rows.iter().all(|r| {
+        !r.iter()
+            .any(|v| matches!(v, Value::JsonDiff(_) | Value::Enum(0)))
+    })
 }
 
 /// The net effect of `txns` (in order), or `None` when the batch must be
@@ -254,6 +259,19 @@ mod tests {
             events: None,
             xa: None,
         }
+    }
+
+    #[test]
+    fn an_empty_enum_value_has_no_net_effect() {
+        let enum_row = |e| vec![Value::UInt(1), Value::Enum(e)];
+        let with = |e| {
+            txn(vec![Change::Insert {
+                table: 0,
+                rows: vec![enum_row(e)],
+            }])
+        };
+        assert!(net_effect(&[&with(0)], |_| false).is_none());
+        assert!(net_effect(&[&with(1)], |_| false).is_some());
     }
 
     #[test]
