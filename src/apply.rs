@@ -35,6 +35,22 @@
 //! Row changes never guess: an update or delete that matches no row, or an
 //! insert that hits a duplicate key, stops the slave with an error naming
 //! the table, key and source position (the replica has diverged).
+//!
+//! Errors are classified in `sql_error`: a lost connection, a deadlock or a
+//! lock wait timeout is retried (the slave reconnects and the master sends
+//! the transaction again); anything else stops the slave. **A full replica
+//! disk stops the slave** ([`ApplyError::DiskFull`]: error 1114 "table is
+//! full", 1021 "disk full", 1878 "temporary file write failure", or errno
+//! 28 / "No space left on device" in any error's message), like the native
+//! SQL thread, rather than waiting: retrying would rerun the same local
+//! transaction against the same full disk, and InnoDB on a disk with no
+//! room even to roll back aborts the whole server. The local transaction
+//! is rolled back, so the checkpoint stays before everything unapplied;
+//! after space is freed the restarted slave resumes from it. (Where
+//! MariaDB itself waits for space, e.g. Aria or MyISAM writes with "Waiting
+//! for someone to free space", the statement just takes longer and the
+//! slave waits with it. A replica server that crashes on a full disk is a
+//! lost connection: the slave retries until it is back.)
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value as MyValue};
@@ -76,6 +92,12 @@ const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 /// Unknown database.
 const ER_BAD_DB_ERROR: u16 = 1049;
+/// "The table is full": InnoDB could not extend a tablespace (or a MEMORY
+/// table reached max_heap_table_size).
+const ER_RECORD_FILE_FULL: u16 = 1114;
+/// "Disk full; waiting for someone to free some space".
+const ER_DISK_FULL: u16 = 1021;
+const ER_TEMP_FILE_WRITE_FAILURE: u16 = 1878;
 
 /// Limits of one multi-row INSERT.
 const INSERT_BATCH_ROWS: usize = 200;
@@ -103,6 +125,19 @@ pub enum ApplyError {
     Sql { position: String, reason: String },
     #[error("lost the connection to the target database: {0}")]
     Lost(String),
+    #[error(
+        "{} has no space left at source position {position}: {reason}. The local transaction \
+         was rolled back and the slave's checkpoint stays before it. Free space on the replica's \
+         disk (its datadir, tmpdir or tablespaces; for a MEMORY table raise \
+         max_heap_table_size), then start the slave again: it resumes after its checkpoint",
+        .replica.as_deref().unwrap_or("the replica")
+    )]
+    DiskFull {
+        /// The target and the slave's name, when known.
+        replica: Option<String>,
+        position: String,
+        reason: String,
+    },
     #[error("the transaction at source position {position} needs packets of {needed} bytes, but the replica accepts at most {limit} (max_allowed_packet); the primary accepted it. Fix: SET GLOBAL max_allowed_packet={setting} on the replica (and max_allowed_packet={setting} in its config), then restart the slave")]
     PacketTooLarge {
         position: String,
@@ -164,6 +199,8 @@ pub struct Applier {
     /// needing more is a permanent error (see `packet_size`).
     max_packet: u64,
     name: String,
+    /// The target's address, for errors the operator must act on.
+    replica: String,
     checkpoint: Checkpoint,
     /// Prepared XA transactions, oldest first.
     held: Vec<HeldXa>,
@@ -205,6 +242,11 @@ fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
         {
             ApplyError::Lost(format!("{} (error {}); retrying", s.message, s.code))
         }
+        mysql_async::Error::Server(s) if is_disk_full(s.code, &s.message) => ApplyError::DiskFull {
+            replica: None,
+            position: position.to_string(),
+            reason: format!("{} (error {})", s.message, s.code),
+        },
         mysql_async::Error::Server(s) => ApplyError::Sql {
             position: position.to_string(),
             reason: format!("{} (error {})", s.message, s.code),
@@ -235,6 +277,27 @@ fn replay_error(position: &SourcePosition, plan: &TablePlan, e: mysql_async::Err
         },
         _ => sql_error(position, e),
     }
+}
+
+/// Whether a server error means the replica ran out of space: by code, or
+/// by the OS error 28 (ENOSPC) that errors such as 3 (error writing file)
+/// and 1030 (got error from storage engine) carry in their message.
+fn is_disk_full(code: u16, message: &str) -> bool {
+    if matches!(
+        code,
+        ER_RECORD_FILE_FULL | ER_DISK_FULL | ER_TEMP_FILE_WRITE_FAILURE
+    ) {
+        return true;
+    }
+    let m = message.to_ascii_lowercase();
+    [
+        "errno: 28 ",
+        "errno: 28)",
+        "errcode: 28 ",
+        "no space left on device",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 fn server_code(e: &mysql_async::Error) -> Option<u16> {
@@ -328,6 +391,7 @@ impl Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
             name: name.to_string(),
+            replica: target.endpoint().to_string(),
             checkpoint,
             held: Vec::new(),
             held_complete: xa_resume.is_none(),
@@ -664,6 +728,21 @@ impl Applier {
     /// needs bigger packets than the replica accepts: the replica then
     /// drops the connection, which must not be retried as a network fault.
     pub fn explain_failure(&self, e: ApplyError, batch: &[(u64, Transaction)]) -> ApplyError {
+        if let ApplyError::DiskFull {
+            replica: None,
+            position,
+            reason,
+        } = e
+        {
+            return ApplyError::DiskFull {
+                replica: Some(format!(
+                    "the replica {} (slave {})",
+                    self.replica, self.name
+                )),
+                position,
+                reason,
+            };
+        }
         let packet_like = match &e {
             ApplyError::Lost(_) | ApplyError::Target(_) => true,
             ApplyError::Sql { reason, .. } => {
@@ -1749,5 +1828,51 @@ impl Applier {
             0 => Err(conflict("the row does not exist on the replica".into())),
             n => Err(conflict(format!("{n} rows matched the key"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised_by_code_or_by_errno_28() {
+        assert!(is_disk_full(1114, "The table 'log' is full"));
+        assert!(is_disk_full(
+            1021,
+            "Disk full (./t/x); waiting for someone to free some space..."
+        ));
+        assert!(is_disk_full(
+            3,
+            "Error writing file './t/x.MAD' (errno: 28 \"No space left on device\")"
+        ));
+        assert!(is_disk_full(
+            1030,
+            "Got error 28 \"No space left on device\" from storage engine InnoDB"
+        ));
+        assert!(!is_disk_full(
+            3,
+            "Error writing file './t/x.MAD' (errno: 5 \"Input/output error\")"
+        ));
+        assert!(!is_disk_full(1030, "Got error 280 from storage engine"));
+        assert!(!is_disk_full(
+            ER_DUP_ENTRY,
+            "Duplicate entry '28' for key 'PRIMARY'"
+        ));
+    }
+
+    #[test]
+    fn a_full_replica_stops_the_slave() {
+        let e = sql_error(
+            &SourcePosition::new("b.000001", 4),
+            mysql_async::Error::Server(mysql_async::ServerError {
+                code: ER_RECORD_FILE_FULL,
+                message: "The table 'log' is full".into(),
+                state: "HY000".into(),
+            }),
+        );
+        assert!(matches!(e, ApplyError::DiskFull { .. }));
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("no space left"), "{e}");
     }
 }

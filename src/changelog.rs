@@ -21,6 +21,15 @@
 //! Sequence numbers increase by one per record and source positions
 //! strictly increase, so the master resumes the binlog after the last
 //! record and a slave is served from the first record after its checkpoint.
+//!
+//! **A failed write or fsync** (a full disk above all: [`LogError::DiskFull`])
+//! ends the writer for good: the log refuses every later append, because
+//! after a failed fsync the kernel may have dropped the unwritten pages and
+//! a later fsync would report success for data that is gone. Nothing of
+//! the failed batch was published, so no slave has seen it; the master
+//! stops, and its next start cuts the torn tail (or rewrites the header of
+//! a segment whose creation failed) and resumes the binlog after the last
+//! whole record.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -46,6 +55,20 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 pub enum LogError {
     #[error("change log I/O error in {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "no space left for the change log in data dir {dir} (writing {path}: {source}); \
+         the master stopped, and its log stays consistent up to the last record it fsynced. \
+         Free space on that file system, or move the data dir to a bigger one and pass it \
+         with --data-dir, then start the master again: it cuts any torn tail and resumes \
+         the binlog where the log ends"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("the change log in {dir} refuses writes after an earlier write or fsync failed (what it wrote since its last fsync may be lost); restart the master: it reopens the log from what is durable")]
+    Failed { dir: PathBuf },
     #[error("change log file {path} is corrupt: {reason}; move the data dir aside to start a new log (slaves then need --resnapshot)")]
     Corrupt { path: PathBuf, reason: String },
     #[error("change log in {path} has format version {found}, this rowcast reads version {FORMAT_VERSION}; run the rowcast version that wrote it, or move the data dir aside and start the master on a new one (slaves then need --resnapshot)")]
@@ -82,10 +105,33 @@ pub enum LogError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if is_disk_full(&source) {
+            // Paths are the data dir itself or files directly in it.
+            let dir = match path.is_dir() {
+                true => path,
+                false => path.parent().unwrap_or(path),
+            };
+            return LogError::DiskFull {
+                dir: dir.to_path_buf(),
+                path: path.to_path_buf(),
+                source,
+            };
+        }
+        LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
+}
+
+/// Out of space, or out of the user's quota: the same fix.
+fn is_disk_full(e: &io::Error) -> bool {
+    // std maps ENOSPC and EDQUOT to these.
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +298,32 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
     }))
 }
 
+fn segment_header() -> Vec<u8> {
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+    header.extend_from_slice(SEGMENT_MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&0u16.to_le_bytes());
+    header
+}
+
+/// Whether the newest segment is shorter than a header, or a header's
+/// length of zeros (allocated but never written): its creation never
+/// completed. Leaves the cursor at the start.
+fn segment_creation_torn(file: &mut File, path: &Path) -> Result<bool, LogError> {
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let torn = match len {
+        0..SEGMENT_HEADER_LEN => true,
+        SEGMENT_HEADER_LEN => {
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            file.read_exact(&mut header).map_err(io_err(path))?;
+            header.iter().all(|&b| b == 0)
+        }
+        _ => false,
+    };
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    Ok(torn)
+}
+
 fn check_segment_header(file: &mut File, path: &Path) -> Result<(), LogError> {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact(&mut header)
@@ -288,6 +360,9 @@ pub struct ChangeLog {
     segment_bytes: u64,
     published: watch::Sender<LogEnd>,
     buf: Vec<u8>,
+    /// A write or fsync failed: the file's state past the published end is
+    /// unknown, so nothing more is written (see the module doc).
+    failed: bool,
 }
 
 impl ChangeLog {
@@ -330,6 +405,7 @@ impl ChangeLog {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             published: watch::channel(LogEnd::default()).0,
             buf: Vec::new(),
+            failed: false,
         };
         log.recover()?;
         log.published.send_replace(log.end);
@@ -352,6 +428,17 @@ impl ChangeLog {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        if segment_creation_torn(&mut file, &path)? {
+            // Creating the segment failed (a full disk, a crash) before its
+            // header was durable: it holds no record, so it gets the header
+            // it should have had.
+            tracing::warn!(path = %path.display(), "rewriting the header of a change log segment whose creation was cut short");
+            file.set_len(0).map_err(io_err(&path))?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+            file.write_all(&segment_header()).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+            file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+        }
         check_segment_header(&mut file, &path)?;
         let mut reader = BufReader::new(&mut file);
         // `good` ends at the last record that completes a transaction.
@@ -474,7 +561,6 @@ impl ChangeLog {
         epoch: u32,
         start_gtids: Option<GtidSet>,
     ) -> Result<(), LogError> {
-        *self.shared_start.lock().unwrap() = Some(start.clone());
         let meta = Meta {
             format_version: FORMAT_VERSION,
             start,
@@ -485,11 +571,19 @@ impl ChangeLog {
         let path = self.dir.join("meta.bin");
         let tmp = self.dir.join("meta.bin.tmp");
         let bytes = codec::encode(&meta)?;
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()))
+            .map_err(io_err(&tmp));
+        if let Err(e) = written {
+            // Best effort: a half-written file only takes space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)?;
+        // Readers learn of a new start only once it is durable (and before
+        // retention removes the segment it replaces).
+        *self.shared_start.lock().unwrap() = Some(meta.start.clone());
         self.meta = Some(meta);
         Ok(())
     }
@@ -530,12 +624,17 @@ impl ChangeLog {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
-        header.extend_from_slice(SEGMENT_MAGIC);
-        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u16.to_le_bytes());
-        file.write_all(&header).map_err(io_err(&path))?;
-        file.sync_all().map_err(io_err(&path))?;
+        let written = file
+            .write_all(&segment_header())
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(&path));
+        if let Err(e) = written {
+            // An empty segment would be named after a record it does not
+            // hold; the next open also repairs one left by a crash.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         fsync_dir(&self.dir)?;
         self.file = Some(file);
         self.end.segment = first_seq;
@@ -554,6 +653,8 @@ impl ChangeLog {
     }
 
     /// [`append`](Self::append) for transactions encoded beforehand.
+    /// After an error the log accepts no more appends
+    /// ([`LogError::Failed`]): the master must restart.
     pub fn append_encoded(&mut self, txns: &[EncodedTxn]) -> Result<(), LogError> {
         if txns.is_empty() {
             return Ok(());
@@ -561,6 +662,20 @@ impl ChangeLog {
         if self.meta.is_none() {
             return Err(LogError::Uninitialised);
         }
+        if self.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        let result = self.append_batch(txns);
+        // The in-memory end already counts the batch, the file holds some
+        // of it, and a failed fsync may have lost pages the kernel still
+        // reported written: none of it may become visible later.
+        self.failed = result.is_err();
+        result
+    }
+
+    fn append_batch(&mut self, txns: &[EncodedTxn]) -> Result<(), LogError> {
         for txn in txns {
             if let Some(last) = &self.last_position {
                 if !txn.position.is_after(last) {
@@ -967,6 +1082,55 @@ mod tests {
         let batch: Vec<_> = (1..=n).map(|i| txn("b.000001", 100 * i)).collect();
         log.append(&batch).unwrap();
         (log, batch)
+    }
+
+    /// A full disk (or a crash) while rolling to a new segment leaves it
+    /// empty, cut inside its header, or allocated as zeros: the log opens,
+    /// resumes after the last record and appends into that segment, whose
+    /// name is still the next record's sequence number.
+    #[tokio::test]
+    async fn reopens_after_a_segment_creation_was_cut_short() {
+        for torn in [&[][..], &SEGMENT_MAGIC[..5], &[0u8; 12][..]] {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = small_segments_with(dir.path(), 50);
+            assert_eq!(log.end().last_seq, 50);
+            drop(log);
+            fs::write(segment_path(dir.path(), 51), torn).unwrap();
+
+            let mut log = ChangeLog::open(dir.path()).unwrap();
+            assert_eq!(
+                log.resume_position().unwrap(),
+                SourcePosition::new("b.000001", 5000),
+                "torn header {torn:?}"
+            );
+            log.append(&[txn("b.000001", 5100)]).unwrap();
+            assert_eq!(log.end().last_seq, 51);
+            assert_eq!(log.end().segment, 51);
+            let handle = log.subscribe();
+            let mut all = handle.reader_after(None).unwrap();
+            for expect in 1..=51 {
+                let rec = all.next().await.unwrap().unwrap();
+                assert_eq!((rec.seq, rec.position.offset), (expect, 100 * expect));
+            }
+        }
+    }
+
+    /// A segment that is not empty and not a header of zeros is not
+    /// taken for a torn creation: it is reported, never rewritten.
+    #[test]
+    fn a_foreign_newest_segment_is_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = small_segments_with(dir.path(), 50);
+        drop(log);
+        fs::write(segment_path(dir.path(), 51), b"NOTALOGSEGMT").unwrap();
+        assert!(matches!(
+            ChangeLog::open(dir.path()),
+            Err(LogError::Corrupt { .. })
+        ));
+        assert_eq!(
+            fs::read(segment_path(dir.path(), 51)).unwrap(),
+            b"NOTALOGSEGMT"
+        );
     }
 
     #[tokio::test]

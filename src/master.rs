@@ -262,6 +262,9 @@ impl BinlogReading<'_> {
         loop {
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
+                // The writer stopped on an error (a full disk, say): stop
+                // now, even while the primary is idle (run reports it).
+                _ = self.tx.closed() => return Ok(()),
                 r = stream_once(self.config, &resume, self.epoch, self.mysql_gtids, self.tx, self.budget) => r,
             };
             match outcome {

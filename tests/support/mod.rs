@@ -685,3 +685,5 @@ pub fn logged_parts(data_dir: &Path) -> usize {
         parts
     })
 }
+
+pub mod disk;
