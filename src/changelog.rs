@@ -53,10 +53,12 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("change log I/O error in {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    // `cause`, not `source`: the message already says it, and main prints
+    // an error's source chain after it.
+    #[error("change log I/O error in {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
-        "no space left for the change log in data dir {dir} (writing {path}: {source}); \
+        "no space left for the change log in data dir {dir} (writing {path}: {cause}); \
          the master stopped, and its log stays consistent up to the last record it fsynced. \
          Free space on that file system, or move the data dir to a bigger one and pass it \
          with --data-dir, then start the master again: it cuts any torn tail and resumes \
@@ -65,7 +67,7 @@ pub enum LogError {
     DiskFull {
         dir: PathBuf,
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("the change log in {dir} refuses writes after an earlier write or fsync failed (what it wrote since its last fsync may be lost); restart the master: it reopens the log from what is durable")]
     Failed { dir: PathBuf },
@@ -105,8 +107,8 @@ pub enum LogError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| {
-        if is_disk_full(&source) {
+    move |cause| {
+        if is_disk_full(&cause) {
             // Paths are the data dir itself or files directly in it.
             let dir = match path.is_dir() {
                 true => path,
@@ -115,12 +117,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
             return LogError::DiskFull {
                 dir: dir.to_path_buf(),
                 path: path.to_path_buf(),
-                source,
+                cause,
             };
         }
         LogError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 }

@@ -79,6 +79,17 @@ fn error_line(log: &str) -> String {
     errors[0].to_string()
 }
 
+/// The master's error line, which says the OS error once.
+fn disk_full_line(log: &str) -> String {
+    let error = error_line(log);
+    assert_eq!(
+        error.matches("No space left on device").count(),
+        1,
+        "{error}"
+    );
+    error
+}
+
 /// The newest segment file of a data dir and its length.
 fn newest_segment(dir: &Path) -> (std::path::PathBuf, u64) {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
@@ -124,7 +135,7 @@ fn a_full_data_dir_stops_the_master_and_it_resumes_once_space_is_freed() {
     );
     let status = master.stop().expect("exit status");
     assert_eq!(status.code(), Some(1), "{}", master.log_text());
-    let error = error_line(&master.log_text());
+    let error = disk_full_line(&master.log_text());
     for expected in [
         format!(
             "no space left for the change log in data dir {}",
@@ -224,7 +235,7 @@ fn a_data_dir_full_at_start_is_reported_and_start_works_once_space_is_freed() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let error = error_line(&stderr);
+    let error = disk_full_line(&stderr);
     for expected in [
         format!(
             "no space left for the change log in data dir {}",
@@ -255,7 +266,7 @@ fn a_data_dir_full_at_start_is_reported_and_start_works_once_space_is_freed() {
         master.log_text()
     );
     assert_eq!(master.stop().and_then(|s| s.code()), Some(1));
-    let error = error_line(&master.log_text());
+    let error = disk_full_line(&master.log_text());
     assert!(
         error.contains("no space left for the change log")
             && error.contains("00000000000000000001.seg"),
