@@ -385,3 +385,63 @@ fn a_full_replica_stops_the_slave_and_a_restart_catches_up() {
     assert_each_row_once(&replica, N);
     assert_same_table(&primary, &replica, "t.log");
 }
+
+/// The change log itself on a disk that fills up: the append that fails
+/// publishes nothing, every later append is refused even once space is
+/// back (after a failed write or fsync the file's tail is unknown), and a
+/// reopened log ends at the last published record and appends after it.
+#[test]
+fn a_change_log_that_failed_a_write_publishes_nothing_more_until_reopened() {
+    use rowcast::changelog::LogError;
+    use rowcast::position::SourcePosition;
+
+    let txn = |offset: u64| rowcast::change::Transaction {
+        position: SourcePosition::new("b.000001", offset),
+        timestamp: 1,
+        part: 0,
+        more: false,
+        tables: vec![],
+        changes: vec![Change::Ddl(rowcast::change::Ddl {
+            database: None,
+            sql: vec![b'x'; 30_000],
+            ..Default::default()
+        })],
+        events: None,
+        xa: None,
+    };
+    let disk = SmallDisk::mount(4);
+    let dir = disk.path().join("data");
+    let mut log = ChangeLog::open(&dir).unwrap();
+    log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+    let handle = log.subscribe();
+    disk.fill_leaving(256 << 10);
+    let mut offset = 100;
+    let failure = loop {
+        assert!(offset < 100 * 1000, "the disk never filled");
+        let batch = [txn(offset), txn(offset + 50)];
+        match log.append(&batch) {
+            Ok(()) => offset += 100,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(failure, LogError::DiskFull { .. }), "{failure}");
+    let published = handle.end();
+    assert_eq!(published.last_seq, (offset - 100) / 50, "{published:?}");
+
+    disk.free_filler();
+    assert!(matches!(
+        log.append(&[txn(offset + 200)]),
+        Err(LogError::Failed { .. })
+    ));
+    assert_eq!(handle.end(), published, "nothing more became visible");
+    drop(log);
+
+    let mut log = ChangeLog::open(&dir).unwrap();
+    assert_eq!(log.end().last_seq, published.last_seq);
+    assert_eq!(
+        log.resume_position().unwrap(),
+        SourcePosition::new("b.000001", offset - 50)
+    );
+    log.append(&[txn(offset)]).unwrap();
+    assert_eq!(log.end().last_seq, published.last_seq + 1);
+}
