@@ -637,7 +637,7 @@ async fn apply_loop(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = applier.apply_batch(&batch).await {
+                if let Err(e) = applier.apply_batch_watched(&batch).await {
                     let e = applier.explain_failure(e, &batch);
                     if !e.is_retryable() {
                         // Tell the master (and so `rowcast status`) why.

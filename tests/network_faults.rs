@@ -112,6 +112,13 @@ fn proxy_freezes_without_fin_and_resets() {
         .unwrap();
     c2.write_all(b"x").unwrap();
     assert!(c2.read(&mut buf).is_err());
+    // A client that gives up on the frozen connection is seen doing so.
+    let ids = proxy.live_ids();
+    assert_eq!(ids.len(), 2);
+    assert!(!proxy.all_abandoned(&ids));
+    c2.shutdown(std::net::Shutdown::Both).unwrap();
+    assert!(!proxy.all_abandoned(&ids[..1]));
+    assert!(wait_until(Duration::from_secs(5), || proxy.all_abandoned(&ids[1..])));
     assert_eq!(proxy.reset_all(), 2);
     proxy.set(Fault::Pass);
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -152,12 +159,88 @@ fn proxy_resets_in_the_middle_of_a_chunk() {
 
 // ---- rowcast under faults ----
 
+/// The slave's connection to its replica freezes in the middle of the
+/// load (no FIN, no RST; the replica itself still answers new
+/// connections): the slave sees the session idle on the server while it
+/// waits for an answer, kills it and goes on with a new one, by itself.
+/// Without that it would wait forever (keepalive cannot tell: the peer
+/// still acknowledges).
+#[test]
+fn a_frozen_replica_connection_is_found_killed_and_replaced_by_the_slave() {
+    let primary = MariaDb::primary();
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let replica = MariaDb::replica();
+    let proxy = FaultProxy::start(
+        "127.0.0.1:0",
+        SocketAddr::from(([127, 0, 0, 1], replica.port)),
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master(&primary, data.path(), &listen);
+    let target = format!("mysql://root@{}", proxy.addr);
+    let mut slave = Rowcast::spawn(&[
+        "slave",
+        "--master",
+        &listen,
+        "--target",
+        &target,
+        "--name",
+        "f",
+        "--master-timeout",
+        "5",
+    ]);
+    wait_caught_up(&primary, &replica, "f");
+    let n = 1500;
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let load = log_writer(
+        primary.port,
+        n,
+        10,
+        Duration::from_millis(20),
+        done.clone(),
+        written,
+    );
+    assert!(wait_until(CONVERGE, || max_n(replica.port) >= 200));
+    let frozen = proxy.freeze_live();
+    assert!(frozen >= 1, "the slave holds a connection to its replica");
+    let frozen_at = Instant::now();
+    let recovered = wait_until(Duration::from_secs(60), || {
+        slave
+            .log_text()
+            .contains("the connection is frozen (killed it)")
+    });
+    assert!(
+        recovered,
+        "the slave did not notice its frozen replica connection within 60 s:\n{}",
+        slave.log_text()
+    );
+    let noticed = frozen_at.elapsed();
+    load.join().unwrap();
+    // The frozen connections stay frozen: everything after goes through
+    // the new one.
+    wait_caught_up(&primary, &replica, "f");
+    assert_each_row_once(&replica, n);
+    assert_same_table(&primary, &replica, "t.log");
+    assert!(slave.is_running() && master.is_running());
+    println!(
+        "frozen replica connection noticed and replaced after {:.1}s",
+        noticed.as_secs_f64()
+    );
+}
+
 /// One network link: its veth (in `ns`) and the proxies on it.
 struct Link<'a> {
     name: &'static str,
     ns: &'a Netns,
     veth: Veth,
     proxies: Vec<&'a FaultProxy>,
+    /// Indexes of the processes that hold connections on it.
+    users: Vec<usize>,
+    /// How long a freeze waits for them to notice it, and whether they
+    /// must (see the slave-nats link).
+    freeze_limit: Duration,
+    must_notice_freeze: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +251,10 @@ enum Kind {
     Freeze,
     ResetMidFrame,
 }
+
+/// How long a freeze waits for rowcast to notice it: above the slowest
+/// detection (the applier's probe of an unanswered target session).
+const FREEZE_LIMIT: Duration = Duration::from_secs(45);
 
 const KINDS: [Kind; 6] = [
     Kind::Partition(Partition::LinkDown),
@@ -370,24 +457,38 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
             ns: &ns_m,
             veth: up.clone(),
             proxies: vec![&p_primary],
+            users: vec![0, 1],
+            freeze_limit: FREEZE_LIMIT,
+            must_notice_freeze: true,
         },
         Link {
             name: "master-slave",
             ns: &ns_s,
             veth: to_master.clone(),
             proxies: vec![&p_master, &p_master_js],
+            users: vec![2],
+            freeze_limit: FREEZE_LIMIT,
+            must_notice_freeze: true,
         },
         Link {
             name: "slave-replica",
             ns: &ns_s,
             veth: to_replica.clone(),
             proxies: vec![&p_r1, &p_r2],
+            users: vec![2, 3],
+            freeze_limit: FREEZE_LIMIT,
+            must_notice_freeze: true,
         },
         Link {
             name: "slave-nats",
             ns: &ns_s,
             veth: to_nats.clone(),
             proxies: vec![&p_nats_slave],
+            users: vec![3],
+            // Not yet: the NATS client neither notices a frozen connection
+            // nor recovers promptly after its reset (see the README figures).
+            freeze_limit: Duration::from_secs(15),
+            must_notice_freeze: false,
         },
     ];
 
@@ -408,16 +509,17 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
     'rounds: for _round in 0..3 {
         for link in &links {
             for kind in KINDS {
-                if started.elapsed() > Duration::from_secs(170) {
+                // The first round covers every kind on every link; more
+                // only while the test is young enough to end in minutes.
+                if rounds > 0 && started.elapsed() > Duration::from_secs(150) {
                     break 'rounds;
                 }
-                let before: u64 = link.proxies.iter().map(|p| p.accepted()).sum();
                 let fault_start = Instant::now();
                 let mut detected = None;
                 match kind {
                     Kind::Partition(how) => {
                         link.ns.partition(&link.veth, how);
-                        std::thread::sleep(Duration::from_secs(6));
+                        std::thread::sleep(Duration::from_secs(3));
                         link.ns.heal(&link.veth, how);
                     }
                     Kind::Latency | Kind::Hold => {
@@ -427,17 +529,26 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
                             Fault::Hold(Duration::from_millis(1500))
                         };
                         link.proxies.iter().for_each(|p| p.set(f));
-                        std::thread::sleep(Duration::from_secs(4));
+                        std::thread::sleep(Duration::from_secs(3));
                         link.proxies.iter().for_each(|p| p.set(Fault::Pass));
                     }
                     Kind::Freeze => {
-                        // Held until a process on the link gives up on its
-                        // frozen connection and opens a new one (bounded),
+                        // Held until every process on the link has noticed the
+                        // silent connection by itself and reconnects (bounded),
                         // then ended by resetting what is left.
+                        let reconnects = |procs: &[(&str, Rowcast)]| -> Vec<usize> {
+                            link.users
+                                .iter()
+                                .map(|&i| procs[i].1.log_text().matches("reconnecting").count())
+                                .collect()
+                        };
+                        let before = reconnects(&procs);
                         link.proxies.iter().for_each(|p| p.set(Fault::Freeze));
-                        let limit = Duration::from_secs(15);
-                        let seen = wait_until(limit, || {
-                            link.proxies.iter().map(|p| p.accepted()).sum::<u64>() > before
+                        let seen = wait_until(link.freeze_limit, || {
+                            reconnects(&procs)
+                                .iter()
+                                .zip(&before)
+                                .all(|(now, b)| now > b)
                         });
                         if seen {
                             detected = Some(fault_start.elapsed());
@@ -476,6 +587,14 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
                         p.log_text()
                     );
                 }
+                eprintln!(
+                    "[{:>5.1}s] {:<15} {:<22} detected {:<8} recovery {:.1}s",
+                    started.elapsed().as_secs_f64(),
+                    link.name,
+                    format!("{kind:?}"),
+                    detected.map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64())),
+                    recovery.as_secs_f64()
+                );
                 records.push(Record {
                     link: link.name,
                     kind,
@@ -513,10 +632,15 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
 
     let count = |f: &dyn Fn(Kind) -> bool| records.iter().filter(|r| f(r.kind)).count();
     let longest = records.iter().max_by_key(|r| r.recovery).unwrap();
-    let undetected: Vec<String> = records
+    let undetected: Vec<&str> = records
         .iter()
         .filter(|r| r.kind == Kind::Freeze && r.detected.is_none())
-        .map(|r| r.link.to_string())
+        .map(|r| r.link)
+        .collect();
+    let must_notice: Vec<&str> = links
+        .iter()
+        .filter(|l| l.must_notice_freeze)
+        .map(|l| l.name)
         .collect();
     let freeze_detect: Vec<String> = records
         .iter()
@@ -551,6 +675,11 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
             r.recovery.as_secs_f64()
         );
     }
+    assert!(
+        undetected.iter().all(|l| !must_notice.contains(l)),
+        "a frozen connection (no FIN, no RST) went unnoticed for {FREEZE_LIMIT:?} on {undetected:?}:\n{}",
+        logs(&procs)
+    );
     // Processes before the namespaces: a namespace goes with its last process.
     drop(procs);
 }

@@ -43,6 +43,7 @@ pub struct Stats {
 }
 
 struct Conn {
+    id: u64,
     client: TcpStream,
     server: TcpStream,
     dead: AtomicBool,
@@ -51,6 +52,17 @@ struct Conn {
     reset_armed: AtomicBool,
     /// Directions whose FIN was passed on; both: the connection is over.
     closed: AtomicU64,
+    /// While frozen, the client closed or reset its end: it gave up on
+    /// the silent connection by itself.
+    abandoned: AtomicBool,
+    /// Frozen on its own ([`FaultProxy::freeze_live`]).
+    frozen: AtomicBool,
+}
+
+impl Conn {
+    fn frozen(&self, shared: &Shared) -> bool {
+        self.frozen.load(Ordering::SeqCst) || shared.fault() == Fault::Freeze
+    }
 }
 
 impl Conn {
@@ -94,6 +106,18 @@ fn reset_socket(s: &TcpStream) {
         );
     }
     let _ = s.shutdown(Shutdown::Both);
+}
+
+/// The peer shut its side or reset, seen without reading the socket.
+fn peer_closed(s: &TcpStream) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd for a descriptor this process owns, no waiting.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 struct Shared {
@@ -168,6 +192,16 @@ impl FaultProxy {
         self.shared.fault()
     }
 
+    /// Freezes the connections open now, as [`Fault::Freeze`] does, while
+    /// new ones pass (one flow lost in the network, the host still there).
+    pub fn freeze_live(&self) -> usize {
+        let live = self.live();
+        for c in &live {
+            c.frozen.store(true, Ordering::SeqCst);
+        }
+        live.len()
+    }
+
     /// Every live connection resets in the middle of its next chunk.
     pub fn reset_mid_frame(&self) {
         for c in self.live() {
@@ -188,6 +222,22 @@ impl FaultProxy {
     /// Connections open now.
     pub fn live_connections(&self) -> usize {
         self.live().len()
+    }
+
+    /// Ids of the connections open now.
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.live().iter().map(|c| c.id).collect()
+    }
+
+    /// Every one of `ids` was closed by its client (during a freeze) or
+    /// is gone.
+    pub fn all_abandoned(&self, ids: &[u64]) -> bool {
+        let live = self.live();
+        ids.iter().all(|id| {
+            live.iter()
+                .find(|c| c.id == *id)
+                .is_none_or(|c| c.abandoned.load(Ordering::SeqCst))
+        })
     }
 
     /// Connections accepted so far.
@@ -234,11 +284,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     s.set_write_timeout(Some(POLL)).unwrap();
                 }
                 let conn = Arc::new(Conn {
+                    id: shared.stats.accepted.load(Ordering::SeqCst),
                     client,
                     server,
                     dead: AtomicBool::new(false),
                     reset_armed: AtomicBool::new(false),
                     closed: AtomicU64::new(0),
+                    abandoned: AtomicBool::new(false),
+                    frozen: AtomicBool::new(false),
                 });
                 shared.conns.lock().unwrap().push(conn.clone());
                 for upstream in [true, false] {
@@ -268,8 +321,11 @@ fn read_side(conn: Arc<Conn>, shared: Arc<Shared>, upstream: bool, tx: mpsc::Sen
     let mut buf = vec![0u8; 16 * 1024];
     let mut last = Instant::now();
     while !conn.dead.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
-        let fault = shared.fault();
-        if fault == Fault::Freeze {
+        if conn.frozen(&shared) {
+            // Nothing is read, but a FIN or RST from the client shows.
+            if upstream && peer_closed(src) {
+                conn.abandoned.store(true, Ordering::SeqCst);
+            }
             std::thread::sleep(POLL);
             continue;
         }
@@ -309,7 +365,7 @@ fn write_side(conn: Arc<Conn>, shared: Arc<Shared>, upstream: bool, rx: mpsc::Re
     let alive = || !conn.dead.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst);
     // Waits until `at` and until the link is not frozen.
     let wait = |at: Instant| {
-        while alive() && (Instant::now() < at || shared.fault() == Fault::Freeze) {
+        while alive() && (Instant::now() < at || conn.frozen(&shared)) {
             std::thread::sleep(
                 POLL.min(at.saturating_duration_since(Instant::now()))
                     .max(Duration::from_millis(1)),
@@ -323,7 +379,7 @@ fn write_side(conn: Arc<Conn>, shared: Arc<Shared>, upstream: bool, rx: mpsc::Re
             if !alive() {
                 return false;
             }
-            if shared.fault() == Fault::Freeze {
+            if conn.frozen(&shared) {
                 std::thread::sleep(POLL);
                 continue;
             }
