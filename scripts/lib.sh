@@ -28,6 +28,9 @@ ensure_deps() {
   command -v mariadb-install-db >/dev/null || [ -x /usr/bin/mariadb-install-db ] || need+=(mariadb-server)
   # The JetStream tests start their own nats-server.
   [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need+=(nats-server)
+  # The network-fault tests make namespaces, veth pairs and DROP rules.
+  [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null || need+=(iproute2)
+  [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null || need+=(iptables)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
   if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -195,6 +195,8 @@ struct HeldXa {
 
 pub struct Applier {
     conn: Conn,
+    /// Where `conn` goes, to watch it from a connection of its own.
+    target: Source,
     /// The replica's `max_allowed_packet`, read at connect: a transaction
     /// needing more is a permanent error (see `packet_size`).
     max_packet: u64,
@@ -390,6 +392,7 @@ impl Applier {
         Ok(Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
+            target: target.clone(),
             name: name.to_string(),
             replica: target.endpoint().to_string(),
             checkpoint,
@@ -1827,6 +1830,24 @@ impl Applier {
             1 => Ok(()),
             0 => Err(conflict("the row does not exist on the replica".into())),
             n => Err(conflict(format!("{n} rows matched the key"))),
+        }
+    }
+}
+
+impl Applier {
+    /// [`Applier::apply_batch`], given up as [`ApplyError::Lost`] when the
+    /// target leaves the session idle while its answer is awaited (a
+    /// frozen connection, which neither TCP nor the server reports). The
+    /// local transaction is rolled back with the session, so the batch is
+    /// applied once, by the next applier.
+    pub async fn apply_batch_watched(
+        &mut self,
+        batch: &[(u64, Transaction)],
+    ) -> Result<(), ApplyError> {
+        let (target, id) = (self.target.clone(), self.conn.id());
+        tokio::select! {
+            r = self.apply_batch(batch) => r,
+            reason = crate::source::watch_session(&target, id) => Err(ApplyError::Lost(reason)),
         }
     }
 }

@@ -260,6 +260,7 @@ impl BinlogReading<'_> {
     ) -> Result<(), MasterError> {
         let mut backoff = Duration::from_millis(200);
         loop {
+            let began = std::time::Instant::now();
             let outcome = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 // The writer stopped on an error (a full disk, say): stop
@@ -277,6 +278,12 @@ impl BinlogReading<'_> {
                     match e {
                         MasterError::Source(ref s) if s.is_retryable() => {
                             self.state.metrics.reconnects.add(1);
+                            // After a stream that had been working, start
+                            // afresh: a link that breaks now and then must
+                            // not be rejoined ever more slowly.
+                            if began.elapsed() >= Duration::from_secs(10) {
+                                backoff = Duration::from_millis(200);
+                            }
                             tracing::warn!(cause = %s, retry_in = ?backoff, "primary connection lost; reconnecting");
                             tokio::select! {
                                 _ = shutdown.changed() => return Ok(()),

@@ -115,6 +115,7 @@ pub async fn run(
             Some(url) if applier.checkpoint().position.is_some() => Some(url),
             _ => None,
         };
+        let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             r = async {
@@ -133,6 +134,7 @@ pub async fn run(
             }
             Err(e) if e.is_retryable() => {
                 metrics.reconnects.add(1);
+                backoff = backoff_after(backoff, began.elapsed());
                 tracing::warn!(cause = %e, retry_in = ?backoff, "connection problem; reconnecting");
                 if let SlaveError::Apply(_) = e {
                     // The target connection may be broken: start it afresh.
@@ -150,6 +152,18 @@ pub async fn run(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The wait before reconnecting after a session that lasted `lasted`:
+/// doubling while attempts keep failing, but afresh after a session that
+/// had been working, so a link that breaks now and then is not rejoined
+/// ever more slowly.
+fn backoff_after(backoff: Duration, lasted: Duration) -> Duration {
+    if lasted >= Duration::from_secs(10) {
+        Duration::from_millis(200)
+    } else {
+        backoff
     }
 }
 
@@ -637,7 +651,7 @@ async fn apply_loop(
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = applier.apply_batch(&batch).await {
+                if let Err(e) = applier.apply_batch_watched(&batch).await {
                     let e = applier.explain_failure(e, &batch);
                     if !e.is_retryable() {
                         // Tell the master (and so `rowcast status`) why.
@@ -738,4 +752,20 @@ async fn apply_loop(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn a_session_that_worked_for_a_while_reconnects_without_the_grown_backoff() {
+        let grown = Duration::from_secs(5);
+        assert_eq!(
+            backoff_after(grown, Duration::from_secs(60)),
+            Duration::from_millis(200)
+        );
+        // Failing attempts in a row keep growing it.
+        assert_eq!(backoff_after(grown, Duration::from_millis(300)), grown);
+    }
 }

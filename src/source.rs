@@ -632,6 +632,81 @@ pub async fn open_stream(
         })
 }
 
+/// How long the target may sit idle on a session whose answer rowcast is
+/// still waiting for before the connection counts as frozen. A request in
+/// flight that long while the server shows the session idle was lost on
+/// the way, or its answer was (a silent peer, a middlebox that dropped
+/// the flow without a FIN or RST): TCP keepalive cannot tell, because
+/// whatever holds the connection still acknowledges. Above the time a
+/// large packet takes to cross a slow link, which also shows as idle.
+pub const SESSION_SILENCE: Duration = Duration::from_secs(15);
+
+/// Watches session `id` on the target while a request on it is
+/// unanswered; returns why it counts as lost (killing it when the server
+/// can be reached, so it holds no locks), and never if it is fine. Run it
+/// beside the request and drop it with the request.
+pub async fn watch_session(target: &Source, id: u32) -> String {
+    tokio::time::sleep(SESSION_SILENCE).await;
+    loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, probe_session(target, id)).await {
+            Ok(Ok(Some(reason))) => return reason,
+            Ok(Ok(None)) => {}
+            // No answer for the silence, and the target cannot even be
+            // asked on a new connection: the request is as good as lost.
+            Ok(Err(e)) => {
+                return format!(
+                    "no answer on session {id} for {SESSION_SILENCE:?} and the target cannot be reached on a new connection either: {e}"
+                )
+            }
+            Err(_) => {
+                return format!(
+                    "no answer on session {id} for {SESSION_SILENCE:?} and none to a probe on a new connection either"
+                )
+            }
+        }
+        tokio::time::sleep(SESSION_SILENCE / 3).await;
+    }
+}
+
+/// One look at session `id` from a connection of its own.
+async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, SourceError> {
+    let mut conn = target.connect().await?;
+    let lost = |reason: &str| SourceError::Lost {
+        endpoint: target.endpoint().into(),
+        reason: reason.into(),
+    };
+    let row: Option<(String, u64)> = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        conn.exec_first(
+            "SELECT COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        ),
+    )
+    .await
+    .map_err(|_| lost("the session probe got no answer"))?
+    .map_err(|e| target.classify(e))?;
+    let verdict = match row {
+        None => Some(format!(
+            "the target has no session {id} any more: the connection died without a close"
+        )),
+        Some((command, idle)) if command == "Sleep" && idle >= SESSION_SILENCE.as_secs() => {
+            // Its open transaction would hold locks until the server's own
+            // timeouts (hours); the next applier must not wait on them.
+            let _ = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                conn.query_drop(format!("KILL CONNECTION {id}")),
+            )
+            .await;
+            Some(format!(
+                "session {id} on the target has been idle for {idle}s while rowcast waited for its answer: the connection is frozen (killed it)"
+            ))
+        }
+        Some(_) => None,
+    };
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.disconnect()).await;
+    Ok(verdict)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

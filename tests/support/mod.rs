@@ -687,3 +687,29 @@ pub fn logged_parts(data_dir: &Path) -> usize {
 }
 
 pub mod disk;
+pub mod fault_proxy;
+pub mod netns;
+
+impl Rowcast {
+    /// [`Rowcast::spawn`] inside a network namespace.
+    pub fn spawn_in(ns: &netns::Netns, args: &[&str]) -> Rowcast {
+        let dir = tempfile::Builder::new()
+            .prefix("rowcast-proc-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("stderr.log");
+        let child = ns
+            .command(Path::new(ROWCAST))
+            .args(args)
+            .env("RUST_LOG", "info,rowcast=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting rowcast in a network namespace");
+        Rowcast {
+            child: Some(child),
+            log,
+            _dir: Some(dir),
+        }
+    }
+}
