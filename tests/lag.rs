@@ -116,10 +116,14 @@ fn a_disconnected_slave_lags_by_the_age_of_its_oldest_unapplied_transaction() {
     for i in 3..23 {
         primary.sql(&format!("INSERT INTO g.t VALUES ({i}, {i})"));
     }
-    let target = primary_position(&primary);
+    let target: u64 = primary_position(&primary)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(wait_until(CONVERGE, || {
-        status_json(&listen)["log_position"]["offset"].to_string()
-            == target.rsplit(':').next().unwrap()
+        status_json(&listen)["log_position"]["offset"].as_u64() == Some(target)
     }));
     let asked_at = primary_now(&primary);
     let st = status_json(&listen);
