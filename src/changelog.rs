@@ -946,9 +946,9 @@ impl LogHandle {
     /// such record (yet). A `seq` that retention dropped gives the oldest
     /// record kept, which is newer than what was asked for.
     pub fn record_at(&self, seq: u64) -> Result<Option<(u64, SourcePosition, u32)>, LogError> {
-        // Enough for the prefix: a position is a file name, an offset and
-        // an optional GTID.
-        const PREFIX: usize = 4096;
+        // Enough for the prefix almost always (a position is a file name,
+        // an offset and an optional GTID); a longer one is read whole.
+        const PREFIX: usize = 512;
         if seq > self.end().last_seq {
             return Ok(None);
         }
@@ -975,7 +975,7 @@ impl LogHandle {
             Err(e) => return Err(io_err(&path)(e)),
         };
         check_segment_header(file.get_mut(), &path)?;
-        let mut prefix = vec![0u8; PREFIX];
+        let mut prefix = Vec::with_capacity(PREFIX);
         loop {
             let mut header = [0u8; RECORD_HEADER_LEN];
             match file.read_exact(&mut header) {
@@ -984,10 +984,20 @@ impl LogHandle {
                 Err(e) => return Err(io_err(&path)(e)),
             }
             let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
-            let n = len.min(PREFIX);
-            file.read_exact(&mut prefix[..n]).map_err(io_err(&path))?;
+            let mut n = len.min(PREFIX);
+            prefix.resize(n, 0);
+            file.read_exact(&mut prefix).map_err(io_err(&path))?;
+            let decoded = match codec::decode_prefix(&prefix) {
+                Err(_) if n < len => {
+                    prefix.resize(len, 0);
+                    file.read_exact(&mut prefix[n..]).map_err(io_err(&path))?;
+                    n = len;
+                    codec::decode_prefix(&prefix)
+                }
+                other => other,
+            };
             let (rec_seq, position, timestamp): (u64, SourcePosition, u32) =
-                codec::decode_prefix(&prefix[..n]).map_err(|e| LogError::Corrupt {
+                decoded.map_err(|e| LogError::Corrupt {
                     path: path.clone(),
                     reason: format!("record header does not decode: {e}"),
                 })?;

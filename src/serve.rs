@@ -1113,3 +1113,97 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Transaction;
+    use crate::changelog::ChangeLog;
+
+    fn txn(offset: u64, timestamp: u32) -> Transaction {
+        Transaction {
+            position: SourcePosition::new("b.000001", offset),
+            timestamp,
+            part: 0,
+            more: false,
+            tables: vec![],
+            changes: vec![],
+            events: None,
+            xa: None,
+        }
+    }
+
+    #[test]
+    fn the_log_is_read_by_sequence_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let handle = log.subscribe();
+        assert_eq!(handle.record_at(1).unwrap(), None);
+        assert_eq!(
+            handle
+                .seq_through(&SourcePosition::new("b.000001", 4))
+                .unwrap(),
+            None
+        );
+        for i in 1..=200u64 {
+            log.append(&[txn(100 * i, 1000 + i as u32)]).unwrap();
+        }
+        assert!(handle.stats().1 > 2, "several segments");
+        for seq in 1..=200u64 {
+            let (s, p, t) = handle.record_at(seq).unwrap().unwrap();
+            assert_eq!((s, p.offset, t), (seq, 100 * seq, 1000 + seq as u32));
+        }
+        assert_eq!(handle.record_at(201).unwrap(), None);
+        let through = |offset| handle.seq_through(&SourcePosition::new("b.000001", offset));
+        assert_eq!(through(50).unwrap(), Some(0));
+        assert_eq!(through(100).unwrap(), Some(1));
+        assert_eq!(through(1050).unwrap(), Some(10));
+        assert_eq!(through(15_099).unwrap(), Some(150));
+        assert_eq!(through(20_000).unwrap(), Some(200));
+        assert_eq!(through(99_999).unwrap(), Some(200));
+    }
+
+    #[test]
+    fn lag_is_zero_only_when_nothing_is_pending() {
+        assert_eq!(lag_seconds(1000, Oldest::Nothing), 0);
+        assert_eq!(lag_seconds(1000, Oldest::At(990)), 10);
+        // Committed this very second, or on a clock ahead of ours.
+        assert_eq!(lag_seconds(1000, Oldest::At(1000)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::At(1005)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(0)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(997)), 3);
+    }
+
+    #[test]
+    fn a_master_behind_the_primary_is_told_by_positions_and_heartbeats() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let at = |o| SourcePosition::new("b.000002", o);
+        let logged = at(500);
+        // The primary is where the log is: nothing pending.
+        let f = MasterFreshness::read(&state, Some(&at(500)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // The primary is further: the missing transaction is newer than
+        // the newest logged one.
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::After(100));
+        // A heartbeat at the primary's end (events that are no
+        // transaction): caught up.
+        state.caught_up(Some(at(900)));
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // Later writes: behind again, but not for longer than since the
+        // heartbeat.
+        let f = MasterFreshness::read(&state, Some(&at(1200)), Some(&logged), 100);
+        let beat = (now_ms() / 1000) as u32;
+        assert!(
+            matches!(f.oldest(), Oldest::After(t) if t + 1 >= beat),
+            "{f:?}"
+        );
+        // An unreachable primary commits nothing the master could miss.
+        let f = MasterFreshness::read(&state, None, Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+    }
+}
