@@ -369,6 +369,10 @@ fn print_status(s: &rowcast::wire::MasterStatus) {
         })
         .collect();
     print_table(&header, &rows);
+    if s.slaves.iter().any(|sl| sl.state == "stalled") {
+        println!();
+        println!("stalled: work is pending but the slave has applied nothing for the master's --stall-after; check its process and its replica (locks, disk)");
+    }
 }
 
 fn print_report(report: &verify::Report) {
