@@ -136,6 +136,19 @@ impl ServerState {
         }
     }
 
+    /// When a JetStream slave's reported sequence last moved, as far as
+    /// this master has seen (it looks every few seconds).
+    fn nats_progressed(&self, name: &str, seq: u64) -> Instant {
+        let mut seen = self.nats_seen.lock().unwrap();
+        let entry = seen
+            .entry(name.to_string())
+            .or_insert((seq, Instant::now()));
+        if entry.0 != seq {
+            *entry = (seq, Instant::now());
+        }
+        entry.1
+    }
+
     /// `update`, only while the entry still belongs to connection `conn`.
     fn update_conn(&self, name: &str, conn: u64, f: impl FnOnce(&mut SlaveInfo)) {
         if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
@@ -934,12 +947,20 @@ pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> 
     );
     let mut slaves_now: Vec<(String, SlaveInfo)> =
         state.slaves.lock().unwrap().clone().into_iter().collect();
-    for (_, s) in slaves_now.iter_mut() {
+    for (name, s) in slaves_now.iter_mut() {
         // Sent nothing yet (nothing after its checkpoint or snapshot had
-        // been logged): its position says how much of the log it has.
+        // been logged): its position says how much of the log it has. The
+        // search reads record headers (about 1 s for a full 64 MiB
+        // segment), so its answer is kept.
         if s.sent_seq == 0 && s.acked_seq == 0 && s.state != "snapshotting" {
             if let Some(p) = &s.acked_position {
                 s.acked_seq = log.seq_through(p).ok().flatten().unwrap_or(0);
+                let seq = s.acked_seq;
+                state.update_conn(name, s.conn, |info| {
+                    if info.sent_seq == 0 && info.acked_seq == 0 {
+                        info.acked_seq = seq;
+                    }
+                });
             }
         }
     }
@@ -1009,15 +1030,7 @@ async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> Ma
     let now = (now_ms() / 1000) as u32;
     let mut slaves = Vec::new();
     for (name, p) in nats.progress().await.unwrap_or_default() {
-        // When did this name's sequence last move (as seen from here)?
-        let since = {
-            let mut seen = state.nats_seen.lock().unwrap();
-            let entry = seen.entry(name.clone()).or_insert((p.seq, Instant::now()));
-            if entry.0 != p.seq {
-                *entry = (p.seq, Instant::now());
-            }
-            entry.1
-        };
+        let since = state.nats_progressed(&name, p.seq);
         let lag_transactions = last.saturating_sub(p.seq);
         let oldest = match (p.position.is_some(), lag_transactions) {
             (false, _) => Oldest::Nothing,
@@ -1087,7 +1100,14 @@ async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: S
     let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
     loop {
         every.tick().await;
-        if matches!(log, ServeLog::Local(_)) && !state.metrics.is_served() {
+        if !state.metrics.is_served() {
+            // Nobody reads metrics: only JetStream progress needs
+            // watching (no primary connection for that).
+            if let ServeLog::Nats(nats) = &log {
+                for (name, p) in nats.progress().await.unwrap_or_default() {
+                    state.nats_progressed(&name, p.seq);
+                }
+            }
             continue;
         }
         let status = status_of(&log, &state, &source).await;
