@@ -1054,6 +1054,109 @@ impl LogReader {
     }
 }
 
+/// Cheap reads at a sequence number, for lag: only the record's header
+/// and the first bytes of its payload are read (a transaction begins with
+/// its position and commit time), never its rows.
+impl LogHandle {
+    /// The first durable record whose sequence number is `seq` or later:
+    /// `(seq, position, primary commit time)`. `None` when the log holds no
+    /// such record (yet). A `seq` that retention dropped gives the oldest
+    /// record kept, which is newer than what was asked for.
+    pub fn record_at(&self, seq: u64) -> Result<Option<(u64, SourcePosition, u32)>, LogError> {
+        // Enough for the prefix almost always (a position is a file name,
+        // an offset and an optional GTID); a longer one is read whole.
+        const PREFIX: usize = 512;
+        if seq > self.end().last_seq {
+            return Ok(None);
+        }
+        let segments = list_segments(&self.dir)?;
+        let Some(&first) = segments
+            .iter()
+            .rev()
+            .find(|&&s| s <= seq)
+            .or(segments.first())
+        else {
+            return Ok(None);
+        };
+        let path = segment_path(&self.dir, first);
+        let mut file = match File::open(&path) {
+            Ok(f) => BufReader::with_capacity(64 << 10, f),
+            // Dropped by retention since the listing: the next one holds
+            // what is kept.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match segments.iter().find(|&&s| s > first) {
+                    Some(&next) => self.record_at(next),
+                    None => Ok(None),
+                }
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        check_segment_header(file.get_mut(), &path)?;
+        let mut prefix = Vec::with_capacity(PREFIX);
+        loop {
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            match file.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+            let mut n = len.min(PREFIX);
+            prefix.resize(n, 0);
+            file.read_exact(&mut prefix).map_err(io_err(&path))?;
+            let decoded = match codec::decode_prefix(&prefix) {
+                Err(_) if n < len => {
+                    prefix.resize(len, 0);
+                    file.read_exact(&mut prefix[n..]).map_err(io_err(&path))?;
+                    n = len;
+                    codec::decode_prefix(&prefix)
+                }
+                other => other,
+            };
+            let (rec_seq, position, timestamp): (u64, SourcePosition, u32) =
+                decoded.map_err(|e| LogError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("record header does not decode: {e}"),
+                })?;
+            if rec_seq >= seq {
+                return Ok(Some((rec_seq, position, timestamp)));
+            }
+            if rec_seq >= self.end().last_seq {
+                return Ok(None);
+            }
+            file.seek_relative((len - n) as i64)
+                .map_err(io_err(&path))?;
+        }
+    }
+
+    /// The sequence number a reader that has everything up to `position`
+    /// has read: that of the last durable record not after it (one before
+    /// the oldest record kept when none is). `None` for an empty log.
+    pub fn seq_through(&self, position: &SourcePosition) -> Result<Option<u64>, LogError> {
+        let last = self.end().last_seq;
+        if last == 0 {
+            return Ok(None);
+        }
+        // Records are few per status request and their positions grow
+        // with their sequence numbers: a binary search over sequences.
+        let Some((first, first_pos, _)) = self.record_at(0)? else {
+            return Ok(None);
+        };
+        if first_pos.is_after(position) {
+            return Ok(Some(first - 1));
+        }
+        let (mut lo, mut hi) = (first, last);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match self.record_at(mid)? {
+                Some((seq, p, _)) if !p.is_after(position) => lo = seq.max(mid),
+                _ => hi = mid - 1,
+            }
+        }
+        Ok(Some(lo))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -500,6 +500,19 @@ impl NatsLog {
         Ok(self.meta_at(&s, seq).await?.position)
     }
 
+    /// The primary commit time of the record message `seq` belongs to, or
+    /// of the oldest message kept when retention removed `seq`; `None`
+    /// when the stream holds nothing at or after `seq` (from its headers,
+    /// without reading the body).
+    pub async fn time_at(&self, seq: u64) -> Result<Option<u32>, NatsError> {
+        let (first, last, _) = self.state().await?;
+        if seq > last || last == 0 {
+            return Ok(None);
+        }
+        let s = self.stream().await?;
+        Ok(Some(self.meta_at(&s, seq.max(first)).await?.timestamp))
+    }
+
     /// The first sequence whose record comes after `after` (the sequence
     /// after the last when there is none yet), by binary search:
     /// positions grow with sequence numbers.

@@ -108,6 +108,11 @@ enum Command {
         /// Require slaves to present a certificate signed by this CA (mutual TLS).
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+        /// Show a slave as `stalled` (status and metrics) when it has work
+        /// pending but its applied position has not moved for this long
+        /// (seconds, or with an s/m/h suffix).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        stall_after: Duration,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -283,6 +288,24 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
     }
 }
 
+/// `90`, `90s`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write seconds, e.g. 60 or 60s, 5m, 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{s}`: the unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 fn print_status(s: &rowcast::wire::MasterStatus) {
     let pos = |p: &Option<rowcast::position::SourcePosition>| {
         p.as_ref()
@@ -346,6 +369,10 @@ fn print_status(s: &rowcast::wire::MasterStatus) {
         })
         .collect();
     print_table(&header, &rows);
+    if s.slaves.iter().any(|sl| sl.state == "stalled") {
+        println!();
+        println!("stalled: work is pending but the slave has applied nothing for the master's --stall-after; check its process and its replica (locks, disk)");
+    }
 }
 
 fn print_report(report: &verify::Report) {
@@ -423,6 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             tls_client_ca,
+            stall_after,
         } => {
             let source =
                 Source::from_url_and_password_file(&source, source_password_file.as_deref())?;
@@ -447,6 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 part_bytes: usize::try_from(part_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
                 nats: log.as_deref().map(NatsUrl::parse).transpose()?,
                 nats_chunk_bytes,
+                stall_after,
                 tls: match (&tls_cert, &tls_key) {
                     (Some(c), Some(k)) => {
                         Some(rowcast::tls::acceptor(c, k, tls_client_ca.as_deref())?)

@@ -50,6 +50,9 @@ pub struct MasterConfig {
     pub nats: Option<NatsUrl>,
     /// Largest message body on NATS (default: the server's max_payload).
     pub nats_chunk_bytes: Option<usize>,
+    /// A slave with work pending whose applied sequence has not moved for
+    /// this long shows as `stalled`.
+    pub stall_after: Duration,
 }
 
 /// Encoded transactions waiting for the log writer may hold at most this
@@ -117,7 +120,12 @@ pub async fn run(
 
     let listener = bind(&config).await?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
-    let state = Arc::new(ServerState::new(metrics.clone()));
+    let state = Arc::new(ServerState::new(metrics.clone(), config.stall_after));
+    // Lag needs the newest record's commit time from the start, not only
+    // after the next append.
+    if let Ok(Some((_, position, time))) = log.subscribe().record_at(log.end().last_seq) {
+        *state.log_tip.lock().unwrap() = (Some(position), time);
+    }
     let resume = log.resume_position().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
@@ -266,7 +274,7 @@ impl BinlogReading<'_> {
                 // The writer stopped on an error (a full disk, say): stop
                 // now, even while the primary is idle (run reports it).
                 _ = self.tx.closed() => return Ok(()),
-                r = stream_once(self.config, &resume, self.epoch, self.mysql_gtids, self.tx, self.budget) => r,
+                r = stream_once(self.config, &resume, self.epoch, self.mysql_gtids, self.tx, self.budget, self.state) => r,
             };
             match outcome {
                 Ok(last) => {
@@ -372,7 +380,7 @@ async fn run_on_nats(
     };
     let listener = bind(config).await?;
     tracing::info!(listen = %config.listen, stream = %url, resume = %resume, "serving snapshots; the change log is on NATS JetStream");
-    let state = Arc::new(ServerState::new(metrics.clone()));
+    let state = Arc::new(ServerState::new(metrics.clone(), config.stall_after));
     *state.log_tip.lock().unwrap() = (tail.resume.clone(), 0);
     let server = spawn_server(
         config,
@@ -502,6 +510,7 @@ async fn stream_once(
     mysql_gtids: Option<&GtidSet>,
     tx: &mpsc::Sender<ToWriter>,
     budget: &Arc<Semaphore>,
+    state: &ServerState,
 ) -> Result<SourcePosition, (SourcePosition, MasterError)> {
     let mut last = from.clone();
     let by_gtid = from.epoch != epoch;
@@ -563,6 +572,16 @@ async fn stream_once(
             }
             Ok(Some(Ok(event))) => event,
         };
+        // The primary sends a heartbeat only when this dump has read its
+        // whole binlog: for lag, the moment the master was caught up.
+        if let Some(beat) = source::as_heartbeat(&event) {
+            let at = beat.position.map(|(file, offset)| SourcePosition {
+                epoch,
+                ..SourcePosition::new(file, offset)
+            });
+            state.caught_up(at);
+            continue;
+        }
         match decoder.feed(&event) {
             Ok(Some(mut txn)) => {
                 // A binlog reset under a live dump can go on in a new

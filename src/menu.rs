@@ -174,6 +174,7 @@ pub async fn master() -> i32 {
         part_bytes: rowcast::decode::DEFAULT_PART_BYTES,
         nats: None,
         nats_chunk_bytes: None,
+        stall_after: rowcast::serve::DEFAULT_STALL_AFTER,
         tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);

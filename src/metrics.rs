@@ -2,10 +2,16 @@
 //! counters and gauges in atomics, served as text by a minimal HTTP
 //! responder. Nothing here blocks the pipeline: updates are relaxed atomic
 //! stores.
+//!
+//! A master also exports one series per slave, labelled `slave="<name>"`
+//! (`rowcast_slave_lag_seconds`, `rowcast_slave_lag_transactions`,
+//! `rowcast_slave_stalled`, `rowcast_slave_connected`): the server
+//! refreshes them every few seconds from the same computation as `rowcast
+//! status`, so the two always agree.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -48,6 +54,27 @@ pub struct Metrics {
     pub reconnects: Metric,
     pub errors: Metric,
     pub slaves_connected: Metric,
+    /// Per-slave series of a master (see the module doc).
+    slaves: Mutex<Vec<SlaveGauges>>,
+    served: AtomicBool,
+}
+
+/// One slave's values as the master last computed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaveGauges {
+    pub name: String,
+    pub lag_seconds: u64,
+    pub lag_transactions: u64,
+    pub stalled: bool,
+    pub connected: bool,
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -62,7 +89,19 @@ impl Metrics {
             reconnects: Metric::new("rowcast_reconnects_total", "Reconnections to the primary (master) or the master (slave).", "counter"),
             errors: Metric::new("rowcast_errors_total", "Errors that ended a connection or a run.", "counter"),
             slaves_connected: Metric::new("rowcast_slaves_connected", "Slaves connected to this master.", "gauge"),
+            slaves: Mutex::new(Vec::new()),
+            served: AtomicBool::new(false),
         })
+    }
+
+    /// Whether anyone can read these (`--metrics` was given).
+    pub fn is_served(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the per-slave series.
+    pub fn set_slaves(&self, slaves: Vec<SlaveGauges>) {
+        *self.slaves.lock().unwrap() = slaves;
     }
 
     fn all(&self) -> [&Metric; 9] {
@@ -87,6 +126,29 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {} {}", m.name, m.kind);
             let _ = writeln!(out, "{}{{role=\"{role}\"}} {}", m.name, m.get());
         }
+        let slaves = self.slaves.lock().unwrap();
+        if slaves.is_empty() {
+            return out;
+        }
+        type Family = (&'static str, &'static str, fn(&SlaveGauges) -> u64);
+        let families: [Family; 4] = [
+            ("rowcast_slave_lag_seconds", "Seconds since the primary committed the oldest transaction this slave has not applied (0: nothing pending).", |s| s.lag_seconds),
+            ("rowcast_slave_lag_transactions", "Change-log records this slave has not applied.", |s| s.lag_transactions),
+            ("rowcast_slave_stalled", "1 while this slave has work pending but has not advanced for --stall-after.", |s| u64::from(s.stalled)),
+            ("rowcast_slave_connected", "1 while this slave is connected (or reading the JetStream stream).", |s| u64::from(s.connected)),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for s in slaves.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{role=\"{role}\",slave=\"{}\"}} {}",
+                    label(&s.name),
+                    value(s)
+                );
+            }
+        }
         out
     }
 }
@@ -94,6 +156,7 @@ impl Metrics {
 /// Serves `GET /metrics` (any path, really) until the process ends.
 pub async fn serve(addr: String, metrics: Arc<Metrics>, role: &'static str) -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
+    metrics.served.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     tokio::spawn(async move {
         loop {
@@ -115,4 +178,34 @@ pub async fn serve(addr: String, metrics: Arc<Metrics>, role: &'static str) -> s
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_slave_series_carry_an_escaped_slave_label() {
+        let m = Metrics::new();
+        m.set_slaves(vec![SlaveGauges {
+            name: "east \"1\"".into(),
+            lag_seconds: 7,
+            lag_transactions: 3,
+            stalled: true,
+            connected: true,
+        }]);
+        let text = m.render("master");
+        assert!(
+            text.contains("rowcast_slave_lag_seconds{role=\"master\",slave=\"east \\\"1\\\"\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rowcast_slave_stalled{role=\"master\",slave=\"east \\\"1\\\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE rowcast_slave_lag_transactions gauge"),
+            "{text}"
+        );
+    }
 }

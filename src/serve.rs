@@ -5,14 +5,48 @@
 //! A bad peer (wrong protocol, garbage, a stalled handshake) ends only its
 //! own connection, with the reason logged against its address; the master
 //! and its other slaves go on.
+//!
+//! It also owns what the master knows of each slave ([`ServerState`]) and
+//! the operator's view of it ([`status_of`]):
+//!
+//! - **Lag** in seconds is now minus the primary commit time of the oldest
+//!   transaction the slave has not applied: the change-log record right
+//!   after its applied sequence, read from the log by sequence (a few
+//!   header bytes, never the rows). That holds for connected, disconnected
+//!   and stalled slaves alike, and for JetStream slaves (the message after
+//!   the sequence in their progress report). A slave that applied the whole
+//!   log can still be behind when the master is behind the primary: the
+//!   transaction it misses is not in the log yet, so its commit time is
+//!   unknown but later than the newest record and than the last moment the
+//!   master's binlog reader was known to be caught up (the primary sends a
+//!   binlog heartbeat only then); `now - max(those)` is a lower bound. It is
+//!   0 only when nothing is pending: the primary's binlog end is not after
+//!   what the master has read. A pending transaction counts at least 1 s
+//!   (commit times have whole seconds).
+//! - **Stalled**: a connected (or JetStream) slave with work pending whose
+//!   applied sequence has not moved for `--stall-after`. For JetStream the
+//!   master remembers when each name's reported sequence last changed (its
+//!   progress report is rewritten on heartbeats, so its own time says
+//!   nothing about progress).
+//! - **One name, two connections**: the newer connection replaces the
+//!   older, as a MariaDB/MySQL primary kills the older dump thread when a
+//!   replica with the same server id connects. A slave that reconnects
+//!   after a network failure its old TCP connection has not noticed (or
+//!   after being frozen) must not be refused for minutes. Each connection
+//!   has an id; the replaced handler ends (even inside a blocked write) and
+//!   can no longer change the name's entry, so it neither marks the new
+//!   connection disconnected nor moves the sequence retention keeps for it.
+//!   Two live slaves sharing a name take the name from each other in turn,
+//!   with a warning each time: names must be unique.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use tokio::sync::mpsc;
 
@@ -21,13 +55,18 @@ use crate::changelog::{LogError, LogHandle};
 use crate::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::filter::Filter;
 use crate::jetstream::NatsLog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SlaveGauges};
 use crate::position::SourcePosition;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::source::Source;
 use crate::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the per-slave metrics (and the JetStream slaves' progress
+/// memory) are refreshed.
+const SLAVE_METRICS_INTERVAL: Duration = Duration::from_secs(3);
+/// The default of `--stall-after`.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
 /// An idle stream gets a heartbeat this often.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,6 +86,13 @@ pub struct SlaveInfo {
     pub snapshot_rows: u64,
     pub snapshot_estimated_rows: u64,
     pub last_error: Option<String>,
+    /// Which connection this entry belongs to: a replaced connection's
+    /// handler leaves a newer entry alone.
+    pub conn: u64,
+    /// When `acked_seq` last changed (or the connection began).
+    pub progress_at: Instant,
+    /// Notified when a newer connection takes the name over.
+    pub kick: Arc<Notify>,
 }
 
 pub struct ServerState {
@@ -54,21 +100,83 @@ pub struct ServerState {
     /// Position and primary commit time of the newest logged transaction.
     pub log_tip: Mutex<(Option<SourcePosition>, u32)>,
     pub metrics: Arc<Metrics>,
+    /// See `--stall-after`.
+    pub stall_after: Duration,
+    /// The last binlog heartbeat: where the primary's dump had got to (if
+    /// it said) and when (ms since the epoch). The master's binlog reader
+    /// had read everything the primary had then.
+    caught_up: Mutex<Option<(Option<SourcePosition>, u64)>>,
+    next_conn: AtomicU64,
+    /// JetStream slaves: the sequence last reported and since when.
+    nats_seen: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl ServerState {
-    pub fn new(metrics: Arc<Metrics>) -> ServerState {
+    pub fn new(metrics: Arc<Metrics>, stall_after: Duration) -> ServerState {
         ServerState {
             slaves: Mutex::new(HashMap::new()),
             log_tip: Mutex::new((None, 0)),
             metrics,
+            stall_after,
+            caught_up: Mutex::new(None),
+            next_conn: AtomicU64::new(1),
+            nats_seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A binlog heartbeat arrived: the master had read the primary's
+    /// binlog up to `at` (its end).
+    pub fn caught_up(&self, at: Option<SourcePosition>) {
+        *self.caught_up.lock().unwrap() = Some((at, now_ms()));
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut SlaveInfo)) {
         if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
             f(info);
         }
+    }
+
+    /// When a JetStream slave's reported sequence last moved, as far as
+    /// this master has seen (it looks every few seconds).
+    fn nats_progressed(&self, name: &str, seq: u64) -> Instant {
+        let mut seen = self.nats_seen.lock().unwrap();
+        let entry = seen
+            .entry(name.to_string())
+            .or_insert((seq, Instant::now()));
+        if entry.0 != seq {
+            *entry = (seq, Instant::now());
+        }
+        entry.1
+    }
+
+    /// `update`, only while the entry still belongs to connection `conn`.
+    fn update_conn(&self, name: &str, conn: u64, f: impl FnOnce(&mut SlaveInfo)) {
+        if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
+            if info.conn == conn {
+                f(info);
+            }
+        }
+    }
+
+    /// Enters a new connection under `name`, replacing (and ending) an
+    /// older one still connected under it. Returns the connection's id.
+    fn register(&self, name: &str, mut info: SlaveInfo) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        info.conn = conn;
+        let mut slaves = self.slaves.lock().unwrap();
+        if let Some(old) = slaves.get(name) {
+            if matches!(old.state, "snapshotting" | "streaming") {
+                tracing::warn!(
+                    slave = %name,
+                    old_addr = %old.addr,
+                    new_addr = %info.addr,
+                    "a second connection under this slave name replaces the first; give every slave its own --name"
+                );
+                old.kick.notify_one();
+            }
+        }
+        slaves.insert(name.to_string(), info);
+        conn
     }
 
     /// The oldest sequence number a connected slave still needs (`None`:
@@ -145,6 +253,11 @@ impl Listener {
     }
 
     pub async fn run(mut self) {
+        let _refresh = AbortOnDrop(tokio::spawn(refresh_slave_metrics(
+            self.log.clone(),
+            self.state.clone(),
+            self.snapshots.source.clone(),
+        )));
         let mut backoff = Duration::from_millis(10);
         loop {
             tokio::select! {
@@ -159,6 +272,7 @@ impl Listener {
                             state: self.state.clone(),
                             snapshots: self.snapshots.clone(),
                             shutdown: self.shutdown.clone(),
+                            conn: 0,
                         };
                         tokio::spawn(async move { handler.run(socket).await });
                     }
@@ -180,6 +294,18 @@ struct Handler {
     state: Arc<ServerState>,
     snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
+    /// This connection's id once the slave is registered.
+    conn: u64,
+}
+
+/// A task that ends with its owner (a replaced handler's ack reader must
+/// not outlive it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -476,8 +602,9 @@ impl Handler {
                 last_seq: self.last_seq().await,
             })
             .await?;
-        self.state.slaves.lock().unwrap().insert(
-            name.clone(),
+        let kick = Arc::new(Notify::new());
+        self.conn = self.state.register(
+            &name,
             SlaveInfo {
                 addr: self.addr,
                 state: if after.is_some() {
@@ -493,14 +620,26 @@ impl Handler {
                 snapshot_rows: 0,
                 snapshot_estimated_rows: 0,
                 last_error: None,
+                conn: 0,
+                progress_at: Instant::now(),
+                kick: kick.clone(),
             },
         );
         self.state
             .metrics
             .slaves_connected
             .set(self.state.connected_count());
-        let result = self.stream(name.clone(), after, reader, writer).await;
-        self.state.update(&name, |info| {
+        let conn = self.conn;
+        // Dropping the stream ends it wherever it waits, a write to a peer
+        // that stopped reading included.
+        let result = tokio::select! {
+            r = self.stream(name.clone(), after, reader, writer) => r,
+            _ = kick.notified() => {
+                tracing::warn!("a newer connection took this slave name over; closing this one");
+                Ok(())
+            }
+        };
+        self.state.update_conn(&name, conn, |info| {
             if info.state != "failed" {
                 info.state = "disconnected";
             }
@@ -562,7 +701,8 @@ impl Handler {
             }
         };
         tracing::info!(after = ?after.as_ref().map(|p| p.to_string()), "streaming to slave");
-        self.state.update(&name, |info| {
+        let conn = self.conn;
+        self.state.update_conn(&name, conn, |info| {
             info.state = "streaming";
             info.acked_position = after.clone();
         });
@@ -574,7 +714,7 @@ impl Handler {
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
         let state = self.state.clone();
         let ack_name = name.clone();
-        let mut acks = tokio::spawn(async move {
+        let mut acks = AbortOnDrop(tokio::spawn(async move {
             loop {
                 match reader.read_message::<SlaveMessage>().await {
                     Ok(Some(SlaveMessage::Ack {
@@ -582,8 +722,11 @@ impl Handler {
                         position,
                         source_time,
                     })) => {
-                        state.update(&ack_name, |info| {
+                        state.update_conn(&ack_name, conn, |info| {
                             info.state = "streaming";
+                            if info.acked_seq != seq {
+                                info.progress_at = Instant::now();
+                            }
                             info.acked_seq = seq;
                             info.acked_position = Some(position);
                             // A heartbeat-time ack carries no source time.
@@ -598,14 +741,14 @@ impl Handler {
                         });
                     }
                     Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
-                        state.update(&ack_name, |info| {
+                        state.update_conn(&ack_name, conn, |info| {
                             info.snapshot_rows = rows;
                             info.snapshot_estimated_rows = estimated;
                         });
                     }
                     Ok(Some(SlaveMessage::Failed { message })) => {
                         tracing::error!(slave = %ack_name, error = %message, "slave stopped with an error");
-                        state.update(&ack_name, |info| {
+                        state.update_conn(&ack_name, conn, |info| {
                             info.state = "failed";
                             info.last_error = Some(message);
                         });
@@ -615,7 +758,7 @@ impl Handler {
                     Err(e) => return Err(e),
                 }
             }
-        });
+        }));
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         let tag = wire::transaction_frame_tag();
         let mut acks_done = false;
@@ -623,7 +766,7 @@ impl Handler {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break Ok(()),
-                ack = &mut acks => {
+                ack = &mut acks.0 => {
                     acks_done = true;
                     break match ack {
                         Ok(Ok(())) => Ok(()),
@@ -634,10 +777,14 @@ impl Handler {
                 rec = log_reader.next() => match rec {
                     Ok(Some(rec)) => {
                         writer.write_frame_parts(&[&tag, &rec.payload]).await?;
-                        self.state.update(&name, |i| {
-                            if i.sent_seq == 0 && i.acked_seq == 0 {
-                                // After a snapshot: everything before this
-                                // record is in the slave's copy.
+                        self.state.update_conn(&name, conn, |i| {
+                            if i.sent_seq == 0 {
+                                // The reader starts right after the slave's
+                                // checkpoint (or snapshot): it has
+                                // everything before this record.
+                                if i.acked_seq != rec.seq - 1 {
+                                    i.progress_at = Instant::now();
+                                }
                                 i.acked_seq = rec.seq - 1;
                             }
                             i.sent_seq = rec.seq;
@@ -679,19 +826,9 @@ impl Handler {
         };
         // Let the ack reader take a last message (e.g. `Failed`) first.
         if !acks_done {
-            let _ = tokio::time::timeout(Duration::from_millis(500), &mut acks).await;
-            acks.abort();
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut acks.0).await;
         }
         result
-    }
-
-    /// The primary's binlog end right now, if it can be read.
-    async fn primary_position(&self) -> Option<SourcePosition> {
-        let source = &self.snapshots.source;
-        let mut conn = source.connect().await.ok()?;
-        crate::source::current_position(source, &mut conn)
-            .await
-            .ok()
     }
 
     async fn last_seq(&self) -> u64 {
@@ -702,131 +839,291 @@ impl Handler {
     }
 
     async fn status(&self) -> MasterStatus {
-        let log = match &self.log {
-            ServeLog::Local(log) => log,
-            ServeLog::Nats(nats) => return self.nats_status(nats).await,
+        status_of(&self.log, &self.state, &self.snapshots.source).await
+    }
+}
+
+/// The primary's binlog end right now, if it can be read.
+async fn primary_position(source: &Source) -> Option<SourcePosition> {
+    let mut conn = source.connect().await.ok()?;
+    crate::source::current_position(source, &mut conn)
+        .await
+        .ok()
+}
+
+/// What lag in seconds is measured against: the commit time of the
+/// oldest transaction a slave has not applied, as far as it can be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oldest {
+    /// Nothing is pending.
+    Nothing,
+    /// That transaction's primary commit time.
+    At(u32),
+    /// Not in the log yet (the master is behind the primary): committed
+    /// after this moment (epoch seconds, 0 when nothing is known).
+    After(u32),
+}
+
+/// Lag in seconds at `now` (epoch seconds). Pending work counts at least
+/// one second: commit times have whole seconds.
+fn lag_seconds(now: u32, oldest: Oldest) -> u64 {
+    match oldest {
+        Oldest::Nothing => 0,
+        Oldest::At(t) | Oldest::After(t) if t == 0 => 1,
+        Oldest::At(t) | Oldest::After(t) => u64::from(now.saturating_sub(t)).max(1),
+    }
+}
+
+/// The master's view of the primary, shared by every slave that applied
+/// the whole log: behind it (and since when), or not.
+#[derive(Debug, Clone, Copy)]
+struct MasterFreshness {
+    behind: bool,
+    /// The newer of the newest record's commit time and the last moment
+    /// the binlog reader was caught up (epoch seconds).
+    known_until: u32,
+}
+
+impl MasterFreshness {
+    fn read(
+        state: &ServerState,
+        primary: Option<&SourcePosition>,
+        log_position: Option<&SourcePosition>,
+        log_time: u32,
+    ) -> MasterFreshness {
+        let caught_up = state.caught_up.lock().unwrap().clone();
+        let read_to = [
+            log_position.cloned(),
+            caught_up.as_ref().and_then(|c| c.0.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.is_after(&a) { b } else { a });
+        // An unreadable primary commits nothing the master could miss.
+        let behind = match (primary, read_to) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(p), Some(r)) => {
+                let p = SourcePosition {
+                    epoch: r.epoch,
+                    ..p.clone()
+                };
+                p.is_after(&r)
+            }
         };
-        let source = &self.snapshots.source;
-        let primary_position = self.primary_position().await;
-        let (log_position, log_time) = self.state.log_tip.lock().unwrap().clone();
-        let end = log.end();
-        let (first_seq, segments, bytes) = log.stats();
-        let now = (now_ms() / 1000) as u32;
-        let mut slaves: Vec<SlaveStatus> = self
-            .state
-            .slaves
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, s)| {
-                // A slave that has been sent nothing yet is at the log's end
-                // (just seeded) or is about to be sent its backlog.
-                let lag_transactions = if s.sent_seq == 0 && s.acked_seq == 0 {
-                    0
-                } else {
-                    end.last_seq.saturating_sub(s.acked_seq)
-                };
-                let lag_seconds = if lag_transactions == 0 || s.oldest_unacked_time == 0 {
-                    0
-                } else {
-                    u64::from(now.saturating_sub(s.oldest_unacked_time))
-                };
-                SlaveStatus {
-                    name: name.clone(),
-                    addr: s.addr.to_string(),
-                    state: s.state.to_string(),
-                    applied_seq: s.acked_seq,
-                    applied_position: s.acked_position.clone(),
-                    lag_transactions,
-                    lag_seconds,
-                    snapshot_rows: s.snapshot_rows,
-                    snapshot_estimated_rows: s.snapshot_estimated_rows,
-                    last_error: s.last_error.clone(),
-                }
-            })
-            .collect();
-        slaves.sort_by(|a, b| a.name.cmp(&b.name));
-        MasterStatus {
-            primary: source.endpoint().to_string(),
-            primary_position,
-            log_position,
-            log_time,
-            log_first_seq: first_seq,
-            log_last_seq: end.last_seq,
-            log_segments: segments,
-            log_bytes: bytes,
-            log_dir: log.dir().display().to_string(),
-            slaves,
+        let beat = caught_up.map(|c| (c.1 / 1000) as u32).unwrap_or(0);
+        MasterFreshness {
+            behind,
+            known_until: log_time.max(beat),
         }
     }
 
-    /// Status when the log is a stream: slaves report their progress to
-    /// the stream's bucket; lag is counted in messages and in seconds of
-    /// primary time behind the newest message.
-    async fn nats_status(&self, nats: &NatsLog) -> MasterStatus {
-        let source = &self.snapshots.source;
-        let primary_position = self.primary_position().await;
-        let (log_position, _) = self.state.log_tip.lock().unwrap().clone();
-        let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
-        let snapshotting = self.state.slaves.lock().unwrap().clone();
-        let mut slaves: Vec<SlaveStatus> = nats
-            .progress()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, p)| SlaveStatus {
-                addr: "nats".into(),
-                state: match (&p.error, p.position.is_some()) {
-                    (Some(_), _) => "failed",
-                    (None, true) => "streaming",
-                    (None, false) => "snapshotting",
-                }
-                .into(),
-                applied_seq: p.seq,
-                applied_position: p.position.clone(),
-                lag_transactions: last.saturating_sub(p.seq),
-                // Unknown (0) until the slave has applied something.
-                lag_seconds: if last > p.seq && p.source_time > 0 {
-                    u64::from(log_time.saturating_sub(p.source_time))
-                } else {
-                    0
-                },
-                snapshot_rows: 0,
-                snapshot_estimated_rows: 0,
-                last_error: p.error.clone(),
-                name,
-            })
-            .collect();
-        // Slaves being seeded have not reported to the bucket yet.
-        for (name, s) in snapshotting {
-            if s.state == "snapshotting" && !slaves.iter().any(|x| x.name == name) {
-                slaves.push(SlaveStatus {
-                    name,
-                    addr: s.addr.to_string(),
-                    state: s.state.to_string(),
-                    applied_seq: 0,
-                    applied_position: None,
-                    lag_transactions: 0,
-                    lag_seconds: 0,
-                    snapshot_rows: s.snapshot_rows,
-                    snapshot_estimated_rows: s.snapshot_estimated_rows,
-                    last_error: s.last_error.clone(),
+    /// For a slave that applied the whole log.
+    fn oldest(&self) -> Oldest {
+        if self.behind {
+            Oldest::After(self.known_until)
+        } else {
+            Oldest::Nothing
+        }
+    }
+}
+
+/// The master's status: its log, the primary, and every slave's state and
+/// lag (see the module doc).
+pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> MasterStatus {
+    let log = match log {
+        ServeLog::Local(log) => log,
+        ServeLog::Nats(nats) => return nats_status(nats, state, source).await,
+    };
+    let primary_position = primary_position(source).await;
+    let (log_position, log_time) = state.log_tip.lock().unwrap().clone();
+    let end = log.end();
+    let (first_seq, segments, bytes) = log.stats();
+    let fresh = MasterFreshness::read(
+        state,
+        primary_position.as_ref(),
+        log_position.as_ref(),
+        log_time,
+    );
+    let mut slaves_now: Vec<(String, SlaveInfo)> =
+        state.slaves.lock().unwrap().clone().into_iter().collect();
+    for (name, s) in slaves_now.iter_mut() {
+        // Sent nothing yet (nothing after its checkpoint or snapshot had
+        // been logged): its position says how much of the log it has. The
+        // search reads record headers (about 1 s for a full 64 MiB
+        // segment), so its answer is kept.
+        if s.sent_seq == 0 && s.acked_seq == 0 && s.state != "snapshotting" {
+            if let Some(p) = &s.acked_position {
+                s.acked_seq = log.seq_through(p).ok().flatten().unwrap_or(0);
+                let seq = s.acked_seq;
+                state.update_conn(name, s.conn, |info| {
+                    if info.sent_seq == 0 && info.acked_seq == 0 {
+                        info.acked_seq = seq;
+                    }
                 });
             }
         }
-        slaves.sort_by(|a, b| a.name.cmp(&b.name));
-        MasterStatus {
-            primary: source.endpoint().to_string(),
-            primary_position,
-            log_position,
-            log_time,
-            log_first_seq: first,
-            log_last_seq: last,
-            log_segments: 0,
-            log_bytes: 0,
-            log_dir: nats.url().to_string(),
-            slaves,
+    }
+    let now = (now_ms() / 1000) as u32;
+    let mut slaves: Vec<SlaveStatus> = slaves_now
+        .into_iter()
+        .map(|(name, s)| {
+            let lag_transactions = end.last_seq.saturating_sub(s.acked_seq);
+            let oldest = if s.state == "snapshotting" {
+                Oldest::Nothing
+            } else if lag_transactions == 0 {
+                fresh.oldest()
+            } else {
+                match log.record_at(s.acked_seq + 1) {
+                    Ok(Some((_, _, t))) => Oldest::At(t),
+                    // Cut by retention under a disconnected slave: the
+                    // oldest record kept is newer than what it misses.
+                    _ => Oldest::At(s.oldest_unacked_time),
+                }
+            };
+            let stalled = s.state == "streaming"
+                && lag_transactions > 0
+                && s.progress_at.elapsed() >= state.stall_after;
+            SlaveStatus {
+                addr: s.addr.to_string(),
+                state: if stalled { "stalled" } else { s.state }.to_string(),
+                applied_seq: s.acked_seq,
+                applied_position: s.acked_position.clone(),
+                lag_transactions,
+                lag_seconds: lag_seconds(now, oldest),
+                snapshot_rows: s.snapshot_rows,
+                snapshot_estimated_rows: s.snapshot_estimated_rows,
+                last_error: s.last_error.clone(),
+                name,
+            }
+        })
+        .collect();
+    slaves.sort_by(|a, b| a.name.cmp(&b.name));
+    MasterStatus {
+        primary: source.endpoint().to_string(),
+        primary_position,
+        log_position,
+        log_time,
+        log_first_seq: first_seq,
+        log_last_seq: end.last_seq,
+        log_segments: segments,
+        log_bytes: bytes,
+        log_dir: log.dir().display().to_string(),
+        slaves,
+    }
+}
+
+/// Status when the log is a stream: slaves report their progress to the
+/// stream's bucket; lag is counted in messages, and in seconds from the
+/// message after the reported one.
+async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> MasterStatus {
+    let primary_position = primary_position(source).await;
+    let (log_position, _) = state.log_tip.lock().unwrap().clone();
+    let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
+    let fresh = MasterFreshness::read(
+        state,
+        primary_position.as_ref(),
+        log_position.as_ref(),
+        log_time,
+    );
+    let snapshotting = state.slaves.lock().unwrap().clone();
+    let now = (now_ms() / 1000) as u32;
+    let mut slaves = Vec::new();
+    for (name, p) in nats.progress().await.unwrap_or_default() {
+        let since = state.nats_progressed(&name, p.seq);
+        let lag_transactions = last.saturating_sub(p.seq);
+        let oldest = match (p.position.is_some(), lag_transactions) {
+            (false, _) => Oldest::Nothing,
+            (true, 0) => fresh.oldest(),
+            (true, _) => match nats.time_at(p.seq + 1).await {
+                Ok(Some(t)) => Oldest::At(t),
+                _ => Oldest::At(p.source_time),
+            },
+        };
+        let shown = match (&p.error, p.position.is_some()) {
+            (Some(_), _) => "failed",
+            (None, false) => "snapshotting",
+            (None, true) if lag_transactions > 0 && since.elapsed() >= state.stall_after => {
+                "stalled"
+            }
+            (None, true) => "streaming",
+        };
+        slaves.push(SlaveStatus {
+            addr: "nats".into(),
+            state: shown.into(),
+            applied_seq: p.seq,
+            applied_position: p.position.clone(),
+            lag_transactions,
+            lag_seconds: lag_seconds(now, oldest),
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: p.error.clone(),
+            name,
+        });
+    }
+    // Slaves being seeded have not reported to the bucket yet.
+    for (name, s) in snapshotting {
+        if s.state == "snapshotting" && !slaves.iter().any(|x| x.name == name) {
+            slaves.push(SlaveStatus {
+                name,
+                addr: s.addr.to_string(),
+                state: s.state.to_string(),
+                applied_seq: 0,
+                applied_position: None,
+                lag_transactions: 0,
+                lag_seconds: 0,
+                snapshot_rows: s.snapshot_rows,
+                snapshot_estimated_rows: s.snapshot_estimated_rows,
+                last_error: s.last_error.clone(),
+            });
         }
+    }
+    slaves.sort_by(|a, b| a.name.cmp(&b.name));
+    MasterStatus {
+        primary: source.endpoint().to_string(),
+        primary_position,
+        log_position,
+        log_time,
+        log_first_seq: first,
+        log_last_seq: last,
+        log_segments: 0,
+        log_bytes: 0,
+        log_dir: nats.url().to_string(),
+        slaves,
+    }
+}
+
+/// Keeps the per-slave metrics (lag, stalled) current, and for JetStream
+/// the memory of when each slave last advanced, without anyone asking for
+/// status.
+async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: Source) {
+    let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
+    loop {
+        every.tick().await;
+        if !state.metrics.is_served() {
+            // Nobody reads metrics: only JetStream progress needs
+            // watching (no primary connection for that).
+            if let ServeLog::Nats(nats) = &log {
+                for (name, p) in nats.progress().await.unwrap_or_default() {
+                    state.nats_progressed(&name, p.seq);
+                }
+            }
+            continue;
+        }
+        let status = status_of(&log, &state, &source).await;
+        state.metrics.set_slaves(
+            status
+                .slaves
+                .iter()
+                .map(|s| SlaveGauges {
+                    name: s.name.clone(),
+                    lag_seconds: s.lag_seconds,
+                    lag_transactions: s.lag_transactions,
+                    stalled: s.state == "stalled",
+                    connected: matches!(s.state.as_str(), "streaming" | "stalled" | "snapshotting"),
+                })
+                .collect(),
+        );
     }
 }
 
@@ -835,4 +1132,98 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Transaction;
+    use crate::changelog::ChangeLog;
+
+    fn txn(offset: u64, timestamp: u32) -> Transaction {
+        Transaction {
+            position: SourcePosition::new("b.000001", offset),
+            timestamp,
+            part: 0,
+            more: false,
+            tables: vec![],
+            changes: vec![],
+            events: None,
+            xa: None,
+        }
+    }
+
+    #[test]
+    fn the_log_is_read_by_sequence_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let handle = log.subscribe();
+        assert_eq!(handle.record_at(1).unwrap(), None);
+        assert_eq!(
+            handle
+                .seq_through(&SourcePosition::new("b.000001", 4))
+                .unwrap(),
+            None
+        );
+        for i in 1..=200u64 {
+            log.append(&[txn(100 * i, 1000 + i as u32)]).unwrap();
+        }
+        assert!(handle.stats().1 > 2, "several segments");
+        for seq in 1..=200u64 {
+            let (s, p, t) = handle.record_at(seq).unwrap().unwrap();
+            assert_eq!((s, p.offset, t), (seq, 100 * seq, 1000 + seq as u32));
+        }
+        assert_eq!(handle.record_at(201).unwrap(), None);
+        let through = |offset| handle.seq_through(&SourcePosition::new("b.000001", offset));
+        assert_eq!(through(50).unwrap(), Some(0));
+        assert_eq!(through(100).unwrap(), Some(1));
+        assert_eq!(through(1050).unwrap(), Some(10));
+        assert_eq!(through(15_099).unwrap(), Some(150));
+        assert_eq!(through(20_000).unwrap(), Some(200));
+        assert_eq!(through(99_999).unwrap(), Some(200));
+    }
+
+    #[test]
+    fn lag_is_zero_only_when_nothing_is_pending() {
+        assert_eq!(lag_seconds(1000, Oldest::Nothing), 0);
+        assert_eq!(lag_seconds(1000, Oldest::At(990)), 10);
+        // Committed this very second, or on a clock ahead of ours.
+        assert_eq!(lag_seconds(1000, Oldest::At(1000)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::At(1005)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(0)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(997)), 3);
+    }
+
+    #[test]
+    fn a_master_behind_the_primary_is_told_by_positions_and_heartbeats() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let at = |o| SourcePosition::new("b.000002", o);
+        let logged = at(500);
+        // The primary is where the log is: nothing pending.
+        let f = MasterFreshness::read(&state, Some(&at(500)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // The primary is further: the missing transaction is newer than
+        // the newest logged one.
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::After(100));
+        // A heartbeat at the primary's end (events that are no
+        // transaction): caught up.
+        state.caught_up(Some(at(900)));
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // Later writes: behind again, but not for longer than since the
+        // heartbeat.
+        let f = MasterFreshness::read(&state, Some(&at(1200)), Some(&logged), 100);
+        let beat = (now_ms() / 1000) as u32;
+        assert!(
+            matches!(f.oldest(), Oldest::After(t) if t + 1 >= beat),
+            "{f:?}"
+        );
+        // An unreachable primary commits nothing the master could miss.
+        let f = MasterFreshness::read(&state, None, Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+    }
 }

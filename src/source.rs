@@ -707,6 +707,35 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
     Ok(verdict)
 }
 
+/// A heartbeat from the primary's dump thread, which sends one only when it
+/// has sent its whole binlog and waited a heartbeat period for more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The binlog file and offset the dump had reached, when the event
+    /// names them (MariaDB and MySQL's version 1 heartbeat do).
+    pub position: Option<(String, u64)>,
+}
+
+/// The event as a heartbeat, or `None` for any other event.
+pub fn as_heartbeat(event: &mysql_common::binlog::events::Event) -> Option<Heartbeat> {
+    const HEARTBEAT_LOG_EVENT: u8 = 27;
+    const HEARTBEAT_LOG_EVENT_V2: u8 = 41;
+    match event.header().event_type_raw() {
+        HEARTBEAT_LOG_EVENT => {
+            // The body is the file name (the checksum is cut off by
+            // mysql_common); anything else is not trusted as a name.
+            let name = std::str::from_utf8(event.data()).ok();
+            let position = name
+                .filter(|n| !n.is_empty() && n.ends_with(|c: char| c.is_ascii_digit()))
+                .filter(|n| n.chars().all(|c| c.is_ascii_graphic()))
+                .map(|n| (n.to_string(), u64::from(event.header().log_pos())));
+            Some(Heartbeat { position })
+        }
+        HEARTBEAT_LOG_EVENT_V2 => Some(Heartbeat { position: None }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,11 +151,15 @@ pub struct MasterStatus {
 pub struct SlaveStatus {
     pub name: String,
     pub addr: String,
-    /// `snapshotting`, `streaming`, `disconnected` or `failed`.
+    /// `snapshotting`, `streaming`, `stalled` (connected with work
+    /// pending, no progress for the master's `--stall-after`),
+    /// `disconnected` or `failed`.
     pub state: String,
     pub applied_seq: u64,
     pub applied_position: Option<SourcePosition>,
     pub lag_transactions: u64,
+    /// Now minus the primary commit time of the oldest transaction not
+    /// applied; 0 only when nothing is pending (see `serve.rs`).
     pub lag_seconds: u64,
     pub snapshot_rows: u64,
     pub snapshot_estimated_rows: u64,

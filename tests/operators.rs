@@ -140,6 +140,17 @@ fn status_shows_lag_and_failures_and_metrics_count() {
     let m = http_get(&mport);
     assert!(metric(&m, "rowcast_transactions_total") >= 7, "{m}");
     assert!(metric(&m, "rowcast_slaves_connected") >= 1, "{m}");
+    // Per-slave series, labelled with the slave's name.
+    let mut m = String::new();
+    assert!(
+        wait_until(CONVERGE, || {
+            m = http_get(&mport);
+            m.contains(r#"rowcast_slave_connected{role="master",slave="fast"} 1"#)
+                && m.contains(r#"rowcast_slave_connected{role="master",slave="slow"} 0"#)
+                && m.contains(r#"rowcast_slave_stalled{role="master",slave="fast"} 0"#)
+        }),
+        "{m}"
+    );
     let m = http_get(&sport);
     assert!(metric(&m, "rowcast_transactions_total") >= 6, "{m}");
     assert!(metric(&m, "rowcast_snapshot_rows_total") >= 1, "{m}");
