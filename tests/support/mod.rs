@@ -687,3 +687,4 @@ pub fn logged_parts(data_dir: &Path) -> usize {
 }
 
 pub mod disk;
+pub mod nats_limits;
