@@ -23,6 +23,14 @@
 //! stream sequence of the last message of the last applied transaction, in
 //! the same local transaction as the rows; it resumes at the next sequence.
 //!
+//! **Reading.** A [`NatsReader`] pulls through an ephemeral consumer of
+//! its own, bounded by bytes per pull (see `pull_bytes`), because the
+//! server drops a client that has more than its `max_pending` queued and
+//! the client library's ordered consumer asks for 500 messages at once.
+//! It keeps its position itself and recreates the consumer from there
+//! when a pull fails, a message comes after a hole, or nothing comes for
+//! [`STALL_TIMEOUT`] while the stream holds more.
+//!
 //! A second stream, `<STREAM>_META`, keeps the last message per subject
 //! `rowcast.<STREAM>.meta.<key>`: where the log starts, the primary it
 //! follows and the newest transaction published (`start`, `source`,

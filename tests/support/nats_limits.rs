@@ -47,6 +47,7 @@ pub struct Link {
     pub port: u16,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -55,7 +56,8 @@ impl Link {
         let port = listener.local_addr().unwrap().port();
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (open2, stop2) = (open.clone(), stop.clone());
+        let frozen = Arc::new(AtomicBool::new(false));
+        let (open2, stop2, frozen2) = (open.clone(), stop.clone(), frozen.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -70,13 +72,20 @@ impl Link {
                     o.push(client.try_clone().unwrap());
                     o.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut to, hold) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        None,
+                    ),
+                    (server, client, Some(frozen2.clone())),
                 ] {
                     std::thread::spawn(move || {
                         let mut buf = vec![0u8; 64 * 1024];
                         loop {
+                            while hold.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
                             match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
@@ -92,7 +101,18 @@ impl Link {
                 }
             }
         });
-        Link { port, open, stop }
+        Link {
+            port,
+            open,
+            stop,
+            frozen,
+        }
+    }
+
+    /// Stops (or resumes) passing anything from the server to clients,
+    /// without closing a connection: the client sees silence, no error.
+    pub fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
     }
 
     /// Closes every connection open through the link; returns how many.
