@@ -23,6 +23,14 @@
 //! stream sequence of the last message of the last applied transaction, in
 //! the same local transaction as the rows; it resumes at the next sequence.
 //!
+//! **Reading.** A [`NatsReader`] pulls through an ephemeral consumer of
+//! its own, bounded by bytes per pull (see `pull_bytes`), because the
+//! server drops a client that has more than its `max_pending` queued and
+//! the client library's ordered consumer asks for 500 messages at once.
+//! It keeps its position itself and recreates the consumer from there
+//! when a pull fails, a message comes after a hole, or nothing comes for
+//! [`STALL_TIMEOUT`] while the stream holds more.
+//!
 //! A second stream, `<STREAM>_META`, keeps the last message per subject
 //! `rowcast.<STREAM>.meta.<key>`: where the log starts, the primary it
 //! follows and the newest transaction published (`start`, `source`,
@@ -32,8 +40,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
+use std::time::Instant;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
@@ -47,6 +56,19 @@ use crate::position::SourcePosition;
 pub const DEFAULT_STREAM: &str = "ROWCAST";
 /// How long the server remembers message ids to drop republished ones.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+/// A reader that has waited this long without a message while the stream
+/// holds messages it has not delivered recreates its consumer: a consumer
+/// can go quiet without an error (a pull lost in a reconnect).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The server's heartbeat on an open pull; two missed ones end the pull
+/// with an error (a dead connection), which recreates the consumer.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Messages asked for per pull; bytes bound it first for big records.
+const PULL_MESSAGES: usize = 1000;
+/// Consumers recreated in a row without a message delivered before the
+/// reader gives up (the session then reconnects with backoff).
+const MAX_RESUBSCRIBES: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -293,6 +315,8 @@ pub struct NatsLog {
     js: jetstream::Context,
     meta: stream::Stream,
     chunk_bytes: usize,
+    /// The server's largest message (headers included).
+    max_payload: usize,
 }
 
 impl NatsLog {
@@ -355,6 +379,7 @@ impl NatsLog {
             meta,
             // Headers count against max_payload too.
             chunk_bytes: max_payload.saturating_sub(16 * 1024).max(1024),
+            max_payload,
         })
     }
 
@@ -541,29 +566,24 @@ impl NatsLog {
                 first,
             });
         }
-        let consumer = self
-            .stream()
-            .await?
-            .create_consumer(OrderedConfig {
-                filter_subject: self.url.subject(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err("creating a consumer")(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| js_err("reading messages")(e.to_string()))?;
-        Ok(NatsReader {
-            stream: self.url.stream.clone(),
-            messages: Box::pin(messages),
+        let mut reader = NatsReader {
+            stream_name: self.url.stream.clone(),
+            stream: self.stream().await?,
+            subject: self.url.subject(),
+            pull_bytes: pull_bytes(self.max_payload),
+            messages: None,
+            consumer: None,
+            fresh: false,
+            resubscribes: 0,
+            waiting_since: None,
+            stall_timeout: STALL_TIMEOUT,
+            recreated: 0,
             assembling: Vec::new(),
             next_chunk: 0,
             next_seq: start.max(1),
-        })
+        };
+        reader.subscribe().await?;
+        Ok(reader)
     }
 
     /// Whether the stream holds DDL between `from` and `to`, waiting up to
@@ -578,11 +598,9 @@ impl NatsLog {
         }
         let mut reader = self.reader(self.first_seq_after(from).await?).await?;
         loop {
-            let (_, txn, _) =
-                match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
-                    Err(_) => return Ok(false),
-                    Ok(r) => r?,
-                };
+            let Some((_, txn, _)) = reader.next_within(Duration::from_secs(3)).await? else {
+                return Ok(false);
+            };
             if txn.position.is_after(to) {
                 return Ok(false);
             }
@@ -723,21 +741,53 @@ fn unescape_name(k: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Bytes asked for per pull. The server queues a pull's messages for the
+/// connection at once, and drops a client whose queue passes its
+/// `max_pending` (64 MiB by default; the ordered consumer asked for 500
+/// messages of up to `max_payload` each). A pull is renewed when half of
+/// it has arrived, so about two are open: this keeps what is in flight
+/// near four messages' worth, at most 32 MiB, and a pull always has room
+/// for the biggest message (a smaller one would never deliver it).
+fn pull_bytes(max_payload: usize) -> usize {
+    (2 * max_payload).min(16 << 20).max(max_payload + 64 * 1024)
+}
+
 type MessageStream = std::pin::Pin<
     Box<
         dyn futures_util::Stream<
                 Item = Result<
                     jetstream::Message,
-                    async_nats::jetstream::consumer::pull::OrderedError,
+                    async_nats::jetstream::consumer::pull::MessagesError,
                 >,
             > + Send,
     >,
 >;
 
 /// Reads records in stream order, reassembling chunks.
+///
+/// It keeps its own position (`next_seq`) and pulls through an ephemeral
+/// consumer it recreates from there whenever deliveries may have been
+/// lost: the pull failed (a slow-consumer drop, a server restart, a cut
+/// link), a message came after a hole, or nothing came for
+/// [`STALL_TIMEOUT`] while the stream holds more. Every message is
+/// checked against `next_seq`, so a recreated consumer neither skips nor
+/// repeats one.
 pub struct NatsReader {
-    stream: String,
-    messages: MessageStream,
+    stream_name: String,
+    stream: stream::Stream,
+    subject: String,
+    pull_bytes: usize,
+    messages: Option<MessageStream>,
+    /// The current consumer's name, deleted when it is replaced.
+    consumer: Option<String>,
+    /// No message delivered yet by the current consumer.
+    fresh: bool,
+    /// Consumers created without a message delivered in between.
+    resubscribes: u32,
+    /// Since when the reader waits for a message that the stream may hold.
+    waiting_since: Option<Instant>,
+    stall_timeout: Duration,
+    recreated: u64,
     assembling: Vec<u8>,
     next_chunk: u32,
     /// The stream sequence the next message must have: the stream holds
@@ -746,31 +796,150 @@ pub struct NatsReader {
 }
 
 impl NatsReader {
+    /// Lowers the stall timeout (tests).
+    pub fn with_stall_timeout(mut self, t: Duration) -> Self {
+        self.stall_timeout = t;
+        self
+    }
+
+    /// How many times a consumer was recreated.
+    pub fn recreated(&self) -> u64 {
+        self.recreated
+    }
+
+    /// Replaces the consumer with one that starts at `next_seq`.
+    async fn subscribe(&mut self) -> Result<(), NatsError> {
+        self.messages = None;
+        if self.resubscribes >= MAX_RESUBSCRIBES {
+            self.resubscribes = 0;
+            return Err(js_err("reading messages")(format!(
+                "{MAX_RESUBSCRIBES} consumers in a row delivered nothing from message {}",
+                self.next_seq
+            )));
+        }
+        if self.resubscribes > 0 {
+            tokio::time::sleep(Duration::from_millis(200) * self.resubscribes).await;
+        }
+        if let Some(old) = self.consumer.take() {
+            // Best effort: an ephemeral consumer also goes away by itself
+            // once inactive.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.stream.delete_consumer(&old))
+                .await;
+        }
+        self.resubscribes += 1;
+        let consumer = self
+            .stream
+            .create_consumer(pull::Config {
+                filter_subject: self.subject.clone(),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: self.next_seq,
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(120),
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("creating a consumer")(e.to_string()))?;
+        self.consumer = Some(consumer.cached_info().name.clone());
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_MESSAGES)
+            .max_bytes_per_batch(self.pull_bytes)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| js_err("reading messages")(e.to_string()))?;
+        self.messages = Some(Box::pin(messages));
+        self.fresh = true;
+        self.waiting_since = None;
+        Ok(())
+    }
+
+    /// Drops the consumer after trouble; the next read recreates it.
+    fn resubscribe(&mut self, cause: &str) {
+        tracing::warn!(stream = %self.stream_name, from_seq = self.next_seq, cause, "NATS consumer lost its place; reading again from the next message");
+        self.messages = None;
+        self.recreated += 1;
+    }
+
     /// The next whole record: the stream sequence of its last message, the
     /// transaction (or part) and its encoded size.
     pub async fn next(&mut self) -> Result<(u64, Transaction, usize), NatsError> {
         loop {
-            let msg = match self.messages.next().await {
-                None => {
-                    return Err(js_err("reading messages")("the consumer ended".into()));
+            if let Some(r) = self.next_within(Duration::from_secs(3600)).await? {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Like [`next`](Self::next), but `None` when no record arrived within
+    /// `wait`. Nothing is lost when it returns `None`; cancelling it
+    /// between messages loses nothing either.
+    pub async fn next_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<(u64, Transaction, usize)>, NatsError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.messages.is_none() {
+                self.subscribe().await?;
+            }
+            let since = *self.waiting_since.get_or_insert_with(Instant::now);
+            let messages = self.messages.as_mut().expect("subscribed above");
+            let msg = match tokio::time::timeout_at(deadline, messages.next()).await {
+                Err(_) => {
+                    if since.elapsed() >= self.stall_timeout {
+                        if self.last_seq().await? >= self.next_seq {
+                            self.resubscribe("no message for the stall timeout");
+                        } else {
+                            // Nothing to read: the wait was not a stall.
+                            self.waiting_since = Some(Instant::now());
+                        }
+                    }
+                    return Ok(None);
                 }
-                Some(Err(e)) => return Err(js_err("reading messages")(e.to_string())),
-                Some(Ok(m)) => m,
+                Ok(None) => {
+                    self.resubscribe("the pull ended");
+                    continue;
+                }
+                Ok(Some(Err(e))) => {
+                    self.resubscribe(&e.to_string());
+                    continue;
+                }
+                Ok(Some(Ok(m))) => m,
             };
             let seq = msg
                 .info()
                 .map(|i| i.stream_sequence)
                 .map_err(|e| js_err("reading message metadata")(e.to_string()))?;
-            if seq != self.next_seq {
-                return Err(NatsError::Gap {
-                    stream: self.stream.clone(),
-                    expected: self.next_seq,
-                    found: seq,
-                });
+            if seq < self.next_seq {
+                // Delivered before this consumer's start: already read.
+                continue;
             }
+            let fresh = std::mem::replace(&mut self.fresh, false);
+            self.waiting_since = None;
+            if seq > self.next_seq {
+                if fresh {
+                    // A consumer that starts at `next_seq` went on after it:
+                    // the stream does not hold that message.
+                    return Err(NatsError::Gap {
+                        stream: self.stream_name.clone(),
+                        expected: self.next_seq,
+                        found: seq,
+                    });
+                }
+                // Deliveries lost on the way (a dropped connection): the
+                // consumer's position moved past them.
+                self.resubscribe(&format!("message {seq} came after a hole"));
+                continue;
+            }
+            self.resubscribes = 0;
             self.next_seq = seq + 1;
             let corrupt = |reason: &str| NatsError::Corrupt {
-                stream: self.stream.clone(),
+                stream: self.stream_name.clone(),
                 seq,
                 reason: reason.into(),
             };
@@ -794,8 +963,18 @@ impl NatsReader {
             let txn: Transaction = codec::decode(&self.assembling)
                 .map_err(|e| corrupt(&format!("body does not decode: {e}")))?;
             let bytes = std::mem::take(&mut self.assembling).len();
-            return Ok((seq, txn, bytes));
+            return Ok(Some((seq, txn, bytes)));
         }
+    }
+
+    /// The stream's last sequence.
+    async fn last_seq(&mut self) -> Result<u64, NatsError> {
+        let info = self
+            .stream
+            .info()
+            .await
+            .map_err(|e| js_err("reading the stream's state")(e.to_string()))?;
+        Ok(info.state.last_sequence)
     }
 }
 

@@ -680,6 +680,7 @@ impl Handler {
             // The slave reads the stream itself from here on.
             ServeLog::Nats(_) => {
                 writer.flush().await?;
+                self.wait_until_seeded(&name, reader).await;
                 return Ok(());
             }
         };
@@ -829,6 +830,32 @@ impl Handler {
             let _ = tokio::time::timeout(Duration::from_millis(500), &mut acks.0).await;
         }
         result
+    }
+
+    /// After the snapshot, a slave of a JetStream log still loads what it
+    /// has queued (up to its receive budget) and reports progress on this
+    /// connection; closing it then would reset the connection under those
+    /// reports (unread data makes the close a TCP reset). So the slave
+    /// hangs up, when it has loaded the copy and turns to the stream, or
+    /// the master shuts down; however long the loading takes.
+    async fn wait_until_seeded(&mut self, name: &str, mut reader: FrameReader) {
+        reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                msg = reader.read_message::<SlaveMessage>() => match msg {
+                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                        let conn = self.conn;
+                        self.state.update_conn(name, conn, |info| {
+                            info.snapshot_rows = rows;
+                            info.snapshot_estimated_rows = estimated;
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
     }
 
     async fn last_seq(&self) -> u64 {

@@ -367,10 +367,14 @@ async fn session(
                     | MasterMessage::Status(_)
                     | MasterMessage::Challenge { .. },
                 )) => continue,
+                Ok(Some(m @ MasterMessage::SnapshotEnd { .. })) => {
+                    // From here the copy no longer needs the master: it
+                    // may hang up while the rest is loaded.
+                    tracing::info!("snapshot received whole; loading what is queued");
+                    Ok(Incoming::Snapshot(m))
+                }
                 Ok(Some(
-                    m @ (MasterMessage::SnapshotBegin { .. }
-                    | MasterMessage::SnapshotRows { .. }
-                    | MasterMessage::SnapshotEnd { .. }),
+                    m @ (MasterMessage::SnapshotBegin { .. } | MasterMessage::SnapshotRows { .. }),
                 )) => Ok(Incoming::Snapshot(m)),
                 Ok(None) => return,
                 Err(e) => Err(SlaveError::Unavailable {
@@ -471,20 +475,16 @@ async fn nats_session(
     let (tx, mut rx) = mpsc::channel::<Received>(256);
     let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
     let reader_task = tokio::spawn(async move {
-        let mut idle = tokio::time::interval(Duration::from_secs(1));
         loop {
-            let item = tokio::select! {
-                next = reader.next() => next,
-                // Lets the applier report progress while nothing arrives.
-                _ = idle.tick() => {
+            // A second without a record lets the applier report progress.
+            let (item, permit) = match reader.next_within(Duration::from_secs(1)).await {
+                Ok(None) => {
                     if tx.send((Ok(Incoming::Heartbeat), None)).await.is_err() {
                         return;
                     }
                     continue;
                 }
-            };
-            let (item, permit) = match item {
-                Ok((seq, txn, bytes)) => {
+                Ok(Some((seq, txn, bytes))) => {
                     let kib = (bytes >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
                     let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
                         return;
@@ -497,7 +497,6 @@ async fn nats_session(
             if tx.send((item, permit)).await.is_err() || stop {
                 return;
             }
-            idle.reset();
         }
     });
     let mut reporter = Reporter::Nats {
@@ -599,6 +598,8 @@ async fn apply_loop(
     seed_only: bool,
 ) -> Result<(), SlaveError> {
     let mut progress = (0u64, 0u64, std::time::Instant::now());
+    // Whether snapshot progress still reaches the master.
+    let mut progress_reported = true;
     // An item taken from the queue that ended a batch, handled next.
     let mut held: Option<Received> = None;
     // Within one master stream, every transaction follows the one
@@ -725,12 +726,19 @@ async fn apply_loop(
                 progress.0 += rows.len() as u64;
                 metrics.snapshot_rows.add(rows.len() as u64);
                 applier.snapshot_rows(&table, &rows).await?;
-                if progress.2.elapsed() > Duration::from_secs(1) {
+                if progress_reported && progress.2.elapsed() > Duration::from_secs(1) {
                     let msg = SlaveMessage::SnapshotProgress {
                         rows: progress.0,
                         estimated: progress.1,
                     };
-                    reporter.send(&msg, applier).await?;
+                    // Progress is for `rowcast status`. A master that hung
+                    // up after sending the last rows must not cost the
+                    // copy: what is queued is loaded, and a copy cut short
+                    // shows as an error after the queued rows.
+                    if let Err(e) = reporter.send(&msg, applier).await {
+                        tracing::warn!(cause = %e, "cannot report snapshot progress to the master; loading goes on");
+                        progress_reported = false;
+                    }
                 }
                 if progress.2.elapsed() > Duration::from_secs(5) {
                     tracing::info!(

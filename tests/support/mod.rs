@@ -713,3 +713,4 @@ impl Rowcast {
         }
     }
 }
+pub mod nats_limits;
