@@ -505,6 +505,7 @@ async fn nats_session(
         floor: start.saturating_sub(1),
         source_time: 0,
         written: None,
+        failing_since: None,
     };
     let result = apply_loop(&mut rx, applier, &mut reporter, metrics, false).await;
     reader_task.abort();
@@ -528,8 +529,16 @@ enum Reporter<'a> {
         source_time: u32,
         /// When progress was last written (at most every half second).
         written: Option<std::time::Instant>,
+        /// Since when every progress report has failed.
+        failing_since: Option<std::time::Instant>,
     },
 }
+
+/// Progress reports failing this long mean the NATS connection is dead
+/// although the client has not said so (a link frozen without FIN or RST:
+/// the client's pings sit unanswered in a buffer): the session ends and a
+/// new one connects afresh from the checkpoint.
+const NATS_SILENCE: Duration = Duration::from_secs(15);
 
 impl Reporter<'_> {
     async fn send(&mut self, msg: &SlaveMessage, applier: &Applier) -> Result<(), SlaveError> {
@@ -546,6 +555,7 @@ impl Reporter<'_> {
                 floor,
                 source_time,
                 written,
+                failing_since,
             } => {
                 let error = match msg {
                     SlaveMessage::Ack { source_time: t, .. } => {
@@ -573,8 +583,21 @@ impl Reporter<'_> {
                 };
                 // Progress is for `rowcast status`; NATS trouble here must
                 // not stop the applying.
-                if let Err(e) = log.put_progress(name, &progress).await {
-                    tracing::warn!(cause = %e, "could not report progress to NATS");
+                match log.put_progress(name, &progress).await {
+                    Ok(()) => *failing_since = None,
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "could not report progress to NATS");
+                        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= NATS_SILENCE {
+                            return Err(NatsError::JetStream {
+                                what: "reporting progress",
+                                reason: format!(
+                                    "no report got through for {NATS_SILENCE:?} (last: {e}): the connection to NATS looks dead; reconnecting from the checkpoint"
+                                ),
+                            }
+                            .into());
+                        }
+                    }
                 }
                 Ok(())
             }

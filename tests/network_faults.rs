@@ -485,10 +485,10 @@ fn every_link_partitioned_delayed_frozen_and_reset_under_load_loses_nothing() {
             veth: to_nats.clone(),
             proxies: vec![&p_nats_slave],
             users: vec![3],
-            // Not yet: the NATS client neither notices a frozen connection
-            // nor recovers promptly after its reset (see the README figures).
-            freeze_limit: Duration::from_secs(15),
-            must_notice_freeze: false,
+            // The slave ends a session whose progress reports have all
+            // failed for 15 s and connects afresh.
+            freeze_limit: FREEZE_LIMIT,
+            must_notice_freeze: true,
         },
     ];
 
