@@ -675,7 +675,7 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
         endpoint: target.endpoint().into(),
         reason: reason.into(),
     };
-    let row: Option<(String, u64)> = tokio::time::timeout(
+    let row: Option<(String, i64)> = tokio::time::timeout(
         CONNECT_TIMEOUT,
         conn.exec_first(
             "SELECT COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
@@ -689,7 +689,7 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
         None => Some(format!(
             "the target has no session {id} any more: the connection died without a close"
         )),
-        Some((command, idle)) if command == "Sleep" && idle >= SESSION_SILENCE.as_secs() => {
+        Some((command, idle)) if command == "Sleep" && idle >= SESSION_SILENCE.as_secs() as i64 => {
             // Its open transaction would hold locks until the server's own
             // timeouts (hours); the next applier must not wait on them.
             let _ = tokio::time::timeout(
