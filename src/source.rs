@@ -697,6 +697,22 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
                 conn.query_drop(format!("KILL CONNECTION {id}")),
             )
             .await;
+            // KILL only marks the session: until it is gone a COMMIT that
+            // was on its way could still land, after the next applier has
+            // read the checkpoint. Wait (bounded) until the server lists it
+            // no more.
+            for _ in 0..40 {
+                let still: Result<Option<u64>, _> = conn
+                    .exec_first(
+                        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?",
+                        (id,),
+                    )
+                    .await;
+                if !matches!(still, Ok(Some(_))) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             Some(format!(
                 "session {id} on the target has been idle for {idle}s while rowcast waited for its answer: the connection is frozen (killed it)"
             ))
