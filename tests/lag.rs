@@ -13,19 +13,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn status_json(listen: &str) -> serde_json::Value {
-    let out = run_rowcast(
-        &["status", "--master", listen, "--json"],
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn status_text(listen: &str) -> String {
     let out = run_rowcast(&["status", "--master", listen], Duration::from_secs(60));
     assert!(out.status.success());
@@ -47,14 +34,6 @@ fn num(v: &serde_json::Value, field: &str) -> u64 {
     v[field]
         .as_u64()
         .unwrap_or_else(|| panic!("{field} in {v}"))
-}
-
-fn http_get(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// The value of `series` (name with its labels) in a metrics page.

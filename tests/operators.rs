@@ -3,23 +3,9 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::*;
-
-fn status_json(listen: &str) -> serde_json::Value {
-    let out = run_rowcast(
-        &["status", "--master", listen, "--json"],
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn slave<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     s["slaves"]
@@ -28,14 +14,6 @@ fn slave<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .iter()
         .find(|x| x["name"] == name)
         .unwrap()
-}
-
-fn http_get(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn metric(text: &str, name: &str) -> u64 {

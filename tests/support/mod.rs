@@ -714,3 +714,27 @@ impl Rowcast {
     }
 }
 pub mod nats_limits;
+
+/// `rowcast status --json` of the master at `listen`.
+pub fn status_json(listen: &str) -> serde_json::Value {
+    let out = run_rowcast(
+        &["status", "--master", listen, "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The metrics page served at `addr`.
+pub fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
