@@ -171,23 +171,11 @@ fn a_full_data_dir_stops_the_master_and_it_resumes_once_space_is_freed() {
     );
     // Nothing but durable records reached the slave: whatever it applied
     // is a prefix of the durable log, rows and checkpoint together.
-    let applied = replica.sql(
-        "SELECT (SELECT log_seq FROM rowcast.checkpoint WHERE slave_name = 's1'), \
-         COUNT(*), COALESCE(MAX(n), 0) FROM t.log",
-    );
-    let applied: Vec<u64> = applied
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert_eq!(applied[0], applied[1], "checkpoint and rows: {applied:?}");
-    assert_eq!(
-        applied[1], applied[2],
-        "rows are not 1..=count: {applied:?}"
-    );
+    let applied = applied_prefix(&replica);
     assert!(
-        applied[0] <= durable,
+        applied <= durable,
         "the slave applied record {} but only {durable} were durable",
-        applied[0]
+        applied
     );
 
     disk.free_filler();
@@ -364,20 +352,8 @@ fn a_full_replica_stops_the_slave_and_a_restart_catches_up() {
         assert!(error.contains(&expected), "{expected:?} not in {error}");
     }
     // The replica is up and holds exactly what the checkpoint names.
-    let applied = replica.sql(
-        "SELECT (SELECT log_seq FROM rowcast.checkpoint WHERE slave_name = 's1'), \
-         COUNT(*), COALESCE(MAX(n), 0) FROM t.log",
-    );
-    let applied: Vec<u64> = applied
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert_eq!(applied[0], applied[1], "checkpoint and rows: {applied:?}");
-    assert_eq!(
-        applied[1], applied[2],
-        "rows are not 1..=count: {applied:?}"
-    );
-    assert!(applied[0] < N, "everything fitted: {applied:?}");
+    let applied = applied_prefix(&replica);
+    assert!(applied < N, "everything fitted: {applied:?}");
 
     disk.free_filler();
     let _slave = Rowcast::slave(&listen, &replica, "s1");
@@ -444,4 +420,24 @@ fn a_change_log_that_failed_a_write_publishes_nothing_more_until_reopened() {
     );
     log.append(&[txn(offset)]).unwrap();
     assert_eq!(log.end().last_seq, published.last_seq + 1);
+}
+
+/// How many rows slave `s1` applied, checking that its checkpoint names
+/// exactly that many records and that the rows are `1..=count`: what it
+/// holds is a whole prefix of the log.
+fn applied_prefix(replica: &MariaDb) -> u64 {
+    let applied = replica.sql(
+        "SELECT (SELECT log_seq FROM rowcast.checkpoint WHERE slave_name = 's1'), \
+         COUNT(*), COALESCE(MAX(n), 0) FROM t.log",
+    );
+    let applied: Vec<u64> = applied
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(applied[0], applied[1], "checkpoint and rows: {applied:?}");
+    assert_eq!(
+        applied[1], applied[2],
+        "rows are not 1..=count: {applied:?}"
+    );
+    applied[0]
 }

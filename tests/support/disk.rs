@@ -10,7 +10,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use super::{template, MariaDb};
+use super::MariaDb;
 
 pub struct SmallDisk {
     mount: PathBuf,
@@ -120,45 +120,10 @@ impl MariaDb {
     /// and tmpdir stay in a temp dir of their own). tmpfs has no O_DIRECT,
     /// so InnoDB flushes with fsync.
     pub fn replica_on(disk: &SmallDisk) -> MariaDb {
-        let dir = tempfile::Builder::new()
-            .prefix("rowcast-db-")
-            .tempdir()
-            .unwrap();
-        let data = disk.path().join("data");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(template().join("data"))
-            .arg(&data)
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "copying the template datadir onto the disk"
-        );
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let args: Vec<String> = vec![
-            "--no-defaults".into(),
-            format!("--datadir={}", data.display()),
-            "--bind-address=127.0.0.1".into(),
-            format!("--socket={}", dir.path().join("sock").display()),
-            format!("--pid-file={}", dir.path().join("pid").display()),
-            format!("--log-error={}", dir.path().join("err.log").display()),
-            format!("--tmpdir={}", dir.path().join("tmp").display()),
-            "--user=root".into(),
-            "--server-id=4000".into(),
-            "--innodb-buffer-pool-size=64M".into(),
-            "--innodb-log-file-size=64M".into(),
-            "--innodb-flush-method=fsync".into(),
-            "--skip-name-resolve".into(),
-        ];
-        let mut db = MariaDb {
-            port: 0,
-            dir,
-            child: None,
-            args,
-        };
-        db.launch();
-        db
+        MariaDb::start_at(
+            Some(disk.path().join("data")),
+            &["--innodb-flush-method=fsync"],
+        )
     }
 
     /// The server's error log.

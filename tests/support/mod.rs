@@ -95,17 +95,24 @@ impl MariaDb {
     }
 
     pub fn start_with(extra: &[&str]) -> MariaDb {
+        Self::start_at(None, extra)
+    }
+
+    /// [`MariaDb::start_with`], its datadir at `datadir` (a fresh path)
+    /// instead of in its temp dir.
+    pub fn start_at(datadir: Option<PathBuf>, extra: &[&str]) -> MariaDb {
         let dir = tempfile::Builder::new()
             .prefix("rowcast-db-")
             .tempdir()
             .unwrap();
+        let data = datadir.unwrap_or_else(|| dir.path().join("data"));
         let status = Command::new("cp")
             .arg("-a")
             .arg(template().join("data"))
-            .arg(dir.path().join("data"))
+            .arg(&data)
             .status()
             .unwrap();
-        assert!(status.success());
+        assert!(status.success(), "copying the template datadir to {data:?}");
         // A private tmpdir: the shared /tmp is not ours, and a server's internal
         // temporary tables there were once removed under a running snapshot.
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
@@ -113,7 +120,7 @@ impl MariaDb {
         let server_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut args: Vec<String> = vec![
             "--no-defaults".into(),
-            format!("--datadir={}", dir.path().join("data").display()),
+            format!("--datadir={}", data.display()),
             "--bind-address=127.0.0.1".into(),
             format!("--socket={}", dir.path().join("sock").display()),
             format!("--pid-file={}", dir.path().join("pid").display()),
