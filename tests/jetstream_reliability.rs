@@ -211,9 +211,9 @@ fn a_master_killed_while_the_slave_loads_its_snapshot_costs_no_second_copy() {
     let nats = Nats::start();
     let url = nats.url("SEED");
     let primary = MariaDb::primary();
-    // About 45 MiB of rows: more than the slave queues (32 MiB), so it
-    // still loads for a while after the last snapshot frame arrived.
-    const SEED_ROWS: u64 = 150_000;
+    // About 26 MB of rows: less than the slave queues (32 MiB), so the
+    // whole copy can arrive while the replica is held from loading it.
+    const SEED_ROWS: u64 = 80_000;
     primary.sql(&format!(
         "CREATE DATABASE t; CREATE TABLE t.seed (id INT PRIMARY KEY, pad VARCHAR(300)); \
          USE t; INSERT INTO t.seed SELECT seq, REPEAT('s', 300) FROM seq_1_to_{SEED_ROWS}"
@@ -223,6 +223,18 @@ fn a_master_killed_while_the_slave_loads_its_snapshot_costs_no_second_copy() {
     let listen = listen_addr();
     let mut master = master_on(&url, &primary, data.path(), &listen);
     let mut s = slave_on(&url, &listen, &replica, "s1");
+
+    // Once the first chunk is in, a read lock on the replica's table holds
+    // the load back, so the master dies while the slave still has the copy
+    // to load, whatever the speed of this machine.
+    assert!(
+        wait_until(CONVERGE, || replica
+            .try_sql("SELECT COUNT(*) FROM t.seed")
+            .is_ok_and(|n| n.trim() != "0")),
+        "the snapshot's first chunk did not arrive:\n{}",
+        s.log_text()
+    );
+    let lock = TableLock::hold(&replica, "t.seed");
     assert!(
         wait_until(CONVERGE, || s
             .log_text()
@@ -231,10 +243,16 @@ fn a_master_killed_while_the_slave_loads_its_snapshot_costs_no_second_copy() {
         s.log_text()
     );
     master.kill9();
+    let loaded: u64 = replica
+        .sql("SELECT COUNT(*) FROM t.seed")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
-        !s.log_text().contains("snapshot loaded"),
-        "the slave had loaded the copy before the master died: nothing tested"
+        loaded < SEED_ROWS && !s.log_text().contains("snapshot loaded"),
+        "the slave had loaded the copy before the master died ({loaded} rows): nothing tested"
     );
+    lock.release(&replica);
     assert!(
         wait_until(CONVERGE, || s.log_text().contains("snapshot loaded")),
         "the slave did not finish loading:\n{}",
@@ -257,4 +275,53 @@ fn a_master_killed_while_the_slave_loads_its_snapshot_costs_no_second_copy() {
         "the snapshot was taken again:\n{log}"
     );
     assert!(s.is_running());
+}
+
+/// `LOCK TABLES … READ` held by a client session on `db`, so that other
+/// sessions cannot write the table until [`TableLock::release`].
+struct TableLock {
+    client: std::process::Child,
+    marker: String,
+}
+
+impl TableLock {
+    fn hold(db: &MariaDb, table: &str) -> TableLock {
+        // A unique sleep length marks the session in the process list.
+        let marker = "SELECT SLEEP(3601)".to_string();
+        let client = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
+            .arg(format!("-P{}", db.port))
+            .args(["-e", &format!("LOCK TABLES {table} READ; {marker}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lock = TableLock { client, marker };
+        assert!(
+            wait_until(CONVERGE, || lock.session(db).is_some()),
+            "the lock on {table} was not taken"
+        );
+        lock
+    }
+
+    fn session(&self, db: &MariaDb) -> Option<String> {
+        let id = db
+            .sql(&format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = '{}'",
+                self.marker
+            ))
+            .trim()
+            .to_string();
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Kills the session on the server: a client killed alone would leave
+    /// the server sleeping with the lock until it next writes to it.
+    fn release(mut self, db: &MariaDb) {
+        if let Some(id) = self.session(db) {
+            db.sql(&format!("KILL {id}"));
+        }
+        let _ = self.client.kill();
+        let _ = self.client.wait();
+    }
 }
