@@ -439,13 +439,22 @@ impl Applier {
         (cp.seq, cp.position.clone())
     }
 
-    /// The log sequence to report as applied: the master keeps its change
-    /// log from there, which must include held prepared XA transactions.
-    pub fn ack_seq(&self) -> u64 {
-        match self.current_resume() {
-            Some((seq, _)) => seq.min(self.checkpoint.seq),
-            None => self.checkpoint.seq,
-        }
+    /// The lowest log sequence this slave may still read again, which the
+    /// master must keep (`SlaveMessage::Ack::keep_from`): the entry after
+    /// the checkpoint, or while prepared XA transactions are held, the
+    /// entry after their `xa_resume` (a restart reads from there). Progress
+    /// is the checkpoint's sequence, not this: a slave holding a prepare
+    /// has still applied everything up to its checkpoint.
+    pub fn keep_from(&self) -> u64 {
+        self.held_keep_from()
+            .unwrap_or(self.checkpoint.seq.saturating_add(1))
+    }
+
+    /// [`Applier::keep_from`] while prepared XA transactions are held
+    /// (`None`: nothing held, the entry after the checkpoint).
+    pub fn held_keep_from(&self) -> Option<u64> {
+        self.current_resume()
+            .map(|(seq, _)| seq.min(self.checkpoint.seq).saturating_add(1))
     }
 
     /// The `xa_resume` the next checkpoint write stores.

@@ -76,9 +76,15 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct SlaveInfo {
     pub addr: SocketAddr,
     pub state: &'static str,
+    /// The slave's progress: it has applied (or holds, if prepared XA)
+    /// everything up to this sequence. Lag and `stalled` count from it.
     pub acked_seq: u64,
     pub acked_position: Option<SourcePosition>,
     pub acked_source_time: u32,
+    /// Retention: the lowest sequence the slave may still read again
+    /// (`SlaveMessage::Ack::keep_from`; below `acked_seq + 1` while it
+    /// holds prepared XA transactions). 0 until known: keep everything.
+    pub keep_from: u64,
     /// Highest sequence number sent, and the primary commit time of the
     /// oldest transaction sent but not yet acknowledged (0: none).
     pub sent_seq: u64,
@@ -187,7 +193,7 @@ impl ServerState {
         for s in slaves.values() {
             match s.state {
                 "snapshotting" => return None,
-                "streaming" => need = need.min(s.acked_seq + 1),
+                "streaming" => need = need.min(s.keep_from),
                 _ => {}
             }
         }
@@ -578,8 +584,11 @@ impl Handler {
         let _enter = span.enter();
         let refusal = match (&self.log, &after) {
             _ if protocol != wire::PROTOCOL_VERSION => Some(format!(
-                "this master speaks rowcast protocol {}, the slave speaks {}; run the same rowcast version on both",
-                wire::PROTOCOL_VERSION, protocol
+                "this master (rowcast {}) speaks rowcast protocol {}, the slave speaks protocol {}; \
+                 run the same rowcast version on the master and every slave",
+                env!("CARGO_PKG_VERSION"),
+                wire::PROTOCOL_VERSION,
+                protocol
             )),
             (ServeLog::Nats(nats), Some(_)) => Some(format!(
                 "this master keeps its change log on NATS JetStream: start the slave with --log {}",
@@ -615,6 +624,7 @@ impl Handler {
                 acked_seq: 0,
                 acked_position: after.clone(),
                 acked_source_time: 0,
+                keep_from: 0,
                 sent_seq: 0,
                 oldest_unacked_time: 0,
                 snapshot_rows: 0,
@@ -722,13 +732,18 @@ impl Handler {
                         seq,
                         position,
                         source_time,
+                        keep_from,
                     })) => {
                         state.update_conn(&ack_name, conn, |info| {
                             info.state = "streaming";
+                            // Progress is the applied sequence only: a
+                            // held XA prepare keeps `keep_from` back but
+                            // is no lag, and must not look stalled.
                             if info.acked_seq != seq {
                                 info.progress_at = Instant::now();
                             }
                             info.acked_seq = seq;
+                            info.keep_from = keep_from;
                             info.acked_position = Some(position);
                             // A heartbeat-time ack carries no source time.
                             if source_time != 0 {
@@ -787,6 +802,12 @@ impl Handler {
                                     i.progress_at = Instant::now();
                                 }
                                 i.acked_seq = rec.seq - 1;
+                                // Until it acks, it may read the log
+                                // again from here. (A slave holding XA
+                                // prepares acks at once, see `slave.rs`.)
+                                if i.keep_from == 0 {
+                                    i.keep_from = rec.seq;
+                                }
                             }
                             i.sent_seq = rec.seq;
                             if i.oldest_unacked_time == 0 {
@@ -1252,5 +1273,36 @@ mod tests {
         // An unreachable primary commits nothing the master could miss.
         let f = MasterFreshness::read(&state, None, Some(&logged), 100);
         assert_eq!(f.oldest(), Oldest::Nothing);
+    }
+
+    #[test]
+    fn retention_keeps_what_slaves_may_read_again_not_what_they_applied() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let info = |state: &'static str, acked_seq: u64, keep_from: u64| SlaveInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state,
+            acked_seq,
+            acked_position: None,
+            acked_source_time: 0,
+            keep_from,
+            sent_seq: acked_seq,
+            oldest_unacked_time: 0,
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: None,
+            conn: 0,
+            progress_at: Instant::now(),
+            kick: Arc::new(Notify::new()),
+        };
+        state.register("plain", info("streaming", 80, 81));
+        // Applied through 90, holding a prepare logged at 61.
+        state.register("holding", info("streaming", 90, 61));
+        state.register("gone", info("disconnected", 10, 11));
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+        // Connected, nothing known yet: keep everything.
+        state.register("new", info("streaming", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), Some(0));
+        state.register("seeding", info("snapshotting", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), None);
     }
 }

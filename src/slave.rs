@@ -324,6 +324,25 @@ async fn session(
     // Parts of a large transaction applied before the connection broke
     // are rolled back: the master sends them again from the first.
     applier.abandon_parts().await;
+    // Holding prepared XA transactions, say at once what retention must
+    // keep: until a first ack the master keeps the log from the first
+    // record it sends, which after a reconnect (not a restart) lies past
+    // the held prepares, and during a backlog no ack comes for long.
+    if let (Some(keep_from), Some(position)) = (
+        applier.held_keep_from(),
+        applier.checkpoint().position.clone(),
+    ) {
+        let ack = SlaveMessage::Ack {
+            seq: applier.checkpoint().seq,
+            position,
+            source_time: 0,
+            keep_from,
+        };
+        writer
+            .send(&ack)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+    }
     let (tx, mut rx) = mpsc::channel::<Received>(256);
     let timeout = config.master_timeout;
     let reader_addr = addr.clone();
@@ -709,9 +728,10 @@ async fn apply_loop(
                     let cp = applier.checkpoint();
                     if let Some(position) = cp.position.clone() {
                         let ack = SlaveMessage::Ack {
-                            seq: applier.ack_seq(),
+                            seq: cp.seq,
                             position,
                             source_time: txn.timestamp,
+                            keep_from: applier.keep_from(),
                         };
                         reporter.send(&ack, applier).await?;
                     }
@@ -723,9 +743,10 @@ async fn apply_loop(
                 let cp = applier.checkpoint();
                 if let Some(position) = cp.position.clone() {
                     let ack = SlaveMessage::Ack {
-                        seq: applier.ack_seq(),
+                        seq: cp.seq,
                         position,
                         source_time: 0,
+                        keep_from: applier.keep_from(),
                     };
                     reporter.send(&ack, applier).await?;
                 }

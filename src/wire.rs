@@ -10,7 +10,13 @@
 //!    [`MasterMessage::Error`] and closes.
 //! 3. The master streams [`MasterMessage::Transaction`] frames, and
 //!    [`MasterMessage::Heartbeat`] when idle; the slave sends
-//!    [`SlaveMessage::Ack`] after it commits.
+//!    [`SlaveMessage::Ack`] after it commits (its progress, and apart from
+//!    it the oldest record it may read again, which retention keeps).
+//!
+//! Master and slave must speak the same [`PROTOCOL_VERSION`]: the master
+//! refuses a `Hello` of another version with [`ErrorKind::Incompatible`]
+//! naming both versions, and the slave stops with that message (run the
+//! same rowcast version on the master and every slave).
 //!
 //! Every frame payload is a codec-encoded message. A transaction frame is
 //! built from the change-log record's bytes without decoding them: the
@@ -25,7 +31,11 @@ use crate::position::SourcePosition;
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// Bumped on any incompatible change to messages or the change format.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: [`SlaveMessage::Ack`] carries `keep_from` apart from `seq`
+/// (version 3 acked the oldest held XA prepare as its progress).
+/// `Hello` must keep its layout in every version: a master can only name
+/// a version mismatch if it can decode the `Hello` that states it.
+pub const PROTOCOL_VERSION: u16 = 4;
 pub const GREETING_LEN: usize = 10;
 /// Frames before the handshake completes are small; nobody gets to make
 /// the master allocate much before it knows who they are.
@@ -60,16 +70,32 @@ pub enum SlaveMessage {
         name: String,
         /// HMAC-SHA256(token, nonce ‖ name) when the slave has a token.
         auth: Option<Vec<u8>>,
-        /// The slave's checkpoint; `None` for a slave that has applied
+        /// Where the slave reads the change log from: after its
+        /// checkpoint, or after the checkpoint's `xa_resume` (before its
+        /// oldest held XA prepare); `None` for a slave that has applied
         /// nothing yet.
         after: Option<SourcePosition>,
     },
-    /// Everything up to and including `seq` is committed on the slave;
-    /// `source_time` is the primary's commit time of that transaction.
+    /// Two facts about the slave, which differ while it holds prepared XA
+    /// transactions (see `apply.rs`).
     Ack {
+        /// Progress: everything up to and including `seq` is applied or
+        /// held on the slave, and its checkpoint names this entry. Lag,
+        /// `stalled` and `applied_seq` in `rowcast status` are measured
+        /// from it.
         seq: u64,
+        /// The checkpoint's source position (the primary's, of `seq`).
         position: SourcePosition,
+        /// The primary's commit time of that transaction; 0 in an ack sent
+        /// while idle, which only repeats the last one.
         source_time: u32,
+        /// Retention: the lowest sequence the slave may still read again,
+        /// so the master keeps every record from it on. A restarted slave
+        /// reads the change log from here: normally `seq + 1`; while
+        /// prepared XA transactions are held, the entry after the
+        /// checkpoint's `xa_resume`, i.e. the oldest held prepare (then
+        /// `keep_from <= seq`). Never more than `seq + 1`.
+        keep_from: u64,
     },
     /// The slave is loading a snapshot: rows done of the estimate.
     SnapshotProgress { rows: u64, estimated: u64 },
@@ -223,6 +249,22 @@ mod tests {
         assert_eq!(
             codec::decode::<MasterMessage>(&payload).unwrap(),
             MasterMessage::Transaction(7, txn)
+        );
+    }
+
+    /// A master can only name a version mismatch if it can decode the
+    /// `Hello` stating it: these bytes are what every version sends.
+    #[test]
+    fn hello_keeps_its_layout_across_versions() {
+        let old = [0u8, 3, 1, b's', 0, 0];
+        assert_eq!(
+            codec::decode::<SlaveMessage>(&old).unwrap(),
+            SlaveMessage::Hello {
+                protocol: 3,
+                name: "s".into(),
+                auth: None,
+                after: None,
+            }
         );
     }
 

@@ -405,6 +405,16 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                 seq: 77,
                 position: after.clone(),
                 source_time: 1_700_000_001,
+                keep_from: 78,
+            },
+        ),
+        (
+            "ack-xa-held",
+            SlaveMessage::Ack {
+                seq: 90,
+                position: after.clone(),
+                source_time: 0,
+                keep_from: 61,
             },
         ),
         (
