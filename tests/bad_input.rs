@@ -232,3 +232,58 @@ fn garbage_on_the_master_port_does_not_hurt_it() {
         .log_text()
         .contains("did not complete the rowcast handshake"));
 }
+
+/// A slave of another protocol version (an older rowcast) is refused with
+/// a message naming both versions and the fix, not a decoding failure:
+/// `Hello` keeps its layout across versions so the master can read it.
+#[test]
+fn a_slave_of_another_protocol_version_is_told_to_run_the_same_version() {
+    use rowcast::codec;
+    use rowcast::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+    use std::io::Read;
+
+    fn read_message(s: &mut std::net::TcpStream) -> MasterMessage {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut payload = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut payload).unwrap();
+        codec::decode(&payload).unwrap()
+    }
+
+    let primary = MariaDb::primary();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let mut s = std::net::TcpStream::connect(&listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut greeting = [0u8; wire::GREETING_LEN];
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting, wire::greeting());
+    assert!(matches!(
+        read_message(&mut s),
+        MasterMessage::Challenge { .. }
+    ));
+    let old = wire::PROTOCOL_VERSION - 1;
+    let hello = codec::encode(&SlaveMessage::Hello {
+        protocol: old,
+        name: "old".into(),
+        auth: None,
+        after: None,
+    })
+    .unwrap();
+    s.write_all(&(hello.len() as u32).to_le_bytes()).unwrap();
+    s.write_all(&hello).unwrap();
+    match read_message(&mut s) {
+        MasterMessage::Error { kind, message } => {
+            assert_eq!(kind, ErrorKind::Incompatible, "{message}");
+            for part in [
+                format!("protocol {}", wire::PROTOCOL_VERSION),
+                format!("protocol {old}"),
+                "run the same rowcast version on the master and every slave".into(),
+            ] {
+                assert!(message.contains(&part), "`{part}` missing: {message}");
+            }
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -239,3 +239,146 @@ fn savepoints_in_a_transaction_cut_into_parts() {
         master.log_text()
     );
 }
+
+/// One slave's entry in `status --json` (`Null` when the master does not
+/// list it).
+fn slave_status(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["slaves"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A prepared XA transaction held by a slave that has applied everything
+/// else is no lag: `status` shows the slave streaming with lag 0 well past
+/// `--stall-after`, and `applied_seq` at the log's end, not at the held
+/// prepare. Retention still keeps the log from the prepare for it (the
+/// master deletes every segment it can, `--retain-mb 0`): a slave killed
+/// and restarted while it holds the prepare reads it again, and applies it
+/// at `XA COMMIT`.
+#[test]
+fn a_slave_holding_a_prepared_xa_is_caught_up_and_its_prepare_is_kept() {
+    let primary = MariaDb::primary();
+    primary.sql(SCHEMA);
+    primary.sql("CREATE TABLE app.pad (id INT PRIMARY KEY, p VARCHAR(500)) ENGINE=InnoDB");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    // Small segments so the prepare's records and those around it lie in
+    // segments retention would delete if nobody needed them.
+    let master = Rowcast::master_with(
+        &primary,
+        data.path(),
+        &listen,
+        &[
+            "--stall-after",
+            "3s",
+            "--segment-bytes",
+            "20000",
+            "--retain-mb",
+            "0",
+        ],
+    );
+    let replica = MariaDb::replica();
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
+
+    let pad = |from: u32| {
+        (from..from + 120)
+            .map(|i| format!("INSERT INTO app.pad VALUES ({i}, REPEAT('p', 400));"))
+            .collect::<String>()
+    };
+    // Segments before the prepare are no one's need; those after it are.
+    primary.sql(&pad(0));
+    primary.sql(
+        "XA START 'held'; INSERT INTO app.t VALUES (1, 1), (2, 2); XA END 'held'; XA PREPARE 'held';",
+    );
+    primary.sql(&pad(1000));
+    primary.sql("INSERT INTO app.log (note) VALUES ('after')");
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(
+        ids(&replica, "app.t"),
+        "NULL",
+        "prepared rows applied early"
+    );
+    let resume: u64 = replica
+        .sql("SELECT xa_resume_seq FROM rowcast.checkpoint WHERE slave_name = 's'")
+        .trim()
+        .parse()
+        .expect("the checkpoint names an xa_resume while the prepare is held");
+
+    // Caught up: streaming, no lag, applied through the log's end.
+    let caught_up = |st: &serde_json::Value| {
+        let s = slave_status(st, "s");
+        s["state"] == "streaming"
+            && s["lag_transactions"] == 0
+            && s["lag_seconds"] == 0
+            && s["applied_seq"] == st["log_last_seq"]
+    };
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            caught_up(&last)
+        }),
+        "a slave holding only a prepared XA transaction is caught up: {last}"
+    );
+    // And stays so past the stall bound (3 s, twice over), while retention
+    // (every 5 s) deletes what it may but nothing from the prepare on.
+    let since = std::time::Instant::now();
+    let mut polls = 0;
+    while since.elapsed() < std::time::Duration::from_secs(8) || polls < 3 {
+        let st = status_json(&listen);
+        assert!(caught_up(&st), "lag or stall while holding a prepare: {st}");
+        let first = st["log_first_seq"].as_u64().unwrap();
+        assert!(
+            first <= resume + 1,
+            "retention dropped the held prepare (after seq {resume}): {st}"
+        );
+        polls += 1;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let mut first = 0;
+    assert!(
+        wait_until(CONVERGE, || {
+            first = status_json(&listen)["log_first_seq"].as_u64().unwrap();
+            first > 1
+        }),
+        "retention never deleted a segment, so this test shows nothing:\n{}",
+        master.log_text()
+    );
+    assert!(
+        first <= resume + 1,
+        "log starts at {first}, after the held prepare {resume}"
+    );
+
+    // A restart reads the change log again from before the prepare.
+    slave.kill9();
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO app.log (note) VALUES ('restarted')");
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(
+        ids(&replica, "app.t"),
+        "NULL",
+        "prepared rows applied early"
+    );
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            caught_up(&last)
+        }),
+        "the restarted slave is caught up: {last}"
+    );
+
+    primary.sql("XA COMMIT 'held'");
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(ids(&replica, "app.t"), "1:1,2:2");
+    assert_same(&primary, &replica);
+    assert_same_table(&primary, &replica, "app.pad");
+    assert!(slave.is_running(), "slave stopped:\n{}", slave.log_text());
+    assert_eq!(
+        replica
+            .sql("SELECT COALESCE(xa_resume_seq, 'none') FROM rowcast.checkpoint WHERE slave_name = 's'")
+            .trim(),
+        "none"
+    );
+}
