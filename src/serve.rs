@@ -180,6 +180,12 @@ impl ServerState {
                 );
                 old.kick.notify_one();
             }
+            // What the slave may read again (held XA prepares) is known
+            // only from its acks: until the new connection's first one,
+            // keep what the last connection under this name asked for.
+            if info.keep_from == 0 {
+                info.keep_from = old.keep_from;
+            }
         }
         slaves.insert(name.to_string(), info);
         conn
@@ -1304,5 +1310,64 @@ mod tests {
         assert_eq!(state.oldest_needed_seq(), Some(0));
         state.register("seeding", info("snapshotting", 0, 0));
         assert_eq!(state.oldest_needed_seq(), None);
+    }
+
+    fn streaming_info(acked_seq: u64, keep_from: u64) -> SlaveInfo {
+        SlaveInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state: "streaming",
+            acked_seq,
+            acked_position: None,
+            acked_source_time: 0,
+            keep_from,
+            sent_seq: acked_seq,
+            oldest_unacked_time: 0,
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: None,
+            conn: 0,
+            progress_at: Instant::now(),
+            kick: Arc::new(Notify::new()),
+        }
+    }
+
+    #[test]
+    fn a_replaced_connection_cannot_touch_the_one_that_replaced_it() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let old = streaming_info(10, 11);
+        let kicked = old.kick.clone();
+        let first = state.register("s", old);
+        let second = state.register("s", streaming_info(0, 0));
+        assert_ne!(first, second);
+        // The old connection was told to end (a permit is stored).
+        assert!(futures_now(kicked.notified()));
+        // Its handler ends and reports: the new entry is left alone.
+        state.update_conn("s", first, |i| {
+            i.state = "disconnected";
+            i.keep_from = u64::MAX;
+        });
+        let slaves = state.slaves.lock().unwrap();
+        assert_eq!(slaves["s"].state, "streaming");
+        assert_eq!(slaves["s"].conn, second);
+        drop(slaves);
+        state.update_conn("s", second, |i| i.acked_seq = 12);
+        assert_eq!(state.slaves.lock().unwrap()["s"].acked_seq, 12);
+    }
+
+    #[test]
+    fn a_new_connection_keeps_what_the_last_one_asked_for_until_it_acks() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        // Applied through 90, holding a prepare logged at 61.
+        state.register("s", streaming_info(90, 61));
+        state.register("s", streaming_info(0, 0));
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+    }
+
+    /// Whether `f` is ready at once.
+    fn futures_now(f: impl std::future::Future<Output = ()>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut cx).is_ready()
     }
 }
