@@ -29,7 +29,13 @@
 //! the failed batch was published, so no slave has seen it; the master
 //! stops, and its next start cuts the torn tail (or rewrites the header of
 //! a segment whose creation failed) and resumes the binlog after the last
-//! whole record.
+//! whole record. A failed *fsync* is cut at once: the kernel may already
+//! have dropped the pages while still serving them from its cache, so the
+//! whole records they hold would read back at the next start as if they
+//! were durable, and could vanish from under records appended after them;
+//! the segment goes back to its last fsynced length instead. (A failed
+//! write leaves its pages dirty, never reported lost: the next start cuts
+//! the torn record and fsyncs what is before it.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -271,7 +277,11 @@ fn read_record(r: &mut impl Read, path: &Path) -> Result<Option<RawRecord>, LogE
     }
     let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
     let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-    if len > codec::MAX_ENCODED_LEN {
+    // No record is empty (a payload begins with its sequence number), and
+    // an empty payload's CRC is 0: a length of 0 is a tail of zeros (a file
+    // whose size was extended by a crash before its data was written), not
+    // a record.
+    if len == 0 || len > codec::MAX_ENCODED_LEN {
         return Ok(None);
     }
     let mut payload = vec![0u8; len];
@@ -365,6 +375,22 @@ pub struct ChangeLog {
     /// A write or fsync failed: the file's state past the published end is
     /// unknown, so nothing more is written (see the module doc).
     failed: bool,
+    /// The end as of the last fsync that succeeded (of the current segment
+    /// and, at a roll, of the one before): what a failed fsync cuts back to.
+    durable: LogEnd,
+    #[cfg(test)]
+    fault: Option<Fault>,
+}
+
+/// A disk failure a test makes the next write or fsync of a segment have.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The next write stores this many bytes, then fails with ENOSPC.
+    ShortWrite(usize),
+    /// The next fsync of a segment fails with ENOSPC (as on NFS, or with
+    /// thin provisioning, where space is found at writeback).
+    Sync,
 }
 
 impl ChangeLog {
@@ -408,6 +434,9 @@ impl ChangeLog {
             published: watch::channel(LogEnd::default()).0,
             buf: Vec::new(),
             failed: false,
+            durable: LogEnd::default(),
+            #[cfg(test)]
+            fault: None,
         };
         log.recover()?;
         log.published.send_replace(log.end);
@@ -476,8 +505,11 @@ impl ChangeLog {
         if len > good {
             tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting off a torn tail or an unfinished transaction of the change log (the master reads it again from the binlog)");
             file.set_len(good).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
         }
+        // Always: a write that failed at a record boundary left whole
+        // records nobody fsynced; the binlog resumes after them, so they
+        // must be on disk first.
+        file.sync_all().map_err(io_err(&path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         if last_position.is_none() && segments.len() > 1 {
             // An empty newest segment: the last record is in the one before.
@@ -495,6 +527,7 @@ impl ChangeLog {
             segment: last,
             offset: good,
         };
+        self.durable = self.end;
         self.last_position = last_position;
         self.file = Some(file);
         Ok(())
@@ -616,8 +649,9 @@ impl ChangeLog {
     }
 
     fn roll_segment(&mut self, first_seq: u64) -> Result<(), LogError> {
-        if let Some(f) = self.file.take() {
-            f.sync_all().map_err(io_err(&self.dir))?;
+        if self.file.is_some() {
+            self.sync_segment()?;
+            self.file = None;
         }
         let path = segment_path(&self.dir, first_seq);
         let mut file = OpenOptions::new()
@@ -641,7 +675,69 @@ impl ChangeLog {
         self.file = Some(file);
         self.end.segment = first_seq;
         self.end.offset = SEGMENT_HEADER_LEN;
+        self.durable = self.end;
         Ok(())
+    }
+
+    /// fsyncs the segment being written; on success everything up to
+    /// `end` is durable, on failure the segment is cut back to what was
+    /// (see the module doc).
+    fn sync_segment(&mut self) -> Result<(), LogError> {
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        #[cfg(test)]
+        let injected = match self.fault {
+            Some(Fault::Sync) => {
+                self.fault = None;
+                Err(io::ErrorKind::StorageFull.into())
+            }
+            _ => Ok(()),
+        };
+        #[cfg(not(test))]
+        let injected = Ok(());
+        let path = segment_path(&self.dir, self.end.segment);
+        match injected.and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                self.durable = self.end;
+                Ok(())
+            }
+            Err(cause) => {
+                self.cut_to_durable();
+                Err(io_err(&path)(cause))
+            }
+        }
+    }
+
+    /// After a failed fsync: cuts the segment back to its last fsynced
+    /// length, so no record whose pages the kernel may have dropped is
+    /// read back as durable at the next start. Best effort: if this fails
+    /// too, the next start still cuts whatever tail is torn by then.
+    fn cut_to_durable(&mut self) {
+        self.buf.clear();
+        let durable = self.durable;
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let path = segment_path(&self.dir, durable.segment);
+        if durable.segment != self.end.segment {
+            // Not reached: `durable` moves to a new segment when it is
+            // created, before anything is written into it.
+            tracing::error!(path = %path.display(), "change log segment changed without an fsync; not cutting it");
+            return;
+        }
+        let cut = file
+            .set_len(durable.offset)
+            .and_then(|()| file.seek(SeekFrom::End(0)))
+            .and_then(|_| file.sync_all());
+        match cut {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), kept = durable.offset, last_seq = durable.last_seq, "an fsync of the change log failed: cut the segment back to its last fsynced record")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), kept = durable.offset, cause = %e, "an fsync of the change log failed, and cutting the segment back to its last fsynced record failed too; the next start cuts a torn tail")
+            }
+        }
     }
 
     /// Appends transactions, fsyncs once for the whole batch (group
@@ -734,9 +830,7 @@ impl ChangeLog {
             }
         }
         self.flush_to_file()?;
-        if let Some(f) = &self.file {
-            f.sync_data().map_err(io_err(&self.dir))?;
-        }
+        self.sync_segment()?;
         self.published.send_replace(self.visible_end());
         Ok(())
     }
@@ -762,6 +856,11 @@ impl ChangeLog {
         // Writes go to the cursor: move it back to the new end.
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         self.end = open.start;
+        if self.durable.segment == open.start.segment && self.durable.offset > open.start.offset {
+            // What was fsynced past the new end is gone: a failed fsync
+            // must not cut (that is, extend) back to it.
+            self.durable = open.start;
+        }
         self.last_position = open.start_position;
         Ok(())
     }
@@ -820,6 +919,13 @@ impl ChangeLog {
             return Ok(());
         }
         let file = self.file.as_mut().ok_or(LogError::Uninitialised)?;
+        #[cfg(test)]
+        if let Some(Fault::ShortWrite(n)) = self.fault {
+            self.fault = None;
+            file.write_all(&self.buf[..n.min(self.buf.len())])
+                .map_err(io_err(&self.dir))?;
+            return Err(io_err(&self.dir)(io::ErrorKind::StorageFull.into()));
+        }
         file.write_all(&self.buf).map_err(io_err(&self.dir))?;
         self.buf.clear();
         Ok(())
@@ -1495,6 +1601,164 @@ mod tests {
             log.executed_gtids().unwrap().unwrap().to_string(),
             format!("{uuid}:1-40")
         );
+    }
+
+    /// The sequence numbers of the records in a segment file, read from
+    /// its header to its last byte: panics unless the file is nothing but
+    /// whole, checksummed records (no torn record anywhere in it).
+    fn whole_records(path: &Path) -> Vec<u64> {
+        let mut file = File::open(path).unwrap();
+        check_segment_header(&mut file, path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut r = BufReader::new(file);
+        let (mut seqs, mut read) = (Vec::new(), SEGMENT_HEADER_LEN);
+        while let Some(rec) = read_record(&mut r, path).unwrap() {
+            read += (RECORD_HEADER_LEN + rec.payload.len()) as u64;
+            seqs.push(rec.seq);
+        }
+        assert_eq!(
+            read,
+            len,
+            "{} ends in {} bytes that are no record: {seqs:?}",
+            path.display(),
+            len - read
+        );
+        seqs
+    }
+
+    /// An fsync that fails (ENOSPC found at writeback, EIO) may have lost
+    /// pages the kernel still serves: the segment is cut back at once to
+    /// the last fsynced record, both for the batch's own fsync and for the
+    /// one of a full segment before rolling to the next, so a reopened log
+    /// resumes after the last published record and what it appends follows
+    /// it without a hole or a torn record.
+    #[tokio::test]
+    async fn a_failed_fsync_cuts_the_segment_back_to_its_last_fsynced_record() {
+        // The batch's own fsync: all of it was written, none is kept.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10), txn("b.000001", 20)])
+            .unwrap();
+        let handle = log.subscribe();
+        let published = handle.end();
+        let seg = segment_path(dir.path(), 1);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), published.offset);
+        log.fault = Some(Fault::Sync);
+        let batch: Vec<_> = (3..=5).map(|i| txn("b.000001", 10 * i)).collect();
+        let err = log.append(&batch).unwrap_err();
+        assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+        assert_eq!(handle.end(), published, "nothing of the batch is visible");
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            published.offset,
+            "the records whose fsync failed are cut at once"
+        );
+        assert!(matches!(
+            log.append(&[txn("b.000001", 60)]),
+            Err(LogError::Failed { .. })
+        ));
+        drop(log);
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end(), published);
+        assert_eq!(log.resume_position().unwrap().offset, 20);
+        log.append(&batch).unwrap();
+        assert_eq!(whole_records(&seg), vec![1, 2, 3, 4, 5]);
+
+        // The fsync of a full segment before the roll: the records the
+        // batch wrote into it go, and no next segment is made.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = small_segments_with(dir.path(), 5);
+        let published = log.end();
+        assert_eq!((published.segment, published.last_seq), (1, 5));
+        log.fault = Some(Fault::Sync);
+        let batch: Vec<_> = (6..=60).map(|i| txn("b.000001", 100 * i)).collect();
+        let err = log.append(&batch).unwrap_err();
+        assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+        let seg = segment_path(dir.path(), 1);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), published.offset);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![1]);
+        drop(log);
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        assert_eq!(log.end(), published);
+        log.append(&batch).unwrap();
+        let segments = list_segments(dir.path()).unwrap();
+        assert!(segments.len() > 1);
+        let mut seqs = Vec::new();
+        for s in segments {
+            seqs.extend(whole_records(&segment_path(dir.path(), s)));
+        }
+        assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+        let mut r = log.subscribe().reader_after(None).unwrap();
+        for expect in 1..=60 {
+            assert_eq!(r.next().await.unwrap().unwrap().seq, expect);
+        }
+    }
+
+    /// A write that fails mid-record (ENOSPC) leaves its bytes: the log
+    /// refuses later appends, so nothing lands after the torn record, and
+    /// reopening cuts it, keeps the whole record the write got out before
+    /// it (fsynced at open), and appends after that.
+    #[tokio::test]
+    async fn a_write_that_fails_mid_record_leaves_a_tail_that_reopening_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10)]).unwrap();
+        let handle = log.subscribe();
+        let published = handle.end();
+        let record = (published.offset - SEGMENT_HEADER_LEN) as usize;
+        log.fault = Some(Fault::ShortWrite(record + record / 2));
+        let batch = [txn("b.000001", 20), txn("b.000001", 30)];
+        let err = log.append(&batch).unwrap_err();
+        assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+        assert_eq!(handle.end(), published);
+        let seg = segment_path(dir.path(), 1);
+        let torn = fs::metadata(&seg).unwrap().len();
+        assert!(torn > published.offset + record as u64, "{torn}");
+        assert!(matches!(
+            log.append(&[txn("b.000001", 40)]),
+            Err(LogError::Failed { .. })
+        ));
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            torn,
+            "nothing more written"
+        );
+        drop(log);
+
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end().last_seq, 2);
+        assert_eq!(log.resume_position().unwrap().offset, 20);
+        log.append(&batch).unwrap();
+        assert_eq!(whole_records(&seg), vec![1, 2, 3]);
+    }
+
+    /// A crash can leave a segment longer than what was written, the rest
+    /// zeros (the size reached the disk, the data did not). Eight zero
+    /// bytes read as an empty record with a matching CRC: the tail is cut
+    /// at open, not reported as a corrupt record.
+    #[tokio::test]
+    async fn a_tail_of_zeros_is_cut_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        log.append(&[txn("b.000001", 10), txn("b.000001", 20)])
+            .unwrap();
+        let end = log.end();
+        drop(log);
+        let seg = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0u8; 4096]).unwrap();
+        drop(f);
+
+        let mut log = ChangeLog::open(dir.path()).unwrap();
+        assert_eq!(log.end(), end);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), end.offset);
+        log.append(&[txn("b.000001", 30)]).unwrap();
+        assert_eq!(whole_records(&seg), vec![1, 2, 3]);
     }
 
     #[test]

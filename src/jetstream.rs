@@ -69,6 +69,14 @@ const PULL_MESSAGES: usize = 1000;
 /// Consumers recreated in a row without a message delivered before the
 /// reader gives up (the session then reconnects with backoff).
 const MAX_RESUBSCRIBES: u32 = 5;
+/// How long the server keeps a reader's consumer once no pull is open
+/// for it (a slave that went away). A reader being read always has a pull
+/// open (each is renewed as it expires), so only a reader not read for
+/// this long loses its consumer, and then it does what it does for any
+/// lost consumer: the next pull fails, or nothing comes for the stall
+/// timeout, and it recreates the consumer from its own next sequence. Two
+/// pull lifetimes, so a pull's expiry never races it.
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(2 * PULL_EXPIRES.as_secs());
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -80,6 +88,19 @@ pub enum NatsError {
     NoStream { server: String, stream: String },
     #[error("NATS JetStream: {what} failed: {reason}")]
     JetStream { what: &'static str, reason: String },
+    #[error(
+        "reading stream {stream} stopped at message {seq}: {attempts} consumers in a row \
+         delivered nothing, the last one because {cause}; the slave reconnects with backoff and \
+         reads on from message {seq}. If this repeats, check that nats-server is up and \
+         reachable from the slave, and its log for slow consumers (raise max_pending) or \
+         JetStream errors on that stream"
+    )]
+    ReaderGaveUp {
+        stream: String,
+        seq: u64,
+        attempts: u32,
+        cause: String,
+    },
     #[error("message {seq} of stream {stream} is not a rowcast record: {reason}")]
     Corrupt {
         stream: String,
@@ -125,7 +146,9 @@ impl NatsError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            NatsError::Unreachable { .. } | NatsError::JetStream { .. }
+            NatsError::Unreachable { .. }
+                | NatsError::JetStream { .. }
+                | NatsError::ReaderGaveUp { .. }
         )
     }
 }
@@ -575,6 +598,7 @@ impl NatsLog {
             consumer: None,
             fresh: false,
             resubscribes: 0,
+            last_cause: None,
             waiting_since: None,
             stall_timeout: STALL_TIMEOUT,
             recreated: 0,
@@ -784,6 +808,9 @@ pub struct NatsReader {
     fresh: bool,
     /// Consumers created without a message delivered in between.
     resubscribes: u32,
+    /// Why the last consumer was dropped, for the error when the reader
+    /// gives up.
+    last_cause: Option<String>,
     /// Since when the reader waits for a message that the stream may hold.
     waiting_since: Option<Instant>,
     stall_timeout: Duration,
@@ -812,10 +839,11 @@ impl NatsReader {
         self.messages = None;
         if self.resubscribes >= MAX_RESUBSCRIBES {
             self.resubscribes = 0;
-            return Err(js_err("reading messages")(format!(
-                "{MAX_RESUBSCRIBES} consumers in a row delivered nothing from message {}",
-                self.next_seq
-            )));
+            return Err(reader_gave_up(
+                &self.stream_name,
+                self.next_seq,
+                self.last_cause.take().as_deref(),
+            ));
         }
         if self.resubscribes > 0 {
             tokio::time::sleep(Duration::from_millis(200) * self.resubscribes).await;
@@ -835,7 +863,7 @@ impl NatsReader {
                     start_sequence: self.next_seq,
                 },
                 ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(120),
+                inactive_threshold: CONSUMER_INACTIVE,
                 memory_storage: true,
                 num_replicas: 1,
                 ..Default::default()
@@ -861,6 +889,7 @@ impl NatsReader {
     /// Drops the consumer after trouble; the next read recreates it.
     fn resubscribe(&mut self, cause: &str) {
         tracing::warn!(stream = %self.stream_name, from_seq = self.next_seq, cause, "NATS consumer lost its place; reading again from the next message");
+        self.last_cause = Some(cause.to_string());
         self.messages = None;
         self.recreated += 1;
     }
@@ -937,6 +966,7 @@ impl NatsReader {
                 continue;
             }
             self.resubscribes = 0;
+            self.last_cause = None;
             self.next_seq = seq + 1;
             let corrupt = |reason: &str| NatsError::Corrupt {
                 stream: self.stream_name.clone(),
@@ -978,9 +1008,67 @@ impl NatsReader {
     }
 }
 
+/// The error of a reader whose consumers kept failing: where it stopped,
+/// what failed last and what to do.
+fn reader_gave_up(stream: &str, seq: u64, cause: Option<&str>) -> NatsError {
+    NatsError::ReaderGaveUp {
+        stream: stream.to_string(),
+        seq,
+        attempts: MAX_RESUBSCRIBES,
+        cause: cause
+            .unwrap_or("no cause was seen (the consumer was replaced before it failed)")
+            .to_string(),
+    }
+}
+
+impl Drop for NatsReader {
+    /// A reader that goes (the session ended, the slave stops) deletes its
+    /// consumer instead of leaving it on the server for
+    /// [`CONSUMER_INACTIVE`]. Best effort, in the background: without a
+    /// runtime, or with NATS unreachable, the server drops it by itself.
+    fn drop(&mut self) {
+        let Some(name) = self.consumer.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let stream = self.stream.clone();
+        runtime.spawn(async move {
+            let deleted =
+                tokio::time::timeout(Duration::from_secs(2), stream.delete_consumer(&name)).await;
+            if !matches!(deleted, Ok(Ok(_))) {
+                tracing::debug!(consumer = %name, "could not delete a NATS consumer; the server drops it once inactive");
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reader's last error says where it stopped, what failed last
+    /// (the pull's own error text) and what to do, and is retried.
+    #[test]
+    fn a_reader_that_gives_up_names_the_stream_the_message_and_the_last_cause() {
+        let err = reader_gave_up("ROWCAST", 4711, Some("missing heartbeats from the server"));
+        let msg = err.to_string();
+        for part in [
+            "stream ROWCAST",
+            "message 4711",
+            "5 consumers in a row",
+            "missing heartbeats from the server",
+            "reconnects",
+            "nats-server is up and reachable",
+        ] {
+            assert!(msg.contains(part), "{part:?} not in: {msg}");
+        }
+        assert!(err.is_retryable(), "the session reconnects: {msg}");
+        assert!(reader_gave_up("S", 1, None)
+            .to_string()
+            .contains("no cause was seen"));
+    }
 
     #[test]
     fn urls_name_a_server_and_a_stream() {

@@ -363,3 +363,37 @@ fn status_shows_stream_sequences_and_a_purged_slave_is_told_to_resnapshot() {
     wait_caught_up(&primary, &replica, "ops1");
     assert_same_table(&primary, &replica, "t.log");
 }
+
+/// A reader that goes (a slave's session ends) deletes its consumer at
+/// once instead of leaving it on the server until it is inactive for a
+/// minute; a reader still reading keeps one.
+#[test]
+fn a_dropped_reader_deletes_its_consumer() {
+    async fn consumers(js: &async_nats::jetstream::Context) -> usize {
+        let mut stream = js.get_stream("GONE").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    }
+    let nats = Nats::start();
+    let url = NatsUrl::parse(&nats.url("GONE")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let retention = rowcast::changelog::Retention::default();
+        let log = NatsLog::open(&url, Some(&retention)).await.unwrap();
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let reader = log.reader(1).await.unwrap();
+        assert_eq!(consumers(&js).await, 1, "the reader has a consumer");
+        drop(reader);
+        // Well under the server's own inactive threshold (60 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while consumers(&js).await > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped reader's consumer is still on the server"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}

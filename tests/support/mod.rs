@@ -562,13 +562,33 @@ pub struct Nats {
     dir: TempDir,
 }
 
+/// Client limits of a throwaway `nats-server`; `None` keeps the server's
+/// default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NatsLimits {
+    /// The largest message the server takes, in bytes.
+    pub max_payload: Option<usize>,
+    /// Bytes queued for a client past which the server drops it (a "slow
+    /// consumer").
+    pub max_pending: Option<usize>,
+}
+
 impl Nats {
     pub fn start() -> Nats {
-        Nats::start_with_max_payload(None)
+        Nats::start_with(NatsLimits::default())
     }
 
     /// `max_payload` lowers the server's largest message (bytes).
     pub fn start_with_max_payload(max_payload: Option<usize>) -> Nats {
+        Nats::start_with(NatsLimits {
+            max_payload,
+            ..NatsLimits::default()
+        })
+    }
+
+    /// The one way a test server starts: its config file (with `limits`)
+    /// and JetStream storage in a temp dir, on a free port.
+    pub fn start_with(limits: NatsLimits) -> Nats {
         let dir = tempfile::Builder::new()
             .prefix("rowcast-nats-")
             .tempdir()
@@ -579,8 +599,11 @@ impl Nats {
             "port: {port}\nhost: 127.0.0.1\njetstream {{ store_dir: \"{}\" }}\n",
             dir.path().join("js").display()
         );
-        if let Some(n) = max_payload {
+        if let Some(n) = limits.max_payload {
             conf.push_str(&format!("max_payload: {n}\n"));
+        }
+        if let Some(n) = limits.max_pending {
+            conf.push_str(&format!("max_pending: {n}\n"));
         }
         std::fs::write(&config, conf).unwrap();
         let child = Nats::spawn(&config, dir.path(), port);
@@ -590,6 +613,11 @@ impl Nats {
             config,
             dir,
         }
+    }
+
+    /// What the server logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
     fn spawn(config: &Path, dir: &Path, port: u16) -> Child {

@@ -1,5 +1,6 @@
-//! A `nats-server` with small client limits, and a TCP link between a
-//! client and it that a test can cut.
+//! A `nats-server` with small client limits (started by
+//! [`Nats::start_with`]), and a TCP link between a client and it that a
+//! test can cut.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -13,30 +14,10 @@ impl Nats {
     /// drops a client with more than `max_pending` bytes queued for it (a
     /// "slow consumer").
     pub fn start_with_limits(max_payload: usize, max_pending: usize) -> Nats {
-        let dir = tempfile::Builder::new()
-            .prefix("rowcast-nats-")
-            .tempdir()
-            .unwrap();
-        let port = free_port();
-        let config = dir.path().join("nats.conf");
-        let conf = format!(
-            "port: {port}\nhost: 127.0.0.1\nmax_payload: {max_payload}\nmax_pending: {max_pending}\n\
-             jetstream {{ store_dir: \"{}\" }}\n",
-            dir.path().join("js").display()
-        );
-        std::fs::write(&config, conf).unwrap();
-        let child = Nats::spawn(&config, dir.path(), port);
-        Nats {
-            port,
-            child,
-            config,
-            dir,
-        }
-    }
-
-    /// What the server logged so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+        Nats::start_with(NatsLimits {
+            max_payload: Some(max_payload),
+            max_pending: Some(max_pending),
+        })
     }
 }
 
