@@ -58,19 +58,21 @@ use mysql_async::{Conn, Params, Value as MyValue};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::catalog_fingerprint;
-use crate::change::{Change, ColumnKind, Ddl, Row, TableSchema, Transaction, Value, XaStep, Xid};
-use crate::compact::{self, NetTable};
-use crate::ddl_session::{self, Verdict};
-use crate::migrations;
-use crate::objects::{self, StoredObject, StoredObjects};
-use crate::position::{Gtid, SourcePosition};
-use crate::replay;
+use crate::log::change::{
+    Change, ColumnKind, Ddl, Row, TableSchema, Transaction, Value, XaStep, Xid,
+};
+use crate::net::wire::SnapshotObject;
+use crate::ops::checksum;
+use crate::replica::catalog_fingerprint;
+use crate::replica::ddl::{self, Verdict};
+use crate::replica::migrations;
+use crate::replica::net_effect::{self, NetTable};
+use crate::replica::replay;
+use crate::replica::statements::TablePlan;
+use crate::source::objects::{self, StoredObject, StoredObjects};
+use crate::source::position::{Gtid, SourcePosition};
 use crate::source::{Source, SourceError};
 use crate::sql;
-use crate::statements::TablePlan;
-use crate::verify;
-use crate::wire::SnapshotObject;
 
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
@@ -682,7 +684,7 @@ impl Applier {
             // A part is applied as its net effect too, behind a savepoint
             // so a surprise undoes only this part before the exact path.
             let mut exact = true;
-            if let Some(net) = compact::net_effect(&[txn], verify::is_chunk_table) {
+            if let Some(net) = net_effect::net_effect(&[txn], checksum::is_chunk_table) {
                 self.conn
                     .query_drop("SAVEPOINT rowcast_part")
                     .await
@@ -771,8 +773,8 @@ impl Applier {
                 .held
                 .iter()
                 .find(|h| &h.xid == xid)
-                .map_or(0, |h| crate::packet_size::needed_bytes(&h.txn)),
-            _ => crate::packet_size::needed_bytes(t),
+                .map_or(0, |h| crate::replica::packet_size::needed_bytes(&h.txn)),
+            _ => crate::replica::packet_size::needed_bytes(t),
         };
         let too_big = batch
             .iter()
@@ -783,7 +785,7 @@ impl Applier {
                 position: t.position.to_string(),
                 needed,
                 limit: self.max_packet,
-                setting: crate::packet_size::as_setting(needed),
+                setting: crate::replica::packet_size::as_setting(needed),
             },
             None => e,
         }
@@ -819,7 +821,7 @@ impl Applier {
         }
         let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
         self.drop_unfinished(txns[0]).await;
-        let result = match compact::net_effect(&txns, verify::is_chunk_table) {
+        let result = match net_effect::net_effect(&txns, checksum::is_chunk_table) {
             Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {
                 Ok(true) => {
                     tracing::debug!(
@@ -1087,7 +1089,7 @@ impl Applier {
             None => ApplyError::Lost(e.to_string()),
         };
         let db_absent = self.use_database(ddl, pos).await?;
-        let context = ddl_session::context(ddl).join(", ");
+        let context = ddl::context(ddl).join(", ");
         if let Err(e) = self.conn.query_drop(format!("SET SESSION {context}")).await {
             return Err(match server_code(&e) {
                 Some(_) => ddl_err(format!(
@@ -1104,10 +1106,7 @@ impl Applier {
         // Restore the apply session whatever happened.
         self.conn.query_drop(SESSION_SETUP).await.map_err(lost)?;
         self.conn
-            .query_drop(format!(
-                "SET SESSION {}",
-                ddl_session::restore(ddl).join(", ")
-            ))
+            .query_drop(format!("SET SESSION {}", ddl::restore(ddl).join(", ")))
             .await
             .map_err(lost)?;
         let (actual, message) = match result {
@@ -1118,11 +1117,11 @@ impl Applier {
             },
         };
         let check_catalog =
-            retrying && actual != ddl.error_code && ddl_session::may_have_been_applied(actual);
+            retrying && actual != ddl.error_code && ddl::may_have_been_applied(actual);
         // Several statements: which of them ran before the restart cannot
         // be told one by one, only that the transaction's catalog moved.
         let catalog_moved = check_catalog && self.retry_catalog_moved;
-        let verdict = ddl_session::verdict(ddl, actual, catalog_moved);
+        let verdict = ddl::verdict(ddl, actual, catalog_moved);
         let sql = ddl.sql_text();
         match verdict {
             Verdict::Done => tracing::info!(position = %pos, sql = %sql, "applied statement"),
@@ -1682,7 +1681,7 @@ impl Applier {
                         _ => sql_error(pos, e),
                     });
                 }
-                if verify::is_chunk_table(&plan.schema) {
+                if checksum::is_chunk_table(&plan.schema) {
                     for row in rows {
                         self.check_chunk(&plan.schema, row, pos).await?;
                     }
@@ -1806,7 +1805,7 @@ impl Applier {
         row: &Row,
         pos: &SourcePosition,
     ) -> Result<(), ApplyError> {
-        verify::check_replicated_chunk(&mut self.conn, &self.name, schema, row)
+        checksum::check_replicated_chunk(&mut self.conn, &self.name, schema, row)
             .await
             .map_err(|e| sql_error(pos, e))
     }

@@ -50,16 +50,16 @@ use tokio::sync::{watch, Notify};
 
 use tokio::sync::mpsc;
 
-use crate::change::{Row, TableSchema};
-use crate::changelog::{LogError, LogHandle};
-use crate::connection::{ConnectionError, FrameReader, FrameWriter};
-use crate::filter::Filter;
-use crate::jetstream::NatsLog;
-use crate::metrics::{Metrics, SlaveGauges};
-use crate::position::SourcePosition;
-use crate::snapshot::{Snapshot, SnapshotError};
+use crate::log::change::{Row, TableSchema};
+use crate::log::jetstream::NatsLog;
+use crate::log::segments::{LogError, LogHandle};
+use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
+use crate::ops::metrics::{Metrics, SlaveGauges};
+use crate::source::filter::Filter;
+use crate::source::position::SourcePosition;
+use crate::source::snapshot::{Snapshot, SnapshotError};
 use crate::source::Source;
-use crate::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the per-slave metrics (and the JetStream slaves' progress
@@ -474,7 +474,10 @@ impl Handler {
                 info.snapshot_rows = rows_sent;
                 info.snapshot_estimated_rows = catalog.estimated_rows;
             });
-            bytes_sent += rows.iter().map(crate::statements::row_bytes).sum::<usize>() as u64;
+            bytes_sent += rows
+                .iter()
+                .map(crate::replica::statements::row_bytes)
+                .sum::<usize>() as u64;
             writer
                 .write_message(&MasterMessage::SnapshotRows { table, rows })
                 .await?;
@@ -510,10 +513,12 @@ impl Handler {
 
     async fn serve(mut self, socket: TcpStream) -> Result<(), ServeError> {
         let (mut reader, mut writer) = match &self.snapshots.tls {
-            None => crate::connection::split(socket, wire::HANDSHAKE_FRAME_LIMIT),
+            None => crate::net::connection::split(socket, wire::HANDSHAKE_FRAME_LIMIT),
             Some(acceptor) => {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => crate::connection::split(stream, wire::HANDSHAKE_FRAME_LIMIT),
+                    Ok(Ok(stream)) => {
+                        crate::net::connection::split(stream, wire::HANDSHAKE_FRAME_LIMIT)
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(addr = %self.addr, cause = %e, "refused a peer: TLS handshake failed");
                         return Ok(());
@@ -526,7 +531,7 @@ impl Handler {
             }
         };
         writer.write_raw(&wire::greeting()).await?;
-        let nonce = crate::auth::nonce();
+        let nonce = crate::net::auth::nonce();
         let token = self.snapshots.token.clone();
         writer
             .send(&MasterMessage::Challenge {
@@ -554,7 +559,7 @@ impl Handler {
         if let Some(token) = &token {
             let ok = answer
                 .as_deref()
-                .is_some_and(|a| crate::auth::verify(token, &nonce, &who, a));
+                .is_some_and(|a| crate::net::auth::verify(token, &nonce, &who, a));
             if !ok {
                 let message = if answer.is_none() {
                     "this master requires a token: start the slave with --token-file pointing at the master's secret"
@@ -1191,8 +1196,8 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::Transaction;
-    use crate::changelog::ChangeLog;
+    use crate::log::change::Transaction;
+    use crate::log::segments::ChangeLog;
 
     fn txn(offset: u64, timestamp: u32) -> Transaction {
         Transaction {

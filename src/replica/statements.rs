@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use mysql_async::Value as MyValue;
 
-use crate::change::{Row, TableSchema, Value};
+use crate::log::change::{Row, TableSchema, Value};
 use crate::sql;
 
 pub struct TablePlan {
@@ -223,7 +223,7 @@ pub fn row_bytes(row: &Row) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{ColumnDef, ColumnKind};
+    use crate::log::change::{ColumnDef, ColumnKind};
 
     fn schema(pk: Vec<u32>) -> TableSchema {
         let col = |n: &str| ColumnDef {
@@ -262,8 +262,8 @@ mod tests {
         let (sql, params) = p.update_for(&row, &row);
         assert_eq!(sql, p.update);
         assert_eq!(params.len(), 4);
-        let edit = vec![crate::change::JsonEdit {
-            op: crate::change::JsonEditOp::Remove,
+        let edit = vec![crate::log::change::JsonEdit {
+            op: crate::log::change::JsonEditOp::Remove,
             path: "$.x".into(),
             value: None,
         }];

@@ -5,8 +5,8 @@
 //!
 //! Pure: it builds SQL text and decides; `apply` runs it.
 
-use crate::change::Ddl;
-use crate::ddl::{self, Target};
+use crate::log::change::Ddl;
+use crate::source::statement_target::{self, Target};
 
 /// `Q_FLAGS2` option bits (the servers' `OPTIONS_WRITTEN_TO_BIN_LOG`).
 const OPTION_AUTO_IS_NULL: u32 = 1 << 14;
@@ -184,7 +184,7 @@ fn is_drop_list(ddl: &Ddl) -> bool {
     matches!(
         kind.as_deref(),
         Some("TABLE" | "TABLES" | "VIEW" | "SEQUENCE")
-    ) && matches!(ddl::target(&text), Target::Tables(_))
+    ) && matches!(statement_target::target(&text), Target::Tables(_))
 }
 
 /// A SQL string literal.

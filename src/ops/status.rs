@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::tls::ClientTls;
-use crate::wire::{self, MasterMessage, MasterStatus, SlaveMessage};
+use crate::net::tls::ClientTls;
+use crate::net::wire::{self, MasterMessage, MasterStatus, SlaveMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -25,7 +25,7 @@ pub async fn fetch(
         addr: addr.to_string(),
         reason,
     };
-    let (mut reader, mut writer) = crate::tls::connect(addr, tls, 64 << 20)
+    let (mut reader, mut writer) = crate::net::tls::connect(addr, tls, 64 << 20)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let mut greeting = [0u8; wire::GREETING_LEN];
@@ -57,7 +57,7 @@ pub async fn fetch(
             })
         }
     };
-    let auth = token.map(|t| crate::auth::respond(t, &nonce, "status"));
+    let auth = token.map(|t| crate::net::auth::respond(t, &nonce, "status"));
     writer
         .send(&SlaveMessage::StatusRequest { auth })
         .await

@@ -18,8 +18,8 @@
 
 use std::collections::HashMap;
 
-use crate::change::{Change, Row, TableSchema, Transaction, Value};
-use crate::codec;
+use crate::log::change::{Change, Row, TableSchema, Transaction, Value};
+use crate::log::codec;
 
 /// The net change of one table.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,8 +226,8 @@ pub fn net_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{ColumnDef, ColumnKind};
-    use crate::position::SourcePosition;
+    use crate::log::change::{ColumnDef, ColumnKind};
+    use crate::source::position::SourcePosition;
 
     fn schema(name: &str, key: bool) -> TableSchema {
         let col = |n: &str| ColumnDef {

@@ -9,7 +9,7 @@
 //! that cannot fit is a permanent error naming the setting and its needed
 //! value, never a reason to reconnect and try again forever.
 
-use crate::change::{Change, Row, Transaction, Value};
+use crate::log::change::{Change, Row, Transaction, Value};
 
 /// Statement text, column names and packet headers around the values.
 const OVERHEAD: u64 = 64 << 10;
@@ -63,7 +63,7 @@ pub fn as_setting(needed: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::position::SourcePosition;
+    use crate::source::position::SourcePosition;
 
     #[test]
     fn the_biggest_row_decides() {

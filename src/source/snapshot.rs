@@ -23,20 +23,20 @@
 //! ALL`, its row start and end columns named, keyed by its key and row
 //! end, which is what makes a version unique); the slave writes the
 //! history back with `system_versioning_insert_history`. Sequences,
-//! routines, triggers and events come from [`crate::objects`], sequences
+//! routines, triggers and events come from [`crate::source::objects`], sequences
 //! with their state in the same read view.
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value as MyValue};
 
-use crate::change::{ColumnDef, ColumnKind, Row, TableSchema, Value};
-use crate::filter::Filter;
-use crate::objects::{self, StoredObjects};
-use crate::position::SourcePosition;
+use crate::log::change::{ColumnDef, ColumnKind, Row, TableSchema, Value};
+use crate::net::wire::SnapshotObject;
+use crate::source::filter::Filter;
+use crate::source::objects::{self, StoredObjects};
+use crate::source::position::SourcePosition;
 use crate::source::{Source, SourceError};
 use crate::sql;
-use crate::wire::SnapshotObject;
 
 /// Rows per snapshot frame (and per keyset query).
 pub const CHUNK_ROWS: usize = 5_000;
@@ -389,7 +389,7 @@ impl Snapshot {
             let mut bytes = 0;
             while let Some(row) = stream.next().await {
                 let row = convert(row.map_err(|e| SnapshotError::read(&object, e))?);
-                bytes += crate::statements::row_bytes(&row);
+                bytes += crate::replica::statements::row_bytes(&row);
                 chunk.push(row);
                 if chunk.len() >= CHUNK_ROWS || bytes >= CHUNK_BYTES {
                     total += chunk.len() as u64;
@@ -461,7 +461,7 @@ fn convert(row: mysql_async::Row) -> Row {
             MyValue::Float(f) => Value::Float(f),
             MyValue::Double(d) => Value::Double(d),
             MyValue::Bytes(b) => Value::Bytes(b),
-            v @ (MyValue::Date(..) | MyValue::Time(..)) => crate::decode::temporal(v),
+            v @ (MyValue::Date(..) | MyValue::Time(..)) => crate::source::decode::temporal(v),
         })
         .collect()
 }

@@ -15,8 +15,8 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use crate::change::Ddl;
-use crate::ddl::{self, Target};
+use crate::log::change::Ddl;
+use crate::source::statement_target::{self, Target};
 
 /// Schemas the replica's server and rowcast own.
 const SYSTEM_SCHEMAS: &str = "'mysql','information_schema','performance_schema','sys','rowcast'";
@@ -24,7 +24,7 @@ const SYSTEM_SCHEMAS: &str = "'mysql','information_schema','performance_schema',
 /// The schemas `ddl` can change; `None` when it cannot be told (a trigger
 /// or routine statement without a default database), meaning all of them.
 pub fn schemas(ddl: &Ddl) -> Option<Vec<String>> {
-    let mut out: Vec<String> = match ddl::target(&ddl.sql_text()) {
+    let mut out: Vec<String> = match statement_target::target(&ddl.sql_text()) {
         Target::Database(d) => vec![d],
         Target::Tables(names) => names
             .into_iter()

@@ -31,7 +31,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use serde::{Deserialize, Serialize};
 
-use crate::filter::Filter;
+use crate::source::filter::Filter;
 use crate::sql;
 
 /// What kind of stored object a [`StoredObject`] is.

@@ -29,7 +29,7 @@
 //! The session must have executed the primary's FORMAT_DESCRIPTION event
 //! first (`format_statement`); the applier keeps it for the connection.
 
-use crate::change::RowEvents;
+use crate::log::change::RowEvents;
 
 /// The end-of-statement flag of a ROWS event (post-header, after the
 /// 6-byte table id).

@@ -156,8 +156,8 @@ pub async fn connect(
     limit: usize,
 ) -> Result<
     (
-        crate::connection::FrameReader,
-        crate::connection::FrameWriter,
+        crate::net::connection::FrameReader,
+        crate::net::connection::FrameWriter,
     ),
     ConnectError,
 > {
@@ -171,7 +171,7 @@ pub async fn connect(
     .map_err(|e| ConnectError::Tcp(e.to_string()))?;
     let _ = socket.set_nodelay(true);
     match tls {
-        None => Ok(crate::connection::split(socket, limit)),
+        None => Ok(crate::net::connection::split(socket, limit)),
         Some(t) => {
             let name = server_name(addr).map_err(|e| ConnectError::Tls(e.to_string()))?;
             let stream =
@@ -183,7 +183,7 @@ pub async fn connect(
                         )
                     })?
                     .map_err(|e| ConnectError::Tls(e.to_string()))?;
-            Ok(crate::connection::split(stream, limit))
+            Ok(crate::net::connection::split(stream, limit))
         }
     }
 }

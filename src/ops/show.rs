@@ -4,7 +4,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::Value as MyValue;
 
-use crate::filter::Filter;
+use crate::source::filter::Filter;
 use crate::source::{Source, SourceError};
 use crate::sql;
 

@@ -7,8 +7,8 @@
 //! are none) and matches no exclude pattern. A `db` pattern covers every
 //! table of the database.
 
-use crate::change::{Change, Ddl, Transaction};
-use crate::ddl::{self, Target};
+use crate::log::change::{Change, Ddl, Transaction};
+use crate::source::statement_target::{self, Target};
 
 /// Schemas that belong to the server or to rowcast itself.
 pub const SYSTEM_SCHEMAS: &[&str] = &[
@@ -96,7 +96,7 @@ impl Filter {
         if Self::is_system(db) {
             return false;
         }
-        if db == crate::verify::CHECKSUM_DB {
+        if db == crate::ops::checksum::CHECKSUM_DB {
             return true;
         }
         let included = self.include.is_empty() || self.include.iter().any(|p| glob(&p.db, db));
@@ -112,7 +112,7 @@ impl Filter {
             return false;
         }
         // `rowcast checksum` talks to the slaves through this table.
-        if db == crate::verify::CHECKSUM_DB {
+        if db == crate::ops::checksum::CHECKSUM_DB {
             return true;
         }
         let matches =
@@ -158,7 +158,7 @@ impl Filter {
     }
 
     pub fn ddl_included(&self, ddl: &Ddl) -> bool {
-        match ddl::target(&ddl.sql_text()) {
+        match statement_target::target(&ddl.sql_text()) {
             Target::Database(d) => self.database_included(&d),
             Target::Tables(list) => {
                 list.iter()
@@ -206,8 +206,8 @@ mod tests {
 
     #[test]
     fn filtered_changes_take_their_raw_events_with_them() {
-        use crate::change::{RowEvents, TableSchema};
-        use crate::position::SourcePosition;
+        use crate::log::change::{RowEvents, TableSchema};
+        use crate::source::position::SourcePosition;
         let table = |db: &str| TableSchema {
             database: db.into(),
             name: "t".into(),

@@ -48,10 +48,10 @@ use async_nats::HeaderMap;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::change::Transaction;
-use crate::changelog::{EncodedTxn, Retention};
-use crate::codec;
-use crate::position::SourcePosition;
+use crate::log::change::Transaction;
+use crate::log::codec;
+use crate::log::segments::{EncodedTxn, Retention};
+use crate::source::position::SourcePosition;
 
 pub const DEFAULT_STREAM: &str = "ROWCAST";
 /// How long the server remembers message ids to drop republished ones.

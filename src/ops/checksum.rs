@@ -28,9 +28,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value as MyValue};
 use serde::Serialize;
 
-use crate::change::{Row, TableSchema, Value};
-use crate::filter::{glob, Filter};
-use crate::position::SourcePosition;
+use crate::log::change::{Row, TableSchema, Value};
+use crate::source::filter::{glob, Filter};
+use crate::source::position::SourcePosition;
 use crate::source::{self, Source, SourceError};
 use crate::sql;
 

@@ -7,15 +7,27 @@
 //! credentials, a purged binlog), which stops the master with a message
 //! naming the fix.
 
+// The stages of reading the primary, each in a file of its own.
+pub mod continuity;
+pub mod decode;
+pub mod filter;
+pub mod gtid_set;
+pub mod objects;
+pub mod position;
+pub mod row_image;
+pub mod snapshot;
+pub mod statement_target;
+pub mod status_vars;
+
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 use mysql_common::packets::{GnoInterval, Sid};
 
-use crate::continuity::{self, BinlogState};
-use crate::gtid_set::GtidSet;
-use crate::position::{Gtid, SourcePosition};
+use crate::source::continuity::BinlogState;
+use crate::source::gtid_set::GtidSet;
+use crate::source::position::{Gtid, SourcePosition};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// MySQL/MariaDB error codes that decide how an error is handled.

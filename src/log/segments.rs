@@ -40,10 +40,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::change::Transaction;
-use crate::codec::{self, CodecError, FORMAT_VERSION};
-use crate::gtid_set::GtidSet;
-use crate::position::{Gtid, SourcePosition};
+use crate::log::change::Transaction;
+use crate::log::codec::{self, CodecError, FORMAT_VERSION};
+use crate::source::gtid_set::GtidSet;
+use crate::source::position::{Gtid, SourcePosition};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"RCLOGSEG";
 const SEGMENT_HEADER_LEN: u64 = 12;
@@ -1160,7 +1160,7 @@ impl LogHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{Change, Ddl};
+    use crate::log::change::{Change, Ddl};
 
     fn txn(file: &str, offset: u64) -> Transaction {
         Transaction {

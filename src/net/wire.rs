@@ -25,9 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{Row, TableSchema, Transaction};
-use crate::objects::StoredObjects;
-use crate::position::SourcePosition;
+use crate::log::change::{Row, TableSchema, Transaction};
+use crate::source::objects::StoredObjects;
+use crate::source::position::SourcePosition;
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// Bumped on any incompatible change to messages or the change format.
@@ -225,7 +225,7 @@ pub fn transaction_frame_tag() -> [u8; 1] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
+    use crate::log::codec;
 
     #[test]
     fn transaction_frame_is_tag_plus_log_record() {

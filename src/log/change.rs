@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::position::SourcePosition;
+use crate::source::position::SourcePosition;
 
 /// One committed source transaction, the unit of shipping and of applying,
 /// or one numbered part of a large one.

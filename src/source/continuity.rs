@@ -14,8 +14,8 @@
 
 use std::collections::HashMap;
 
-use crate::gtid_set::GtidSet;
-use crate::position::{Gtid, SourcePosition};
+use crate::source::gtid_set::GtidSet;
+use crate::source::position::{Gtid, SourcePosition};
 
 /// What the primary says about its binlog, read at (re)connection.
 #[derive(Debug, Default, Clone)]

@@ -39,13 +39,13 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::value::Value as MyValue;
 
-use crate::change::{
+use crate::log::change::{
     Change, ColumnDef, ColumnKind, Ddl, JsonEdit, JsonEditOp, Row, RowEvents, TableSchema,
     Transaction, Value, XaStep, Xid,
 };
-use crate::position::{Gtid, SourcePosition};
-use crate::row_image::{self, ImagePair};
-use crate::status_vars;
+use crate::source::position::{Gtid, SourcePosition};
+use crate::source::row_image::{self, ImagePair};
+use crate::source::status_vars;
 
 /// MariaDB event types that `mysql_common` reports as unknown.
 const MARIADB_GTID: u8 = 162;

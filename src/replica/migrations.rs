@@ -7,14 +7,17 @@ use mysql_async::Conn;
 
 /// Every migration in order; the number is its version.
 const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("../migrations/0001_checkpoint.sql")),
-    (2, include_str!("../migrations/0002_checksum_results.sql")),
-    (3, include_str!("../migrations/0003_source_epoch.sql")),
+    (1, include_str!("../../migrations/0001_checkpoint.sql")),
+    (
+        2,
+        include_str!("../../migrations/0002_checksum_results.sql"),
+    ),
+    (3, include_str!("../../migrations/0003_source_epoch.sql")),
     (
         4,
-        include_str!("../migrations/0004_ddl_pending_fingerprint.sql"),
+        include_str!("../../migrations/0004_ddl_pending_fingerprint.sql"),
     ),
-    (5, include_str!("../migrations/0005_xa_resume.sql")),
+    (5, include_str!("../../migrations/0005_xa_resume.sql")),
 ];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {

@@ -11,7 +11,7 @@
 //!
 //! Pure: bytes in, fields out; no I/O.
 
-use crate::change::Ddl;
+use crate::log::change::Ddl;
 
 // Codes from the servers' `log_event.h`; the same in MySQL and MariaDB up
 // to 20, MariaDB's own from 128.

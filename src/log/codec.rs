@@ -89,8 +89,8 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::*;
-    use crate::position::{Gtid, SourcePosition};
+    use crate::log::change::*;
+    use crate::source::position::{Gtid, SourcePosition};
 
     #[test]
     fn transaction_round_trips() {

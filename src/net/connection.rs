@@ -27,8 +27,8 @@ where
     )
 }
 
-use crate::codec::{self, CodecError};
-use crate::frame::{self, FrameError};
+use crate::log::codec::{self, CodecError};
+use crate::net::frame::{self, FrameError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
