@@ -7,6 +7,7 @@
 //! ([`catalog_fingerprint`]) and the `rowcast` schema ([`migrations`]).
 
 pub mod apply;
+pub mod apply_error;
 pub mod catalog_fingerprint;
 pub mod ddl;
 pub mod migrations;
