@@ -55,7 +55,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Value as MyValue};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::log::change::{
@@ -74,6 +74,7 @@ use crate::replica::migrations;
 use crate::replica::net_effect::{self, NetTable};
 use crate::replica::replay;
 use crate::replica::statements::TablePlan;
+use crate::replica::table_facts::TableFacts;
 use crate::source::objects::{self, StoredObject, StoredObjects};
 use crate::source::position::{Gtid, SourcePosition};
 use crate::source::Source;
@@ -95,13 +96,6 @@ const LAX_SQL_MODE: &str = "SET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO,NO_ENGIN
 /// Limits of one multi-row INSERT.
 const INSERT_BATCH_ROWS: usize = 200;
 const INSERT_BATCH_BYTES: usize = 4 << 20;
-
-/// What `Applier::replica_table` found out about a replica table.
-#[derive(Debug, Default)]
-struct ReplicaTable {
-    native: bool,
-    net_ok: bool,
-}
 
 /// How far the slave has applied, as stored in `rowcast.checkpoint`.
 #[derive(Debug, Clone, PartialEq)]
@@ -1463,27 +1457,12 @@ impl Applier {
                 return Ok(p.clone());
             }
         }
-        // MariaDB leaves GENERATION_EXPRESSION NULL for ordinary columns,
-        // MySQL leaves it empty. A versioned table's declared row start and
-        // end are written when a snapshot loads its history.
-        let generated: Vec<Vec<u8>> = self
-            .conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND GENERATION_EXPRESSION <> '' \
-                   AND GENERATION_EXPRESSION NOT IN ('ROW START', 'ROW END')",
-                (&schema.database, &schema.name),
-            )
+        let facts = TableFacts::read(&mut self.conn, &schema.database, &schema.name)
             .await
             .map_err(|e| sql_error(pos, e))?;
-        let generated: HashSet<String> = generated
-            .into_iter()
-            .map(|n| String::from_utf8_lossy(&n).into_owned())
-            .collect();
-        let mut plan = TablePlan::new(schema.clone(), &generated);
-        let facts = self.replica_table(schema, pos).await?;
-        plan.net_ok = facts.net_ok;
-        plan.native = facts.native;
+        let mut plan = TablePlan::new(schema.clone(), &facts.generated);
+        plan.net_ok = facts.net_ok(schema);
+        plan.native = facts.native(schema);
         let plan = Arc::new(plan);
         self.plans.insert(key, plan.clone());
         Ok(plan)
@@ -1557,58 +1536,6 @@ impl Applier {
             }
         }
         Ok(())
-    }
-
-    /// What the replica's copy of a table allows. The net effect (delete
-    /// and re-insert) only for a plain copy of the source's table: no
-    /// triggers (they would see DELETE+INSERT instead of UPDATE), a base
-    /// table (not system-versioned, whose history would differ), no
-    /// foreign keys (a re-inserted parent is not the same as an updated
-    /// one), the same columns (replica-only defaults would be reset) and
-    /// primary key. The server's row-event applier (`replay.rs`) for
-    /// tables whose rows statements cannot reproduce: with triggers, in a
-    /// foreign key, without a primary key, or not a base table.
-    async fn replica_table(
-        &mut self,
-        schema: &TableSchema,
-        pos: &SourcePosition,
-    ) -> Result<ReplicaTable, ApplyError> {
-        let (db, t) = (&schema.database, &schema.name);
-        type Facts = (u64, u64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
-        let facts: Option<Facts> = self
-            .conn
-            .exec_first(
-                "SELECT \
-                   (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?), \
-                   (SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
-                      WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?)), \
-                   (SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
-                   (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR '\\n') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
-                   (SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX SEPARATOR '\\n') FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY')",
-                (db, t, db, t, db, t, db, t, db, t, db, t),
-            )
-            .await
-            .map_err(|e| sql_error(pos, e))?;
-        let Some((triggers, foreign_keys, kind, columns, key)) = facts else {
-            return Ok(ReplicaTable::default());
-        };
-        let names = |idx: &mut dyn Iterator<Item = usize>| -> Vec<u8> {
-            idx.map(|i| schema.columns[i].name.as_bytes().to_vec())
-                .collect::<Vec<_>>()
-                .join(&b'\n')
-        };
-        let source_columns = names(&mut (0..schema.columns.len()));
-        let source_key = names(&mut schema.primary_key.iter().map(|&i| i as usize));
-        let exists = kind.is_some();
-        let base = kind.as_deref() == Some("BASE TABLE");
-        let native =
-            exists && (triggers > 0 || foreign_keys > 0 || !base || schema.primary_key.is_empty());
-        Ok(ReplicaTable {
-            native,
-            net_ok: !native
-                && columns.as_deref() == Some(&source_columns[..])
-                && key.as_deref() == Some(&source_key[..]),
-        })
     }
 
     /// Applies change `index` (on table slot `table`) of `txn` by handing

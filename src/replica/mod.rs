@@ -15,3 +15,4 @@ pub mod net_effect;
 pub mod packet_size;
 pub mod replay;
 pub mod statements;
+mod table_facts;
