@@ -14,5 +14,6 @@ pub mod migrations;
 pub mod net_effect;
 pub mod packet_size;
 pub mod replay;
+mod rows;
 pub mod statements;
 mod table_facts;
