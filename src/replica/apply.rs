@@ -64,7 +64,7 @@ use crate::log::change::{
 use crate::net::wire::SnapshotObject;
 use crate::ops::checksum;
 pub use crate::replica::apply_error::ApplyError;
-use crate::replica::apply_error::{server_code, sql_error, ER_BAD_DB_ERROR, ER_DUP_ENTRY};
+use crate::replica::apply_error::{server_code, sql_error, ER_BAD_DB_ERROR};
 use crate::replica::catalog_fingerprint;
 use crate::replica::ddl::{self, Verdict};
 use crate::replica::migrations;
@@ -517,23 +517,9 @@ impl Applier {
                 }
             }
             self.open_parts = Some(txn.part + 1);
-            // A part is applied as its net effect too, behind a savepoint
-            // so a surprise undoes only this part before the exact path.
-            let mut exact = true;
-            if let Some(net) = net_effect::net_effect(&[txn], checksum::is_chunk_table) {
-                self.conn
-                    .query_drop("SAVEPOINT rowcast_part")
-                    .await
-                    .map_err(|e| sql_error(pos, e))?;
-                exact = !self.apply_net(&net, pos).await?;
-                if exact {
-                    self.conn
-                        .query_drop("ROLLBACK TO SAVEPOINT rowcast_part")
-                        .await
-                        .map_err(|e| sql_error(pos, e))?;
-                }
-            }
-            if exact {
+            // A part is applied as its net effect when it can be, otherwise
+            // change by change.
+            if !self.part_as_net(txn).await? {
                 for (i, change) in txn.changes.iter().enumerate() {
                     self.apply_change(txn, i, change).await?;
                 }
@@ -726,46 +712,6 @@ impl Applier {
         }
         self.write_checkpoint(seq, last).await?;
         self.local("COMMIT", pos).await?;
-        Ok(true)
-    }
-
-    /// The statements of [`net_in_one_commit`](Self::net_in_one_commit),
-    /// inside the caller's transaction.
-    async fn apply_net(
-        &mut self,
-        net: &[NetTable],
-        pos: &SourcePosition,
-    ) -> Result<bool, ApplyError> {
-        let mut plans = Vec::with_capacity(net.len());
-        for table in net {
-            let plan = self.plan(&table.schema, pos).await?;
-            if !plan.net_ok {
-                return Ok(false);
-            }
-            plans.push(plan);
-        }
-        let mut params = Vec::new();
-        for (table, plan) in net.iter().zip(plans) {
-            for chunk in table.deletes.chunks(plan.keys_per_delete()) {
-                params.clear();
-                for row in chunk {
-                    params.extend(plan.key_params(row));
-                }
-                let stmt = plan.delete_keys_sql(chunk.len());
-                self.conn
-                    .exec_drop(stmt, Params::Positional(std::mem::take(&mut params)))
-                    .await
-                    .map_err(|e| sql_error(pos, e))?;
-                if self.conn.affected_rows() != chunk.len() as u64 {
-                    return Ok(false);
-                }
-            }
-            match self.insert_rows(&plan, &table.inserts).await {
-                Ok(()) => {}
-                Err((e, _)) if server_code(&e) == Some(ER_DUP_ENTRY) => return Ok(false),
-                Err((e, _)) => return Err(sql_error(pos, e)),
-            }
-        }
         Ok(true)
     }
 

@@ -11,6 +11,7 @@ pub mod apply_error;
 pub mod catalog_fingerprint;
 pub mod ddl;
 pub mod migrations;
+mod net_apply;
 pub mod net_effect;
 pub mod packet_size;
 pub mod replay;
