@@ -3,7 +3,7 @@
 //! native replica's SQL thread does) and how to judge its outcome against
 //! the error the primary logged it with.
 //!
-//! Pure: it builds SQL text and decides; `apply` runs it.
+//! Pure: it builds SQL text and decides; `ddl_apply` runs it.
 
 use crate::log::change::Ddl;
 use crate::source::statement_target::{self, Target};

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod apply_error;
 pub mod catalog_fingerprint;
 pub mod ddl;
+mod ddl_apply;
 pub mod migrations;
 mod net_apply;
 pub mod net_effect;
