@@ -17,5 +17,6 @@ pub mod net_effect;
 pub mod packet_size;
 pub mod replay;
 mod rows;
+mod snapshot_load;
 pub mod statements;
 mod table_facts;
