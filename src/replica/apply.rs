@@ -17,7 +17,7 @@
 //! changed since the marker (MariaDB 10.6+ DDL is atomic, so it is all or
 //! nothing). Unchanged, the statement fails for real and the slave stops.
 //!
-//! A statement runs in the primary's session context (`ddl_session`) and
+//! A statement runs in the primary's session context (`ddl.rs`) and
 //! must end as it ended there: with the error the primary logged it with,
 //! if any.
 //!
@@ -36,21 +36,20 @@
 //! insert that hits a duplicate key, stops the slave with an error naming
 //! the table, key and source position (the replica has diverged).
 //!
-//! Errors are classified in `sql_error`: a lost connection, a deadlock or a
-//! lock wait timeout is retried (the slave reconnects and the master sends
-//! the transaction again); anything else stops the slave. **A full replica
-//! disk stops the slave** ([`ApplyError::DiskFull`]: error 1114 "table is
-//! full", 1021 "disk full", 1878 "temporary file write failure", or errno
-//! 28 / "No space left on device" in any error's message), like the native
-//! SQL thread, rather than waiting: retrying would rerun the same local
-//! transaction against the same full disk, and InnoDB on a disk with no
-//! room even to roll back aborts the whole server. The local transaction
-//! is rolled back, so the checkpoint stays before everything unapplied;
-//! after space is freed the restarted slave resumes from it. (Where
-//! MariaDB itself waits for space, e.g. Aria or MyISAM writes with "Waiting
-//! for someone to free space", the statement just takes longer and the
-//! slave waits with it. A replica server that crashes on a full disk is a
-//! lost connection: the slave retries until it is back.)
+//! Errors are classified in `apply_error.rs`: a lost connection, a
+//! deadlock or a lock wait timeout is retried; a full replica disk stops
+//! the slave with the local transaction rolled back; anything else stops it
+//! too.
+//!
+//! This module owns the commit protocol: the checkpoint (read at
+//! [`Applier::connect`], written with the rows it names), the local
+//! transactions (one per transaction or batch, one across the parts of a
+//! large transaction), the pending-DDL marker and the XA rows held. What
+//! runs inside those transactions lives beside it, each an `impl Applier`
+//! block of its own: one change at a time in `rows.rs` (with the
+//! replica's table facts from `table_facts.rs`), a net effect in
+//! `net_apply.rs`, logged statements in `ddl_apply.rs`, and a snapshot's
+//! load in `snapshot_load.rs`.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params};
@@ -294,7 +293,6 @@ impl Applier {
         }
     }
 
-    /// An entry was received and applied or skipped.
     /// A statement of the local transaction's own (START TRANSACTION,
     /// COMMIT), its failure named by the source position being applied.
     pub(super) async fn local(
@@ -320,6 +318,7 @@ impl Applier {
         self.seen(seq, txn);
     }
 
+    /// An entry was received and applied or skipped.
     fn seen(&mut self, seq: u64, txn: &Transaction) {
         if txn.is_commit() {
             self.last_seen = Some((seq, txn.position.clone()));

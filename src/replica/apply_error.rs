@@ -1,9 +1,21 @@
-//! What can go wrong while applying, and how a server's answer is
-//! classified: a lost connection, a deadlock or a lock wait timeout is
+//! What can go wrong while applying ([`ApplyError`]), and how a server's
+//! answer is classified.
+//!
+//! By `sql_error`: a lost connection, a deadlock or a lock wait timeout is
 //! retried (the slave reconnects and the master sends the transaction
-//! again); a full disk ([`ApplyError::DiskFull`]), a diverged row
-//! ([`ApplyError::Conflict`]) or anything else stops the slave. See the
-//! `apply` module doc for why a full disk stops rather than waits.
+//! again); anything else stops the slave. **A full replica
+//! disk stops the slave** ([`ApplyError::DiskFull`]: error 1114 "table is
+//! full", 1021 "disk full", 1878 "temporary file write failure", or errno
+//! 28 / "No space left on device" in any error's message), like the native
+//! SQL thread, rather than waiting: retrying would rerun the same local
+//! transaction against the same full disk, and InnoDB on a disk with no
+//! room even to roll back aborts the whole server. The local transaction
+//! is rolled back, so the checkpoint stays before everything unapplied;
+//! after space is freed the restarted slave resumes from it. (Where
+//! MariaDB itself waits for space, e.g. Aria or MyISAM writes with "Waiting
+//! for someone to free space", the statement just takes longer and the
+//! slave waits with it. A replica server that crashes on a full disk is a
+//! lost connection: the slave retries until it is back.)
 
 use crate::replica::statements::TablePlan;
 use crate::source::position::SourcePosition;
