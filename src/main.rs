@@ -13,12 +13,12 @@ use clap::{Parser, Subcommand};
 mod menu;
 use tokio::sync::watch;
 
-use rowcast::filter::Filter;
-use rowcast::jetstream::NatsUrl;
+use rowcast::log::jetstream::NatsUrl;
 use rowcast::master::{self, MasterConfig};
+use rowcast::ops::checksum;
 use rowcast::slave::{self, SlaveConfig};
+use rowcast::source::filter::Filter;
 use rowcast::source::Source;
-use rowcast::verify;
 
 #[derive(Parser)]
 #[command(
@@ -221,13 +221,13 @@ struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    fn build(&self) -> anyhow::Result<Option<rowcast::tls::ClientTls>> {
+    fn build(&self) -> anyhow::Result<Option<rowcast::net::tls::ClientTls>> {
         let Some(ca) = &self.tls_ca else {
             return Ok(None);
         };
         let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
-        Ok(Some(rowcast::tls::ClientTls {
-            connector: rowcast::tls::connector(ca, client)?,
+        Ok(Some(rowcast::net::tls::ClientTls {
+            connector: rowcast::net::tls::connector(ca, client)?,
         }))
     }
 }
@@ -306,8 +306,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn print_status(s: &rowcast::wire::MasterStatus) {
-    let pos = |p: &Option<rowcast::position::SourcePosition>| {
+fn print_status(s: &rowcast::net::wire::MasterStatus) {
+    let pos = |p: &Option<rowcast::source::position::SourcePosition>| {
         p.as_ref()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into())
@@ -375,7 +375,7 @@ fn print_status(s: &rowcast::wire::MasterStatus) {
     }
 }
 
-fn print_report(report: &verify::Report) {
+fn print_report(report: &checksum::Report) {
     println!(
         "checksum run {} (primary at {})",
         report.run_id, report.position
@@ -465,9 +465,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
                 token: token_file
                     .as_deref()
-                    .map(rowcast::auth::load_token)
+                    .map(rowcast::net::auth::load_token)
                     .transpose()?,
-                retention: rowcast::changelog::Retention {
+                retention: rowcast::log::segments::Retention {
                     max_bytes: retain_mb.saturating_mul(1 << 20),
                     max_age: Duration::from_secs(retain_hours.saturating_mul(3600)),
                 },
@@ -478,7 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stall_after,
                 tls: match (&tls_cert, &tls_key) {
                     (Some(c), Some(k)) => {
-                        Some(rowcast::tls::acceptor(c, k, tls_client_ca.as_deref())?)
+                        Some(rowcast::net::tls::acceptor(c, k, tls_client_ca.as_deref())?)
                     }
                     _ => None,
                 },
@@ -509,7 +509,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
                 token: token_file
                     .as_deref()
-                    .map(rowcast::auth::load_token)
+                    .map(rowcast::net::auth::load_token)
                     .transpose()?,
                 read_only: !no_read_only,
                 tls: tls.build()?,
@@ -525,10 +525,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let token = token_file
                 .as_deref()
-                .map(rowcast::auth::load_token)
+                .map(rowcast::net::auth::load_token)
                 .transpose()?;
             let tls = tls.build()?;
-            let status = rowcast::status::fetch(&master, token.as_deref(), tls.as_ref()).await?;
+            let status =
+                rowcast::ops::status::fetch(&master, token.as_deref(), tls.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -543,7 +544,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let target = Source::from_url(&target)?;
             let shown =
-                rowcast::show::show(&target, what.as_deref(), limit, where_.as_deref()).await?;
+                rowcast::ops::show::show(&target, what.as_deref(), limit, where_.as_deref())
+                    .await?;
             for f in &shown.freshness {
                 println!("{f}");
             }
@@ -559,7 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chunk_ms,
             wait,
         } => {
-            let opts = verify::ChecksumOptions {
+            let opts = checksum::ChecksumOptions {
                 source: Source::from_url(&source)?,
                 targets: target
                     .iter()
@@ -572,10 +574,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress: std::io::stderr().is_terminal().then(|| {
                     Box::new(|table: &str, chunks: u32, rows: u64| {
                         eprint!("\r\x1b[Kchecksumming {table}: {chunks} chunk(s), {rows} rows");
-                    }) as Box<verify::Progress>
+                    }) as Box<checksum::Progress>
                 }),
             };
-            let report = verify::run(&opts).await;
+            let report = checksum::run(&opts).await;
             if opts.progress.is_some() {
                 eprint!("\r\x1b[K");
             }
@@ -603,7 +605,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match rowcast::config::expand_args(std::env::args_os().collect()) {
+    let args = match rowcast::ops::config::expand_args(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");

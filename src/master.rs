@@ -16,16 +16,16 @@ use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::changelog::{ChangeLog, EncodedTxn, LogError, Retention};
-use crate::codec::CodecError;
-use crate::continuity::StreamOrder;
-use crate::decode::{DecodeError, Decoder};
-use crate::filter::Filter;
-use crate::gtid_set::GtidSet;
-use crate::jetstream::{NatsError, NatsLog, NatsUrl, Tail};
-use crate::metrics::Metrics;
-use crate::position::SourcePosition;
-use crate::serve::{Listener, ServeLog, ServerState, SnapshotSource};
+use crate::log::codec::CodecError;
+use crate::log::jetstream::{NatsError, NatsLog, NatsUrl, Tail};
+use crate::log::segments::{ChangeLog, EncodedTxn, LogError, Retention};
+use crate::net::serve::{Listener, ServeLog, ServerState, SnapshotSource};
+use crate::ops::metrics::Metrics;
+use crate::source::continuity::StreamOrder;
+use crate::source::decode::{DecodeError, Decoder};
+use crate::source::filter::Filter;
+use crate::source::gtid_set::GtidSet;
+use crate::source::position::SourcePosition;
 use crate::source::{self, Source, SourceError, StreamStart};
 
 #[derive(Clone)]
@@ -91,7 +91,7 @@ pub async fn run(
     let source = &config.source;
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
-        crate::metrics::serve(addr.clone(), metrics.clone(), "master")
+        crate::ops::metrics::serve(addr.clone(), metrics.clone(), "master")
             .await
             .map_err(|e| MasterError::Listen {
                 addr: addr.clone(),

@@ -13,9 +13,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use tokio::sync::watch;
 
-use rowcast::filter::Filter;
 use rowcast::master::{self, MasterConfig};
 use rowcast::slave::{self, SlaveConfig};
+use rowcast::source::filter::Filter;
 use rowcast::source::Source;
 
 /// Reads one answer; `None` at end of input (Ctrl-D).
@@ -105,7 +105,7 @@ async fn run_sql(source: &Source, sql: &str) {
 }
 
 async fn show_slaves(listen: &str) {
-    match rowcast::status::fetch(listen, None, None).await {
+    match rowcast::ops::status::fetch(listen, None, None).await {
         Ok(s) if s.slaves.is_empty() => println!("no slave has connected yet."),
         Ok(s) => {
             for sl in s.slaves {
@@ -170,11 +170,11 @@ pub async fn master() -> i32 {
         metrics: None,
         token: None,
         retention: Default::default(),
-        segment_bytes: rowcast::changelog::DEFAULT_SEGMENT_BYTES,
-        part_bytes: rowcast::decode::DEFAULT_PART_BYTES,
+        segment_bytes: rowcast::log::segments::DEFAULT_SEGMENT_BYTES,
+        part_bytes: rowcast::source::decode::DEFAULT_PART_BYTES,
         nats: None,
         nats_chunk_bytes: None,
-        stall_after: rowcast::serve::DEFAULT_STALL_AFTER,
+        stall_after: rowcast::net::serve::DEFAULT_STALL_AFTER,
         tls: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -349,7 +349,7 @@ pub async fn slave() -> i32 {
                         }
                     }
                 }
-                let opts = rowcast::verify::ChecksumOptions {
+                let opts = rowcast::ops::checksum::ChecksumOptions {
                     source: primary.clone().expect("set above"),
                     targets: vec![target.clone()],
                     tables: Vec::new(),
@@ -357,7 +357,7 @@ pub async fn slave() -> i32 {
                     wait: Duration::from_secs(120),
                     progress: None,
                 };
-                match rowcast::verify::run(&opts).await {
+                match rowcast::ops::checksum::run(&opts).await {
                     Ok(r) => {
                         for t in r.targets.iter().flat_map(|t| &t.tables) {
                             println!(
@@ -391,7 +391,7 @@ pub async fn slave() -> i32 {
                 continue;
             }
         };
-        match rowcast::show::show(&target, what.as_deref(), 50, None).await {
+        match rowcast::ops::show::show(&target, what.as_deref(), 50, None).await {
             Ok(shown) => {
                 for f in &shown.freshness {
                     println!("{f}");

@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::apply::{Applier, ApplyError};
-use crate::change::Transaction;
-use crate::codec::MAX_ENCODED_LEN;
-use crate::connection::ConnectionError;
-use crate::connection::FrameWriter;
-use crate::jetstream::{NatsError, NatsLog, NatsUrl, SlaveProgress};
-use crate::metrics::Metrics;
+use crate::log::change::Transaction;
+use crate::log::codec::MAX_ENCODED_LEN;
+use crate::log::jetstream::{NatsError, NatsLog, NatsUrl, SlaveProgress};
+use crate::net::connection::ConnectionError;
+use crate::net::connection::FrameWriter;
+use crate::net::tls::{ClientTls, ConnectError};
+use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+use crate::ops::metrics::Metrics;
+use crate::replica::apply::{Applier, ApplyError};
 use crate::source::Source;
-use crate::tls::{ClientTls, ConnectError};
-use crate::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
 
 #[derive(Debug, Clone)]
 pub struct SlaveConfig {
@@ -84,7 +84,7 @@ pub async fn run(
 ) -> Result<(), SlaveError> {
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
-        crate::metrics::serve(addr.clone(), metrics.clone(), "slave")
+        crate::ops::metrics::serve(addr.clone(), metrics.clone(), "slave")
             .await
             .map_err(|e| SlaveError::Unavailable {
                 addr: addr.clone(),
@@ -196,7 +196,7 @@ async fn session(
         reason,
     };
     let (mut reader, mut writer) =
-        match crate::tls::connect(&addr, config.tls.as_ref(), MAX_ENCODED_LEN + 16).await {
+        match crate::net::tls::connect(&addr, config.tls.as_ref(), MAX_ENCODED_LEN + 16).await {
             Ok(rw) => rw,
             Err(ConnectError::Tcp(e)) => return Err(unavailable(e)),
             Err(e @ ConnectError::Tls(_)) => {
@@ -283,7 +283,7 @@ async fn session(
         auth: config
             .token
             .as_deref()
-            .map(|t| crate::auth::respond(t, &nonce, &config.name)),
+            .map(|t| crate::net::auth::respond(t, &nonce, &config.name)),
         name: config.name.clone(),
         after,
     };
@@ -359,7 +359,7 @@ async fn session(
                         return;
                     };
                     (
-                        crate::codec::decode::<MasterMessage>(&frame)
+                        crate::log::codec::decode::<MasterMessage>(&frame)
                             .map(Some)
                             .map_err(ConnectionError::from),
                         Some(permit),
@@ -597,7 +597,7 @@ impl Reporter<'_> {
                     seq: cp.seq.max(*floor),
                     position: cp.position.clone(),
                     source_time: *source_time,
-                    updated_ms: crate::serve::now_ms(),
+                    updated_ms: crate::net::serve::now_ms(),
                     error,
                 };
                 // Progress is for `rowcast status`; NATS trouble here must
@@ -717,7 +717,7 @@ async fn apply_loop(
                     .add(batch.iter().filter(|(_, t)| t.is_commit()).count() as u64);
                 metrics.rows.add(rows as u64);
                 metrics.last_seq.set(*seq);
-                let now = crate::serve::now_ms() / 1000;
+                let now = crate::net::serve::now_ms() / 1000;
                 metrics.lag_seconds.set(if rx.is_empty() {
                     0
                 } else {

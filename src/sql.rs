@@ -7,7 +7,7 @@
 
 use mysql_async::Value as MyValue;
 
-use crate::change::{JsonEdit, JsonEditOp, Value};
+use crate::log::change::{JsonEdit, JsonEditOp, Value};
 
 /// Quotes an identifier with backticks, doubling any backtick inside.
 pub fn ident(name: &str) -> String {

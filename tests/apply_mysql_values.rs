@@ -5,9 +5,9 @@
 
 mod support;
 
-use rowcast::apply::Applier;
-use rowcast::change::*;
-use rowcast::position::{Gtid, SourcePosition};
+use rowcast::log::change::*;
+use rowcast::replica::apply::Applier;
+use rowcast::source::position::{Gtid, SourcePosition};
 use rowcast::source::Source;
 use support::*;
 

@@ -238,8 +238,8 @@ fn garbage_on_the_master_port_does_not_hurt_it() {
 /// `Hello` keeps its layout across versions so the master can read it.
 #[test]
 fn a_slave_of_another_protocol_version_is_told_to_run_the_same_version() {
-    use rowcast::codec;
-    use rowcast::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+    use rowcast::log::codec;
+    use rowcast::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
     use std::io::Read;
 
     fn read_message(s: &mut std::net::TcpStream) -> MasterMessage {

@@ -197,7 +197,7 @@ fn a_statement_that_partly_failed_on_the_primary_ends_the_same_on_the_replica() 
 
 /// The replica's catalog fingerprint of `app`, as the applier computes it.
 fn fingerprint(db: &MariaDb) -> String {
-    let q = rowcast::catalog_fingerprint::query(Some(&["app".to_string()]));
+    let q = rowcast::replica::catalog_fingerprint::query(Some(&["app".to_string()]));
     db.sql(&format!(
         "SET SESSION group_concat_max_len = 1073741824; {q}"
     ))

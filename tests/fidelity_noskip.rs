@@ -220,10 +220,10 @@ fn a_message_missing_from_the_jetstream_stream_stops_the_slave() {
     slave.stop();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let parsed = rowcast::jetstream::NatsUrl::parse(&url).unwrap();
+    let parsed = rowcast::log::jetstream::NatsUrl::parse(&url).unwrap();
     let last = || {
         rt.block_on(async {
-            let log = rowcast::jetstream::NatsLog::open(&parsed, None)
+            let log = rowcast::log::jetstream::NatsLog::open(&parsed, None)
                 .await
                 .unwrap();
             log.state().await.unwrap().1

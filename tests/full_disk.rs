@@ -9,8 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use rowcast::change::{Change, Value};
-use rowcast::changelog::ChangeLog;
+use rowcast::log::change::{Change, Value};
+use rowcast::log::segments::ChangeLog;
 use support::disk::SmallDisk;
 use support::*;
 
@@ -368,16 +368,16 @@ fn a_full_replica_stops_the_slave_and_a_restart_catches_up() {
 /// reopened log ends at the last published record and appends after it.
 #[test]
 fn a_change_log_that_failed_a_write_publishes_nothing_more_until_reopened() {
-    use rowcast::changelog::LogError;
-    use rowcast::position::SourcePosition;
+    use rowcast::log::segments::LogError;
+    use rowcast::source::position::SourcePosition;
 
-    let txn = |offset: u64| rowcast::change::Transaction {
+    let txn = |offset: u64| rowcast::log::change::Transaction {
         position: SourcePosition::new("b.000001", offset),
         timestamp: 1,
         part: 0,
         more: false,
         tables: vec![],
-        changes: vec![Change::Ddl(rowcast::change::Ddl {
+        changes: vec![Change::Ddl(rowcast::log::change::Ddl {
             database: None,
             sql: vec![b'x'; 30_000],
             ..Default::default()

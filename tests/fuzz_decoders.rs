@@ -19,11 +19,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rowcast::change::*;
-use rowcast::codec;
-use rowcast::frame;
-use rowcast::position::{Gtid, SourcePosition};
-use rowcast::wire::{self, MasterMessage, SlaveMessage};
+use rowcast::log::change::*;
+use rowcast::log::codec;
+use rowcast::net::frame;
+use rowcast::net::wire::{self, MasterMessage, SlaveMessage};
+use rowcast::source::position::{Gtid, SourcePosition};
 
 /// The fuzz targets' checks, shared with `cargo fuzz`.
 #[path = "../fuzz/src/lib.rs"]

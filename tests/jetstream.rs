@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rowcast::jetstream::{NatsLog, NatsUrl};
+use rowcast::log::jetstream::{NatsLog, NatsUrl};
 use support::*;
 
 fn master_on(
@@ -30,7 +30,7 @@ fn slave_on(nats_url: &str, master: &str, target: &MariaDb, name: &str) -> Rowca
 }
 
 /// Every record in the stream, in order: (sequence, position, more).
-fn stream_records(nats_url: &str) -> Vec<(u64, rowcast::position::SourcePosition, bool)> {
+fn stream_records(nats_url: &str) -> Vec<(u64, rowcast::source::position::SourcePosition, bool)> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = NatsUrl::parse(nats_url).unwrap();

@@ -9,7 +9,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rowcast::jetstream::{NatsLog, NatsUrl};
+use rowcast::log::jetstream::{NatsLog, NatsUrl};
 use support::nats_limits::Link;
 use support::*;
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rowcast::changelog::ChangeLog;
+use rowcast::log::segments::ChangeLog;
 use support::*;
 
 const ROWS: u64 = 60_000;

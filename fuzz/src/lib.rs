@@ -21,13 +21,13 @@ use std::sync::Once;
 use mysql_common::binlog::consts::{BinlogVersion, EventType, TransactionPayloadCompressionType};
 use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use mysql_common::binlog::EventStreamReader;
-use rowcast::change::Transaction;
-use rowcast::changelog::RawRecord;
-use rowcast::codec;
-use rowcast::decode::Decoder;
-use rowcast::frame;
-use rowcast::position::SourcePosition;
-use rowcast::wire::{self, MasterMessage, SlaveMessage};
+use rowcast::log::change::Transaction;
+use rowcast::log::codec;
+use rowcast::log::segments::RawRecord;
+use rowcast::net::frame;
+use rowcast::net::wire::{self, MasterMessage, SlaveMessage};
+use rowcast::source::decode::Decoder;
+use rowcast::source::position::SourcePosition;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The fuzz targets, by name (the names of `testdata/fuzz/<target>/`).

@@ -707,7 +707,7 @@ pub fn assert_each_row_once(replica: &MariaDb, n: u64) {
 /// first of a transaction: proof that a test's transactions travelled in
 /// parts.
 pub fn logged_parts(data_dir: &Path) -> usize {
-    let log = rowcast::changelog::ChangeLog::open(data_dir).unwrap();
+    let log = rowcast::log::segments::ChangeLog::open(data_dir).unwrap();
     let handle = log.subscribe();
     drop(log);
     let rt = tokio::runtime::Runtime::new().unwrap();

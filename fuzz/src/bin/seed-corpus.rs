@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use mysql_common::binlog::consts::TransactionPayloadCompressionType;
 use mysql_common::binlog::events::{GtidEvent, QueryEvent, TransactionPayloadEvent};
 use mysql_common::proto::MySerialize;
-use rowcast::change::*;
-use rowcast::codec;
-use rowcast::frame;
-use rowcast::position::{Gtid, SourcePosition};
-use rowcast::wire::{self, *};
+use rowcast::log::change::*;
+use rowcast::log::codec;
+use rowcast::net::frame;
+use rowcast::source::position::{Gtid, SourcePosition};
+use rowcast::net::wire::{self, *};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -567,7 +567,7 @@ mod erased {
     }
     impl<T: serde::Serialize> Enc for T {
         fn enc(&self) -> Vec<u8> {
-            rowcast::codec::encode(self).unwrap()
+            rowcast::log::codec::encode(self).unwrap()
         }
     }
 }

@@ -1,0 +1,1378 @@
+//! The master's side of the wire: accepts slaves and streams the change
+//! log to each from its checkpoint.
+//!
+//! [`Listener`] only accepts; each connection gets its own handler task.
+//! A bad peer (wrong protocol, garbage, a stalled handshake) ends only its
+//! own connection, with the reason logged against its address; the master
+//! and its other slaves go on.
+//!
+//! It also owns what the master knows of each slave ([`ServerState`]) and
+//! the operator's view of it ([`status_of`]):
+//!
+//! - **Lag** in seconds is now minus the primary commit time of the oldest
+//!   transaction the slave has not applied: the change-log record right
+//!   after its applied sequence, read from the log by sequence (a few
+//!   header bytes, never the rows). That holds for connected, disconnected
+//!   and stalled slaves alike, and for JetStream slaves (the message after
+//!   the sequence in their progress report). A slave that applied the whole
+//!   log can still be behind when the master is behind the primary: the
+//!   transaction it misses is not in the log yet, so its commit time is
+//!   unknown but later than the newest record and than the last moment the
+//!   master's binlog reader was known to be caught up (the primary sends a
+//!   binlog heartbeat only then); `now - max(those)` is a lower bound. It is
+//!   0 only when nothing is pending: the primary's binlog end is not after
+//!   what the master has read. A pending transaction counts at least 1 s
+//!   (commit times have whole seconds).
+//! - **Stalled**: a connected (or JetStream) slave with work pending whose
+//!   applied sequence has not moved for `--stall-after`. For JetStream the
+//!   master remembers when each name's reported sequence last changed (its
+//!   progress report is rewritten on heartbeats, so its own time says
+//!   nothing about progress).
+//! - **One name, two connections**: the newer connection replaces the
+//!   older, as a MariaDB/MySQL primary kills the older dump thread when a
+//!   replica with the same server id connects. A slave that reconnects
+//!   after a network failure its old TCP connection has not noticed (or
+//!   after being frozen) must not be refused for minutes. Each connection
+//!   has an id; the replaced handler ends (even inside a blocked write) and
+//!   can no longer change the name's entry, so it neither marks the new
+//!   connection disconnected nor moves the sequence retention keeps for it.
+//!   Two live slaves sharing a name take the name from each other in turn,
+//!   with a warning each time: names must be unique.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use tokio::sync::mpsc;
+
+use crate::log::change::{Row, TableSchema};
+use crate::log::jetstream::NatsLog;
+use crate::log::segments::{LogError, LogHandle};
+use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
+use crate::ops::metrics::{Metrics, SlaveGauges};
+use crate::source::filter::Filter;
+use crate::source::position::SourcePosition;
+use crate::source::snapshot::{Snapshot, SnapshotError};
+use crate::source::Source;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the per-slave metrics (and the JetStream slaves' progress
+/// memory) are refreshed.
+const SLAVE_METRICS_INTERVAL: Duration = Duration::from_secs(3);
+/// The default of `--stall-after`.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
+/// An idle stream gets a heartbeat this often.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the master knows of each connected slave (for status and
+/// retention).
+#[derive(Debug, Clone)]
+pub struct SlaveInfo {
+    pub addr: SocketAddr,
+    pub state: &'static str,
+    /// The slave's progress: it has applied (or holds, if prepared XA)
+    /// everything up to this sequence. Lag and `stalled` count from it.
+    pub acked_seq: u64,
+    pub acked_position: Option<SourcePosition>,
+    pub acked_source_time: u32,
+    /// Retention: the lowest sequence the slave may still read again
+    /// (`SlaveMessage::Ack::keep_from`; below `acked_seq + 1` while it
+    /// holds prepared XA transactions). 0 until known: keep everything.
+    pub keep_from: u64,
+    /// Highest sequence number sent, and the primary commit time of the
+    /// oldest transaction sent but not yet acknowledged (0: none).
+    pub sent_seq: u64,
+    pub oldest_unacked_time: u32,
+    pub snapshot_rows: u64,
+    pub snapshot_estimated_rows: u64,
+    pub last_error: Option<String>,
+    /// Which connection this entry belongs to: a replaced connection's
+    /// handler leaves a newer entry alone.
+    pub conn: u64,
+    /// When `acked_seq` last changed (or the connection began).
+    pub progress_at: Instant,
+    /// Notified when a newer connection takes the name over.
+    pub kick: Arc<Notify>,
+}
+
+pub struct ServerState {
+    pub slaves: Mutex<HashMap<String, SlaveInfo>>,
+    /// Position and primary commit time of the newest logged transaction.
+    pub log_tip: Mutex<(Option<SourcePosition>, u32)>,
+    pub metrics: Arc<Metrics>,
+    /// See `--stall-after`.
+    pub stall_after: Duration,
+    /// The last binlog heartbeat: where the primary's dump had got to (if
+    /// it said) and when (ms since the epoch). The master's binlog reader
+    /// had read everything the primary had then.
+    caught_up: Mutex<Option<(Option<SourcePosition>, u64)>>,
+    next_conn: AtomicU64,
+    /// JetStream slaves: the sequence last reported and since when.
+    nats_seen: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl ServerState {
+    pub fn new(metrics: Arc<Metrics>, stall_after: Duration) -> ServerState {
+        ServerState {
+            slaves: Mutex::new(HashMap::new()),
+            log_tip: Mutex::new((None, 0)),
+            metrics,
+            stall_after,
+            caught_up: Mutex::new(None),
+            next_conn: AtomicU64::new(1),
+            nats_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A binlog heartbeat arrived: the master had read the primary's
+    /// binlog up to `at` (its end).
+    pub fn caught_up(&self, at: Option<SourcePosition>) {
+        *self.caught_up.lock().unwrap() = Some((at, now_ms()));
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut SlaveInfo)) {
+        if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
+            f(info);
+        }
+    }
+
+    /// When a JetStream slave's reported sequence last moved, as far as
+    /// this master has seen (it looks every few seconds).
+    fn nats_progressed(&self, name: &str, seq: u64) -> Instant {
+        let mut seen = self.nats_seen.lock().unwrap();
+        let entry = seen
+            .entry(name.to_string())
+            .or_insert((seq, Instant::now()));
+        if entry.0 != seq {
+            *entry = (seq, Instant::now());
+        }
+        entry.1
+    }
+
+    /// `update`, only while the entry still belongs to connection `conn`.
+    fn update_conn(&self, name: &str, conn: u64, f: impl FnOnce(&mut SlaveInfo)) {
+        if let Some(info) = self.slaves.lock().unwrap().get_mut(name) {
+            if info.conn == conn {
+                f(info);
+            }
+        }
+    }
+
+    /// Enters a new connection under `name`, replacing (and ending) an
+    /// older one still connected under it. Returns the connection's id.
+    fn register(&self, name: &str, mut info: SlaveInfo) -> u64 {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        info.conn = conn;
+        let mut slaves = self.slaves.lock().unwrap();
+        if let Some(old) = slaves.get(name) {
+            if matches!(old.state, "snapshotting" | "streaming") {
+                tracing::warn!(
+                    slave = %name,
+                    old_addr = %old.addr,
+                    new_addr = %info.addr,
+                    "a second connection under this slave name replaces the first; give every slave its own --name"
+                );
+                old.kick.notify_one();
+            }
+            // What the slave may read again (held XA prepares) is known
+            // only from its acks: until the new connection's first one,
+            // keep what the last connection under this name asked for.
+            if info.keep_from == 0 {
+                info.keep_from = old.keep_from;
+            }
+        }
+        slaves.insert(name.to_string(), info);
+        conn
+    }
+
+    /// The oldest sequence number a connected slave still needs (`None`:
+    /// a slave is being seeded and its need is not known yet, keep all).
+    pub fn oldest_needed_seq(&self) -> Option<u64> {
+        let slaves = self.slaves.lock().unwrap();
+        let mut need = u64::MAX;
+        for s in slaves.values() {
+            match s.state {
+                "snapshotting" => return None,
+                "streaming" => need = need.min(s.keep_from),
+                _ => {}
+            }
+        }
+        Some(need)
+    }
+
+    fn connected_count(&self) -> u64 {
+        self.slaves
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| matches!(s.state, "snapshotting" | "streaming"))
+            .count() as u64
+    }
+}
+
+/// What a handler needs to seed a slave with a snapshot.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub source: Source,
+    pub is_mariadb: bool,
+    pub filter: Arc<Filter>,
+    /// The shared secret slaves must prove they know, if any.
+    pub token: Option<Arc<Vec<u8>>>,
+    /// TLS for slave connections, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The epoch of positions read from the current primary.
+    pub epoch: u32,
+}
+
+/// The change log slaves are served from: the master's segment files, or a
+/// JetStream stream that slaves read themselves (the master then only
+/// seeds them).
+#[derive(Clone)]
+pub enum ServeLog {
+    Local(LogHandle),
+    Nats(Arc<NatsLog>),
+}
+
+pub struct Listener {
+    listener: TcpListener,
+    log: ServeLog,
+    state: Arc<ServerState>,
+    snapshots: SnapshotSource,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Listener {
+    pub fn new(
+        listener: TcpListener,
+        log: ServeLog,
+        state: Arc<ServerState>,
+        snapshots: SnapshotSource,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Listener {
+            listener,
+            log,
+            state,
+            snapshots,
+            shutdown,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let _refresh = AbortOnDrop(tokio::spawn(refresh_slave_metrics(
+            self.log.clone(),
+            self.state.clone(),
+            self.snapshots.source.clone(),
+        )));
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, addr)) => {
+                        backoff = Duration::from_millis(10);
+                        let _ = socket.set_nodelay(true);
+                        let handler = Handler {
+                            addr,
+                            log: self.log.clone(),
+                            state: self.state.clone(),
+                            snapshots: self.snapshots.clone(),
+                            shutdown: self.shutdown.clone(),
+                            conn: 0,
+                        };
+                        tokio::spawn(async move { handler.run(socket).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, don't spin.
+                        tracing::warn!(cause = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Handler {
+    addr: SocketAddr,
+    log: ServeLog,
+    state: Arc<ServerState>,
+    snapshots: SnapshotSource,
+    shutdown: watch::Receiver<bool>,
+    /// This connection's id once the slave is registered.
+    conn: u64,
+}
+
+/// A task that ends with its owner (a replaced handler's ack reader must
+/// not outlive it).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+impl Handler {
+    async fn run(self, socket: TcpStream) {
+        let addr = self.addr;
+        match self.serve(socket).await {
+            Ok(()) => tracing::info!(%addr, "slave connection closed"),
+            Err(e) => tracing::warn!(%addr, cause = %e, "slave connection ended"),
+        }
+    }
+
+    /// Whether the change log holds a statement (DDL) after `from` and up
+    /// to `to`. Waits for the log to reach `to`; a log that stays idle for
+    /// a few seconds before it does has nothing more in that range (the
+    /// binlog can end in events that are not transactions).
+    async fn ddl_between(
+        &self,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, String> {
+        let log = match &self.log {
+            ServeLog::Local(log) => log,
+            ServeLog::Nats(nats) => {
+                return nats.ddl_between(from, to).await.map_err(|e| e.to_string())
+            }
+        };
+        self.local_ddl_between(log, from, to)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn local_ddl_between(
+        &self,
+        log: &LogHandle,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, LogError> {
+        if !to.is_after(from) {
+            return Ok(false);
+        }
+        let mut reader = log.reader_after(Some(from))?;
+        loop {
+            let rec = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+                Err(_) | Ok(Ok(None)) => return Ok(false),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Some(rec))) => rec,
+            };
+            if rec.position.is_after(to) {
+                return Ok(false);
+            }
+            let (_, txn) = rec.decode()?;
+            if txn.is_ddl() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads a consistent snapshot and streams it; returns its position.
+    /// The reading runs in its own task and hands chunks over a small
+    /// channel, so at most a few chunks are in memory.
+    async fn send_snapshot(
+        &self,
+        writer: &mut FrameWriter,
+        name: &str,
+    ) -> Result<SourcePosition, ServeError> {
+        let snap = &self.snapshots;
+        // The catalog (SHOW CREATE ...) is not transactional: it shows the
+        // schema as of when it is read, not as of the snapshot position.
+        // If DDL on a replicated object landed in between, start over.
+        let mut attempt = 0;
+        let (mut snapshot, catalog) = loop {
+            attempt += 1;
+            let mut snapshot = Snapshot::begin(&snap.source, snap.is_mariadb).await?;
+            snapshot.position.epoch = snap.epoch;
+            let catalog = snapshot.catalog(&snap.filter).await?;
+            let mut catalog_at = snapshot.source_end(&snap.source).await?;
+            catalog_at.epoch = snap.epoch;
+            match self.ddl_between(&snapshot.position, &catalog_at).await {
+                Ok(false) => break (snapshot, catalog),
+                Ok(true) if attempt < 20 => {
+                    tracing::info!(
+                        attempt,
+                        "schema changed while the snapshot started; starting it again"
+                    );
+                    snapshot.finish().await;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Ok(true) => {
+                    return Err(SnapshotError::Read {
+                        object: "catalog".into(),
+                        reason: "the schema kept changing during 20 snapshot attempts".into(),
+                    }
+                    .into())
+                }
+                Err(reason) => {
+                    return Err(SnapshotError::Read {
+                        object: "change log".into(),
+                        reason,
+                    }
+                    .into())
+                }
+            }
+        };
+        let position = snapshot.position.clone();
+        tracing::info!(
+            %position,
+            databases = catalog.databases.len(),
+            tables = catalog.tables.len(),
+            views = catalog.views.len(),
+            objects = catalog.objects.len(),
+            estimated_rows = catalog.estimated_rows,
+            estimated_bytes = catalog.estimated_bytes,
+            "snapshot started"
+        );
+        writer
+            .send(&MasterMessage::SnapshotBegin {
+                position: position.clone(),
+                databases: catalog.databases,
+                tables: catalog.tables.clone(),
+                views: catalog.views,
+                estimated_rows: catalog.estimated_rows,
+                estimated_bytes: catalog.estimated_bytes,
+                objects: catalog.objects,
+            })
+            .await?;
+        let (tx, mut rx) = mpsc::channel::<(TableSchema, Vec<Row>)>(4);
+        let tables = catalog.tables;
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            for t in &tables {
+                total += snapshot
+                    .read_table(&t.database, &t.name, |schema, rows| {
+                        let tx = tx.clone();
+                        async move { tx.send((schema, rows)).await.is_ok() }
+                    })
+                    .await?;
+            }
+            snapshot.finish().await;
+            Ok::<u64, SnapshotError>(total)
+        });
+        let (mut rows_sent, mut bytes_sent, mut last_log) = (0u64, 0u64, std::time::Instant::now());
+        while let Some((table, rows)) = rx.recv().await {
+            rows_sent += rows.len() as u64;
+            self.state.metrics.snapshot_rows.add(rows.len() as u64);
+            self.state.update(name, |info| {
+                info.snapshot_rows = rows_sent;
+                info.snapshot_estimated_rows = catalog.estimated_rows;
+            });
+            bytes_sent += rows
+                .iter()
+                .map(crate::replica::statements::row_bytes)
+                .sum::<usize>() as u64;
+            writer
+                .write_message(&MasterMessage::SnapshotRows { table, rows })
+                .await?;
+            writer.flush().await?;
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!(
+                    rows = rows_sent,
+                    bytes = bytes_sent,
+                    estimated_rows = catalog.estimated_rows,
+                    "snapshot progress"
+                );
+                last_log = std::time::Instant::now();
+            }
+        }
+        let total = reader.await.map_err(|e| SnapshotError::Read {
+            object: "snapshot".into(),
+            reason: e.to_string(),
+        })??;
+        writer
+            .send(&MasterMessage::SnapshotEnd {
+                position: position.clone(),
+                rows: total,
+            })
+            .await?;
+        tracing::info!(rows = total, bytes = bytes_sent, %position, "snapshot sent");
+        // The estimate came from table statistics; the copy is the truth.
+        self.state.update(name, |info| {
+            info.snapshot_rows = total;
+            info.snapshot_estimated_rows = total;
+        });
+        Ok(position)
+    }
+
+    async fn serve(mut self, socket: TcpStream) -> Result<(), ServeError> {
+        let (mut reader, mut writer) = match &self.snapshots.tls {
+            None => crate::net::connection::split(socket, wire::HANDSHAKE_FRAME_LIMIT),
+            Some(acceptor) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => {
+                        crate::net::connection::split(stream, wire::HANDSHAKE_FRAME_LIMIT)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(addr = %self.addr, cause = %e, "refused a peer: TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::warn!(addr = %self.addr, "refused a peer: no TLS handshake within the timeout");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        writer.write_raw(&wire::greeting()).await?;
+        let nonce = crate::net::auth::nonce();
+        let token = self.snapshots.token.clone();
+        writer
+            .send(&MasterMessage::Challenge {
+                nonce: nonce.to_vec(),
+                token_required: token.is_some(),
+            })
+            .await?;
+        let hello = match reader
+            .read_message_timeout::<SlaveMessage>(HANDSHAKE_TIMEOUT)
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(addr = %self.addr, cause = %e, "refused a peer that did not complete the rowcast handshake");
+                return Ok(());
+            }
+        };
+        // Who is asking, and their answer to the challenge.
+        let (who, answer) = match &hello {
+            SlaveMessage::Hello { name, auth, .. } => (name.clone(), auth.clone()),
+            SlaveMessage::StatusRequest { auth } => ("status".to_string(), auth.clone()),
+            _ => (String::new(), None),
+        };
+        if let Some(token) = &token {
+            let ok = answer
+                .as_deref()
+                .is_some_and(|a| crate::net::auth::verify(token, &nonce, &who, a));
+            if !ok {
+                let message = if answer.is_none() {
+                    "this master requires a token: start the slave with --token-file pointing at the master's secret"
+                } else {
+                    "wrong token: the slave's --token-file does not hold the master's secret"
+                };
+                tracing::warn!(addr = %self.addr, name = %who, "refused a peer with a wrong or missing token");
+                writer
+                    .send(&MasterMessage::Error {
+                        kind: ErrorKind::Unauthorized,
+                        message: message.into(),
+                    })
+                    .await?;
+                return Ok(());
+            }
+        }
+        if let SlaveMessage::StatusRequest { .. } = hello {
+            let status = self.status().await;
+            writer.send(&MasterMessage::Status(status)).await?;
+            return Ok(());
+        }
+        let SlaveMessage::Hello {
+            protocol,
+            name,
+            after,
+            ..
+        } = hello
+        else {
+            tracing::warn!(addr = %self.addr, "refused a peer that did not start with Hello");
+            return Ok(());
+        };
+        let span = tracing::info_span!("slave", name = %name, addr = %self.addr);
+        let _enter = span.enter();
+        let refusal = match (&self.log, &after) {
+            _ if protocol != wire::PROTOCOL_VERSION => Some(format!(
+                "this master (rowcast {}) speaks rowcast protocol {}, the slave speaks protocol {}; \
+                 run the same rowcast version on the master and every slave",
+                env!("CARGO_PKG_VERSION"),
+                wire::PROTOCOL_VERSION,
+                protocol
+            )),
+            (ServeLog::Nats(nats), Some(_)) => Some(format!(
+                "this master keeps its change log on NATS JetStream: start the slave with --log {}",
+                nats.url()
+            )),
+            _ => None,
+        };
+        if let Some(message) = refusal {
+            tracing::warn!(%message, "refused slave");
+            writer
+                .send(&MasterMessage::Error {
+                    kind: ErrorKind::Incompatible,
+                    message,
+                })
+                .await?;
+            return Ok(());
+        }
+        writer
+            .send(&MasterMessage::Welcome {
+                last_seq: self.last_seq().await,
+            })
+            .await?;
+        let kick = Arc::new(Notify::new());
+        self.conn = self.state.register(
+            &name,
+            SlaveInfo {
+                addr: self.addr,
+                state: if after.is_some() {
+                    "streaming"
+                } else {
+                    "snapshotting"
+                },
+                acked_seq: 0,
+                acked_position: after.clone(),
+                acked_source_time: 0,
+                keep_from: 0,
+                sent_seq: 0,
+                oldest_unacked_time: 0,
+                snapshot_rows: 0,
+                snapshot_estimated_rows: 0,
+                last_error: None,
+                conn: 0,
+                progress_at: Instant::now(),
+                kick: kick.clone(),
+            },
+        );
+        self.state
+            .metrics
+            .slaves_connected
+            .set(self.state.connected_count());
+        let conn = self.conn;
+        // Dropping the stream ends it wherever it waits, a write to a peer
+        // that stopped reading included.
+        let result = tokio::select! {
+            r = self.stream(name.clone(), after, reader, writer) => r,
+            _ = kick.notified() => {
+                tracing::warn!("a newer connection took this slave name over; closing this one");
+                Ok(())
+            }
+        };
+        self.state.update_conn(&name, conn, |info| {
+            if info.state != "failed" {
+                info.state = "disconnected";
+            }
+        });
+        self.state
+            .metrics
+            .slaves_connected
+            .set(self.state.connected_count());
+        result
+    }
+
+    async fn stream(
+        &mut self,
+        name: String,
+        after: Option<SourcePosition>,
+        mut reader: FrameReader,
+        mut writer: FrameWriter,
+    ) -> Result<(), ServeError> {
+        // A slave without a checkpoint is seeded first.
+        let after = match after {
+            Some(p) => Some(p),
+            None => match self.send_snapshot(&mut writer, &name).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(cause = %e, "snapshot failed");
+                    let _ = writer
+                        .send(&MasterMessage::Error {
+                            kind: ErrorKind::Internal,
+                            message: e.to_string(),
+                        })
+                        .await;
+                    return Ok(());
+                }
+            },
+        };
+        let log = match &self.log {
+            ServeLog::Local(log) => log.clone(),
+            // The slave reads the stream itself from here on.
+            ServeLog::Nats(_) => {
+                writer.flush().await?;
+                self.wait_until_seeded(&name, reader).await;
+                return Ok(());
+            }
+        };
+        let mut log_reader = match log.reader_after(after.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = match e {
+                    LogError::Purged { .. } => ErrorKind::PositionPurged,
+                    _ => ErrorKind::Internal,
+                };
+                tracing::warn!(cause = %e, "cannot serve slave");
+                writer
+                    .send(&MasterMessage::Error {
+                        kind,
+                        message: e.to_string(),
+                    })
+                    .await?;
+                return Ok(());
+            }
+        };
+        tracing::info!(after = ?after.as_ref().map(|p| p.to_string()), "streaming to slave");
+        let conn = self.conn;
+        self.state.update_conn(&name, conn, |info| {
+            info.state = "streaming";
+            info.acked_position = after.clone();
+        });
+        writer
+            .send(&MasterMessage::Welcome {
+                last_seq: log.end().last_seq,
+            })
+            .await?;
+        reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
+        let state = self.state.clone();
+        let ack_name = name.clone();
+        let mut acks = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match reader.read_message::<SlaveMessage>().await {
+                    Ok(Some(SlaveMessage::Ack {
+                        seq,
+                        position,
+                        source_time,
+                        keep_from,
+                    })) => {
+                        state.update_conn(&ack_name, conn, |info| {
+                            info.state = "streaming";
+                            // Progress is the applied sequence only: a
+                            // held XA prepare keeps `keep_from` back but
+                            // is no lag, and must not look stalled.
+                            if info.acked_seq != seq {
+                                info.progress_at = Instant::now();
+                            }
+                            info.acked_seq = seq;
+                            info.keep_from = keep_from;
+                            info.acked_position = Some(position);
+                            // A heartbeat-time ack carries no source time.
+                            if source_time != 0 {
+                                info.acked_source_time = source_time;
+                            }
+                            if seq >= info.sent_seq {
+                                info.oldest_unacked_time = 0;
+                            } else if source_time != 0 {
+                                info.oldest_unacked_time = source_time;
+                            }
+                        });
+                    }
+                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                        state.update_conn(&ack_name, conn, |info| {
+                            info.snapshot_rows = rows;
+                            info.snapshot_estimated_rows = estimated;
+                        });
+                    }
+                    Ok(Some(SlaveMessage::Failed { message })) => {
+                        tracing::error!(slave = %ack_name, error = %message, "slave stopped with an error");
+                        state.update_conn(&ack_name, conn, |info| {
+                            info.state = "failed";
+                            info.last_error = Some(message);
+                        });
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }));
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let tag = wire::transaction_frame_tag();
+        let mut acks_done = false;
+        let result: Result<(), ServeError> = loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break Ok(()),
+                ack = &mut acks.0 => {
+                    acks_done = true;
+                    break match ack {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Ok(()),
+                    };
+                }
+                rec = log_reader.next() => match rec {
+                    Ok(Some(rec)) => {
+                        writer.write_frame_parts(&[&tag, &rec.payload]).await?;
+                        self.state.update_conn(&name, conn, |i| {
+                            if i.sent_seq == 0 {
+                                // The reader starts right after the slave's
+                                // checkpoint (or snapshot): it has
+                                // everything before this record.
+                                if i.acked_seq != rec.seq - 1 {
+                                    i.progress_at = Instant::now();
+                                }
+                                i.acked_seq = rec.seq - 1;
+                                // Until it acks, it may read the log
+                                // again from here. (A slave holding XA
+                                // prepares acks at once, see `slave.rs`.)
+                                if i.keep_from == 0 {
+                                    i.keep_from = rec.seq;
+                                }
+                            }
+                            i.sent_seq = rec.seq;
+                            if i.oldest_unacked_time == 0 {
+                                i.oldest_unacked_time = rec.timestamp;
+                            }
+                        });
+                        if writer.buffered() > 256 * 1024 {
+                            writer.flush().await?;
+                        }
+                        heartbeat.reset();
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => {
+                        tracing::error!(cause = %e, "change log read failed");
+                        // A gap is permanent for this slave (what is missing
+                        // will not come back): it must stop, not retry.
+                        let kind = match e {
+                            LogError::Gap { .. } => ErrorKind::PositionPurged,
+                            _ => ErrorKind::Internal,
+                        };
+                        let _ = writer.send(&MasterMessage::Error { kind, message: e.to_string() }).await;
+                        break Ok(());
+                    }
+                },
+                // Reached only when the log has nothing more right now.
+                _ = async {}, if writer.buffered() > 0 => writer.flush().await?,
+                _ = heartbeat.tick() => {
+                    let end = log.end();
+                    let msg = MasterMessage::Heartbeat {
+                        last_seq: end.last_seq,
+                        position: None,
+                        now_ms: now_ms(),
+                    };
+                    writer.write_message(&msg).await?;
+                    writer.flush().await?;
+                }
+            }
+        };
+        // Let the ack reader take a last message (e.g. `Failed`) first.
+        if !acks_done {
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut acks.0).await;
+        }
+        result
+    }
+
+    /// After the snapshot, a slave of a JetStream log still loads what it
+    /// has queued (up to its receive budget) and reports progress on this
+    /// connection; closing it then would reset the connection under those
+    /// reports (unread data makes the close a TCP reset). So the slave
+    /// hangs up, when it has loaded the copy and turns to the stream, or
+    /// the master shuts down; however long the loading takes.
+    async fn wait_until_seeded(&mut self, name: &str, mut reader: FrameReader) {
+        reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                msg = reader.read_message::<SlaveMessage>() => match msg {
+                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                        let conn = self.conn;
+                        self.state.update_conn(name, conn, |info| {
+                            info.snapshot_rows = rows;
+                            info.snapshot_estimated_rows = estimated;
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
+    }
+
+    async fn last_seq(&self) -> u64 {
+        match &self.log {
+            ServeLog::Local(log) => log.end().last_seq,
+            ServeLog::Nats(nats) => nats.state().await.map(|s| s.1).unwrap_or(0),
+        }
+    }
+
+    async fn status(&self) -> MasterStatus {
+        status_of(&self.log, &self.state, &self.snapshots.source).await
+    }
+}
+
+/// The primary's binlog end right now, if it can be read.
+async fn primary_position(source: &Source) -> Option<SourcePosition> {
+    let mut conn = source.connect().await.ok()?;
+    crate::source::current_position(source, &mut conn)
+        .await
+        .ok()
+}
+
+/// What lag in seconds is measured against: the commit time of the
+/// oldest transaction a slave has not applied, as far as it can be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oldest {
+    /// Nothing is pending.
+    Nothing,
+    /// That transaction's primary commit time.
+    At(u32),
+    /// Not in the log yet (the master is behind the primary): committed
+    /// after this moment (epoch seconds, 0 when nothing is known).
+    After(u32),
+}
+
+/// Lag in seconds at `now` (epoch seconds). Pending work counts at least
+/// one second: commit times have whole seconds.
+fn lag_seconds(now: u32, oldest: Oldest) -> u64 {
+    match oldest {
+        Oldest::Nothing => 0,
+        Oldest::At(t) | Oldest::After(t) if t == 0 => 1,
+        Oldest::At(t) | Oldest::After(t) => u64::from(now.saturating_sub(t)).max(1),
+    }
+}
+
+/// The master's view of the primary, shared by every slave that applied
+/// the whole log: behind it (and since when), or not.
+#[derive(Debug, Clone, Copy)]
+struct MasterFreshness {
+    behind: bool,
+    /// The newer of the newest record's commit time and the last moment
+    /// the binlog reader was caught up (epoch seconds).
+    known_until: u32,
+}
+
+impl MasterFreshness {
+    fn read(
+        state: &ServerState,
+        primary: Option<&SourcePosition>,
+        log_position: Option<&SourcePosition>,
+        log_time: u32,
+    ) -> MasterFreshness {
+        let caught_up = state.caught_up.lock().unwrap().clone();
+        let read_to = [
+            log_position.cloned(),
+            caught_up.as_ref().and_then(|c| c.0.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| if b.is_after(&a) { b } else { a });
+        // An unreadable primary commits nothing the master could miss.
+        let behind = match (primary, read_to) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(p), Some(r)) => {
+                let p = SourcePosition {
+                    epoch: r.epoch,
+                    ..p.clone()
+                };
+                p.is_after(&r)
+            }
+        };
+        let beat = caught_up.map(|c| (c.1 / 1000) as u32).unwrap_or(0);
+        MasterFreshness {
+            behind,
+            known_until: log_time.max(beat),
+        }
+    }
+
+    /// For a slave that applied the whole log.
+    fn oldest(&self) -> Oldest {
+        if self.behind {
+            Oldest::After(self.known_until)
+        } else {
+            Oldest::Nothing
+        }
+    }
+}
+
+/// The master's status: its log, the primary, and every slave's state and
+/// lag (see the module doc).
+pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> MasterStatus {
+    let log = match log {
+        ServeLog::Local(log) => log,
+        ServeLog::Nats(nats) => return nats_status(nats, state, source).await,
+    };
+    let primary_position = primary_position(source).await;
+    let (log_position, log_time) = state.log_tip.lock().unwrap().clone();
+    let end = log.end();
+    let (first_seq, segments, bytes) = log.stats();
+    let fresh = MasterFreshness::read(
+        state,
+        primary_position.as_ref(),
+        log_position.as_ref(),
+        log_time,
+    );
+    let mut slaves_now: Vec<(String, SlaveInfo)> =
+        state.slaves.lock().unwrap().clone().into_iter().collect();
+    for (name, s) in slaves_now.iter_mut() {
+        // Sent nothing yet (nothing after its checkpoint or snapshot had
+        // been logged): its position says how much of the log it has. The
+        // search reads record headers (about 1 s for a full 64 MiB
+        // segment), so its answer is kept.
+        if s.sent_seq == 0 && s.acked_seq == 0 && s.state != "snapshotting" {
+            if let Some(p) = &s.acked_position {
+                s.acked_seq = log.seq_through(p).ok().flatten().unwrap_or(0);
+                let seq = s.acked_seq;
+                state.update_conn(name, s.conn, |info| {
+                    if info.sent_seq == 0 && info.acked_seq == 0 {
+                        info.acked_seq = seq;
+                    }
+                });
+            }
+        }
+    }
+    let now = (now_ms() / 1000) as u32;
+    let mut slaves: Vec<SlaveStatus> = slaves_now
+        .into_iter()
+        .map(|(name, s)| {
+            let lag_transactions = end.last_seq.saturating_sub(s.acked_seq);
+            let oldest = if s.state == "snapshotting" {
+                Oldest::Nothing
+            } else if lag_transactions == 0 {
+                fresh.oldest()
+            } else {
+                match log.record_at(s.acked_seq + 1) {
+                    Ok(Some((_, _, t))) => Oldest::At(t),
+                    // Cut by retention under a disconnected slave: the
+                    // oldest record kept is newer than what it misses.
+                    _ => Oldest::At(s.oldest_unacked_time),
+                }
+            };
+            let stalled = s.state == "streaming"
+                && lag_transactions > 0
+                && s.progress_at.elapsed() >= state.stall_after;
+            SlaveStatus {
+                addr: s.addr.to_string(),
+                state: if stalled { "stalled" } else { s.state }.to_string(),
+                applied_seq: s.acked_seq,
+                applied_position: s.acked_position.clone(),
+                lag_transactions,
+                lag_seconds: lag_seconds(now, oldest),
+                snapshot_rows: s.snapshot_rows,
+                snapshot_estimated_rows: s.snapshot_estimated_rows,
+                last_error: s.last_error.clone(),
+                name,
+            }
+        })
+        .collect();
+    slaves.sort_by(|a, b| a.name.cmp(&b.name));
+    MasterStatus {
+        primary: source.endpoint().to_string(),
+        primary_position,
+        log_position,
+        log_time,
+        log_first_seq: first_seq,
+        log_last_seq: end.last_seq,
+        log_segments: segments,
+        log_bytes: bytes,
+        log_dir: log.dir().display().to_string(),
+        slaves,
+    }
+}
+
+/// Status when the log is a stream: slaves report their progress to the
+/// stream's bucket; lag is counted in messages, and in seconds from the
+/// message after the reported one.
+async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> MasterStatus {
+    let primary_position = primary_position(source).await;
+    let (log_position, _) = state.log_tip.lock().unwrap().clone();
+    let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
+    let fresh = MasterFreshness::read(
+        state,
+        primary_position.as_ref(),
+        log_position.as_ref(),
+        log_time,
+    );
+    let snapshotting = state.slaves.lock().unwrap().clone();
+    let now = (now_ms() / 1000) as u32;
+    let mut slaves = Vec::new();
+    for (name, p) in nats.progress().await.unwrap_or_default() {
+        let since = state.nats_progressed(&name, p.seq);
+        let lag_transactions = last.saturating_sub(p.seq);
+        let oldest = match (p.position.is_some(), lag_transactions) {
+            (false, _) => Oldest::Nothing,
+            (true, 0) => fresh.oldest(),
+            (true, _) => match nats.time_at(p.seq + 1).await {
+                Ok(Some(t)) => Oldest::At(t),
+                _ => Oldest::At(p.source_time),
+            },
+        };
+        let shown = match (&p.error, p.position.is_some()) {
+            (Some(_), _) => "failed",
+            (None, false) => "snapshotting",
+            (None, true) if lag_transactions > 0 && since.elapsed() >= state.stall_after => {
+                "stalled"
+            }
+            (None, true) => "streaming",
+        };
+        slaves.push(SlaveStatus {
+            addr: "nats".into(),
+            state: shown.into(),
+            applied_seq: p.seq,
+            applied_position: p.position.clone(),
+            lag_transactions,
+            lag_seconds: lag_seconds(now, oldest),
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: p.error.clone(),
+            name,
+        });
+    }
+    // Slaves being seeded have not reported to the bucket yet.
+    for (name, s) in snapshotting {
+        if s.state == "snapshotting" && !slaves.iter().any(|x| x.name == name) {
+            slaves.push(SlaveStatus {
+                name,
+                addr: s.addr.to_string(),
+                state: s.state.to_string(),
+                applied_seq: 0,
+                applied_position: None,
+                lag_transactions: 0,
+                lag_seconds: 0,
+                snapshot_rows: s.snapshot_rows,
+                snapshot_estimated_rows: s.snapshot_estimated_rows,
+                last_error: s.last_error.clone(),
+            });
+        }
+    }
+    slaves.sort_by(|a, b| a.name.cmp(&b.name));
+    MasterStatus {
+        primary: source.endpoint().to_string(),
+        primary_position,
+        log_position,
+        log_time,
+        log_first_seq: first,
+        log_last_seq: last,
+        log_segments: 0,
+        log_bytes: 0,
+        log_dir: nats.url().to_string(),
+        slaves,
+    }
+}
+
+/// Keeps the per-slave metrics (lag, stalled) current, and for JetStream
+/// the memory of when each slave last advanced, without anyone asking for
+/// status.
+async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: Source) {
+    let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
+    loop {
+        every.tick().await;
+        if !state.metrics.is_served() {
+            // Nobody reads metrics: only JetStream progress needs
+            // watching (no primary connection for that).
+            if let ServeLog::Nats(nats) = &log {
+                for (name, p) in nats.progress().await.unwrap_or_default() {
+                    state.nats_progressed(&name, p.seq);
+                }
+            }
+            continue;
+        }
+        let status = status_of(&log, &state, &source).await;
+        state.metrics.set_slaves(
+            status
+                .slaves
+                .iter()
+                .map(|s| SlaveGauges {
+                    name: s.name.clone(),
+                    lag_seconds: s.lag_seconds,
+                    lag_transactions: s.lag_transactions,
+                    stalled: s.state == "stalled",
+                    connected: matches!(s.state.as_str(), "streaming" | "stalled" | "snapshotting"),
+                })
+                .collect(),
+        );
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::change::Transaction;
+    use crate::log::segments::ChangeLog;
+
+    fn txn(offset: u64, timestamp: u32) -> Transaction {
+        Transaction {
+            position: SourcePosition::new("b.000001", offset),
+            timestamp,
+            part: 0,
+            more: false,
+            tables: vec![],
+            changes: vec![],
+            events: None,
+            xa: None,
+        }
+    }
+
+    #[test]
+    fn the_log_is_read_by_sequence_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = ChangeLog::open(dir.path())
+            .unwrap()
+            .with_segment_bytes(1024);
+        log.initialise(SourcePosition::new("b.000001", 4)).unwrap();
+        let handle = log.subscribe();
+        assert_eq!(handle.record_at(1).unwrap(), None);
+        assert_eq!(
+            handle
+                .seq_through(&SourcePosition::new("b.000001", 4))
+                .unwrap(),
+            None
+        );
+        for i in 1..=200u64 {
+            log.append(&[txn(100 * i, 1000 + i as u32)]).unwrap();
+        }
+        assert!(handle.stats().1 > 2, "several segments");
+        for seq in 1..=200u64 {
+            let (s, p, t) = handle.record_at(seq).unwrap().unwrap();
+            assert_eq!((s, p.offset, t), (seq, 100 * seq, 1000 + seq as u32));
+        }
+        assert_eq!(handle.record_at(201).unwrap(), None);
+        let through = |offset| handle.seq_through(&SourcePosition::new("b.000001", offset));
+        assert_eq!(through(50).unwrap(), Some(0));
+        assert_eq!(through(100).unwrap(), Some(1));
+        assert_eq!(through(1050).unwrap(), Some(10));
+        assert_eq!(through(15_099).unwrap(), Some(150));
+        assert_eq!(through(20_000).unwrap(), Some(200));
+        assert_eq!(through(99_999).unwrap(), Some(200));
+    }
+
+    #[test]
+    fn lag_is_zero_only_when_nothing_is_pending() {
+        assert_eq!(lag_seconds(1000, Oldest::Nothing), 0);
+        assert_eq!(lag_seconds(1000, Oldest::At(990)), 10);
+        // Committed this very second, or on a clock ahead of ours.
+        assert_eq!(lag_seconds(1000, Oldest::At(1000)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::At(1005)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(0)), 1);
+        assert_eq!(lag_seconds(1000, Oldest::After(997)), 3);
+    }
+
+    #[test]
+    fn a_master_behind_the_primary_is_told_by_positions_and_heartbeats() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let at = |o| SourcePosition::new("b.000002", o);
+        let logged = at(500);
+        // The primary is where the log is: nothing pending.
+        let f = MasterFreshness::read(&state, Some(&at(500)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // The primary is further: the missing transaction is newer than
+        // the newest logged one.
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::After(100));
+        // A heartbeat at the primary's end (events that are no
+        // transaction): caught up.
+        state.caught_up(Some(at(900)));
+        let f = MasterFreshness::read(&state, Some(&at(900)), Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+        // Later writes: behind again, but not for longer than since the
+        // heartbeat.
+        let f = MasterFreshness::read(&state, Some(&at(1200)), Some(&logged), 100);
+        let beat = (now_ms() / 1000) as u32;
+        assert!(
+            matches!(f.oldest(), Oldest::After(t) if t + 1 >= beat),
+            "{f:?}"
+        );
+        // An unreachable primary commits nothing the master could miss.
+        let f = MasterFreshness::read(&state, None, Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+    }
+
+    #[test]
+    fn retention_keeps_what_slaves_may_read_again_not_what_they_applied() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let info = |state: &'static str, acked_seq: u64, keep_from: u64| SlaveInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state,
+            acked_seq,
+            acked_position: None,
+            acked_source_time: 0,
+            keep_from,
+            sent_seq: acked_seq,
+            oldest_unacked_time: 0,
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: None,
+            conn: 0,
+            progress_at: Instant::now(),
+            kick: Arc::new(Notify::new()),
+        };
+        state.register("plain", info("streaming", 80, 81));
+        // Applied through 90, holding a prepare logged at 61.
+        state.register("holding", info("streaming", 90, 61));
+        state.register("gone", info("disconnected", 10, 11));
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+        // Connected, nothing known yet: keep everything.
+        state.register("new", info("streaming", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), Some(0));
+        state.register("seeding", info("snapshotting", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), None);
+    }
+
+    fn streaming_info(acked_seq: u64, keep_from: u64) -> SlaveInfo {
+        SlaveInfo {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            state: "streaming",
+            acked_seq,
+            acked_position: None,
+            acked_source_time: 0,
+            keep_from,
+            sent_seq: acked_seq,
+            oldest_unacked_time: 0,
+            snapshot_rows: 0,
+            snapshot_estimated_rows: 0,
+            last_error: None,
+            conn: 0,
+            progress_at: Instant::now(),
+            kick: Arc::new(Notify::new()),
+        }
+    }
+
+    #[test]
+    fn a_replaced_connection_cannot_touch_the_one_that_replaced_it() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let old = streaming_info(10, 11);
+        let kicked = old.kick.clone();
+        let first = state.register("s", old);
+        let second = state.register("s", streaming_info(0, 0));
+        assert_ne!(first, second);
+        // The old connection was told to end (a permit is stored).
+        assert!(futures_now(kicked.notified()));
+        // Its handler ends and reports: the new entry is left alone.
+        state.update_conn("s", first, |i| {
+            i.state = "disconnected";
+            i.keep_from = u64::MAX;
+        });
+        let slaves = state.slaves.lock().unwrap();
+        assert_eq!(slaves["s"].state, "streaming");
+        assert_eq!(slaves["s"].conn, second);
+        drop(slaves);
+        state.update_conn("s", second, |i| i.acked_seq = 12);
+        assert_eq!(state.slaves.lock().unwrap()["s"].acked_seq, 12);
+    }
+
+    #[test]
+    fn a_new_connection_keeps_what_the_last_one_asked_for_until_it_acks() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        // Applied through 90, holding a prepare logged at 61.
+        state.register("s", streaming_info(90, 61));
+        state.register("s", streaming_info(0, 0));
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+    }
+
+    /// Whether `f` is ready at once.
+    fn futures_now(f: impl std::future::Future<Output = ()>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut cx).is_ready()
+    }
+}

@@ -1,0 +1,287 @@
+//! How the slave runs a statement the primary logged as text: the session
+//! context to set around it (from the query event's status variables, as a
+//! native replica's SQL thread does) and how to judge its outcome against
+//! the error the primary logged it with.
+//!
+//! Pure: it builds SQL text and decides; `ddl_apply` runs it.
+
+use crate::log::change::Ddl;
+use crate::source::statement_target::{self, Target};
+
+/// `Q_FLAGS2` option bits (the servers' `OPTIONS_WRITTEN_TO_BIN_LOG`).
+const OPTION_AUTO_IS_NULL: u32 = 1 << 14;
+const OPTION_NO_FOREIGN_KEY_CHECKS: u32 = 1 << 26;
+const OPTION_RELAXED_UNIQUE_CHECKS: u32 = 1 << 27;
+/// MariaDB 10.5+: `sql_if_exists`.
+const OPTION_IF_EXISTS: u32 = 1 << 28;
+
+/// "Unknown table", "Unknown SEQUENCE", "Unknown VIEW": what a DROP of a
+/// list answers for the names it did not find, after dropping the others.
+const UNKNOWN_OBJECT: &[u16] = &[1051, 4091, 4092];
+
+/// Errors that a statement run a second time gives when its first run had
+/// taken effect (the catalog then tells whether it had).
+pub const ALREADY_APPLIED: &[u16] = &[
+    1007, // database exists
+    1008, // database doesn't exist
+    1050, // table exists
+    1051, // unknown table
+    1060, // duplicate column
+    1061, // duplicate key name
+    1091, // can't drop: doesn't exist
+    1146, // table doesn't exist
+    1304, // routine exists
+    1305, // routine doesn't exist
+    1359, // trigger exists
+    1360, // trigger doesn't exist
+    1537, // event exists
+    1539, // unknown event
+    1826, // duplicate foreign key constraint name
+    4091, // unknown SEQUENCE
+    4092, // unknown VIEW
+];
+
+/// The `SET SESSION` assignments that give the apply session the
+/// primary's context for `ddl`. A variable the primary did not log takes
+/// the value a native replica gives it: the replica's default for the time
+/// zone, `en_US`, auto-increment 1/1.
+pub fn context(ddl: &Ddl) -> Vec<String> {
+    let mut set = Vec::new();
+    if let Some(mode) = ddl.sql_mode {
+        set.push(format!("sql_mode={mode}"));
+    }
+    if let Some((client, conn, server)) = ddl.charset {
+        set.push(format!(
+            "character_set_client={client}, collation_connection={conn}, collation_server={server}"
+        ));
+    }
+    if let Some(db) = ddl.collation_database {
+        set.push(format!("collation_database={db}"));
+    }
+    match &ddl.time_zone {
+        Some(tz) => set.push(format!("time_zone={}", literal(tz))),
+        None => set.push("time_zone=DEFAULT".into()),
+    }
+    if let Some(secs) = ddl.timestamp {
+        set.push(format!(
+            "timestamp={secs}.{:06}",
+            ddl.timestamp_micros.unwrap_or(0)
+        ));
+    }
+    if let Some(flags) = ddl.flags2 {
+        let on = |bit: u32| u8::from(flags & bit != 0);
+        set.push(format!(
+            "foreign_key_checks={}, unique_checks={}, sql_auto_is_null={}",
+            1 - on(OPTION_NO_FOREIGN_KEY_CHECKS),
+            1 - on(OPTION_RELAXED_UNIQUE_CHECKS),
+            on(OPTION_AUTO_IS_NULL),
+        ));
+        if flags & OPTION_IF_EXISTS != 0 {
+            set.push("sql_if_exists=1".into());
+        }
+    }
+    let (increment, offset) = ddl.auto_increment.unwrap_or((1, 1));
+    set.push(format!(
+        "auto_increment_increment={increment}, auto_increment_offset={offset}"
+    ));
+    set.push(format!("lc_time_names={}", ddl.lc_time_names.unwrap_or(0)));
+    if let Some(on) = ddl.explicit_defaults_for_timestamp {
+        set.push(format!("explicit_defaults_for_timestamp={}", u8::from(on)));
+    }
+    if let Some(c) = ddl.default_collation_for_utf8mb4 {
+        set.push(format!("default_collation_for_utf8mb4={c}"));
+    }
+    set
+}
+
+/// What puts back the session variables [`context`] set that the apply
+/// session's own setup does not set again.
+pub fn restore(ddl: &Ddl) -> Vec<String> {
+    let mut set: Vec<String> = [
+        "timestamp",
+        "collation_server",
+        "collation_database",
+        "unique_checks",
+        "sql_auto_is_null",
+        "auto_increment_increment",
+        "auto_increment_offset",
+        "lc_time_names",
+    ]
+    .iter()
+    .map(|v| format!("{v}=DEFAULT"))
+    .collect();
+    if ddl.flags2.is_some_and(|f| f & OPTION_IF_EXISTS != 0) {
+        set.push("sql_if_exists=DEFAULT".into());
+    }
+    if ddl.explicit_defaults_for_timestamp.is_some() {
+        set.push("explicit_defaults_for_timestamp=DEFAULT".into());
+    }
+    if ddl.default_collation_for_utf8mb4.is_some() {
+        set.push("default_collation_for_utf8mb4=DEFAULT".into());
+    }
+    set
+}
+
+/// How a statement's run on the replica compares with its run on the
+/// primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It succeeded, as on the primary.
+    Done,
+    /// It failed with the error the primary logged it with (it partly
+    /// failed there too): the replica did what the primary did.
+    SameError,
+    /// A DROP of a list found some names on one side only. Either way
+    /// none of the listed objects exists afterwards, on both sides.
+    DroppedListed,
+    /// A retry after a restart failed because its first run, before the
+    /// crash, had taken effect.
+    AppliedBeforeRestart,
+    /// A real failure: the replica differs from the primary.
+    Differs,
+}
+
+/// Whether a retry's error could come from the statement's own first run,
+/// so the catalog is worth a look.
+pub fn may_have_been_applied(actual: u16) -> bool {
+    ALREADY_APPLIED.contains(&actual)
+}
+
+/// Judges a run that ended with `actual` (0 for success). `catalog_moved`
+/// is set on a retry after a restart when the affected catalog differs
+/// from what it was before the statement's first attempt.
+pub fn verdict(ddl: &Ddl, actual: u16, catalog_moved: bool) -> Verdict {
+    let expected = ddl.error_code;
+    if actual == expected {
+        return if actual == 0 {
+            Verdict::Done
+        } else {
+            Verdict::SameError
+        };
+    }
+    if catalog_moved && may_have_been_applied(actual) {
+        return Verdict::AppliedBeforeRestart;
+    }
+    let unknown_or_ok = |c: u16| c == 0 || UNKNOWN_OBJECT.contains(&c);
+    if unknown_or_ok(expected) && unknown_or_ok(actual) && is_drop_list(ddl) {
+        return Verdict::DroppedListed;
+    }
+    Verdict::Differs
+}
+
+/// `DROP TABLE|VIEW|SEQUENCE a, b...` without IF EXISTS (MariaDB logs the
+/// ones it rewrites with every name and error 0, whatever it found).
+fn is_drop_list(ddl: &Ddl) -> bool {
+    let text = ddl.sql_text();
+    let mut words = text.split_whitespace().map(str::to_ascii_uppercase);
+    if words.next().as_deref() != Some("DROP") {
+        return false;
+    }
+    let mut kind = words.next();
+    if kind.as_deref() == Some("TEMPORARY") {
+        kind = words.next();
+    }
+    matches!(
+        kind.as_deref(),
+        Some("TABLE" | "TABLES" | "VIEW" | "SEQUENCE")
+    ) && matches!(statement_target::target(&text), Target::Tables(_))
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    crate::sql::literal(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ddl(sql: &str, error_code: u16) -> Ddl {
+        Ddl {
+            sql: sql.as_bytes().to_vec(),
+            error_code,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sets_the_primarys_context_and_what_native_replicas_default_to() {
+        let d = Ddl {
+            sql_mode: Some(7),
+            charset: Some((33, 33, 8)),
+            time_zone: Some("+05:00".into()),
+            timestamp: Some(1_000_000_000),
+            timestamp_micros: Some(42),
+            flags2: Some(OPTION_NO_FOREIGN_KEY_CHECKS | OPTION_AUTO_IS_NULL),
+            lc_time_names: Some(3),
+            collation_database: Some(45),
+            ..Default::default()
+        };
+        let set = context(&d).join(", ");
+        for part in [
+            "sql_mode=7",
+            "character_set_client=33, collation_connection=33, collation_server=8",
+            "collation_database=45",
+            "time_zone='+05:00'",
+            "timestamp=1000000000.000042",
+            "foreign_key_checks=0, unique_checks=1, sql_auto_is_null=1",
+            "auto_increment_increment=1, auto_increment_offset=1",
+            "lc_time_names=3",
+        ] {
+            assert!(set.contains(part), "{part} missing from {set}");
+        }
+        assert!(!set.contains("sql_if_exists"));
+        let bare = context(&Ddl::default()).join(", ");
+        assert!(bare.contains("time_zone=DEFAULT"), "{bare}");
+        assert!(!bare.contains("timestamp="), "{bare}");
+        assert_eq!(literal("a'b\\"), "X'6127625c'");
+    }
+
+    #[test]
+    fn a_statement_must_end_as_it_ended_on_the_primary() {
+        assert_eq!(
+            verdict(&ddl("CREATE TABLE t (a INT)", 0), 0, false),
+            Verdict::Done
+        );
+        // MariaDB 10.11 logs a partial DROP VIEW verbatim with its error.
+        let view = ddl("drop view v1, v_missing", 4092);
+        assert_eq!(verdict(&view, 4092, false), Verdict::SameError);
+        // ... and a partial DROP TABLE rewritten, with error 0.
+        let table = ddl("DROP TABLE `missing_x`,`a` /* generated by server */", 0);
+        assert_eq!(verdict(&table, 1051, false), Verdict::DroppedListed);
+        assert_eq!(verdict(&view, 0, false), Verdict::DroppedListed);
+        assert_eq!(
+            verdict(
+                &ddl("DROP SEQUENCE `s1`,`s2` /* generated by server */", 0),
+                4091,
+                false
+            ),
+            Verdict::DroppedListed
+        );
+        // A DROP refused for another reason is a real difference.
+        assert_eq!(verdict(&table, 1451, false), Verdict::Differs);
+        assert_eq!(
+            verdict(&ddl("CREATE TABLE t (a INT)", 0), 1050, false),
+            Verdict::Differs
+        );
+        // An error the primary logged but the replica did not get.
+        assert_eq!(
+            verdict(&ddl("ALTER TABLE t ADD c INT", 1060), 0, false),
+            Verdict::Differs
+        );
+        assert_eq!(
+            verdict(&ddl("DROP DATABASE d", 0), 1008, false),
+            Verdict::Differs
+        );
+    }
+
+    #[test]
+    fn a_retry_is_taken_as_applied_only_when_the_catalog_moved() {
+        let create = ddl("CREATE TABLE t (a INT)", 0);
+        assert_eq!(verdict(&create, 1050, true), Verdict::AppliedBeforeRestart);
+        assert_eq!(verdict(&create, 1050, false), Verdict::Differs);
+        assert_eq!(verdict(&create, 1064, true), Verdict::Differs);
+        assert!(may_have_been_applied(1146));
+        assert!(!may_have_been_applied(1064));
+    }
+}

@@ -1,0 +1,390 @@
+//! The net effect of several source transactions, per primary key: what
+//! lets the applier replace hundreds of single-row statements with a few
+//! multi-row ones while still committing the transactions as one unit.
+//!
+//! For every key a batch touches, what matters is whether the row existed
+//! before the batch and how it looks after. Applied as "delete every key
+//! that existed, then insert every final row", the replica ends exactly
+//! where applying the transactions one by one would have left it, and no
+//! intermediate state can trip a unique key: the rows being rewritten are
+//! all gone before any final row goes in.
+//!
+//! The no-silent-skip rule still holds: the DELETE must remove exactly the
+//! keys that existed and the INSERT must not hit a duplicate; any surprise
+//! makes the applier roll back and apply the batch statement by statement,
+//! which names the conflicting key. Batches this module cannot reason
+//! about (DDL, tables without a primary key, partial JSON updates, rows of
+//! rowcast's checksum table) return `None` and take that exact path too.
+
+use std::collections::HashMap;
+
+use crate::log::change::{Change, Row, TableSchema, Transaction, Value};
+use crate::log::codec;
+
+/// The net change of one table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetTable {
+    pub schema: TableSchema,
+    /// A row (only its key columns matter) for each key that existed
+    /// before the batch and was changed or deleted by it.
+    pub deletes: Vec<Row>,
+    /// The final image of each key that exists after the batch.
+    pub inserts: Vec<Row>,
+}
+
+struct Entry {
+    existed: bool,
+    /// A row carrying the key, to delete it by.
+    key_row: Row,
+    last: Option<Row>,
+}
+
+#[derive(Default)]
+struct TableState {
+    schema: Option<TableSchema>,
+    entries: Vec<Entry>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl TableState {
+    fn key(&self, row: &Row) -> Option<Vec<u8>> {
+        let schema = self.schema.as_ref()?;
+        let key: Vec<&Value> = schema
+            .primary_key
+            .iter()
+            .map(|&i| row.get(i as usize))
+            .collect::<Option<_>>()?;
+        codec::encode(&key).ok()
+    }
+
+    fn insert(&mut self, row: &Row) -> Option<()> {
+        let key = self.key(row)?;
+        match self.index.get(&key) {
+            Some(&i) => {
+                let e = &mut self.entries[i];
+                // The key was present at this point: the source could not
+                // have inserted it. Leave it to the exact path.
+                if e.last.is_some() {
+                    return None;
+                }
+                e.last = Some(row.clone());
+            }
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push(Entry {
+                    existed: false,
+                    key_row: row.clone(),
+                    last: Some(row.clone()),
+                });
+            }
+        }
+        Some(())
+    }
+
+    fn remove(&mut self, row: &Row) -> Option<()> {
+        let key = self.key(row)?;
+        match self.index.get(&key) {
+            Some(&i) => {
+                let e = &mut self.entries[i];
+                e.last.as_ref()?;
+                e.last = None;
+            }
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push(Entry {
+                    existed: true,
+                    key_row: row.clone(),
+                    last: None,
+                });
+            }
+        }
+        Some(())
+    }
+
+    fn update(&mut self, before: &Row, after: &Row) -> Option<()> {
+        let (kb, ka) = (self.key(before)?, self.key(after)?);
+        if kb != ka {
+            // A changed primary key: the old row goes, the new one comes.
+            self.remove(before)?;
+            return self.insert(after);
+        }
+        match self.index.get(&kb) {
+            Some(&i) => {
+                let e = &mut self.entries[i];
+                e.last.as_ref()?;
+                e.last = Some(after.clone());
+            }
+            None => {
+                self.index.insert(kb, self.entries.len());
+                self.entries.push(Entry {
+                    existed: true,
+                    key_row: before.clone(),
+                    last: Some(after.clone()),
+                });
+            }
+        }
+        Some(())
+    }
+}
+
+/// Rows a multi-row INSERT can write back: not a partial JSON update, and
+/// not an ENUM's empty value, which no strict statement accepts (the
+/// applier replays those through the primary's events instead).
+fn plain(rows: &[Row]) -> bool {
+    rows.iter().all(|r| {
+        !r.iter()
+            .any(|v| matches!(v, Value::JsonDiff(_) | Value::Enum(0)))
+    })
+}
+
+/// The net effect of `txns` (in order), or `None` when the batch must be
+/// applied statement by statement. `is_special` marks tables whose rows
+/// need the applier's own handling (rowcast's checksum table).
+pub fn net_effect(
+    txns: &[&Transaction],
+    is_special: impl Fn(&TableSchema) -> bool,
+) -> Option<Vec<NetTable>> {
+    let mut tables: Vec<TableState> = Vec::new();
+    let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
+    for txn in txns {
+        for change in &txn.changes {
+            let (slot, rows_ok) = match change {
+                Change::Insert { table, rows } | Change::Delete { table, rows } => {
+                    (*table, plain(rows))
+                }
+                Change::Update { table, rows } => (
+                    *table,
+                    rows.iter().all(|(b, a)| {
+                        plain(std::slice::from_ref(b)) && plain(std::slice::from_ref(a))
+                    }),
+                ),
+                // Its rows are not known: only its raw events apply it.
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
+            };
+            let schema = txn.tables.get(slot as usize)?;
+            if !rows_ok || schema.primary_key.is_empty() || is_special(schema) {
+                return None;
+            }
+            let i = *by_name
+                .entry((schema.database.as_str(), schema.name.as_str()))
+                .or_insert_with(|| {
+                    tables.push(TableState::default());
+                    tables.len() - 1
+                });
+            let state = &mut tables[i];
+            match &state.schema {
+                None => state.schema = Some(schema.clone()),
+                // Same name, other columns: not something to merge.
+                Some(s) if s != schema => return None,
+                Some(_) => {}
+            }
+            match change {
+                Change::Insert { rows, .. } => {
+                    for r in rows {
+                        state.insert(r)?;
+                    }
+                }
+                Change::Delete { rows, .. } => {
+                    for r in rows {
+                        state.remove(r)?;
+                    }
+                }
+                Change::Update { rows, .. } => {
+                    for (b, a) in rows {
+                        state.update(b, a)?;
+                    }
+                }
+                Change::PartialImage { .. } | Change::Ddl(_) => return None,
+            }
+        }
+    }
+    Some(
+        tables
+            .into_iter()
+            .filter_map(|t| {
+                let schema = t.schema?;
+                let mut deletes = Vec::new();
+                let mut inserts = Vec::new();
+                for e in t.entries {
+                    if e.existed {
+                        deletes.push(e.key_row);
+                    }
+                    if let Some(row) = e.last {
+                        inserts.push(row);
+                    }
+                }
+                Some(NetTable {
+                    schema,
+                    deletes,
+                    inserts,
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::change::{ColumnDef, ColumnKind};
+    use crate::source::position::SourcePosition;
+
+    fn schema(name: &str, key: bool) -> TableSchema {
+        let col = |n: &str| ColumnDef {
+            name: n.into(),
+            kind: ColumnKind::Int,
+            unsigned: false,
+            collation: 0,
+        };
+        TableSchema {
+            database: "d".into(),
+            name: name.into(),
+            columns: vec![col("id"), col("v")],
+            primary_key: if key { vec![0] } else { vec![] },
+        }
+    }
+
+    fn row(id: i64, v: i64) -> Row {
+        vec![Value::Int(id), Value::Int(v)]
+    }
+
+    fn txn(changes: Vec<Change>) -> Transaction {
+        Transaction {
+            position: SourcePosition::new("b.000001", 4),
+            timestamp: 0,
+            part: 0,
+            more: false,
+            tables: vec![schema("t", true), schema("nokey", false)],
+            changes,
+            events: None,
+            xa: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_enum_value_has_no_net_effect() {
+        let enum_row = |e| vec![Value::UInt(1), Value::Enum(e)];
+        let with = |e| {
+            txn(vec![Change::Insert {
+                table: 0,
+                rows: vec![enum_row(e)],
+            }])
+        };
+        assert!(net_effect(&[&with(0)], |_| false).is_none());
+        assert!(net_effect(&[&with(1)], |_| false).is_some());
+    }
+
+    #[test]
+    fn partial_images_have_no_net_effect() {
+        // Rows rowcast does not know can only be replayed, in order.
+        let full = txn(vec![Change::Insert {
+            table: 0,
+            rows: vec![row(1, 1)],
+        }]);
+        let partial = txn(vec![Change::PartialImage { table: 0, rows: 1 }]);
+        assert!(net_effect(&[&full, &partial], |_| false).is_none());
+        assert!(net_effect(&[&partial], |_| false).is_none());
+        assert!(net_effect(&[&full], |_| false).is_some());
+    }
+
+    #[test]
+    fn keys_end_as_the_last_transaction_left_them() {
+        // The shape of sysbench's oltp_write_only, twice on the same keys.
+        let a = txn(vec![
+            Change::Update {
+                table: 0,
+                rows: vec![(row(1, 10), row(1, 11))],
+            },
+            Change::Delete {
+                table: 0,
+                rows: vec![row(2, 20)],
+            },
+            Change::Insert {
+                table: 0,
+                rows: vec![row(2, 21)],
+            },
+            Change::Insert {
+                table: 0,
+                rows: vec![row(3, 30)],
+            },
+        ]);
+        let b = txn(vec![
+            Change::Update {
+                table: 0,
+                rows: vec![(row(1, 11), row(1, 12)), (row(3, 30), row(3, 31))],
+            },
+            Change::Delete {
+                table: 0,
+                rows: vec![row(2, 21)],
+            },
+            // A primary key change moves the row.
+            Change::Update {
+                table: 0,
+                rows: vec![(row(4, 40), row(5, 40))],
+            },
+        ]);
+        let net = net_effect(&[&a, &b], |_| false).unwrap();
+        assert_eq!(net.len(), 1);
+        let t = &net[0];
+        let ids = |rows: &[Row]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        // 1, 2 and 4 existed before; 3 and 5 did not.
+        assert_eq!(
+            ids(&t.deletes),
+            vec![Value::Int(1), Value::Int(2), Value::Int(4)]
+        );
+        assert_eq!(t.inserts, vec![row(1, 12), row(3, 31), row(5, 40)]);
+    }
+
+    #[test]
+    fn what_cannot_be_merged_takes_the_exact_path() {
+        let nokey = txn(vec![Change::Insert {
+            table: 1,
+            rows: vec![row(1, 1)],
+        }]);
+        assert!(net_effect(&[&nokey], |_| false).is_none());
+        let special = txn(vec![Change::Insert {
+            table: 0,
+            rows: vec![row(1, 1)],
+        }]);
+        assert!(net_effect(&[&special], |s| s.name == "t").is_none());
+        // Inserting a key the batch already holds, or deleting one it
+        // already deleted, is a conflict for the exact path to name.
+        let twice = txn(vec![Change::Insert {
+            table: 0,
+            rows: vec![row(1, 1), row(1, 2)],
+        }]);
+        assert!(net_effect(&[&twice], |_| false).is_none());
+        let gone = txn(vec![
+            Change::Delete {
+                table: 0,
+                rows: vec![row(1, 1)],
+            },
+            Change::Update {
+                table: 0,
+                rows: vec![(row(1, 1), row(1, 2))],
+            },
+        ]);
+        assert!(net_effect(&[&gone], |_| false).is_none());
+        let json = txn(vec![Change::Update {
+            table: 0,
+            rows: vec![(row(1, 1), vec![Value::Int(1), Value::JsonDiff(vec![])])],
+        }]);
+        assert!(net_effect(&[&json], |_| false).is_none());
+    }
+
+    #[test]
+    fn an_insert_then_delete_in_the_batch_leaves_nothing_to_do() {
+        let t = txn(vec![
+            Change::Insert {
+                table: 0,
+                rows: vec![row(7, 1)],
+            },
+            Change::Delete {
+                table: 0,
+                rows: vec![row(7, 1)],
+            },
+        ]);
+        let net = net_effect(&[&t], |_| false).unwrap();
+        assert!(net[0].deletes.is_empty() && net[0].inserts.is_empty());
+    }
+}
