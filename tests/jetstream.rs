@@ -377,7 +377,7 @@ fn a_dropped_reader_deletes_its_consumer() {
     let url = NatsUrl::parse(&nats.url("GONE")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let retention = rowcast::changelog::Retention::default();
+        let retention = rowcast::log::segments::Retention::default();
         let log = NatsLog::open(&url, Some(&retention)).await.unwrap();
         let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
             .await
