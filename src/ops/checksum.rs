@@ -34,7 +34,9 @@ use crate::source::position::SourcePosition;
 use crate::source::{self, Source, SourceError};
 use crate::sql;
 
-pub const CHECKSUM_DB: &str = "rowcast_checksum";
+/// Where the chunk results go; the filter owns the name because it lets
+/// the database through whatever else it excludes.
+pub use crate::source::filter::CHECKSUM_DB;
 pub const CHUNKS_TABLE: &str = "chunks";
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,12 @@ use crate::log::change::{Change, Ddl, Transaction};
 use crate::source::statement_target::{self, Target};
 
 /// Schemas that belong to the server or to rowcast itself.
+
+/// The database `rowcast checksum` writes its chunk results to on the
+/// primary and reads them back from on the slaves: always replicated,
+/// whatever the filter excludes.
+pub const CHECKSUM_DB: &str = "rowcast_checksum";
+
 pub const SYSTEM_SCHEMAS: &[&str] = &[
     "mysql",
     "information_schema",
@@ -96,7 +102,7 @@ impl Filter {
         if Self::is_system(db) {
             return false;
         }
-        if db == crate::ops::checksum::CHECKSUM_DB {
+        if db == CHECKSUM_DB {
             return true;
         }
         let included = self.include.is_empty() || self.include.iter().any(|p| glob(&p.db, db));
@@ -112,7 +118,7 @@ impl Filter {
             return false;
         }
         // `rowcast checksum` talks to the slaves through this table.
-        if db == crate::ops::checksum::CHECKSUM_DB {
+        if db == CHECKSUM_DB {
             return true;
         }
         let matches =
