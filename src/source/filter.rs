@@ -10,13 +10,12 @@
 use crate::log::change::{Change, Ddl, Transaction};
 use crate::source::statement_target::{self, Target};
 
-/// Schemas that belong to the server or to rowcast itself.
-
 /// The database `rowcast checksum` writes its chunk results to on the
 /// primary and reads them back from on the slaves: always replicated,
 /// whatever the filter excludes.
 pub const CHECKSUM_DB: &str = "rowcast_checksum";
 
+/// Schemas that belong to the server or to rowcast itself.
 pub const SYSTEM_SCHEMAS: &[&str] = &[
     "mysql",
     "information_schema",
