@@ -1,5 +1,5 @@
 //! A backlog is applied many transactions per local commit, as the net
-//! effect per primary key (`src/compact.rs`): the replica must end equal
+//! effect per primary key (`src/replica/net_effect.rs`): the replica must end equal
 //! to the primary whatever the transactions did to the same keys (delete
 //! and re-insert, primary-key changes, swapped unique values), and a
 //! replica that does not match the batch must still stop with the exact

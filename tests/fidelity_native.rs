@@ -1,5 +1,5 @@
 //! Replica tables that statements cannot reproduce are applied by the
-//! replica's own row-event applier (`src/replay.rs`), as a native replica
+//! replica's own row-event applier (`src/replica/replay.rs`), as a native replica
 //! would: its triggers do not fire a second time, foreign-key cascades and
 //! SET NULL happen, rows of a table without a key are found by their exact
 //! bytes, and system-versioned history and sequences are kept. Each case
