@@ -724,3 +724,51 @@ fn a_crashed_jetstream_slave_shows_disconnected_and_its_lag_goes_on() {
         "{last}"
     );
 }
+
+/// Connections the server has accepted so far (its `Connections` counter).
+fn connections(db: &MariaDb) -> u64 {
+    db.sql("SHOW GLOBAL STATUS LIKE 'Connections'")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_metrics_refresh_keeps_one_primary_connection() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    setup(&primary);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mport = listen_addr();
+    let _master = Rowcast::master_with(&primary, data.path(), &listen, &["--metrics", &mport]);
+    let _s = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO g.t VALUES (1, 1)");
+    wait_caught_up(&primary, &replica, "s");
+    // Refreshes (every 3 s) have run and found the lag.
+    let mut page = String::new();
+    assert!(
+        wait_until(CONVERGE, || {
+            page = http_get(&mport);
+            series(
+                &page,
+                r#"rowcast_slave_lag_seconds{role="master",slave="s"}"#,
+            ) == Some(0)
+        }),
+        "{page}"
+    );
+    // Over five refreshes, and no status request: the refresh reads the
+    // primary's position on the connection it keeps. (A measuring window,
+    // not a wait: nothing else here connects to the primary meanwhile.)
+    let before = connections(&primary);
+    std::thread::sleep(Duration::from_secs(16));
+    // Less the connection of this very query.
+    let opened = connections(&primary) - before - 1;
+    // One spare for a reconnect; one connection per refresh would be five.
+    assert!(
+        opened <= 2,
+        "{opened} primary connections in 16 s of metrics refreshes"
+    );
+}
