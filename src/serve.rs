@@ -884,30 +884,29 @@ impl Handler {
     async fn wait_until_seeded(&mut self, name: &str, mut reader: FrameReader) {
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
         loop {
-            tokio::select! {
+            let msg = tokio::select! {
                 _ = self.shutdown.changed() => return,
-                msg = tokio::time::timeout(SEED_SILENCE, reader.read_message::<SlaveMessage>()) => match msg {
-                    // A slave host that vanished without closing the
-                    // connection must not hold this handler forever.
-                    Err(_) => {
-                        tracing::warn!(
-                            silent_for = ?SEED_SILENCE,
-                            "a JetStream slave being seeded sent nothing (no snapshot progress, no hang-up); dropping its connection: if it is still loading, it goes on and turns to the stream"
-                        );
-                        return;
-                    }
-                    Ok(msg) => match msg {
-                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
-                        let conn = self.conn;
-                        self.state.update_conn(name, conn, |info| {
-                            info.snapshot_rows = rows;
-                            info.snapshot_estimated_rows = estimated;
-                        });
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => return,
-                    },
-                },
+                msg = tokio::time::timeout(SEED_SILENCE, reader.read_message::<SlaveMessage>()) => msg,
+            };
+            // A slave host that vanished without closing the connection
+            // must not hold this handler forever.
+            let Ok(msg) = msg else {
+                tracing::warn!(
+                    silent_for = ?SEED_SILENCE,
+                    "a JetStream slave being seeded sent nothing (no snapshot progress, no hang-up); dropping its connection: if it is still loading, it goes on and turns to the stream"
+                );
+                return;
+            };
+            match msg {
+                Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                    let conn = self.conn;
+                    self.state.update_conn(name, conn, |info| {
+                        info.snapshot_rows = rows;
+                        info.snapshot_estimated_rows = estimated;
+                    });
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
             }
         }
     }
