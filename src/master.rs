@@ -572,6 +572,10 @@ async fn stream_once(
             }
             Ok(Some(Ok(event))) => event,
         };
+        // Whatever the event (also one of a transaction the filter drops
+        // entirely), the primary is streaming to this reader: with the
+        // primary's position unreadable, status goes by this.
+        state.reader_heard();
         // The primary sends a heartbeat only when this dump has read its
         // whole binlog: for lag, the moment the master was caught up.
         if let Some(beat) = source::as_heartbeat(&event) {

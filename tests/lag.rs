@@ -514,3 +514,261 @@ fn a_second_connection_under_one_name_replaces_the_first() {
     assert_same_table(&primary, &replica, "g.t");
     let _keep = new;
 }
+
+/// Epoch seconds on this machine's clock (the primary's is the same one).
+fn local_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn a_caught_up_slave_lags_while_the_primary_is_down() {
+    let mut primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    setup(&primary);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let _s = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO g.t VALUES (1, 1)");
+    wait_caught_up(&primary, &replica, "s");
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            let sl = slave(&last, "s");
+            sl["lag_seconds"] == 0 && sl["lag_transactions"] == 0
+        }),
+        "{last}"
+    );
+
+    // Down, the primary's position cannot be read, and it may have
+    // committed what the master never got: the slave is not known to be
+    // current, and the lower bound on its lag grows with the silence.
+    let stopped_at = local_now();
+    primary.stop();
+    let mut first = 0;
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            first = slave(&last, "s")["lag_seconds"].as_u64().unwrap_or(0);
+            first > 0
+        }),
+        "a slave of a master cut off from its primary shows lag 0: {last}"
+    );
+    let sl = slave(&last, "s");
+    assert_eq!(num(&sl, "lag_transactions"), 0, "{last}");
+    // Counted from the last moment the master was known caught up (just
+    // before the stop), no earlier.
+    assert!(first <= local_now() - stopped_at + 10, "{last}");
+    let grown = wait_until(Duration::from_secs(60), || {
+        last = status_json(&listen);
+        num(&slave(&last, "s"), "lag_seconds") >= first + 3
+    });
+    assert!(
+        grown,
+        "lag stays at {first} s while the primary is down: {last}"
+    );
+}
+
+#[test]
+fn a_caught_up_slave_keeps_a_small_lag_while_the_primary_writes_only_filtered_out_tables() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    setup(&primary);
+    primary.sql("CREATE TABLE g.noise (id INT AUTO_INCREMENT PRIMARY KEY, v INT); CREATE DATABASE other; CREATE TABLE other.n (id INT AUTO_INCREMENT PRIMARY KEY, v INT)");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master_with(
+        &primary,
+        data.path(),
+        &listen,
+        &["--exclude", "g.noise", "--exclude", "other"],
+    );
+    let _s = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO g.t VALUES (1, 1)");
+    wait_caught_up(&primary, &replica, "s");
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            slave(&last, "s")["lag_seconds"] == 0
+        }),
+        "{last}"
+    );
+
+    // A busy primary (its dump thread never idle, so no heartbeats) whose
+    // every write is filtered out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = primary.port;
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let table = if n.is_multiple_of(2) {
+                    "g.noise"
+                } else {
+                    "other.n"
+                };
+                sql_at(port, &format!("INSERT INTO {table} (v) VALUES ({n})")).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let began = primary_now(&primary);
+    let mut polls = 0;
+    while primary_now(&primary) < began + 14 {
+        let st = status_json(&listen);
+        let sl = slave(&st, "s");
+        assert_eq!(sl["state"], "streaming", "{st}");
+        let lag = num(&sl, "lag_seconds");
+        assert!(
+            lag <= 5,
+            "lag {lag} s with nothing replicated pending: {st}"
+        );
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes >= 20, "only {writes} filtered-out writes");
+    assert!(polls >= 5, "only {polls} polls while the primary was busy");
+    assert_eq!(replica.sql("SELECT COUNT(*) FROM g.t").trim(), "2");
+}
+
+#[test]
+fn a_crashed_jetstream_slave_shows_disconnected_and_its_lag_goes_on() {
+    let nats = Nats::start();
+    let url = nats.url("crash");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    setup(&primary);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mport = listen_addr();
+    let _master = Rowcast::master_with(
+        &primary,
+        data.path(),
+        &listen,
+        &["--log", &url, "--metrics", &mport],
+    );
+    let mut s = Rowcast::slave_with(&listen, &replica, "js", &["--log", &url]);
+    primary.sql("INSERT INTO g.t VALUES (1, 1)");
+    wait_caught_up(&primary, &replica, "js");
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            let sl = slave(&last, "js");
+            sl["state"] == "streaming" && sl["lag_seconds"] == 0
+        }),
+        "{last}"
+    );
+    // Idle and alive, it keeps its report fresh: still streaming well past
+    // the silence bound.
+    let idle_from = primary_now(&primary);
+    wait_primary_clock(&primary, idle_from, 35);
+    last = status_json(&listen);
+    assert_eq!(slave(&last, "js")["state"], "streaming", "{last}");
+
+    s.kill9();
+    primary.sql("INSERT INTO g.t VALUES (2, 2)");
+    let committed_by = primary_now(&primary);
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            slave(&last, "js")["state"] == "disconnected"
+        }),
+        "a crashed JetStream slave still shows as live: {last}"
+    );
+    let sl = slave(&last, "js");
+    assert_eq!(num(&sl, "lag_transactions"), 1, "{last}");
+    let lag = num(&sl, "lag_seconds");
+    assert!(
+        lag + 1 >= primary_now(&primary) - committed_by,
+        "lag {lag} s stopped counting: {last}"
+    );
+    let mut page = String::new();
+    assert!(
+        wait_until(CONVERGE, || {
+            page = http_get(&mport);
+            series(
+                &page,
+                r#"rowcast_slave_connected{role="master",slave="js"}"#,
+            ) == Some(0)
+        }),
+        "{page}"
+    );
+    assert!(
+        series(
+            &page,
+            r#"rowcast_slave_lag_seconds{role="master",slave="js"}"#
+        )
+        .is_some_and(|l| l >= 1),
+        "{page}"
+    );
+
+    // Back, it reports again and shows as streaming.
+    let _s = Rowcast::slave_with(&listen, &replica, "js", &["--log", &url]);
+    wait_caught_up(&primary, &replica, "js");
+    assert!(
+        wait_until(CONVERGE, || {
+            last = status_json(&listen);
+            let sl = slave(&last, "js");
+            sl["state"] == "streaming" && sl["lag_seconds"] == 0
+        }),
+        "{last}"
+    );
+}
+
+/// Connections the server has accepted so far (its `Connections` counter).
+fn connections(db: &MariaDb) -> u64 {
+    db.sql("SHOW GLOBAL STATUS LIKE 'Connections'")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_metrics_refresh_keeps_one_primary_connection() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    setup(&primary);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mport = listen_addr();
+    let _master = Rowcast::master_with(&primary, data.path(), &listen, &["--metrics", &mport]);
+    let _s = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO g.t VALUES (1, 1)");
+    wait_caught_up(&primary, &replica, "s");
+    // Refreshes (every 3 s) have run and found the lag.
+    let mut page = String::new();
+    assert!(
+        wait_until(CONVERGE, || {
+            page = http_get(&mport);
+            series(
+                &page,
+                r#"rowcast_slave_lag_seconds{role="master",slave="s"}"#,
+            ) == Some(0)
+        }),
+        "{page}"
+    );
+    // Over five refreshes, and no status request: the refresh reads the
+    // primary's position on the connection it keeps. (A measuring window,
+    // not a wait: nothing else here connects to the primary meanwhile.)
+    let before = connections(&primary);
+    std::thread::sleep(Duration::from_secs(16));
+    // Less the connection of this very query.
+    let opened = connections(&primary) - before - 1;
+    // One spare for a reconnect; one connection per refresh would be five.
+    assert!(
+        opened <= 2,
+        "{opened} primary connections in 16 s of metrics refreshes"
+    );
+}

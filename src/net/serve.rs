@@ -67,6 +67,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SLAVE_METRICS_INTERVAL: Duration = Duration::from_secs(3);
 /// The default of `--stall-after`.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
+/// A JetStream slave being seeded that sends nothing for this long
+/// (snapshot progress comes every second or so while it loads rows; the
+/// end of a load, index builds included, can be quiet for minutes) is
+/// taken for gone and its connection dropped.
+const SEED_SILENCE: Duration = Duration::from_secs(600);
 /// An idle stream gets a heartbeat this often.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -115,6 +120,13 @@ pub struct ServerState {
     next_conn: AtomicU64,
     /// JetStream slaves: the sequence last reported and since when.
     nats_seen: Mutex<HashMap<String, (u64, Instant)>>,
+    /// JetStream slaves: the `updated_ms` of the report last seen and
+    /// when (on this master's clock) it was first seen.
+    nats_written: Mutex<HashMap<String, (u64, Instant)>>,
+    /// When the binlog reader last heard from the primary (any event or
+    /// heartbeat; ms since the epoch, 0: never): the primary was reachable
+    /// and streaming to it then.
+    reader_seen_ms: AtomicU64,
 }
 
 impl ServerState {
@@ -127,13 +139,43 @@ impl ServerState {
             caught_up: Mutex::new(None),
             next_conn: AtomicU64::new(1),
             nats_seen: Mutex::new(HashMap::new()),
+            nats_written: Mutex::new(HashMap::new()),
+            reader_seen_ms: AtomicU64::new(0),
         }
     }
 
     /// A binlog heartbeat arrived: the master had read the primary's
     /// binlog up to `at` (its end).
     pub fn caught_up(&self, at: Option<SourcePosition>) {
-        *self.caught_up.lock().unwrap() = Some((at, now_ms()));
+        let now = now_ms();
+        *self.caught_up.lock().unwrap() = Some((at, now));
+        self.reader_seen_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The binlog reader got an event from the primary (a transaction's,
+    /// one filtered out entirely included): the primary is streaming to
+    /// it. When the primary's position cannot be read, this is what says
+    /// whether the reader can still be current.
+    pub fn reader_heard(&self) {
+        self.reader_seen_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago a JetStream slave last wrote its progress report, as
+    /// far as this master has seen: measured on this master's clock from
+    /// when a new `updated_ms` was first seen (the slave's clock may be
+    /// off), except for the first sighting, which can only go by the
+    /// slave's own stamp.
+    fn nats_report_age(&self, name: &str, updated_ms: u64) -> Duration {
+        let mut written = self.nats_written.lock().unwrap();
+        let entry = written.entry(name.to_string()).or_insert_with(|| {
+            let age = Duration::from_millis(now_ms().saturating_sub(updated_ms));
+            let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            (updated_ms, since)
+        });
+        if entry.0 != updated_ms {
+            *entry = (updated_ms, Instant::now());
+        }
+        entry.1.elapsed()
     }
 
     fn update(&self, name: &str, f: impl FnOnce(&mut SlaveInfo)) {
@@ -869,23 +911,34 @@ impl Handler {
     /// connection; closing it then would reset the connection under those
     /// reports (unread data makes the close a TCP reset). So the slave
     /// hangs up, when it has loaded the copy and turns to the stream, or
-    /// the master shuts down; however long the loading takes.
+    /// the master shuts down; however long the loading takes, as long as
+    /// the slave is heard from within `SEED_SILENCE`.
     async fn wait_until_seeded(&mut self, name: &str, mut reader: FrameReader) {
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
         loop {
-            tokio::select! {
+            let msg = tokio::select! {
                 _ = self.shutdown.changed() => return,
-                msg = reader.read_message::<SlaveMessage>() => match msg {
-                    Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
-                        let conn = self.conn;
-                        self.state.update_conn(name, conn, |info| {
-                            info.snapshot_rows = rows;
-                            info.snapshot_estimated_rows = estimated;
-                        });
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => return,
-                },
+                msg = tokio::time::timeout(SEED_SILENCE, reader.read_message::<SlaveMessage>()) => msg,
+            };
+            // A slave host that vanished without closing the connection
+            // must not hold this handler forever.
+            let Ok(msg) = msg else {
+                tracing::warn!(
+                    silent_for = ?SEED_SILENCE,
+                    "a JetStream slave being seeded sent nothing (no snapshot progress, no hang-up); dropping its connection: if it is still loading, it goes on and turns to the stream"
+                );
+                return;
+            };
+            match msg {
+                Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
+                    let conn = self.conn;
+                    self.state.update_conn(name, conn, |info| {
+                        info.snapshot_rows = rows;
+                        info.snapshot_estimated_rows = estimated;
+                    });
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
             }
         }
     }
@@ -898,16 +951,67 @@ impl Handler {
     }
 
     async fn status(&self) -> MasterStatus {
-        status_of(&self.log, &self.state, &self.snapshots.source).await
+        status_of(
+            &self.log,
+            &self.state,
+            &self.snapshots.source,
+            &mut PrimaryProbe::default(),
+        )
+        .await
     }
 }
 
-/// The primary's binlog end right now, if it can be read.
-async fn primary_position(source: &Source) -> Option<SourcePosition> {
-    let mut conn = source.connect().await.ok()?;
-    crate::source::current_position(source, &mut conn)
-        .await
-        .ok()
+/// How long the primary may take to answer the position query on a kept
+/// connection before it counts as unreadable (a frozen link never answers).
+const PRIMARY_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to the primary for reading its binlog end, kept between
+/// reads (the metrics refresh asks every few seconds) and opened again
+/// only when it fails.
+#[derive(Default)]
+pub struct PrimaryProbe {
+    conn: Option<mysql_async::Conn>,
+}
+
+impl PrimaryProbe {
+    /// The primary's binlog end right now, if it can be read.
+    pub async fn position(&mut self, source: &Source) -> Option<SourcePosition> {
+        // A kept connection may have died since (the primary restarted,
+        // wait_timeout): one more try on a fresh one.
+        for _ in 0..2 {
+            let fresh = self.conn.is_none();
+            if fresh {
+                self.conn = Some(source.connect().await.ok()?);
+            }
+            let conn = self.conn.as_mut()?;
+            let read = tokio::time::timeout(
+                PRIMARY_QUERY_TIMEOUT,
+                crate::source::current_position(source, conn),
+            )
+            .await;
+            match read {
+                Ok(Ok(p)) => return Some(p),
+                _ => {
+                    self.conn = None;
+                    if fresh {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Runs `f` on the change log off the async runtime: the log is read
+/// with blocking file I/O (a record search can take a second on a full
+/// segment), which must not hold a runtime thread that serves slaves.
+async fn on_log<T: Send + 'static>(
+    log: &LogHandle,
+    f: impl FnOnce(&LogHandle) -> T + Send + 'static,
+) -> Option<T> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || f(&log)).await.ok()
 }
 
 /// What lag in seconds is measured against: the commit time of the
@@ -943,12 +1047,29 @@ struct MasterFreshness {
     known_until: u32,
 }
 
+/// With the primary's position unreadable (it is down or unreachable),
+/// the binlog reader counts as current only while it has heard from the
+/// primary within this long: an idle primary sends a heartbeat every
+/// `HEARTBEAT_PERIOD`, a busy one events.
+const READER_SILENCE: Duration = Duration::from_secs(crate::source::HEARTBEAT_PERIOD.as_secs() * 3);
+
 impl MasterFreshness {
     fn read(
         state: &ServerState,
         primary: Option<&SourcePosition>,
         log_position: Option<&SourcePosition>,
         log_time: u32,
+    ) -> MasterFreshness {
+        Self::read_at(state, primary, log_position, log_time, now_ms())
+    }
+
+    /// `read` at `now` (ms since the epoch).
+    fn read_at(
+        state: &ServerState,
+        primary: Option<&SourcePosition>,
+        log_position: Option<&SourcePosition>,
+        log_time: u32,
+        now: u64,
     ) -> MasterFreshness {
         let caught_up = state.caught_up.lock().unwrap().clone();
         let read_to = [
@@ -958,9 +1079,13 @@ impl MasterFreshness {
         .into_iter()
         .flatten()
         .reduce(|a, b| if b.is_after(&a) { b } else { a });
-        // An unreadable primary commits nothing the master could miss.
         let behind = match (primary, read_to) {
-            (None, _) => false,
+            // The primary may be committing what the master cannot read:
+            // the reader is current only while it still hears from it.
+            (None, _) => {
+                let heard = state.reader_seen_ms.load(Ordering::Relaxed);
+                heard == 0 || now.saturating_sub(heard) > READER_SILENCE.as_millis() as u64
+            }
             (Some(_), None) => true,
             (Some(p), Some(r)) => {
                 let p = SourcePosition {
@@ -988,16 +1113,21 @@ impl MasterFreshness {
 }
 
 /// The master's status: its log, the primary, and every slave's state and
-/// lag (see the module doc).
-pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> MasterStatus {
+/// lag (see the module doc). `probe` reads the primary's position.
+pub async fn status_of(
+    log: &ServeLog,
+    state: &ServerState,
+    source: &Source,
+    probe: &mut PrimaryProbe,
+) -> MasterStatus {
     let log = match log {
         ServeLog::Local(log) => log,
-        ServeLog::Nats(nats) => return nats_status(nats, state, source).await,
+        ServeLog::Nats(nats) => return nats_status(nats, state, source, probe).await,
     };
-    let primary_position = primary_position(source).await;
+    let primary_position = probe.position(source).await;
     let (log_position, log_time) = state.log_tip.lock().unwrap().clone();
     let end = log.end();
-    let (first_seq, segments, bytes) = log.stats();
+    let (first_seq, segments, bytes) = on_log(log, |l| l.stats()).await.unwrap_or((0, 0, 0));
     let fresh = MasterFreshness::read(
         state,
         primary_position.as_ref(),
@@ -1012,8 +1142,11 @@ pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> 
         // search reads record headers (about 1 s for a full 64 MiB
         // segment), so its answer is kept.
         if s.sent_seq == 0 && s.acked_seq == 0 && s.state != "snapshotting" {
-            if let Some(p) = &s.acked_position {
-                s.acked_seq = log.seq_through(p).ok().flatten().unwrap_or(0);
+            if let Some(p) = s.acked_position.clone() {
+                s.acked_seq = on_log(log, move |l| l.seq_through(&p).ok().flatten())
+                    .await
+                    .flatten()
+                    .unwrap_or(0);
                 let seq = s.acked_seq;
                 state.update_conn(name, s.conn, |info| {
                     if info.sent_seq == 0 && info.acked_seq == 0 {
@@ -1024,39 +1157,38 @@ pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> 
         }
     }
     let now = (now_ms() / 1000) as u32;
-    let mut slaves: Vec<SlaveStatus> = slaves_now
-        .into_iter()
-        .map(|(name, s)| {
-            let lag_transactions = end.last_seq.saturating_sub(s.acked_seq);
-            let oldest = if s.state == "snapshotting" {
-                Oldest::Nothing
-            } else if lag_transactions == 0 {
-                fresh.oldest()
-            } else {
-                match log.record_at(s.acked_seq + 1) {
-                    Ok(Some((_, _, t))) => Oldest::At(t),
-                    // Cut by retention under a disconnected slave: the
-                    // oldest record kept is newer than what it misses.
-                    _ => Oldest::At(s.oldest_unacked_time),
-                }
-            };
-            let stalled = s.state == "streaming"
-                && lag_transactions > 0
-                && s.progress_at.elapsed() >= state.stall_after;
-            SlaveStatus {
-                addr: s.addr.to_string(),
-                state: if stalled { "stalled" } else { s.state }.to_string(),
-                applied_seq: s.acked_seq,
-                applied_position: s.acked_position.clone(),
-                lag_transactions,
-                lag_seconds: lag_seconds(now, oldest),
-                snapshot_rows: s.snapshot_rows,
-                snapshot_estimated_rows: s.snapshot_estimated_rows,
-                last_error: s.last_error.clone(),
-                name,
+    let mut slaves: Vec<SlaveStatus> = Vec::with_capacity(slaves_now.len());
+    for (name, s) in slaves_now {
+        let lag_transactions = end.last_seq.saturating_sub(s.acked_seq);
+        let oldest = if s.state == "snapshotting" {
+            Oldest::Nothing
+        } else if lag_transactions == 0 {
+            fresh.oldest()
+        } else {
+            let next = s.acked_seq + 1;
+            match on_log(log, move |l| l.record_at(next)).await {
+                Some(Ok(Some((_, _, t)))) => Oldest::At(t),
+                // Cut by retention under a disconnected slave: the
+                // oldest record kept is newer than what it misses.
+                _ => Oldest::At(s.oldest_unacked_time),
             }
-        })
-        .collect();
+        };
+        let stalled = s.state == "streaming"
+            && lag_transactions > 0
+            && s.progress_at.elapsed() >= state.stall_after;
+        slaves.push(SlaveStatus {
+            addr: s.addr.to_string(),
+            state: if stalled { "stalled" } else { s.state }.to_string(),
+            applied_seq: s.acked_seq,
+            applied_position: s.acked_position.clone(),
+            lag_transactions,
+            lag_seconds: lag_seconds(now, oldest),
+            snapshot_rows: s.snapshot_rows,
+            snapshot_estimated_rows: s.snapshot_estimated_rows,
+            last_error: s.last_error.clone(),
+            name,
+        });
+    }
     slaves.sort_by(|a, b| a.name.cmp(&b.name));
     MasterStatus {
         primary: source.endpoint().to_string(),
@@ -1072,11 +1204,23 @@ pub async fn status_of(log: &ServeLog, state: &ServerState, source: &Source) -> 
     }
 }
 
+/// A JetStream slave whose progress report has not been rewritten for
+/// this long is gone (crashed, cut off): a live one rewrites it at least
+/// on every heartbeat (each second while idle, every half second at most
+/// while applying), and gives up itself after `NATS_SILENCE` (15 s) of
+/// failing writes. Generous, so that one long batch does not flap it.
+const NATS_REPORT_SILENCE: Duration = Duration::from_secs(30);
+
 /// Status when the log is a stream: slaves report their progress to the
 /// stream's bucket; lag is counted in messages, and in seconds from the
 /// message after the reported one.
-async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> MasterStatus {
-    let primary_position = primary_position(source).await;
+async fn nats_status(
+    nats: &NatsLog,
+    state: &ServerState,
+    source: &Source,
+    probe: &mut PrimaryProbe,
+) -> MasterStatus {
+    let primary_position = probe.position(source).await;
     let (log_position, _) = state.log_tip.lock().unwrap().clone();
     let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
     let fresh = MasterFreshness::read(
@@ -1090,6 +1234,7 @@ async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> Ma
     let mut slaves = Vec::new();
     for (name, p) in nats.progress().await.unwrap_or_default() {
         let since = state.nats_progressed(&name, p.seq);
+        let silent = state.nats_report_age(&name, p.updated_ms) > NATS_REPORT_SILENCE;
         let lag_transactions = last.saturating_sub(p.seq);
         let oldest = match (p.position.is_some(), lag_transactions) {
             (false, _) => Oldest::Nothing,
@@ -1102,6 +1247,8 @@ async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> Ma
         let shown = match (&p.error, p.position.is_some()) {
             (Some(_), _) => "failed",
             (None, false) => "snapshotting",
+            // Its lag goes on counting from what it applied.
+            (None, true) if silent => "disconnected",
             (None, true) if lag_transactions > 0 && since.elapsed() >= state.stall_after => {
                 "stalled"
             }
@@ -1157,6 +1304,8 @@ async fn nats_status(nats: &NatsLog, state: &ServerState, source: &Source) -> Ma
 /// status.
 async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: Source) {
     let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
+    // One primary connection for all the refreshes, not one each.
+    let mut probe = PrimaryProbe::default();
     loop {
         every.tick().await;
         if !state.metrics.is_served() {
@@ -1165,11 +1314,12 @@ async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: S
             if let ServeLog::Nats(nats) = &log {
                 for (name, p) in nats.progress().await.unwrap_or_default() {
                     state.nats_progressed(&name, p.seq);
+                    state.nats_report_age(&name, p.updated_ms);
                 }
             }
             continue;
         }
-        let status = status_of(&log, &state, &source).await;
+        let status = status_of(&log, &state, &source, &mut probe).await;
         state.metrics.set_slaves(
             status
                 .slaves
@@ -1281,7 +1431,38 @@ mod tests {
             matches!(f.oldest(), Oldest::After(t) if t + 1 >= beat),
             "{f:?}"
         );
-        // An unreachable primary commits nothing the master could miss.
+        // An unreachable primary, while the reader still hears from it
+        // (the status query failed, not the stream): current.
+        let now = now_ms();
+        let f = MasterFreshness::read_at(&state, None, Some(&logged), 100, now);
+        assert_eq!(f.oldest(), Oldest::Nothing);
+    }
+
+    #[test]
+    fn an_unreachable_primary_makes_the_master_behind_once_the_reader_hears_nothing() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let logged = SourcePosition::new("b.000002", 500);
+        // Never heard from the primary: nothing says the master is current.
+        let f = MasterFreshness::read(&state, None, Some(&logged), 100);
+        assert_eq!(f.oldest(), Oldest::After(100));
+        state.caught_up(Some(logged.clone()));
+        let beat = now_ms();
+        let at = |after: Duration| {
+            MasterFreshness::read_at(
+                &state,
+                None,
+                Some(&logged),
+                100,
+                beat + after.as_millis() as u64,
+            )
+        };
+        assert_eq!(at(Duration::from_secs(1)).oldest(), Oldest::Nothing);
+        assert_eq!(at(READER_SILENCE).oldest(), Oldest::Nothing);
+        // Silent for longer: behind since the last heartbeat at least.
+        let f = at(READER_SILENCE + Duration::from_secs(1));
+        assert_eq!(f.oldest(), Oldest::After((beat / 1000) as u32));
+        // A transaction read (even one filtered out) counts as hearing.
+        state.reader_heard();
         let f = MasterFreshness::read(&state, None, Some(&logged), 100);
         assert_eq!(f.oldest(), Oldest::Nothing);
     }
@@ -1374,5 +1555,18 @@ mod tests {
         let mut cx = std::task::Context::from_waker(waker);
         let mut f = std::pin::pin!(f);
         f.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_jetstream_report_ages_from_when_this_master_saw_it_change() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        // First sighting of a report written a minute ago: a minute old.
+        let old = now_ms() - 60_000;
+        assert!(state.nats_report_age("a", old) >= Duration::from_secs(59));
+        assert!(state.nats_report_age("a", old) > NATS_REPORT_SILENCE);
+        // A newer report, even stamped by a clock far behind: fresh.
+        assert!(state.nats_report_age("a", old + 1) < Duration::from_secs(5));
+        // A stamp from a clock ahead counts as written now.
+        assert!(state.nats_report_age("b", now_ms() + 3_600_000) < Duration::from_secs(5));
     }
 }
