@@ -66,11 +66,12 @@ use crate::migrations;
 use crate::objects::{self, StoredObject, StoredObjects};
 use crate::position::{Gtid, SourcePosition};
 use crate::replay;
-use crate::source::{Source, SourceError};
+use crate::source::{Source, SourceError, SESSION_SILENCE};
 use crate::sql;
 use crate::statements::TablePlan;
 use crate::verify;
 use crate::wire::SnapshotObject;
+use std::time::Duration;
 
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
@@ -157,6 +158,22 @@ pub enum ApplyError {
          at source position {position}; re-seed the slave (--resnapshot)"
     )]
     XaWithoutCheckpoint { position: String },
+    #[error(
+        "slave `{name}`: session {holder} on the replica {replica} holds this slave's lock \
+         `{lock}` ({holder_info}) and still did after {waited_secs}s; this slave applied \
+         nothing. Another `rowcast slave --name {name}` is running against this replica: run \
+         one slave per --name (stop the other one, or give this one another --name). If that \
+         session is a dead one's, KILL {holder} on the replica (or wait until the server drops \
+         it: wait_timeout), then start this slave again"
+    )]
+    SessionLocked {
+        name: String,
+        replica: String,
+        lock: String,
+        holder: u64,
+        holder_info: String,
+        waited_secs: u64,
+    },
 }
 
 impl ApplyError {
@@ -194,7 +211,14 @@ struct HeldXa {
 }
 
 pub struct Applier {
+    /// Holds [`session_lock_name`] for its whole life (see
+    /// [`Applier::connect`]).
     conn: Conn,
+    /// The session lock's name.
+    lock: String,
+    /// When `conn` last ran a command: an applier idle this long touches
+    /// it ([`Applier::keep_alive`]) so it never looks like a zombie.
+    last_active: std::time::Instant,
     /// Where `conn` goes, to watch it from a connection of its own.
     target: Source,
     /// The replica's `max_allowed_packet`, read at connect: a transaction
@@ -310,10 +334,38 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
 }
 
 impl Applier {
-    /// Connects to the target, creates the `rowcast` schema if needed and
-    /// reads this slave's checkpoint.
+    /// Connects to the target, takes this slave's session lock, creates
+    /// the `rowcast` schema if needed and reads this slave's checkpoint.
+    ///
+    /// **Invariant:** a session reads the checkpoint, and writes anything,
+    /// only while it holds the server lock [`session_lock_name`] (taken
+    /// with `GET_LOCK`, held until the session ends: the server frees it
+    /// then, however the session ends). So one session at a time applies
+    /// for a slave name on a replica: an older session of this slave that
+    /// rowcast gave up without killing (a frozen connection, a probe that
+    /// could not reach the server) commits before the new one reads the
+    /// checkpoint, or never; and a second `rowcast slave` with the same
+    /// name applies nothing while the first lives (it exits with
+    /// [`ApplyError::SessionLocked`] after [`LOCK_WAIT_LIMIT`]).
     pub async fn connect(target: &Source, name: &str) -> Result<Applier, ApplyError> {
+        Self::connect_after(target, name, None).await
+    }
+
+    /// A new applier in place of this one, whose session may be broken,
+    /// frozen, or still alive (a retried deadlock): if it still holds the
+    /// lock, it is killed, and waited for until it is gone.
+    pub async fn reconnect(&self) -> Result<Applier, ApplyError> {
+        Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await
+    }
+
+    async fn connect_after(
+        target: &Source,
+        name: &str,
+        previous: Option<u32>,
+    ) -> Result<Applier, ApplyError> {
         let mut conn = target.connect().await?;
+        let lock = session_lock_name(name);
+        take_session_lock(&mut conn, target, name, &lock, previous).await?;
         migrations::run(&mut conn)
             .await
             .map_err(|e| target.classify(e))?;
@@ -392,6 +444,8 @@ impl Applier {
         Ok(Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
+            lock,
+            last_active: std::time::Instant::now(),
             target: target.clone(),
             name: name.to_string(),
             replica: target.endpoint().to_string(),
@@ -1211,6 +1265,7 @@ impl Applier {
                 .change_user(mysql_async::ChangeUserOpts::default().with_db_name(None))
                 .await
                 .map_err(|e| ApplyError::Lost(e.to_string()))?;
+            self.relock().await?;
             self.conn
                 .query_drop(SESSION_SETUP)
                 .await
@@ -1845,9 +1900,202 @@ impl Applier {
         batch: &[(u64, Transaction)],
     ) -> Result<(), ApplyError> {
         let (target, id) = (self.target.clone(), self.conn.id());
-        tokio::select! {
+        let result = tokio::select! {
             r = self.apply_batch(batch) => r,
             reason = crate::source::watch_session(&target, id) => Err(ApplyError::Lost(reason)),
+        };
+        self.last_active = std::time::Instant::now();
+        result
+    }
+}
+
+/// How long a slave waits for its session lock while a live session holds
+/// it, before it gives up with [`ApplyError::SessionLocked`]. A second
+/// slave with the same name must not wait for ever unnoticed: it exits
+/// with an error that names the other session and the fix.
+pub const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// One `GET_LOCK` wait; between two the holder is looked at and logged.
+const LOCK_STEP: Duration = Duration::from_secs(5);
+/// An applier idle this long touches its session, so that its `Sleep`
+/// time in the processlist stays well below [`SESSION_SILENCE`], the age
+/// at which a holder of the lock counts as a zombie and is killed.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
+/// MariaDB and MySQL refuse longer lock names.
+const LOCK_NAME_MAX: usize = 64;
+
+/// The server lock of slave `name`: `rowcast:<name>` when that fits in
+/// 64 characters, otherwise `rowcast:<start of name>~<hash of name>`, so
+/// it stays readable in a processlist and distinct for distinct names.
+pub fn session_lock_name(name: &str) -> String {
+    let plain = format!("rowcast:{name}");
+    // Bytes, not characters: the bound holds however the server counts.
+    if plain.len() <= LOCK_NAME_MAX {
+        return plain;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let room = LOCK_NAME_MAX - "rowcast:".len() - 1 - hash.len();
+    let mut start = String::new();
+    for c in name.chars() {
+        if start.len() + c.len_utf8() > room {
+            break;
+        }
+        start.push(c);
+    }
+    format!("rowcast:{start}~{hash}")
+}
+
+/// Takes `lock` on `conn`, waiting while another session holds it. A
+/// holder that is this process's previous session, or that has sat idle
+/// (`Sleep`) for [`SESSION_SILENCE`] (a frozen or abandoned connection:
+/// a live applier touches its session every [`KEEPALIVE_EVERY`]) is
+/// killed and waited for until it is gone; any other holder is waited for
+/// up to [`LOCK_WAIT_LIMIT`], then this slave stops.
+async fn take_session_lock(
+    conn: &mut Conn,
+    target: &Source,
+    name: &str,
+    lock: &str,
+    previous: Option<u32>,
+) -> Result<(), ApplyError> {
+    let started = std::time::Instant::now();
+    // The first try does not wait, so a holder is reported at once.
+    let mut wait = 0u64;
+    let mut last_holder: Option<(u64, String)> = None;
+    loop {
+        let got: Option<Option<i64>> = conn
+            .exec_first("SELECT GET_LOCK(?, ?)", (lock, wait))
+            .await
+            .map_err(|e| target.classify(e))?;
+        if got.flatten() == Some(1) {
+            if let Some((holder, _)) = last_holder {
+                tracing::info!(slave = %name, lock, previous_holder = holder, waited = ?started.elapsed(), "took this slave's session lock on the replica");
+            }
+            return Ok(());
+        }
+        wait = LOCK_STEP.as_secs();
+        let waited = started.elapsed();
+        let holder: Option<Option<u64>> = conn
+            .exec_first("SELECT IS_USED_LOCK(?)", (lock,))
+            .await
+            .map_err(|e| target.classify(e))?;
+        let info: Option<(String, String, String, i64, Option<String>)> = match holder.flatten() {
+            Some(id) => conn
+                .exec_first(
+                    "SELECT USER, HOST, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                    (id,),
+                )
+                .await
+                .map_err(|e| target.classify(e))?,
+            None => None,
+        };
+        let (Some(holder), Some((user, host, command, time, state))) = (holder.flatten(), info)
+        else {
+            // Freed (or its session just ended) in between: try again.
+            if waited >= LOCK_WAIT_LIMIT * 2 {
+                let (holder, holder_info) =
+                    last_holder.unwrap_or((0, "a session that kept changing".into()));
+                return Err(locked(name, target, lock, holder, holder_info, waited));
+            }
+            continue;
+        };
+        let holder_info = match state.filter(|s| !s.is_empty()) {
+            Some(state) => format!("{user}@{host}, {command} for {time}s, {state}"),
+            None => format!("{user}@{host}, {command} for {time}s"),
+        };
+        last_holder = Some((holder, holder_info.clone()));
+        let ours = previous.is_some_and(|p| u64::from(p) == holder);
+        let idle = command == "Sleep" && time >= SESSION_SILENCE.as_secs() as i64;
+        if waited >= LOCK_WAIT_LIMIT && !(ours || idle && waited < LOCK_WAIT_LIMIT * 2) {
+            return Err(locked(name, target, lock, holder, holder_info, waited));
+        }
+        if ours || idle {
+            // The previous session of this slave was given up (it may be
+            // frozen, or alive after a retried error); an idle holder is
+            // one nobody drives any more. Its open transaction rolls back;
+            // a COMMIT of it still on its way lands before it is gone, or
+            // never, and the checkpoint is read only after that.
+            tracing::warn!(slave = %name, lock, holder, holder_info = %holder_info, previous = ours, "the session holding this slave's lock on the replica is this slave's previous one or has been idle too long: killing it");
+            let id = u32::try_from(holder).unwrap_or(u32::MAX);
+            if !crate::source::kill_and_wait(conn, id).await {
+                tracing::warn!(slave = %name, holder, "the killed session is still listed on the replica; waiting for it");
+            }
+            continue;
+        }
+        tracing::warn!(
+            slave = %name,
+            lock,
+            holder,
+            holder_info = %holder_info,
+            waited = ?waited,
+            gives_up_after = ?LOCK_WAIT_LIMIT,
+            "session {holder} holds this slave's lock on the replica, so this slave must not apply: another `rowcast slave --name {name}` is running against this replica (run one per --name), or a dead slave's session is still open (the server drops it after wait_timeout, or KILL {holder}); waiting"
+        );
+    }
+}
+
+fn locked(
+    name: &str,
+    target: &Source,
+    lock: &str,
+    holder: u64,
+    holder_info: String,
+    waited: Duration,
+) -> ApplyError {
+    ApplyError::SessionLocked {
+        name: name.to_string(),
+        replica: target.endpoint().to_string(),
+        lock: lock.to_string(),
+        holder,
+        holder_info,
+        waited_secs: waited.as_secs(),
+    }
+}
+
+impl Applier {
+    /// The session lock again after COM_CHANGE_USER, which resets the
+    /// session and with it frees its user locks. Another session may have
+    /// taken it in between: then this one must not go on.
+    async fn relock(&mut self) -> Result<(), ApplyError> {
+        let held: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (&self.lock,))
+            .await
+            .map_err(|e| ApplyError::Lost(e.to_string()))?;
+        if held.flatten() == Some(1) {
+            return Ok(());
+        }
+        let got: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT GET_LOCK(?, 0)", (&self.lock,))
+            .await
+            .map_err(|e| ApplyError::Lost(e.to_string()))?;
+        if got.flatten() == Some(1) {
+            return Ok(());
+        }
+        Err(ApplyError::Lost(format!(
+            "another session took this slave's lock `{}` on the replica while this one changed its default database; reconnecting (the new session waits for the lock)",
+            self.lock
+        )))
+    }
+
+    /// Touches the session if it has been idle for [`KEEPALIVE_EVERY`], so
+    /// that another slave started with the same name sees it alive and
+    /// does not take it for a zombie. Call it while waiting for work.
+    pub async fn keep_alive(&mut self) -> Result<(), ApplyError> {
+        if self.last_active.elapsed() < KEEPALIVE_EVERY {
+            return Ok(());
+        }
+        match tokio::time::timeout(SESSION_SILENCE, self.conn.query_drop("DO 0")).await {
+            Ok(Ok(())) => {
+                self.last_active = std::time::Instant::now();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ApplyError::Lost(e.to_string())),
+            Err(_) => Err(ApplyError::Lost(format!(
+                "the replica did not answer a keep-alive within {SESSION_SILENCE:?}"
+            ))),
         }
     }
 }
@@ -1895,5 +2143,22 @@ mod disk_full_tests {
         assert!(matches!(e, ApplyError::DiskFull { .. }));
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("no space left"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod session_lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_short_name_is_its_own_lock_and_a_long_one_is_hashed_within_64_bytes() {
+        assert_eq!(session_lock_name("eu-replica-1"), "rowcast:eu-replica-1");
+        let long = "x".repeat(56);
+        assert_eq!(session_lock_name(&long), format!("rowcast:{long}"));
+        let a = session_lock_name(&format!("{}a", "é".repeat(40)));
+        let b = session_lock_name(&format!("{}b", "é".repeat(40)));
+        assert!(a.len() <= 64 && b.len() <= 64, "{a} / {b}");
+        assert_ne!(a, b, "names that differ after the kept start differ");
+        assert!(a.starts_with("rowcast:éé"), "stays readable: {a}");
     }
 }
