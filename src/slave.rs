@@ -137,12 +137,26 @@ pub async fn run(
                 backoff = backoff_after(backoff, began.elapsed());
                 tracing::warn!(cause = %e, retry_in = ?backoff, "connection problem; reconnecting");
                 if let SlaveError::Apply(_) = e {
-                    // The target connection may be broken: start it afresh.
-                    match Applier::connect(&config.target, &config.name).await {
-                        Ok(a) => applier = a,
-                        Err(err) if err.is_retryable() => {}
-                        Err(err) => return Err(err.into()),
-                    }
+                    // The target connection may be broken, or frozen with
+                    // a COMMIT still on its way: start it afresh. The old
+                    // applier is never used again (its view of the
+                    // checkpoint may be stale); the new session kills the
+                    // old one if it still holds the session lock, and
+                    // reads the checkpoint only once it is gone.
+                    applier = loop {
+                        match applier.reconnect().await {
+                            Ok(a) => break a,
+                            Err(err) if err.is_retryable() => {
+                                backoff = (backoff * 2).min(Duration::from_secs(5));
+                                tracing::warn!(cause = %err, retry_in = ?backoff, "cannot reconnect to the target; retrying");
+                                tokio::select! {
+                                    _ = shutdown.changed() => return Ok(()),
+                                    _ = tokio::time::sleep(backoff) => {}
+                                }
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    };
                 }
             }
             Err(e) => return Err(e),
@@ -738,6 +752,9 @@ async fn apply_loop(
                 }
             }
             Incoming::Heartbeat => {
+                // An idle applier's session must not look like a zombie
+                // to another slave waiting for its session lock.
+                applier.keep_alive().await?;
                 // Keep the master's view current even if the last
                 // batch ended without a drained queue.
                 let cp = applier.checkpoint();

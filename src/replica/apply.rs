@@ -64,6 +64,7 @@ use crate::replica::apply_error::sql_error;
 pub use crate::replica::apply_error::ApplyError;
 use crate::replica::migrations;
 use crate::replica::net_effect::{self, NetTable};
+use crate::replica::session_lock::{session_lock_name, take_session_lock};
 use crate::replica::statements::TablePlan;
 use crate::source::objects::StoredObject;
 use crate::source::position::{Gtid, SourcePosition};
@@ -95,7 +96,14 @@ struct HeldXa {
 }
 
 pub struct Applier {
+    /// Holds [`session_lock_name`] for its whole life (see
+    /// [`Applier::connect`]).
     pub(super) conn: Conn,
+    /// The session lock's name.
+    pub(super) lock: String,
+    /// When `conn` last ran a command: an applier idle this long touches
+    /// it ([`Applier::keep_alive`]) so it never looks like a zombie.
+    pub(super) last_active: std::time::Instant,
     /// Where `conn` goes, to watch it from a connection of its own.
     target: Source,
     /// The replica's `max_allowed_packet`, read at connect: a transaction
@@ -137,10 +145,38 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Connects to the target, creates the `rowcast` schema if needed and
-    /// reads this slave's checkpoint.
+    /// Connects to the target, takes this slave's session lock, creates
+    /// the `rowcast` schema if needed and reads this slave's checkpoint.
+    ///
+    /// **Invariant:** a session reads the checkpoint, and writes anything,
+    /// only while it holds the server lock [`session_lock_name`] (taken
+    /// with `GET_LOCK`, held until the session ends: the server frees it
+    /// then, however the session ends). So one session at a time applies
+    /// for a slave name on a replica: an older session of this slave that
+    /// rowcast gave up without killing (a frozen connection, a probe that
+    /// could not reach the server) commits before the new one reads the
+    /// checkpoint, or never; and a second `rowcast slave` with the same
+    /// name applies nothing while the first lives (it exits with
+    /// [`ApplyError::SessionLocked`] after [`LOCK_WAIT_LIMIT`]).
     pub async fn connect(target: &Source, name: &str) -> Result<Applier, ApplyError> {
+        Self::connect_after(target, name, None).await
+    }
+
+    /// A new applier in place of this one, whose session may be broken,
+    /// frozen, or still alive (a retried deadlock): if it still holds the
+    /// lock, it is killed, and waited for until it is gone.
+    pub async fn reconnect(&self) -> Result<Applier, ApplyError> {
+        Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await
+    }
+
+    async fn connect_after(
+        target: &Source,
+        name: &str,
+        previous: Option<u32>,
+    ) -> Result<Applier, ApplyError> {
         let mut conn = target.connect().await?;
+        let lock = session_lock_name(name);
+        take_session_lock(&mut conn, target, name, &lock, previous).await?;
         migrations::run(&mut conn)
             .await
             .map_err(|e| target.classify(e))?;
@@ -219,6 +255,8 @@ impl Applier {
         Ok(Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
+            lock,
+            last_active: std::time::Instant::now(),
             target: target.clone(),
             name: name.to_string(),
             replica: target.endpoint().to_string(),
@@ -834,9 +872,11 @@ impl Applier {
         batch: &[(u64, Transaction)],
     ) -> Result<(), ApplyError> {
         let (target, id) = (self.target.clone(), self.conn.id());
-        tokio::select! {
+        let result = tokio::select! {
             r = self.apply_batch(batch) => r,
             reason = crate::source::watch_session(&target, id) => Err(ApplyError::Lost(reason)),
-        }
+        };
+        self.last_active = std::time::Instant::now();
+        result
     }
 }

@@ -89,6 +89,22 @@ pub enum ApplyError {
          at source position {position}; re-seed the slave (--resnapshot)"
     )]
     XaWithoutCheckpoint { position: String },
+    #[error(
+        "slave `{name}`: session {holder} on the replica {replica} holds this slave's lock \
+         `{lock}` ({holder_info}) and still did after {waited_secs}s; this slave applied \
+         nothing. Another `rowcast slave --name {name}` is running against this replica: run \
+         one slave per --name (stop the other one, or give this one another --name). If that \
+         session is a dead one's, KILL {holder} on the replica (or wait until the server drops \
+         it: wait_timeout), then start this slave again"
+    )]
+    SessionLocked {
+        name: String,
+        replica: String,
+        lock: String,
+        holder: u64,
+        holder_info: String,
+        waited_secs: u64,
+    },
 }
 
 impl ApplyError {

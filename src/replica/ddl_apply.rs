@@ -265,6 +265,7 @@ impl Applier {
                 .change_user(mysql_async::ChangeUserOpts::default().with_db_name(None))
                 .await
                 .map_err(|e| ApplyError::Lost(e.to_string()))?;
+            self.relock().await?;
             self.conn
                 .query_drop(SESSION_SETUP)
                 .await

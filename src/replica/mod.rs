@@ -3,7 +3,8 @@
 //! The exactly-once applier: [`apply`] owns `Applier`, its commit
 //! protocol (checkpoint, parts, the pending-DDL marker, held XA rows) and
 //! its public API; [`apply_error`] its errors and how a server's answer is
-//! classified. What runs inside its local transactions, each an
+//! classified; [`session_lock`] the server lock that lets one session at a
+//! time apply for a slave name. What runs inside its local transactions, each an
 //! `impl Applier` of its own: `rows` (one change: the per-table plan
 //! cache, statements or the replica's row-event applier), `table_facts`
 //! (what the replica's catalog says of a table, read once per plan),
@@ -29,6 +30,7 @@ pub mod net_effect;
 pub mod packet_size;
 pub mod replay;
 mod rows;
+pub mod session_lock;
 mod snapshot_load;
 pub mod statements;
 mod table_facts;

@@ -665,6 +665,10 @@ pub async fn watch_session(target: &Source, id: u32) -> String {
             Ok(Ok(None)) => {}
             // No answer for the silence, and the target cannot even be
             // asked on a new connection: the request is as good as lost.
+            // Giving up without a kill is safe only because of the
+            // applier's session lock (`Applier::connect`): the next
+            // applier cannot read the checkpoint while this session lives,
+            // so a COMMIT of it still on its way lands before, or never.
             Ok(Err(e)) => {
                 return format!(
                     "no answer on session {id} for {SESSION_SILENCE:?} and the target cannot be reached on a new connection either: {e}"
@@ -704,27 +708,7 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
         Some((command, idle)) if command == "Sleep" && idle >= SESSION_SILENCE.as_secs() as i64 => {
             // Its open transaction would hold locks until the server's own
             // timeouts (hours); the next applier must not wait on them.
-            let _ = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                conn.query_drop(format!("KILL CONNECTION {id}")),
-            )
-            .await;
-            // KILL only marks the session: until it is gone a COMMIT that
-            // was on its way could still land, after the next applier has
-            // read the checkpoint. Wait (bounded) until the server lists it
-            // no more.
-            for _ in 0..40 {
-                let still: Result<Option<u64>, _> = conn
-                    .exec_first(
-                        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?",
-                        (id,),
-                    )
-                    .await;
-                if !matches!(still, Ok(Some(_))) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            kill_and_wait(&mut conn, id).await;
             Some(format!(
                 "session {id} on the target has been idle for {idle}s while rowcast waited for its answer: the connection is frozen (killed it)"
             ))
@@ -733,6 +717,32 @@ async fn probe_session(target: &Source, id: u32) -> Result<Option<String>, Sourc
     };
     let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.disconnect()).await;
     Ok(verdict)
+}
+
+/// Kills session `id` from `conn` and waits (bounded, about 10 s) until
+/// the server lists it no more; returns whether it is gone. KILL only
+/// marks the session: until it is gone a COMMIT that was on its way could
+/// still land, and its locks (the applier's session lock among them) are
+/// still held.
+pub async fn kill_and_wait(conn: &mut Conn, id: u32) -> bool {
+    let _ = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        conn.query_drop(format!("KILL CONNECTION {id}")),
+    )
+    .await;
+    for _ in 0..40 {
+        let still: Result<Option<u64>, _> = conn
+            .exec_first(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (id,),
+            )
+            .await;
+        if !matches!(still, Ok(Some(_))) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// A heartbeat from the primary's dump thread, which sends one only when it
