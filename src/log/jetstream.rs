@@ -47,7 +47,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::log::change::Transaction;
 use crate::log::codec;
@@ -221,18 +221,7 @@ impl std::fmt::Display for NatsUrl {
     }
 }
 
-/// What a slave reports about itself, for `rowcast status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlaveProgress {
-    /// Stream sequence of the last message applied.
-    pub seq: u64,
-    pub position: Option<SourcePosition>,
-    /// Primary commit time of the last applied transaction.
-    pub source_time: u32,
-    /// When this was written, milliseconds since the epoch.
-    pub updated_ms: u64,
-    pub error: Option<String>,
-}
+pub use crate::log::SlaveProgress;
 
 /// The stream's end: where a publisher continues.
 #[derive(Debug, Clone, PartialEq)]
@@ -1046,6 +1035,72 @@ impl Drop for NatsReader {
     }
 }
 
+impl NatsLog {
+    /// Where a slave whose checkpoint is `(seq, position)` reads on (see
+    /// [`LogView::read_from`](crate::log::LogView::read_from)).
+    pub async fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, NatsError> {
+        let url = &self.url;
+        match (seq, position) {
+            // Right after a snapshot the checkpoint has a position but no
+            // stream sequence yet: find the first message after it.
+            (0, Some(p)) => {
+                let start = self.first_seq_after(p).await?;
+                let (first, last, _) = self.state().await?;
+                // The snapshot is older than every message the stream
+                // still holds (or than the last one published, if
+                // retention emptied it): some that came after it may have
+                // been purged.
+                let emptied_after =
+                    first > last && self.tip().await?.is_some_and(|tip| tip.is_after(p));
+                if (start == first && first > 1 && first <= last) || emptied_after {
+                    return Err(NatsError::Purged {
+                        stream: url.stream.clone(),
+                        wanted: first - 1,
+                        first,
+                    });
+                }
+                Ok(crate::log::ReadFrom {
+                    seq: start,
+                    note_seq: true,
+                })
+            }
+            (seq, position) => {
+                // The sequence must be this stream's: the message there
+                // holds the checkpoint's transaction.
+                let (first, last, _) = self.state().await?;
+                if let Some(p) = position.filter(|_| seq >= first && seq <= last) {
+                    // After a snapshot the checkpoint is the snapshot's
+                    // position, which lies between this message and the
+                    // next (and carries no GTID): compare locations, not
+                    // equality.
+                    let found = self.position_at(seq).await?;
+                    let next_not_after = if seq < last {
+                        !self.position_at(seq + 1).await?.is_after(p)
+                    } else {
+                        false
+                    };
+                    if found.is_after(p) || next_not_after {
+                        return Err(NatsError::NotThisStream {
+                            stream: url.stream.clone(),
+                            seq,
+                            expected: p.to_string(),
+                            found: found.to_string(),
+                        });
+                    }
+                }
+                Ok(crate::log::ReadFrom {
+                    seq: seq + 1,
+                    note_seq: false,
+                })
+            }
+        }
+    }
+}
+
 /// The stream as a [`LogWriter`](crate::log::LogWriter): publishes
 /// batches after the stream's tail, retrying (from the tail as it then
 /// is) while NATS is unreachable, and skips what the stream already holds.
@@ -1278,6 +1333,31 @@ impl crate::log::LogView for Arc<NatsLog> {
 
     fn read_directly(&self) -> Option<String> {
         Some(self.url().to_string())
+    }
+
+    async fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, crate::log::ChangeLogError> {
+        Ok(NatsLog::read_from(self, seq, position).await?)
+    }
+
+    async fn reader_from(
+        &self,
+        seq: u64,
+    ) -> Result<crate::log::TxnReader, crate::log::ChangeLogError> {
+        let reader = self.reader(seq).await?;
+        tracing::info!(stream = %self.url(), from_seq = seq, "reading the change log from NATS JetStream");
+        Ok(crate::log::TxnReader::JetStream(Box::new(reader)))
+    }
+
+    async fn report(
+        &self,
+        name: &str,
+        progress: &SlaveProgress,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Ok(self.put_progress(name, progress).await?)
     }
 
     async fn reports(&self) -> Vec<(String, SlaveProgress)> {

@@ -48,7 +48,7 @@ use crate::ops::metrics::Metrics;
 use crate::source::gtid_set::GtidSet;
 use crate::source::position::SourcePosition;
 
-use jetstream::{NatsError, NatsUrl, SlaveProgress};
+use jetstream::{NatsError, NatsUrl};
 use segments::{EncodedTxn, LogError, RawRecord, Retention};
 
 /// Any log's error; each message says what happened and what to do.
@@ -58,9 +58,19 @@ pub enum ChangeLogError {
     Segments(#[from] LogError),
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error("the change log in {location} is read through its master, not by slaves themselves: start the slave with --master and without --log")]
+    NotDirect { location: String },
 }
 
 impl ChangeLogError {
+    /// Worth another try (the log is unreachable for now).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ChangeLogError::Nats(e) => e.is_retryable(),
+            ChangeLogError::Segments(_) | ChangeLogError::NotDirect { .. } => false,
+        }
+    }
+
     /// The position a reader asked for is gone (retention) or the log
     /// lost records under it: permanent for that reader.
     pub fn is_position_lost(&self) -> bool {
@@ -299,6 +309,68 @@ pub trait LogView: Clone + Send + Sync {
     fn reports(&self) -> impl Future<Output = Vec<(String, SlaveProgress)>> + Send;
     /// Where the log is, for status (a directory, a stream URL).
     fn location(&self) -> String;
+
+    // What a slave that reads the log itself (`read_directly`) uses; a
+    // log served by its master refuses these with `NotDirect`.
+
+    /// Where a slave whose checkpoint is `(seq, position)` reads on: the
+    /// sequence after the checkpoint's, checked to be this log's; right
+    /// after a snapshot (`seq` 0) the first record after `position`, and
+    /// the checkpoint must then name the sequence before it
+    /// ([`ReadFrom::note_seq`]). `Purged` when retention may have dropped
+    /// records the slave needs.
+    fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> impl Future<Output = Result<ReadFrom, ChangeLogError>> + Send;
+    /// Decoded records from sequence `seq` on.
+    fn reader_from(
+        &self,
+        seq: u64,
+    ) -> impl Future<Output = Result<TxnReader, ChangeLogError>> + Send;
+    /// Writes a slave's progress report where the master reads it.
+    fn report(
+        &self,
+        name: &str,
+        progress: &SlaveProgress,
+    ) -> impl Future<Output = Result<(), ChangeLogError>> + Send;
+}
+
+/// What a slave reading the log itself reports about itself, for
+/// `rowcast status` (kept by the log: [`LogView::report`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SlaveProgress {
+    /// Stream sequence of the last message applied.
+    pub seq: u64,
+    pub position: Option<SourcePosition>,
+    /// Primary commit time of the last applied transaction.
+    pub source_time: u32,
+    /// When this was written, milliseconds since the epoch.
+    pub updated_ms: u64,
+    pub error: Option<String>,
+}
+
+/// Where a slave reading the log itself begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadFrom {
+    /// The first sequence to read.
+    pub seq: u64,
+    /// The checkpoint names no sequence yet (a snapshot was just loaded):
+    /// record `seq - 1` in it before applying.
+    pub note_seq: bool,
+}
+
+/// Opens the log at `location` for a slave that reads it itself.
+pub async fn open_view(location: &Location) -> Result<View, ChangeLogError> {
+    match location {
+        Location::Segments { dir, .. } => Err(ChangeLogError::NotDirect {
+            location: dir.display().to_string(),
+        }),
+        Location::JetStream { url, .. } => Ok(View::JetStream(Arc::new(
+            jetstream::NatsLog::open(url, None).await?,
+        ))),
+    }
 }
 
 /// The view of whichever log the master keeps.
@@ -352,6 +424,19 @@ impl LogView for View {
     fn location(&self) -> String {
         forward_view!(self, v => LogView::location(v))
     }
+    async fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> Result<ReadFrom, ChangeLogError> {
+        forward_view!(self, v => LogView::read_from(v, seq, position).await)
+    }
+    async fn reader_from(&self, seq: u64) -> Result<TxnReader, ChangeLogError> {
+        forward_view!(self, v => LogView::reader_from(v, seq).await)
+    }
+    async fn report(&self, name: &str, progress: &SlaveProgress) -> Result<(), ChangeLogError> {
+        forward_view!(self, v => LogView::report(v, name, progress).await)
+    }
 }
 
 /// Records as stored (the codec encoding of `(seq, Transaction)`), in
@@ -366,6 +451,26 @@ impl RecordReader {
     pub async fn next(&mut self) -> Result<Option<RawRecord>, ChangeLogError> {
         match self {
             RecordReader::Segments(r) => Ok(r.next().await?),
+        }
+    }
+}
+
+/// Decoded records in order, for a slave reading the log itself: every
+/// record once, a hole is an error (`Gap`).
+pub enum TxnReader {
+    // Boxed: it holds a consumer and a chunk being assembled.
+    JetStream(Box<jetstream::NatsReader>),
+}
+
+impl TxnReader {
+    /// The next record `(seq, transaction, encoded bytes)`, or `None` when
+    /// none came within `wait` (time to report progress).
+    pub async fn next_within(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Option<(u64, change::Transaction, usize)>, ChangeLogError> {
+        match self {
+            TxnReader::JetStream(r) => Ok(r.next_within(wait).await?),
         }
     }
 }

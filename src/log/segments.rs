@@ -1403,6 +1403,15 @@ async fn on_log<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&log)).await.ok()
 }
 
+impl LogHandle {
+    /// Slaves read segment files through their master, never themselves.
+    fn not_direct(&self) -> crate::log::ChangeLogError {
+        crate::log::ChangeLogError::NotDirect {
+            location: self.dir.display().to_string(),
+        }
+    }
+}
+
 impl crate::log::LogView for LogHandle {
     async fn stats(&self) -> crate::log::LogStats {
         let last_seq = self.end().last_seq;
@@ -1472,7 +1481,30 @@ impl crate::log::LogView for LogHandle {
         None
     }
 
-    async fn reports(&self) -> Vec<(String, crate::log::jetstream::SlaveProgress)> {
+    async fn read_from(
+        &self,
+        _seq: u64,
+        _position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn reader_from(
+        &self,
+        _seq: u64,
+    ) -> Result<crate::log::TxnReader, crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn report(
+        &self,
+        _name: &str,
+        _progress: &crate::log::SlaveProgress,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn reports(&self) -> Vec<(String, crate::log::SlaveProgress)> {
         Vec::new()
     }
 

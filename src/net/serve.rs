@@ -1083,7 +1083,7 @@ const NATS_REPORT_SILENCE: Duration = Duration::from_secs(30);
 /// themselves): the log keeps the report, this master remembers when its
 /// sequence last moved and when it was last rewritten.
 fn seen_from_reports(
-    reports: Vec<(String, crate::log::jetstream::SlaveProgress)>,
+    reports: Vec<(String, crate::log::SlaveProgress)>,
     state: &ServerState,
 ) -> Vec<Seen> {
     reports
