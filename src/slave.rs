@@ -1,8 +1,12 @@
 //! `rowcast slave`: connects to a master, shakes hands with its checkpoint,
 //! and applies the transactions it receives.
 //!
-//! A reader task receives frames into a bounded channel while the applier
-//! commits, so network and database work overlap. The slave reconnects
+//! Each session has one [`Feed`]: where its transactions come from (the
+//! master's stream, or with `--log` and a checkpoint the change log read
+//! directly through [`LogView`]) and where its progress goes; both fill
+//! the same queue for one `apply_loop`. A reader task receives into that
+//! bounded channel while the applier commits, so network and database
+//! work overlap. The slave reconnects
 //! with backoff when the master goes away or goes silent (no frame or
 //! heartbeat within the timeout); errors that a retry cannot fix (not a
 //! master, incompatible protocol, purged position, a diverged replica)

@@ -474,3 +474,98 @@ impl TxnReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::change::Transaction;
+
+    fn txn(offset: u64, timestamp: u32) -> EncodedTxn {
+        EncodedTxn::new(&Transaction {
+            position: SourcePosition::new("b.000001", offset),
+            timestamp,
+            part: 0,
+            more: false,
+            tables: vec![],
+            changes: vec![],
+            events: None,
+            xa: None,
+        })
+        .unwrap()
+    }
+
+    fn options() -> WriterOptions {
+        WriterOptions {
+            retention: Retention::default(),
+            part_bytes: 1 << 20,
+            metrics: Metrics::new(),
+            shutdown: watch::channel(false).1,
+        }
+    }
+
+    /// The segment files through the interface: what `append` returned
+    /// is durable and readable at once, a record read again is stored
+    /// once, and the view answers by sequence and position.
+    #[tokio::test]
+    async fn segment_files_keep_the_interfaces_promises() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Segments {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1024,
+        };
+        let mut w = open_writer(&location, options()).await.unwrap();
+        assert_eq!(w.start(), None);
+        w.initialise(SourcePosition::new("b.000001", 4), None)
+            .await
+            .unwrap();
+        assert_eq!(w.resume().unwrap().offset, 4);
+        let batch: Vec<EncodedTxn> = (1..=3).map(|i| txn(100 * i, 1000 + i as u32)).collect();
+        let appended = w.append(batch.clone()).await.unwrap().unwrap();
+        assert_eq!(appended.transactions, 3);
+        assert_eq!(appended.last_seq, Some(3));
+        assert_eq!(
+            appended.tip,
+            Some((SourcePosition::new("b.000001", 300), 1003))
+        );
+        // Read again from the binlog after a reconnect: not stored twice.
+        w.append(batch[1..].to_vec()).await.unwrap().unwrap();
+        assert_eq!(w.resume().unwrap().offset, 300);
+        w.set_followed(7, 2).await.unwrap();
+        assert_eq!(w.followed(), (Some(7), 2));
+
+        let view = w.view();
+        assert_eq!(view.read_directly(), None);
+        let stats = view.stats().await;
+        assert_eq!((stats.first_seq, stats.last_seq), (1, 3));
+        assert_eq!(view.last_seq().await, 3);
+        assert_eq!(view.time_at(2).await, Some(1002));
+        assert_eq!(view.time_at(4).await, None);
+        let between = SourcePosition::new("b.000001", 250);
+        assert_eq!(view.seq_through(&between).await, Some(2));
+        let mut reader = view
+            .reader_after(Some(&SourcePosition::new("b.000001", 100)))
+            .await
+            .unwrap();
+        for seq in 2..=3 {
+            let rec = reader.next().await.unwrap().unwrap();
+            assert_eq!((rec.seq, rec.position.offset), (seq, 100 * seq));
+        }
+        // Segment files are served by the master, never read by slaves.
+        let refused = view.read_from(0, None).await.unwrap_err();
+        assert!(
+            matches!(refused, ChangeLogError::NotDirect { .. }),
+            "{refused}"
+        );
+        assert!(!refused.is_retryable());
+    }
+
+    #[test]
+    fn a_lost_position_is_told_apart_from_other_log_errors() {
+        let purged = ChangeLogError::from(LogError::Purged {
+            requested: Box::new(SourcePosition::new("b.000001", 4)),
+            start: Box::new(SourcePosition::new("b.000002", 4)),
+        });
+        assert!(purged.is_position_lost());
+        assert!(!ChangeLogError::from(LogError::Uninitialised).is_position_lost());
+    }
+}
