@@ -1,7 +1,9 @@
 //! `rowcast master`: wires the stages together. The source stream feeds
 //! the decoder; committed transactions go through a bounded channel to a
-//! writer thread that appends them to the change log with group fsync; the
-//! server streams durable records to slaves.
+//! writer task that appends them in batches to the change log (any
+//! [`LogWriter`]: segment files with one fsync per batch, or a JetStream
+//! stream); the server seeds slaves and streams durable records to them
+//! (or lets them read the log themselves, [`LogView::read_directly`]).
 //!
 //! A supervisor loop owns reconnection: a retryable source error (lost
 //! connection, primary restarting) reconnects with exponential backoff and
@@ -17,9 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::log::codec::CodecError;
-use crate::log::jetstream::{NatsError, NatsLog, NatsUrl, Tail};
-use crate::log::segments::{ChangeLog, EncodedTxn, LogError, Retention};
-use crate::net::serve::{Listener, ServeLog, ServerState, SnapshotSource};
+use crate::log::jetstream::NatsUrl;
+use crate::log::segments::{EncodedTxn, Retention};
+use crate::log::{ChangeLogError, Location, LogView, LogWriter, View, Writer, WriterOptions};
+use crate::net::serve::{Listener, ServerState, SnapshotSource};
 use crate::ops::metrics::Metrics;
 use crate::source::continuity::StreamOrder;
 use crate::source::decode::{DecodeError, Decoder};
@@ -66,11 +69,9 @@ pub enum MasterError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] ChangeLogError),
     #[error("could not encode a transaction for the change log: {0}")]
     Encode(#[from] CodecError),
-    #[error(transparent)]
-    Nats(#[from] NatsError),
     #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
     Listen { addr: String, reason: String },
 }
@@ -85,10 +86,10 @@ pub fn default_server_id(data_dir: &std::path::Path) -> u32 {
 }
 
 pub async fn run(
-    config: MasterConfig,
+    mut config: MasterConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MasterError> {
-    let source = &config.source;
+    let source = &config.source.clone();
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
         crate::ops::metrics::serve(addr.clone(), metrics.clone(), "master")
@@ -101,11 +102,30 @@ pub async fn run(
     let mut conn = source.connect().await?;
     let info = source::check_primary(source, &mut conn).await?;
     tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
-    if let Some(url) = &config.nats {
-        return run_on_nats(&config, url, &info, conn, metrics, shutdown).await;
-    }
-    let mut log = ChangeLog::open(&config.data_dir)?.with_segment_bytes(config.segment_bytes);
-    if log.start_position().is_none() {
+    let location = match &config.nats {
+        Some(url) => Location::JetStream {
+            url: url.clone(),
+            chunk_bytes: config.nats_chunk_bytes,
+        },
+        None => Location::Segments {
+            dir: config.data_dir.clone(),
+            segment_bytes: config.segment_bytes,
+        },
+    };
+    let mut log = crate::log::open_writer(
+        &location,
+        WriterOptions {
+            retention: config.retention.clone(),
+            part_bytes: config.part_bytes,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await?;
+    // The log may keep the part size it began with.
+    config.part_bytes = log.part_bytes();
+    let config = &config;
+    if log.start().is_none() {
         // A MySQL primary resumes by GTID *set* after a failover: keep
         // the set the log starts from.
         let (mut start, gtids) = source::current_position_with_gtid_set(source, &mut conn).await?;
@@ -113,27 +133,33 @@ pub async fn run(
             true => source::gtid_at(&mut conn, &start).await,
             false => source::current_gtid(&mut conn).await,
         };
-        tracing::info!(position = %start, gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
-        log.initialise_with_gtids(start, gtids)?;
+        tracing::info!(position = %start, log = %log.location(), gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
+        log.initialise(start, gtids).await?;
     }
     drop(conn);
 
-    let listener = bind(&config).await?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "serving slaves");
+    let listener = bind(config).await?;
+    let view = log.view();
+    match view.read_directly() {
+        None => {
+            tracing::info!(listen = %config.listen, data_dir = %log.location(), "serving slaves")
+        }
+        Some(_) => {
+            tracing::info!(listen = %config.listen, stream = %log.location(), "serving snapshots; slaves read the change log themselves")
+        }
+    }
     let state = Arc::new(ServerState::new(metrics.clone(), config.stall_after));
     // Lag needs the newest record's commit time from the start, not only
     // after the next append.
-    if let Ok(Some((_, position, time))) = log.subscribe().record_at(log.end().last_seq) {
-        *state.log_tip.lock().unwrap() = (Some(position), time);
-    }
-    let resume = log.resume_position().expect("initialised above");
+    *state.log_tip.lock().unwrap() = log.tip();
+    let resume = log.resume().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
     // by GTID until the first transaction from the new primary is logged.
-    let (followed, epoch) = log.source();
+    let (followed, epoch) = log.followed();
     let epoch = match next_epoch(followed, epoch, &info, &resume) {
         Some(epoch) => {
-            log.set_source(info.server_id, epoch)?;
+            log.set_followed(info.server_id, epoch).await?;
             epoch
         }
         None => epoch,
@@ -144,15 +170,7 @@ pub async fn run(
         (false, true) => log.executed_gtids()?,
         _ => None,
     };
-    let server = spawn_server(
-        &config,
-        &info,
-        epoch,
-        listener,
-        ServeLog::Local(log.subscribe()),
-        &state,
-        &shutdown,
-    );
+    let server = spawn_server(config, &info, epoch, listener, view, &state, &shutdown);
 
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
     let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
@@ -167,12 +185,10 @@ pub async fn run(
             }
         }
     });
-    let tip_state = state.clone();
-    let retention = config.retention.clone();
-    let writer = std::thread::spawn(move || write_loop(log, rx, tip_state, retention));
+    let writer = tokio::spawn(write_loop(log, rx, state.clone()));
 
     let reading = BinlogReading {
-        config: &config,
+        config,
         epoch,
         mysql_gtids: mysql_gtids.as_ref(),
         tx: &tx,
@@ -184,11 +200,10 @@ pub async fn run(
         .await;
     drop(tx);
     tick_task.abort();
-    // The writer drains what was decoded, so nothing handed over is lost.
-    let written = tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .ok()
-        .and_then(|r| r.ok());
+    // The writer drains what was decoded, so nothing handed over is lost
+    // (unless shut down while the log is unreachable: then the restart
+    // reads it again from the binlog).
+    let written = writer.await.ok();
     server.abort();
     match (result, written) {
         (Err(e), _) => Err(e),
@@ -232,7 +247,7 @@ fn spawn_server(
     info: &source::PrimaryInfo,
     epoch: u32,
     listener: TcpListener,
-    log: ServeLog,
+    log: View,
     state: &Arc<ServerState>,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -308,196 +323,6 @@ impl BinlogReading<'_> {
             }
         }
     }
-}
-
-/// `run` with the change log on a JetStream stream: the same binlog
-/// reading, a publisher instead of the segment writer, and a listener that
-/// only seeds slaves (they read the stream themselves).
-async fn run_on_nats(
-    config: &MasterConfig,
-    url: &NatsUrl,
-    info: &source::PrimaryInfo,
-    mut conn: mysql_async::Conn,
-    metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), MasterError> {
-    let source = &config.source;
-    let mut nats = NatsLog::open(url, Some(&config.retention)).await?;
-    if let Some(bytes) = config.nats_chunk_bytes {
-        nats = nats.with_chunk_bytes(bytes);
-    }
-    // A transaction read again after a restart must be cut into the same
-    // parts and chunks as before: the stream keeps the sizes it began with.
-    let mut config = config.clone();
-    match nats.sizes().await? {
-        Some((part_bytes, chunk_bytes)) => {
-            if part_bytes != config.part_bytes {
-                tracing::warn!(stream = %url, part_bytes, "--part-kb differs from the stream's; keeping the stream's");
-            }
-            config.part_bytes = part_bytes;
-            nats = nats.with_chunk_bytes(chunk_bytes);
-        }
-        None => {
-            nats.set_sizes(config.part_bytes, nats.chunk_bytes())
-                .await?
-        }
-    }
-    let config = &config;
-    let nats = Arc::new(nats);
-    let mut tail = nats.tail().await?;
-    let start = match nats.start().await? {
-        Some(start) => start,
-        None => {
-            let mut start = source::current_position(source, &mut conn).await?;
-            start.gtid = match info.is_mariadb {
-                true => source::gtid_at(&mut conn, &start).await,
-                false => source::current_gtid(&mut conn).await,
-            };
-            tracing::info!(position = %start, stream = %url, "new change log stream starts at the primary's current position");
-            nats.set_start(&start).await?;
-            start
-        }
-    };
-    drop(conn);
-    // A stream emptied by retention has no tail: the recorded tip says
-    // where publishing stopped.
-    let tip = nats.tip().await?;
-    if tail.published.is_none() {
-        tail.published = tip.clone();
-        tail.resume = tip;
-    }
-    let resume = tail.resume.clone().unwrap_or(start);
-    let (followed, epoch) = match nats.source().await? {
-        Some((id, epoch)) => (Some(id), epoch),
-        None => (None, 0),
-    };
-    let epoch = match next_epoch(followed, epoch, info, &resume) {
-        Some(epoch) => {
-            nats.set_source(info.server_id, epoch).await?;
-            epoch
-        }
-        None => epoch,
-    };
-    let listener = bind(config).await?;
-    tracing::info!(listen = %config.listen, stream = %url, resume = %resume, "serving snapshots; the change log is on NATS JetStream");
-    let state = Arc::new(ServerState::new(metrics.clone(), config.stall_after));
-    *state.log_tip.lock().unwrap() = (tail.resume.clone(), 0);
-    let server = spawn_server(
-        config,
-        info,
-        epoch,
-        listener,
-        ServeLog::Nats(nats.clone()),
-        &state,
-        &shutdown,
-    );
-    let (tx, rx) = mpsc::channel::<ToWriter>(4096);
-    let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
-    let writer = tokio::spawn(publish_loop(
-        nats.clone(),
-        rx,
-        state.clone(),
-        tail,
-        shutdown.clone(),
-    ));
-    let reading = BinlogReading {
-        config,
-        epoch,
-        mysql_gtids: None,
-        tx: &tx,
-        budget: &budget,
-        state: &state,
-    };
-    let result = reading
-        .supervise(resume, &mut shutdown, || writer.is_finished())
-        .await;
-    drop(tx);
-    // The publisher drains what was decoded (unless shut down while NATS
-    // is unreachable: then the restart reads it again from the binlog).
-    let published = writer.await.ok();
-    server.abort();
-    match (result, published) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(Err(e))) => Err(e),
-        (Ok(()), _) => Ok(()),
-    }
-}
-
-/// The JetStream publisher: batches what is queued, publishes it (retrying
-/// while NATS is unreachable, from the stream's tail as it then is) and
-/// skips what the stream already holds.
-async fn publish_loop(
-    nats: Arc<NatsLog>,
-    mut rx: mpsc::Receiver<ToWriter>,
-    state: Arc<ServerState>,
-    mut tail: Tail,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), MasterError> {
-    const MAX_BATCH: usize = 1024;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut permits = Vec::with_capacity(MAX_BATCH);
-    let mut tip_written: Option<std::time::Instant> = None;
-    while let Some(first) = rx.recv().await {
-        for item in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            if let ToWriter::Txn(t, p) = item {
-                let fresh = tail
-                    .published
-                    .as_ref()
-                    .is_none_or(|p| t.position.is_after(p));
-                if fresh {
-                    batch.push(t);
-                }
-                permits.push(p);
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-        }
-        if batch.is_empty() {
-            permits.clear();
-            continue;
-        }
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match nats.publish(&batch, &mut tail).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    state.metrics.errors.add(1);
-                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying from the stream's tail");
-                    tokio::select! {
-                        _ = shutdown.changed() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    // Some of the batch may be stored: continue after it.
-                    match nats.tail().await {
-                        Ok(t) => tail = t,
-                        Err(e) => tracing::warn!(cause = %e, "cannot read the stream's tail yet"),
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let m = &state.metrics;
-        m.transactions
-            .add(batch.iter().filter(|t| !t.more).count() as u64);
-        m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
-        m.bytes
-            .add(batch.iter().map(|t| t.bytes.len() as u64).sum());
-        if let Some(last) = batch.iter().rev().find(|t| !t.more) {
-            *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
-            if tip_written.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                // Best effort: the stream's own tail is the first source.
-                if let Err(e) = nats.set_tip(&last.position).await {
-                    tracing::warn!(cause = %e, "could not record the published tip");
-                }
-                tip_written = Some(std::time::Instant::now());
-            }
-        }
-        batch.clear();
-        permits.clear();
-    }
-    Ok(())
 }
 
 /// Reads the binlog from `from` until the stream fails; returns the
@@ -636,19 +461,18 @@ enum ToWriter {
     Tick,
 }
 
-/// The log writer: takes everything queued, appends it with one fsync, and
-/// repeats; applies retention on ticks. Runs on its own thread because
-/// fsync blocks.
-fn write_loop(
-    mut log: ChangeLog,
+/// The log writer: takes everything queued, appends it as one batch
+/// (one fsync, or one round of publish acks), and repeats; applies
+/// retention on ticks.
+async fn write_loop(
+    mut log: Writer,
     mut rx: mpsc::Receiver<ToWriter>,
     state: Arc<ServerState>,
-    retention: Retention,
-) -> Result<(), LogError> {
+) -> Result<(), ChangeLogError> {
     const MAX_BATCH: usize = 1024;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut permits = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut tick = false;
         match first {
             ToWriter::Txn(t, p) => {
@@ -668,30 +492,31 @@ fn write_loop(
             }
         }
         if !batch.is_empty() {
-            let before = log.end();
-            if let Err(e) = log.append_encoded(&batch) {
-                state.metrics.errors.add(1);
-                tracing::error!(cause = %e, "change log append failed; stopping");
-                return Err(e);
-            }
+            let appended = match log.append(batch).await {
+                Ok(Some(a)) => a,
+                // Shut down while retrying: the restart reads it again.
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    state.metrics.errors.add(1);
+                    tracing::error!(cause = %e, "change log append failed; stopping");
+                    return Err(e);
+                }
+            };
             let m = &state.metrics;
-            m.transactions
-                .add(batch.iter().filter(|t| !t.more).count() as u64);
-            m.rows.add(batch.iter().map(|t| t.rows as u64).sum());
-            let end = log.end();
-            if end.segment == before.segment {
-                m.bytes.add(end.offset.saturating_sub(before.offset));
+            m.transactions.add(appended.transactions);
+            m.rows.add(appended.rows);
+            m.bytes.add(appended.bytes);
+            if let Some(last_seq) = appended.last_seq {
+                m.last_seq.set(last_seq);
             }
-            m.last_seq.set(end.last_seq);
-            if let Some(last) = batch.iter().rev().find(|t| !t.more) {
-                *state.log_tip.lock().unwrap() = (Some(last.position.clone()), last.timestamp);
+            if let Some((position, time)) = appended.tip {
+                *state.log_tip.lock().unwrap() = (Some(position), time);
             }
-            batch.clear();
             permits.clear();
         }
         if tick {
             if let Some(keep_from) = state.oldest_needed_seq() {
-                log.purge(&retention, keep_from)?;
+                log.retain(keep_from).await?;
             }
         }
     }

@@ -1,8 +1,12 @@
 //! `rowcast slave`: connects to a master, shakes hands with its checkpoint,
 //! and applies the transactions it receives.
 //!
-//! A reader task receives frames into a bounded channel while the applier
-//! commits, so network and database work overlap. The slave reconnects
+//! Each session has one [`Feed`]: where its transactions come from (the
+//! master's stream, or with `--log` and a checkpoint the change log read
+//! directly through [`LogView`]) and where its progress goes; both fill
+//! the same queue for one `apply_loop`. A reader task receives into that
+//! bounded channel while the applier commits, so network and database
+//! work overlap. The slave reconnects
 //! with backoff when the master goes away or goes silent (no frame or
 //! heartbeat within the timeout); errors that a retry cannot fix (not a
 //! master, incompatible protocol, purged position, a diverged replica)
@@ -15,7 +19,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::log::change::Transaction;
 use crate::log::codec::MAX_ENCODED_LEN;
-use crate::log::jetstream::{NatsError, NatsLog, NatsUrl, SlaveProgress};
+use crate::log::jetstream::{NatsError, NatsUrl};
+use crate::log::{ChangeLogError, Location, LogView, SlaveProgress, View};
 use crate::net::connection::ConnectionError;
 use crate::net::connection::FrameWriter;
 use crate::net::tls::{ClientTls, ConnectError};
@@ -56,7 +61,7 @@ pub enum SlaveError {
     #[error("master {addr} is unavailable: {reason}")]
     Unavailable { addr: String, reason: String },
     #[error(transparent)]
-    Nats(#[from] NatsError),
+    Log(#[from] ChangeLogError),
     #[error(
         "the change log stream jumped from sequence {last} to {found}: the transactions in \
          between never arrived (the master's log lost them under its reader, or two slaves \
@@ -72,7 +77,7 @@ impl SlaveError {
         match self {
             SlaveError::Apply(e) => e.is_retryable(),
             SlaveError::Unavailable { .. } => true,
-            SlaveError::Nats(e) => e.is_retryable(),
+            SlaveError::Log(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -118,12 +123,7 @@ pub async fn run(
         let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            r = async {
-                match from_stream {
-                    Some(url) => nats_session(url, &config.name, &mut applier, &metrics).await,
-                    None => session(&config, &mut applier, &mut connected_once, &metrics).await,
-                }
-            } => r,
+            r = session(&config, from_stream, &mut applier, &mut connected_once, &metrics) => r,
         };
         match result {
             // Seeded: go on with the stream at once.
@@ -198,19 +198,71 @@ enum Incoming {
     Snapshot(MasterMessage),
 }
 
+/// Where a session's transactions come from (a reader task filling
+/// `rx`) and where its progress goes (`reporter`): the master's rowcast
+/// stream, or the change log read directly. `apply_loop` sees only this.
+struct Feed {
+    /// The task reading into `rx`; it ends with the feed (first: fields
+    /// drop in order, and the reader goes before the link is closed).
+    _reader: AbortOnDrop,
+    rx: mpsc::Receiver<Received>,
+    reporter: Reporter,
+    /// Return once a snapshot is loaded: the log is read directly next.
+    seed_only: bool,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One session: connects to where the transactions come from and applies
+/// them until it ends. With a checkpoint and a log slaves read themselves
+/// (`--log`), that is the log; otherwise the master (which seeds a slave
+/// without a checkpoint, and then returns).
 async fn session(
     config: &SlaveConfig,
+    direct: Option<&NatsUrl>,
     applier: &mut Applier,
     connected_once: &mut bool,
     metrics: &Metrics,
 ) -> Result<(), SlaveError> {
-    let addr = config.master.clone();
-    let unavailable = |reason: String| SlaveError::Unavailable {
-        addr: addr.clone(),
-        reason,
+    let mut feed = match direct {
+        Some(url) => {
+            let location = Location::JetStream {
+                url: url.clone(),
+                chunk_bytes: None,
+            };
+            Feed::from_log(&location, &config.name, applier).await?
+        }
+        None => Feed::from_master(config, applier, connected_once).await?,
     };
-    let (mut reader, mut writer) =
-        match crate::net::tls::connect(&addr, config.tls.as_ref(), MAX_ENCODED_LEN + 16).await {
+    apply_loop(&mut feed, applier, metrics).await
+}
+
+impl Feed {
+    /// The master's stream: handshake with the checkpoint, then frames.
+    async fn from_master(
+        config: &SlaveConfig,
+        applier: &mut Applier,
+        connected_once: &mut bool,
+    ) -> Result<Feed, SlaveError> {
+        let addr = config.master.clone();
+        let unavailable = |reason: String| SlaveError::Unavailable {
+            addr: addr.clone(),
+            reason,
+        };
+        let (mut reader, mut writer) = match crate::net::tls::connect(
+            &addr,
+            config.tls.as_ref(),
+            MAX_ENCODED_LEN + 16,
+        )
+        .await
+        {
             Ok(rw) => rw,
             Err(ConnectError::Tcp(e)) => return Err(unavailable(e)),
             Err(e @ ConnectError::Tls(_)) => {
@@ -221,340 +273,290 @@ async fn session(
             }
         };
 
-    let mut greeting = [0u8; wire::GREETING_LEN];
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        reader.read_exact_raw(&mut greeting),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(SlaveError::NotAMaster {
+        let mut greeting = [0u8; wire::GREETING_LEN];
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            reader.read_exact_raw(&mut greeting),
+        )
+        .await
+        {
+            Err(_) => return Err(SlaveError::NotAMaster {
                 addr,
                 what:
                     "it sent no rowcast greeting within 10s (if the master uses TLS, pass --tls-ca)"
                         .into(),
-            })
-        }
-        Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            // A master that is shutting down closes at once; a port that is
-            // never a master closes the same way. Only the first is normal.
-            return Err(if *connected_once {
-                unavailable("closed the connection during the greeting".into())
-            } else {
-                SlaveError::NotAMaster {
+            }),
+            Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // A master that is shutting down closes at once; a port that is
+                // never a master closes the same way. Only the first is normal.
+                return Err(if *connected_once {
+                    unavailable("closed the connection during the greeting".into())
+                } else {
+                    SlaveError::NotAMaster {
                     addr,
                     what: "it closed the connection without a rowcast greeting (if the master uses TLS, pass --tls-ca)".into(),
                 }
+                });
+            }
+            // A TLS alert (e.g. the master wants a client certificate).
+            Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(SlaveError::Refused {
+                    addr,
+                    message: format!(
+                        "TLS: {e}; check --tls-cert/--tls-key against the master's --tls-client-ca"
+                    ),
+                })
+            }
+            Ok(Err(e)) => return Err(unavailable(e.to_string())),
+            Ok(Ok(())) => {}
+        }
+        if &greeting[..8] != wire::MAGIC {
+            return Err(SlaveError::NotAMaster {
+                addr,
+                what: wire::describe_foreign_greeting(&greeting),
             });
         }
-        // A TLS alert (e.g. the master wants a client certificate).
-        Ok(Err(ConnectionError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(SlaveError::Refused {
-                addr,
-                message: format!(
-                    "TLS: {e}; check --tls-cert/--tls-key against the master's --tls-client-ca"
-                ),
-            })
-        }
-        Ok(Err(e)) => return Err(unavailable(e.to_string())),
-        Ok(Ok(())) => {}
-    }
-    if &greeting[..8] != wire::MAGIC {
-        return Err(SlaveError::NotAMaster {
-            addr,
-            what: wire::describe_foreign_greeting(&greeting),
-        });
-    }
-    let nonce = match reader
-        .read_message_timeout::<MasterMessage>(Duration::from_secs(10))
-        .await
-    {
-        Ok(Some(MasterMessage::Challenge {
-            nonce,
-            token_required,
-        })) => {
-            if token_required && config.token.is_none() {
-                return Err(SlaveError::Refused {
+        let nonce = match reader
+            .read_message_timeout::<MasterMessage>(Duration::from_secs(10))
+            .await
+        {
+            Ok(Some(MasterMessage::Challenge {
+                nonce,
+                token_required,
+            })) => {
+                if token_required && config.token.is_none() {
+                    return Err(SlaveError::Refused {
                     addr,
                     message: "this master requires a token: start the slave with --token-file pointing at the master's secret".into(),
                 });
-            }
-            nonce
-        }
-        Ok(other) => {
-            return Err(SlaveError::NotAMaster {
-                addr,
-                what: format!("no challenge after the greeting ({other:?})"),
-            })
-        }
-        Err(e) => return Err(unavailable(e.to_string())),
-    };
-    // From before the oldest held XA transaction after a restart.
-    let (_, after) = applier.resume_point();
-    let hello = SlaveMessage::Hello {
-        protocol: wire::PROTOCOL_VERSION,
-        auth: config
-            .token
-            .as_deref()
-            .map(|t| crate::net::auth::respond(t, &nonce, &config.name)),
-        name: config.name.clone(),
-        after,
-    };
-    writer
-        .send(&hello)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    match reader
-        .read_message_timeout::<MasterMessage>(Duration::from_secs(30))
-        .await
-    {
-        Ok(Some(MasterMessage::Welcome { last_seq })) => {
-            tracing::info!(master = %addr, master_last_seq = last_seq, "connected to master");
-            *connected_once = true;
-        }
-        Ok(Some(MasterMessage::Error { kind, message })) => {
-            return Err(match kind {
-                ErrorKind::Internal => unavailable(message),
-                ErrorKind::Incompatible | ErrorKind::PositionPurged | ErrorKind::Unauthorized => {
-                    SlaveError::Refused { addr, message }
                 }
-            })
-        }
-        Ok(Some(other)) => {
-            return Err(SlaveError::NotAMaster {
-                addr,
-                what: format!("unexpected first message {other:?}"),
-            })
-        }
-        Ok(None) => {
-            return Err(unavailable(
-                "closed the connection during the handshake".into(),
-            ))
-        }
-        Err(e) => return Err(unavailable(e.to_string())),
-    }
-
-    // Parts of a large transaction applied before the connection broke
-    // are rolled back: the master sends them again from the first.
-    applier.abandon_parts().await;
-    // Holding prepared XA transactions, say at once what retention must
-    // keep: until a first ack the master keeps the log from the first
-    // record it sends, which after a reconnect (not a restart) lies past
-    // the held prepares, and during a backlog no ack comes for long.
-    if let (Some(keep_from), Some(position)) = (
-        applier.held_keep_from(),
-        applier.checkpoint().position.clone(),
-    ) {
-        let ack = SlaveMessage::Ack {
-            seq: applier.checkpoint().seq,
-            position,
-            source_time: 0,
-            keep_from,
+                nonce
+            }
+            Ok(other) => {
+                return Err(SlaveError::NotAMaster {
+                    addr,
+                    what: format!("no challenge after the greeting ({other:?})"),
+                })
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        // From before the oldest held XA transaction after a restart.
+        let (_, after) = applier.resume_point();
+        let hello = SlaveMessage::Hello {
+            protocol: wire::PROTOCOL_VERSION,
+            auth: config
+                .token
+                .as_deref()
+                .map(|t| crate::net::auth::respond(t, &nonce, &config.name)),
+            name: config.name.clone(),
+            after,
         };
         writer
-            .send(&ack)
+            .send(&hello)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-    }
-    let (tx, mut rx) = mpsc::channel::<Received>(256);
-    let timeout = config.master_timeout;
-    let reader_addr = addr.clone();
-    let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let (message, permit) = match tokio::time::timeout(timeout, reader.read_frame()).await {
-                Err(_) => (Err(ConnectionError::Timeout(timeout)), None),
-                Ok(Err(e)) => (Err(e), None),
-                Ok(Ok(None)) => (Ok(None), None),
-                Ok(Ok(Some(frame))) => {
-                    let kib = (frame.len() >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
-                    let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
-                        return;
-                    };
-                    (
-                        crate::log::codec::decode::<MasterMessage>(&frame)
-                            .map(Some)
-                            .map_err(ConnectionError::from),
-                        Some(permit),
-                    )
-                }
-            };
-            let item = match message {
-                Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
-                Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
-                Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
-                    // The master's own trouble (a failed snapshot read):
-                    // worth another try.
-                    ErrorKind::Internal => SlaveError::Unavailable {
-                        addr: reader_addr.clone(),
-                        reason: message,
-                    },
-                    _ => SlaveError::Refused {
-                        addr: reader_addr.clone(),
-                        message,
-                    },
-                }),
-                Ok(Some(
-                    MasterMessage::Welcome { .. }
-                    | MasterMessage::Status(_)
-                    | MasterMessage::Challenge { .. },
-                )) => continue,
-                Ok(Some(m @ MasterMessage::SnapshotEnd { .. })) => {
-                    // From here the copy no longer needs the master: it
-                    // may hang up while the rest is loaded.
-                    tracing::info!("snapshot received whole; loading what is queued");
-                    Ok(Incoming::Snapshot(m))
-                }
-                Ok(Some(
-                    m @ (MasterMessage::SnapshotBegin { .. } | MasterMessage::SnapshotRows { .. }),
-                )) => Ok(Incoming::Snapshot(m)),
-                Ok(None) => return,
-                Err(e) => Err(SlaveError::Unavailable {
-                    addr: reader_addr.clone(),
-                    reason: e.to_string(),
-                }),
-            };
-            let stop = item.is_err();
-            if tx.send((item, permit)).await.is_err() || stop {
-                return;
+        match reader
+            .read_message_timeout::<MasterMessage>(Duration::from_secs(30))
+            .await
+        {
+            Ok(Some(MasterMessage::Welcome { last_seq })) => {
+                tracing::info!(master = %addr, master_last_seq = last_seq, "connected to master");
+                *connected_once = true;
             }
-        }
-    });
-
-    let mut reporter = Reporter::Master {
-        writer: &mut writer,
-        addr: &addr,
-    };
-    let result = apply_loop(
-        &mut rx,
-        applier,
-        &mut reporter,
-        metrics,
-        config.nats.is_some(),
-    )
-    .await;
-    reader_task.abort();
-    result
-}
-
-/// Reads the change log from the stream, from the message after the
-/// checkpoint, and applies it; progress goes to the stream's bucket.
-async fn nats_session(
-    url: &NatsUrl,
-    name: &str,
-    applier: &mut Applier,
-    metrics: &Metrics,
-) -> Result<(), SlaveError> {
-    applier.abandon_parts().await;
-    let log = NatsLog::open(url, None).await?;
-    let cp = applier.checkpoint().clone();
-    // Right after a snapshot the checkpoint has a position but no stream
-    // sequence yet: find the first message after it.
-    let start = match (cp.seq, &cp.position) {
-        (0, Some(p)) => {
-            let start = log.first_seq_after(p).await?;
-            let (first, last, _) = log.state().await?;
-            // The snapshot is older than every message the stream still
-            // holds (or than the last one published, if retention emptied
-            // it): some that came after it may have been purged.
-            let emptied_after = first > last && log.tip().await?.is_some_and(|tip| tip.is_after(p));
-            if (start == first && first > 1 && first <= last) || emptied_after {
-                return Err(NatsError::Purged {
-                    stream: url.stream.clone(),
-                    wanted: first - 1,
-                    first,
-                }
-                .into());
+            Ok(Some(MasterMessage::Error { kind, message })) => {
+                return Err(match kind {
+                    ErrorKind::Internal => unavailable(message),
+                    ErrorKind::Incompatible
+                    | ErrorKind::PositionPurged
+                    | ErrorKind::Unauthorized => SlaveError::Refused { addr, message },
+                })
             }
-            // From now on the checkpoint names a stream sequence.
-            applier.note_seq(start - 1).await?;
-            start
+            Ok(Some(other)) => {
+                return Err(SlaveError::NotAMaster {
+                    addr,
+                    what: format!("unexpected first message {other:?}"),
+                })
+            }
+            Ok(None) => {
+                return Err(unavailable(
+                    "closed the connection during the handshake".into(),
+                ))
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
         }
-        (seq, position) => {
-            // The sequence must be this stream's: the message there holds
-            // the checkpoint's transaction.
-            let (first, last, _) = log.state().await?;
-            if let Some(p) = position.as_ref().filter(|_| seq >= first && seq <= last) {
-                // After a snapshot the checkpoint is the snapshot's
-                // position, which lies between this message and the next
-                // (and carries no GTID): compare locations, not equality.
-                let found = log.position_at(seq).await?;
-                let next_not_after = if seq < last {
-                    !log.position_at(seq + 1).await?.is_after(p)
-                } else {
-                    false
+
+        // Parts of a large transaction applied before the connection broke
+        // are rolled back: the master sends them again from the first.
+        applier.abandon_parts().await;
+        // Holding prepared XA transactions, say at once what retention must
+        // keep: until a first ack the master keeps the log from the first
+        // record it sends, which after a reconnect (not a restart) lies past
+        // the held prepares, and during a backlog no ack comes for long.
+        if let (Some(keep_from), Some(position)) = (
+            applier.held_keep_from(),
+            applier.checkpoint().position.clone(),
+        ) {
+            let ack = SlaveMessage::Ack {
+                seq: applier.checkpoint().seq,
+                position,
+                source_time: 0,
+                keep_from,
+            };
+            writer
+                .send(&ack)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+        }
+        let (tx, rx) = mpsc::channel::<Received>(256);
+        let timeout = config.master_timeout;
+        let reader_addr = addr.clone();
+        let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
+        let reader_task = tokio::spawn(async move {
+            loop {
+                let (message, permit) = match tokio::time::timeout(timeout, reader.read_frame())
+                    .await
+                {
+                    Err(_) => (Err(ConnectionError::Timeout(timeout)), None),
+                    Ok(Err(e)) => (Err(e), None),
+                    Ok(Ok(None)) => (Ok(None), None),
+                    Ok(Ok(Some(frame))) => {
+                        let kib = (frame.len() >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                            return;
+                        };
+                        (
+                            crate::log::codec::decode::<MasterMessage>(&frame)
+                                .map(Some)
+                                .map_err(ConnectionError::from),
+                            Some(permit),
+                        )
+                    }
                 };
-                if found.is_after(p) || next_not_after {
-                    return Err(NatsError::NotThisStream {
-                        stream: url.stream.clone(),
-                        seq,
-                        expected: p.to_string(),
-                        found: found.to_string(),
+                let item = match message {
+                    Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
+                    Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
+                    Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
+                        // The master's own trouble (a failed snapshot read):
+                        // worth another try.
+                        ErrorKind::Internal => SlaveError::Unavailable {
+                            addr: reader_addr.clone(),
+                            reason: message,
+                        },
+                        _ => SlaveError::Refused {
+                            addr: reader_addr.clone(),
+                            message,
+                        },
+                    }),
+                    Ok(Some(
+                        MasterMessage::Welcome { .. }
+                        | MasterMessage::Status(_)
+                        | MasterMessage::Challenge { .. },
+                    )) => continue,
+                    Ok(Some(m @ MasterMessage::SnapshotEnd { .. })) => {
+                        // From here the copy no longer needs the master: it
+                        // may hang up while the rest is loaded.
+                        tracing::info!("snapshot received whole; loading what is queued");
+                        Ok(Incoming::Snapshot(m))
                     }
-                    .into());
+                    Ok(Some(
+                        m @ (MasterMessage::SnapshotBegin { .. }
+                        | MasterMessage::SnapshotRows { .. }),
+                    )) => Ok(Incoming::Snapshot(m)),
+                    Ok(None) => return,
+                    Err(e) => Err(SlaveError::Unavailable {
+                        addr: reader_addr.clone(),
+                        reason: e.to_string(),
+                    }),
+                };
+                let stop = item.is_err();
+                if tx.send((item, permit)).await.is_err() || stop {
+                    return;
                 }
             }
-            seq + 1
+        });
+
+        Ok(Feed {
+            rx,
+            reporter: Reporter::Master { writer, addr },
+            seed_only: config.nats.is_some(),
+            _reader: AbortOnDrop(reader_task),
+        })
+    }
+
+    /// The change log read directly, from the record after the checkpoint;
+    /// progress goes to the log, where the master reads it.
+    async fn from_log(
+        location: &Location,
+        name: &str,
+        applier: &mut Applier,
+    ) -> Result<Feed, SlaveError> {
+        applier.abandon_parts().await;
+        let log = crate::log::open_view(location).await?;
+        let cp = applier.checkpoint().clone();
+        let from = log.read_from(cp.seq, cp.position.as_ref()).await?;
+        if from.note_seq {
+            // From now on the checkpoint names a sequence of the log.
+            applier.note_seq(from.seq - 1).await?;
         }
-    };
-    // Prepared XA transactions held before a restart are read again.
-    let start = match applier.resume_point() {
-        (seq, Some(_)) if cp.seq != 0 && seq < cp.seq => seq + 1,
-        _ => start,
-    };
-    let mut reader = log.reader(start).await?;
-    tracing::info!(stream = %url, from_seq = start, "reading the change log from NATS JetStream");
-    let (tx, mut rx) = mpsc::channel::<Received>(256);
-    let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
-    let reader_task = tokio::spawn(async move {
-        loop {
-            // A second without a record lets the applier report progress.
-            let (item, permit) = match reader.next_within(Duration::from_secs(1)).await {
-                Ok(None) => {
-                    if tx.send((Ok(Incoming::Heartbeat), None)).await.is_err() {
-                        return;
+        // Prepared XA transactions held before a restart are read again.
+        let start = match applier.resume_point() {
+            (seq, Some(_)) if cp.seq != 0 && seq < cp.seq => seq + 1,
+            _ => from.seq,
+        };
+        let mut reader = log.reader_from(start).await?;
+        let (tx, rx) = mpsc::channel::<Received>(256);
+        let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
+        let reader_task = tokio::spawn(async move {
+            loop {
+                // A second without a record lets the applier report progress.
+                let (item, permit) = match reader.next_within(Duration::from_secs(1)).await {
+                    Ok(None) => {
+                        if tx.send((Ok(Incoming::Heartbeat), None)).await.is_err() {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
+                    Ok(Some((seq, txn, bytes))) => {
+                        let kib = (bytes >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
+                        let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+                            return;
+                        };
+                        (Ok(Incoming::Txn(seq, txn)), Some(permit))
+                    }
+                    Err(e) => (Err(SlaveError::from(e)), None),
+                };
+                let stop = item.is_err();
+                if tx.send((item, permit)).await.is_err() || stop {
+                    return;
                 }
-                Ok(Some((seq, txn, bytes))) => {
-                    let kib = (bytes >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
-                    let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
-                        return;
-                    };
-                    (Ok(Incoming::Txn(seq, txn)), Some(permit))
-                }
-                Err(e) => (Err(SlaveError::from(e)), None),
-            };
-            let stop = item.is_err();
-            if tx.send((item, permit)).await.is_err() || stop {
-                return;
             }
-        }
-    });
-    let mut reporter = Reporter::Nats {
-        log: &log,
-        name,
-        floor: start.saturating_sub(1),
-        source_time: 0,
-        written: None,
-        failing_since: None,
-    };
-    let result = apply_loop(&mut rx, applier, &mut reporter, metrics, false).await;
-    reader_task.abort();
-    result
+        });
+        Ok(Feed {
+            rx,
+            reporter: Reporter::Log {
+                log,
+                name: name.to_string(),
+                floor: start.saturating_sub(1),
+                source_time: 0,
+                written: None,
+                failing_since: None,
+            },
+            seed_only: false,
+            _reader: AbortOnDrop(reader_task),
+        })
+    }
 }
 
 /// Where a slave reports what it applied: to its master over the rowcast
-/// connection, or (reading from NATS) to the stream's bucket.
-enum Reporter<'a> {
+/// connection, or (reading the log itself) to the log.
+enum Reporter {
     Master {
-        writer: &'a mut FrameWriter,
-        addr: &'a str,
+        writer: FrameWriter,
+        addr: String,
     },
-    Nats {
-        log: &'a NatsLog,
-        name: &'a str,
+    Log {
+        log: View,
+        name: String,
         /// Messages before this sequence are known applied (the snapshot
         /// covered them), even before the checkpoint names a sequence.
         floor: u64,
@@ -573,7 +575,15 @@ enum Reporter<'a> {
 /// new one connects afresh from the checkpoint.
 const NATS_SILENCE: Duration = Duration::from_secs(15);
 
-impl Reporter<'_> {
+impl Reporter {
+    /// Whether every record follows the one before by one: on the
+    /// master's stream. (In a log read directly a record's number is its
+    /// last message's, so records of several messages jump: its reader
+    /// checks every message instead.)
+    fn numbered(&self) -> bool {
+        matches!(self, Reporter::Master { .. })
+    }
+
     async fn send(&mut self, msg: &SlaveMessage, applier: &Applier) -> Result<(), SlaveError> {
         match self {
             Reporter::Master { writer, addr } => {
@@ -582,7 +592,7 @@ impl Reporter<'_> {
                     reason: e.to_string(),
                 })
             }
-            Reporter::Nats {
+            Reporter::Log {
                 log,
                 name,
                 floor,
@@ -616,18 +626,18 @@ impl Reporter<'_> {
                 };
                 // Progress is for `rowcast status`; NATS trouble here must
                 // not stop the applying.
-                match log.put_progress(name, &progress).await {
+                match log.report(name, &progress).await {
                     Ok(()) => *failing_since = None,
                     Err(e) => {
                         tracing::warn!(cause = %e, "could not report progress to NATS");
                         let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                         if since.elapsed() >= NATS_SILENCE {
-                            return Err(NatsError::JetStream {
+                            return Err(ChangeLogError::from(NatsError::JetStream {
                                 what: "reporting progress",
                                 reason: format!(
                                     "no report got through for {NATS_SILENCE:?} (last: {e}): the connection to NATS looks dead; reconnecting from the checkpoint"
                                 ),
-                            }
+                            })
                             .into());
                         }
                     }
@@ -647,12 +657,17 @@ fn seq_next(batch: &[(u64, Transaction)]) -> u64 {
 /// commit) and reports progress. With `seed_only`, returns once a
 /// snapshot is loaded.
 async fn apply_loop(
-    rx: &mut mpsc::Receiver<Received>,
+    feed: &mut Feed,
     applier: &mut Applier,
-    reporter: &mut Reporter<'_>,
     metrics: &Metrics,
-    seed_only: bool,
 ) -> Result<(), SlaveError> {
+    let Feed {
+        rx,
+        reporter,
+        seed_only,
+        ..
+    } = feed;
+    let seed_only = *seed_only;
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // Whether snapshot progress still reaches the master.
     let mut progress_reported = true;
@@ -662,7 +677,7 @@ async fn apply_loop(
     // before: a sequence number that jumps means some never arrived. (On
     // NATS a record's number is its last message's, so records of several
     // messages jump: the NATS reader checks every message instead.)
-    let numbered = matches!(reporter, Reporter::Master { .. });
+    let numbered = reporter.numbered();
     let mut last_seq: Option<u64> = None;
     loop {
         let (item, permit) = match held.take() {

@@ -40,17 +40,19 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::log::change::Transaction;
 use crate::log::codec;
 use crate::log::segments::{EncodedTxn, Retention};
+use crate::source::gtid_set::GtidSet;
 use crate::source::position::SourcePosition;
 
 pub const DEFAULT_STREAM: &str = "ROWCAST";
@@ -219,18 +221,7 @@ impl std::fmt::Display for NatsUrl {
     }
 }
 
-/// What a slave reports about itself, for `rowcast status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SlaveProgress {
-    /// Stream sequence of the last message applied.
-    pub seq: u64,
-    pub position: Option<SourcePosition>,
-    /// Primary commit time of the last applied transaction.
-    pub source_time: u32,
-    /// When this was written, milliseconds since the epoch.
-    pub updated_ms: u64,
-    pub error: Option<String>,
-}
+pub use crate::log::SlaveProgress;
 
 /// The stream's end: where a publisher continues.
 #[derive(Debug, Clone, PartialEq)]
@@ -1041,6 +1032,340 @@ impl Drop for NatsReader {
                 tracing::debug!(consumer = %name, "could not delete a NATS consumer; the server drops it once inactive");
             }
         });
+    }
+}
+
+impl NatsLog {
+    /// Where a slave whose checkpoint is `(seq, position)` reads on (see
+    /// [`LogView::read_from`](crate::log::LogView::read_from)).
+    pub async fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, NatsError> {
+        let url = &self.url;
+        match (seq, position) {
+            // Right after a snapshot the checkpoint has a position but no
+            // stream sequence yet: find the first message after it.
+            (0, Some(p)) => {
+                let start = self.first_seq_after(p).await?;
+                let (first, last, _) = self.state().await?;
+                // The snapshot is older than every message the stream
+                // still holds (or than the last one published, if
+                // retention emptied it): some that came after it may have
+                // been purged.
+                let emptied_after =
+                    first > last && self.tip().await?.is_some_and(|tip| tip.is_after(p));
+                if (start == first && first > 1 && first <= last) || emptied_after {
+                    return Err(NatsError::Purged {
+                        stream: url.stream.clone(),
+                        wanted: first - 1,
+                        first,
+                    });
+                }
+                Ok(crate::log::ReadFrom {
+                    seq: start,
+                    note_seq: true,
+                })
+            }
+            (seq, position) => {
+                // The sequence must be this stream's: the message there
+                // holds the checkpoint's transaction.
+                let (first, last, _) = self.state().await?;
+                if let Some(p) = position.filter(|_| seq >= first && seq <= last) {
+                    // After a snapshot the checkpoint is the snapshot's
+                    // position, which lies between this message and the
+                    // next (and carries no GTID): compare locations, not
+                    // equality.
+                    let found = self.position_at(seq).await?;
+                    let next_not_after = if seq < last {
+                        !self.position_at(seq + 1).await?.is_after(p)
+                    } else {
+                        false
+                    };
+                    if found.is_after(p) || next_not_after {
+                        return Err(NatsError::NotThisStream {
+                            stream: url.stream.clone(),
+                            seq,
+                            expected: p.to_string(),
+                            found: found.to_string(),
+                        });
+                    }
+                }
+                Ok(crate::log::ReadFrom {
+                    seq: seq + 1,
+                    note_seq: false,
+                })
+            }
+        }
+    }
+}
+
+/// The stream as a [`LogWriter`](crate::log::LogWriter): publishes
+/// batches after the stream's tail, retrying (from the tail as it then
+/// is) while NATS is unreachable, and skips what the stream already holds.
+pub struct StreamWriter {
+    nats: Arc<NatsLog>,
+    tail: Tail,
+    start: Option<SourcePosition>,
+    followed: (Option<u32>, u32),
+    part_bytes: usize,
+    tip_written: Option<Instant>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StreamWriter {
+    pub async fn open(
+        url: &NatsUrl,
+        chunk_bytes: Option<usize>,
+        options: crate::log::WriterOptions,
+    ) -> Result<StreamWriter, NatsError> {
+        let mut nats = NatsLog::open(url, Some(&options.retention)).await?;
+        if let Some(bytes) = chunk_bytes {
+            nats = nats.with_chunk_bytes(bytes);
+        }
+        // A transaction read again after a restart must be cut into the
+        // same parts and chunks as before: the stream keeps the sizes it
+        // began with.
+        let part_bytes = match nats.sizes().await? {
+            Some((part_bytes, chunk_bytes)) => {
+                if part_bytes != options.part_bytes {
+                    tracing::warn!(stream = %url, part_bytes, "--part-kb differs from the stream's; keeping the stream's");
+                }
+                nats = nats.with_chunk_bytes(chunk_bytes);
+                part_bytes
+            }
+            None => {
+                nats.set_sizes(options.part_bytes, nats.chunk_bytes())
+                    .await?;
+                options.part_bytes
+            }
+        };
+        let mut tail = nats.tail().await?;
+        let start = nats.start().await?;
+        // A stream emptied by retention has no tail: the recorded tip says
+        // where publishing stopped.
+        if tail.published.is_none() {
+            let tip = nats.tip().await?;
+            tail.published = tip.clone();
+            tail.resume = tip;
+        }
+        let followed = match nats.source().await? {
+            Some((id, epoch)) => (Some(id), epoch),
+            None => (None, 0),
+        };
+        Ok(StreamWriter {
+            nats: Arc::new(nats),
+            tail,
+            start,
+            followed,
+            part_bytes,
+            tip_written: None,
+            metrics: options.metrics,
+            shutdown: options.shutdown,
+        })
+    }
+}
+
+impl crate::log::LogWriter for StreamWriter {
+    fn start(&self) -> Option<SourcePosition> {
+        self.start.clone()
+    }
+
+    async fn initialise(
+        &mut self,
+        start: SourcePosition,
+        _gtids: Option<GtidSet>,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        // The stream keeps no GTID set: a MySQL failover resumes by GTID.
+        self.nats.set_start(&start).await?;
+        self.start = Some(start);
+        Ok(())
+    }
+
+    fn resume(&self) -> Option<SourcePosition> {
+        self.tail.resume.clone().or_else(|| self.start.clone())
+    }
+
+    fn tip(&self) -> (Option<SourcePosition>, u32) {
+        (self.tail.resume.clone(), 0)
+    }
+
+    fn followed(&self) -> (Option<u32>, u32) {
+        self.followed
+    }
+
+    async fn set_followed(
+        &mut self,
+        server_id: u32,
+        epoch: u32,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        self.nats.set_source(server_id, epoch).await?;
+        self.followed = (Some(server_id), epoch);
+        Ok(())
+    }
+
+    fn executed_gtids(&self) -> Result<Option<GtidSet>, crate::log::ChangeLogError> {
+        Ok(None)
+    }
+
+    fn part_bytes(&self) -> usize {
+        self.part_bytes
+    }
+
+    async fn append(
+        &mut self,
+        mut batch: Vec<EncodedTxn>,
+    ) -> Result<Option<crate::log::Appended>, crate::log::ChangeLogError> {
+        batch.retain(|t| {
+            self.tail
+                .published
+                .as_ref()
+                .is_none_or(|p| t.position.is_after(p))
+        });
+        if batch.is_empty() {
+            return Ok(Some(crate::log::Appended::default()));
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.nats.publish(&batch, &mut self.tail).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    self.metrics.errors.add(1);
+                    tracing::warn!(cause = %e, retry_in = ?backoff, "publishing to NATS failed; retrying from the stream's tail");
+                    tokio::select! {
+                        _ = self.shutdown.changed() => return Ok(None),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Some of the batch may be stored: continue after it.
+                    match self.nats.tail().await {
+                        Ok(t) => self.tail = t,
+                        Err(e) => tracing::warn!(cause = %e, "cannot read the stream's tail yet"),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let bytes = batch.iter().map(|t| t.bytes.len() as u64).sum();
+        let appended = crate::log::Appended::of(&batch, bytes, None);
+        if let Some((position, _)) = &appended.tip {
+            if self
+                .tip_written
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                // Best effort: the stream's own tail is the first source.
+                if let Err(e) = self.nats.set_tip(position).await {
+                    tracing::warn!(cause = %e, "could not record the published tip");
+                }
+                self.tip_written = Some(Instant::now());
+            }
+        }
+        Ok(Some(appended))
+    }
+
+    async fn retain(&mut self, _keep_from: u64) -> Result<(), crate::log::ChangeLogError> {
+        // The stream's own max_age/max_bytes apply (set at open).
+        Ok(())
+    }
+
+    fn view(&self) -> crate::log::View {
+        crate::log::View::JetStream(self.nats.clone())
+    }
+
+    fn location(&self) -> String {
+        self.nats.url().to_string()
+    }
+}
+
+impl crate::log::LogView for Arc<NatsLog> {
+    async fn stats(&self) -> crate::log::LogStats {
+        let (first_seq, last_seq, time) = self.state().await.unwrap_or((0, 0, 0));
+        crate::log::LogStats {
+            first_seq,
+            last_seq,
+            last_time: Some(time),
+            segments: 0,
+            bytes: 0,
+        }
+    }
+
+    async fn last_seq(&self) -> u64 {
+        self.state().await.map(|s| s.1).unwrap_or(0)
+    }
+
+    async fn time_at(&self, seq: u64) -> Option<u32> {
+        NatsLog::time_at(self, seq).await.ok().flatten()
+    }
+
+    async fn seq_through(&self, position: &SourcePosition) -> Option<u64> {
+        let (_, last, _) = self.state().await.ok()?;
+        if last == 0 {
+            return None;
+        }
+        let next = self.first_seq_after(position).await.ok()?;
+        Some(next.saturating_sub(1))
+    }
+
+    async fn ddl_between(
+        &self,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, crate::log::ChangeLogError> {
+        Ok(NatsLog::ddl_between(self, from, to).await?)
+    }
+
+    async fn reader_after(
+        &self,
+        _after: Option<&SourcePosition>,
+    ) -> Result<crate::log::RecordReader, crate::log::ChangeLogError> {
+        // Slaves read the stream themselves (`read_directly`).
+        Err(NatsError::JetStream {
+            what: "serving the stream",
+            reason: format!(
+                "this master keeps its change log on NATS JetStream: start the slave with --log {}",
+                self.url()
+            ),
+        }
+        .into())
+    }
+
+    fn read_directly(&self) -> Option<String> {
+        Some(self.url().to_string())
+    }
+
+    async fn read_from(
+        &self,
+        seq: u64,
+        position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, crate::log::ChangeLogError> {
+        Ok(NatsLog::read_from(self, seq, position).await?)
+    }
+
+    async fn reader_from(
+        &self,
+        seq: u64,
+    ) -> Result<crate::log::TxnReader, crate::log::ChangeLogError> {
+        let reader = self.reader(seq).await?;
+        tracing::info!(stream = %self.url(), from_seq = seq, "reading the change log from NATS JetStream");
+        Ok(crate::log::TxnReader::JetStream(Box::new(reader)))
+    }
+
+    async fn report(
+        &self,
+        name: &str,
+        progress: &SlaveProgress,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Ok(self.put_progress(name, progress).await?)
+    }
+
+    async fn reports(&self) -> Vec<(String, SlaveProgress)> {
+        self.progress().await.unwrap_or_default()
+    }
+
+    fn location(&self) -> String {
+        self.url().to_string()
     }
 }
 

@@ -1263,6 +1263,256 @@ impl LogHandle {
     }
 }
 
+/// The segment files as a [`LogWriter`](crate::log::LogWriter): the
+/// writes and fsyncs (which block) run off the async runtime, one batch at
+/// a time, so the binlog reader keeps reading into the queue meanwhile.
+pub struct SegmentWriter {
+    log: Arc<Mutex<ChangeLog>>,
+    handle: LogHandle,
+    retention: Retention,
+    part_bytes: usize,
+}
+
+impl SegmentWriter {
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        options: crate::log::WriterOptions,
+    ) -> Result<SegmentWriter, LogError> {
+        let log = ChangeLog::open(dir)?.with_segment_bytes(segment_bytes);
+        Ok(SegmentWriter {
+            handle: log.subscribe(),
+            log: Arc::new(Mutex::new(log)),
+            retention: options.retention,
+            part_bytes: options.part_bytes,
+        })
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
+        // Only this writer's own calls take it, one at a time.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the log on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ChangeLog) -> T + Send + 'static,
+    ) -> T {
+        let log = self.log.clone();
+        let run = tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut log)
+        });
+        match run.await {
+            Ok(t) => t,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+impl crate::log::LogWriter for SegmentWriter {
+    fn start(&self) -> Option<SourcePosition> {
+        self.log().start_position().cloned()
+    }
+
+    async fn initialise(
+        &mut self,
+        start: SourcePosition,
+        gtids: Option<GtidSet>,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Ok(self.log().initialise_with_gtids(start, gtids)?)
+    }
+
+    fn resume(&self) -> Option<SourcePosition> {
+        self.log().resume_position()
+    }
+
+    fn tip(&self) -> (Option<SourcePosition>, u32) {
+        let last = self.handle.end().last_seq;
+        match self.handle.record_at(last) {
+            Ok(Some((_, position, time))) => (Some(position), time),
+            _ => (None, 0),
+        }
+    }
+
+    fn followed(&self) -> (Option<u32>, u32) {
+        self.log().source()
+    }
+
+    async fn set_followed(
+        &mut self,
+        server_id: u32,
+        epoch: u32,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Ok(self.log().set_source(server_id, epoch)?)
+    }
+
+    fn executed_gtids(&self) -> Result<Option<GtidSet>, crate::log::ChangeLogError> {
+        Ok(self.log().executed_gtids()?)
+    }
+
+    fn part_bytes(&self) -> usize {
+        self.part_bytes
+    }
+
+    async fn append(
+        &mut self,
+        batch: Vec<EncodedTxn>,
+    ) -> Result<Option<crate::log::Appended>, crate::log::ChangeLogError> {
+        let appended = self
+            .blocking(move |log| {
+                let before = log.end();
+                log.append_encoded(&batch)?;
+                let end = log.end();
+                // Bytes are counted within a segment (a new one starts
+                // with its header).
+                let bytes = match end.segment == before.segment {
+                    true => end.offset.saturating_sub(before.offset),
+                    false => 0,
+                };
+                Ok::<_, LogError>(crate::log::Appended::of(&batch, bytes, Some(end.last_seq)))
+            })
+            .await?;
+        Ok(Some(appended))
+    }
+
+    async fn retain(&mut self, keep_from: u64) -> Result<(), crate::log::ChangeLogError> {
+        let retention = self.retention.clone();
+        self.blocking(move |log| log.purge(&retention, keep_from))
+            .await?;
+        Ok(())
+    }
+
+    fn view(&self) -> crate::log::View {
+        crate::log::View::Segments(self.handle.clone())
+    }
+
+    fn location(&self) -> String {
+        self.handle.dir().display().to_string()
+    }
+}
+
+/// Runs `f` on the log off the async runtime: the log is read with
+/// blocking file I/O (a record search can take a second on a full
+/// segment), which must not hold a runtime thread that serves slaves.
+async fn on_log<T: Send + 'static>(
+    log: &LogHandle,
+    f: impl FnOnce(&LogHandle) -> T + Send + 'static,
+) -> Option<T> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || f(&log)).await.ok()
+}
+
+impl LogHandle {
+    /// Slaves read segment files through their master, never themselves.
+    fn not_direct(&self) -> crate::log::ChangeLogError {
+        crate::log::ChangeLogError::NotDirect {
+            location: self.dir.display().to_string(),
+        }
+    }
+}
+
+impl crate::log::LogView for LogHandle {
+    async fn stats(&self) -> crate::log::LogStats {
+        let last_seq = self.end().last_seq;
+        let (first_seq, segments, bytes) = on_log(self, |l| l.stats()).await.unwrap_or((0, 0, 0));
+        crate::log::LogStats {
+            first_seq,
+            last_seq,
+            last_time: None,
+            segments,
+            bytes,
+        }
+    }
+
+    async fn last_seq(&self) -> u64 {
+        self.end().last_seq
+    }
+
+    async fn time_at(&self, seq: u64) -> Option<u32> {
+        match on_log(self, move |l| l.record_at(seq)).await {
+            Some(Ok(Some((_, _, t)))) => Some(t),
+            _ => None,
+        }
+    }
+
+    async fn seq_through(&self, position: &SourcePosition) -> Option<u64> {
+        let p = position.clone();
+        on_log(self, move |l| l.seq_through(&p).ok().flatten())
+            .await
+            .flatten()
+    }
+
+    async fn ddl_between(
+        &self,
+        from: &SourcePosition,
+        to: &SourcePosition,
+    ) -> Result<bool, crate::log::ChangeLogError> {
+        if !to.is_after(from) {
+            return Ok(false);
+        }
+        let mut reader = self.reader_after(Some(from))?;
+        loop {
+            let rec = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+                Err(_) | Ok(Ok(None)) => return Ok(false),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(Some(rec))) => rec,
+            };
+            if rec.position.is_after(to) {
+                return Ok(false);
+            }
+            let (_, txn) = rec.decode().map_err(LogError::from)?;
+            if txn.is_ddl() {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn reader_after(
+        &self,
+        after: Option<&SourcePosition>,
+    ) -> Result<crate::log::RecordReader, crate::log::ChangeLogError> {
+        Ok(crate::log::RecordReader::Segments(LogHandle::reader_after(
+            self, after,
+        )?))
+    }
+
+    fn read_directly(&self) -> Option<String> {
+        None
+    }
+
+    async fn read_from(
+        &self,
+        _seq: u64,
+        _position: Option<&SourcePosition>,
+    ) -> Result<crate::log::ReadFrom, crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn reader_from(
+        &self,
+        _seq: u64,
+    ) -> Result<crate::log::TxnReader, crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn report(
+        &self,
+        _name: &str,
+        _progress: &crate::log::SlaveProgress,
+    ) -> Result<(), crate::log::ChangeLogError> {
+        Err(self.not_direct())
+    }
+
+    async fn reports(&self) -> Vec<(String, crate::log::SlaveProgress)> {
+        Vec::new()
+    }
+
+    fn location(&self) -> String {
+        self.dir().display().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,8 +51,7 @@ use tokio::sync::{watch, Notify};
 use tokio::sync::mpsc;
 
 use crate::log::change::{Row, TableSchema};
-use crate::log::jetstream::NatsLog;
-use crate::log::segments::{LogError, LogHandle};
+use crate::log::{LogView, View};
 use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 use crate::ops::metrics::{Metrics, SlaveGauges};
@@ -272,18 +271,9 @@ pub struct SnapshotSource {
     pub epoch: u32,
 }
 
-/// The change log slaves are served from: the master's segment files, or a
-/// JetStream stream that slaves read themselves (the master then only
-/// seeds them).
-#[derive(Clone)]
-pub enum ServeLog {
-    Local(LogHandle),
-    Nats(Arc<NatsLog>),
-}
-
 pub struct Listener {
     listener: TcpListener,
-    log: ServeLog,
+    log: View,
     state: Arc<ServerState>,
     snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
@@ -292,7 +282,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(
         listener: TcpListener,
-        log: ServeLog,
+        log: View,
         state: Arc<ServerState>,
         snapshots: SnapshotSource,
         shutdown: watch::Receiver<bool>,
@@ -344,7 +334,7 @@ impl Listener {
 
 struct Handler {
     addr: SocketAddr,
-    log: ServeLog,
+    log: View,
     state: Arc<ServerState>,
     snapshots: SnapshotSource,
     shutdown: watch::Receiver<bool>,
@@ -388,41 +378,10 @@ impl Handler {
         from: &SourcePosition,
         to: &SourcePosition,
     ) -> Result<bool, String> {
-        let log = match &self.log {
-            ServeLog::Local(log) => log,
-            ServeLog::Nats(nats) => {
-                return nats.ddl_between(from, to).await.map_err(|e| e.to_string())
-            }
-        };
-        self.local_ddl_between(log, from, to)
+        self.log
+            .ddl_between(from, to)
             .await
             .map_err(|e| e.to_string())
-    }
-
-    async fn local_ddl_between(
-        &self,
-        log: &LogHandle,
-        from: &SourcePosition,
-        to: &SourcePosition,
-    ) -> Result<bool, LogError> {
-        if !to.is_after(from) {
-            return Ok(false);
-        }
-        let mut reader = log.reader_after(Some(from))?;
-        loop {
-            let rec = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
-                Err(_) | Ok(Ok(None)) => return Ok(false),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(Some(rec))) => rec,
-            };
-            if rec.position.is_after(to) {
-                return Ok(false);
-            }
-            let (_, txn) = rec.decode()?;
-            if txn.is_ddl() {
-                return Ok(true);
-            }
-        }
     }
 
     /// Reads a consistent snapshot and streams it; returns its position.
@@ -635,7 +594,7 @@ impl Handler {
         };
         let span = tracing::info_span!("slave", name = %name, addr = %self.addr);
         let _enter = span.enter();
-        let refusal = match (&self.log, &after) {
+        let refusal = match (self.log.read_directly(), &after) {
             _ if protocol != wire::PROTOCOL_VERSION => Some(format!(
                 "this master (rowcast {}) speaks rowcast protocol {}, the slave speaks protocol {}; \
                  run the same rowcast version on the master and every slave",
@@ -643,9 +602,8 @@ impl Handler {
                 wire::PROTOCOL_VERSION,
                 protocol
             )),
-            (ServeLog::Nats(nats), Some(_)) => Some(format!(
-                "this master keeps its change log on NATS JetStream: start the slave with --log {}",
-                nats.url()
+            (Some(url), Some(_)) => Some(format!(
+                "this master keeps its change log on NATS JetStream: start the slave with --log {url}"
             )),
             _ => None,
         };
@@ -661,7 +619,7 @@ impl Handler {
         }
         writer
             .send(&MasterMessage::Welcome {
-                last_seq: self.last_seq().await,
+                last_seq: self.log.last_seq().await,
             })
             .await?;
         let kick = Arc::new(Notify::new());
@@ -738,21 +696,19 @@ impl Handler {
                 }
             },
         };
-        let log = match &self.log {
-            ServeLog::Local(log) => log.clone(),
-            // The slave reads the stream itself from here on.
-            ServeLog::Nats(_) => {
-                writer.flush().await?;
-                self.wait_until_seeded(&name, reader).await;
-                return Ok(());
-            }
-        };
-        let mut log_reader = match log.reader_after(after.as_ref()) {
+        if self.log.read_directly().is_some() {
+            // The slave reads the log itself from here on.
+            writer.flush().await?;
+            self.wait_until_seeded(&name, reader).await;
+            return Ok(());
+        }
+        let log = self.log.clone();
+        let mut log_reader = match log.reader_after(after.as_ref()).await {
             Ok(r) => r,
             Err(e) => {
-                let kind = match e {
-                    LogError::Purged { .. } => ErrorKind::PositionPurged,
-                    _ => ErrorKind::Internal,
+                let kind = match e.is_position_lost() {
+                    true => ErrorKind::PositionPurged,
+                    false => ErrorKind::Internal,
                 };
                 tracing::warn!(cause = %e, "cannot serve slave");
                 writer
@@ -772,7 +728,7 @@ impl Handler {
         });
         writer
             .send(&MasterMessage::Welcome {
-                last_seq: log.end().last_seq,
+                last_seq: log.last_seq().await,
             })
             .await?;
         reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
@@ -877,9 +833,9 @@ impl Handler {
                         tracing::error!(cause = %e, "change log read failed");
                         // A gap is permanent for this slave (what is missing
                         // will not come back): it must stop, not retry.
-                        let kind = match e {
-                            LogError::Gap { .. } => ErrorKind::PositionPurged,
-                            _ => ErrorKind::Internal,
+                        let kind = match e.is_position_lost() {
+                            true => ErrorKind::PositionPurged,
+                            false => ErrorKind::Internal,
                         };
                         let _ = writer.send(&MasterMessage::Error { kind, message: e.to_string() }).await;
                         break Ok(());
@@ -888,9 +844,8 @@ impl Handler {
                 // Reached only when the log has nothing more right now.
                 _ = async {}, if writer.buffered() > 0 => writer.flush().await?,
                 _ = heartbeat.tick() => {
-                    let end = log.end();
                     let msg = MasterMessage::Heartbeat {
-                        last_seq: end.last_seq,
+                        last_seq: log.last_seq().await,
                         position: None,
                         now_ms: now_ms(),
                     };
@@ -940,13 +895,6 @@ impl Handler {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return,
             }
-        }
-    }
-
-    async fn last_seq(&self) -> u64 {
-        match &self.log {
-            ServeLog::Local(log) => log.end().last_seq,
-            ServeLog::Nats(nats) => nats.state().await.map(|s| s.1).unwrap_or(0),
         }
     }
 
@@ -1001,17 +949,6 @@ impl PrimaryProbe {
         }
         None
     }
-}
-
-/// Runs `f` on the change log off the async runtime: the log is read
-/// with blocking file I/O (a record search can take a second on a full
-/// segment), which must not hold a runtime thread that serves slaves.
-async fn on_log<T: Send + 'static>(
-    log: &LogHandle,
-    f: impl FnOnce(&LogHandle) -> T + Send + 'static,
-) -> Option<T> {
-    let log = log.clone();
-    tokio::task::spawn_blocking(move || f(&log)).await.ok()
 }
 
 /// What lag in seconds is measured against: the commit time of the
@@ -1112,177 +1049,185 @@ impl MasterFreshness {
     }
 }
 
-/// The master's status: its log, the primary, and every slave's state and
-/// lag (see the module doc). `probe` reads the primary's position.
-pub async fn status_of(
-    log: &ServeLog,
+/// One slave as the master knows it, from its connection or from the
+/// report it wrote to the log, before its lag is figured.
+struct Seen {
+    name: String,
+    addr: String,
+    /// `snapshotting`, `streaming`, `disconnected` or `failed`.
+    state: &'static str,
+    /// What it has applied; `None` while nothing is known (a slave being
+    /// seeded that has not reported yet): no lag is counted.
+    applied_seq: Option<u64>,
+    applied_position: Option<SourcePosition>,
+    /// Being seeded: nothing of the log is pending for it yet.
+    seeding: bool,
+    /// The commit time to count lag from when the record after the
+    /// applied one cannot be read (retention dropped it).
+    fallback_time: u32,
+    /// When `applied_seq` last moved.
+    progressed: Instant,
+    snapshot_rows: u64,
+    snapshot_estimated_rows: u64,
+    last_error: Option<String>,
+}
+
+/// A slave that reports to the log whose report has not been rewritten
+/// for this long is gone (crashed, cut off): a live one rewrites it at
+/// least on every heartbeat (each second while idle, every half second at
+/// most while applying), and gives up itself after `NATS_SILENCE` (15 s)
+/// of failing writes. Generous, so that one long batch does not flap it.
+const NATS_REPORT_SILENCE: Duration = Duration::from_secs(30);
+
+/// Slaves that report their progress to the log (they read it
+/// themselves): the log keeps the report, this master remembers when its
+/// sequence last moved and when it was last rewritten.
+fn seen_from_reports(
+    reports: Vec<(String, crate::log::SlaveProgress)>,
     state: &ServerState,
-    source: &Source,
-    probe: &mut PrimaryProbe,
-) -> MasterStatus {
-    let log = match log {
-        ServeLog::Local(log) => log,
-        ServeLog::Nats(nats) => return nats_status(nats, state, source, probe).await,
-    };
-    let primary_position = probe.position(source).await;
-    let (log_position, log_time) = state.log_tip.lock().unwrap().clone();
-    let end = log.end();
-    let (first_seq, segments, bytes) = on_log(log, |l| l.stats()).await.unwrap_or((0, 0, 0));
-    let fresh = MasterFreshness::read(
-        state,
-        primary_position.as_ref(),
-        log_position.as_ref(),
-        log_time,
-    );
-    let mut slaves_now: Vec<(String, SlaveInfo)> =
+) -> Vec<Seen> {
+    reports
+        .into_iter()
+        .map(|(name, p)| {
+            let progressed = state.nats_progressed(&name, p.seq);
+            let silent = state.nats_report_age(&name, p.updated_ms) > NATS_REPORT_SILENCE;
+            let shown = match (&p.error, p.position.is_some()) {
+                (Some(_), _) => "failed",
+                (None, false) => "snapshotting",
+                // Its lag goes on counting from what it applied.
+                (None, true) if silent => "disconnected",
+                (None, true) => "streaming",
+            };
+            Seen {
+                addr: "nats".into(),
+                state: shown,
+                applied_seq: Some(p.seq),
+                seeding: p.position.is_none(),
+                applied_position: p.position,
+                fallback_time: p.source_time,
+                progressed,
+                snapshot_rows: 0,
+                snapshot_estimated_rows: 0,
+                last_error: p.error,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Slaves connected to this master (or that were): for a log slaves read
+/// themselves, only those being seeded that have not reported yet.
+async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen]) -> Vec<Seen> {
+    let direct = log.read_directly().is_some();
+    let slaves_now: Vec<(String, SlaveInfo)> =
         state.slaves.lock().unwrap().clone().into_iter().collect();
-    for (name, s) in slaves_now.iter_mut() {
+    let mut seen = Vec::with_capacity(slaves_now.len());
+    for (name, mut s) in slaves_now {
+        if direct {
+            if s.state == "snapshotting" && !reported.iter().any(|x| x.name == name) {
+                seen.push(Seen {
+                    name,
+                    addr: s.addr.to_string(),
+                    state: s.state,
+                    applied_seq: None,
+                    applied_position: None,
+                    seeding: true,
+                    fallback_time: 0,
+                    progressed: s.progress_at,
+                    snapshot_rows: s.snapshot_rows,
+                    snapshot_estimated_rows: s.snapshot_estimated_rows,
+                    last_error: s.last_error.clone(),
+                });
+            }
+            continue;
+        }
         // Sent nothing yet (nothing after its checkpoint or snapshot had
         // been logged): its position says how much of the log it has. The
         // search reads record headers (about 1 s for a full 64 MiB
         // segment), so its answer is kept.
         if s.sent_seq == 0 && s.acked_seq == 0 && s.state != "snapshotting" {
             if let Some(p) = s.acked_position.clone() {
-                s.acked_seq = on_log(log, move |l| l.seq_through(&p).ok().flatten())
-                    .await
-                    .flatten()
-                    .unwrap_or(0);
+                s.acked_seq = log.seq_through(&p).await.unwrap_or(0);
                 let seq = s.acked_seq;
-                state.update_conn(name, s.conn, |info| {
+                state.update_conn(&name, s.conn, |info| {
                     if info.sent_seq == 0 && info.acked_seq == 0 {
                         info.acked_seq = seq;
                     }
                 });
             }
         }
-    }
-    let now = (now_ms() / 1000) as u32;
-    let mut slaves: Vec<SlaveStatus> = Vec::with_capacity(slaves_now.len());
-    for (name, s) in slaves_now {
-        let lag_transactions = end.last_seq.saturating_sub(s.acked_seq);
-        let oldest = if s.state == "snapshotting" {
-            Oldest::Nothing
-        } else if lag_transactions == 0 {
-            fresh.oldest()
-        } else {
-            let next = s.acked_seq + 1;
-            match on_log(log, move |l| l.record_at(next)).await {
-                Some(Ok(Some((_, _, t)))) => Oldest::At(t),
-                // Cut by retention under a disconnected slave: the
-                // oldest record kept is newer than what it misses.
-                _ => Oldest::At(s.oldest_unacked_time),
-            }
-        };
-        let stalled = s.state == "streaming"
-            && lag_transactions > 0
-            && s.progress_at.elapsed() >= state.stall_after;
-        slaves.push(SlaveStatus {
+        seen.push(Seen {
             addr: s.addr.to_string(),
-            state: if stalled { "stalled" } else { s.state }.to_string(),
-            applied_seq: s.acked_seq,
+            state: s.state,
+            applied_seq: Some(s.acked_seq),
             applied_position: s.acked_position.clone(),
-            lag_transactions,
-            lag_seconds: lag_seconds(now, oldest),
+            seeding: s.state == "snapshotting",
+            // Cut by retention under a disconnected slave: the oldest
+            // record kept is newer than what it misses.
+            fallback_time: s.oldest_unacked_time,
+            progressed: s.progress_at,
             snapshot_rows: s.snapshot_rows,
             snapshot_estimated_rows: s.snapshot_estimated_rows,
             last_error: s.last_error.clone(),
             name,
         });
     }
-    slaves.sort_by(|a, b| a.name.cmp(&b.name));
-    MasterStatus {
-        primary: source.endpoint().to_string(),
-        primary_position,
-        log_position,
-        log_time,
-        log_first_seq: first_seq,
-        log_last_seq: end.last_seq,
-        log_segments: segments,
-        log_bytes: bytes,
-        log_dir: log.dir().display().to_string(),
-        slaves,
-    }
+    seen
 }
 
-/// A JetStream slave whose progress report has not been rewritten for
-/// this long is gone (crashed, cut off): a live one rewrites it at least
-/// on every heartbeat (each second while idle, every half second at most
-/// while applying), and gives up itself after `NATS_SILENCE` (15 s) of
-/// failing writes. Generous, so that one long batch does not flap it.
-const NATS_REPORT_SILENCE: Duration = Duration::from_secs(30);
-
-/// Status when the log is a stream: slaves report their progress to the
-/// stream's bucket; lag is counted in messages, and in seconds from the
-/// message after the reported one.
-async fn nats_status(
-    nats: &NatsLog,
+/// The master's status: its log, the primary, and every slave's state and
+/// lag (see the module doc). `probe` reads the primary's position.
+pub async fn status_of(
+    log: &View,
     state: &ServerState,
     source: &Source,
     probe: &mut PrimaryProbe,
 ) -> MasterStatus {
     let primary_position = probe.position(source).await;
-    let (log_position, _) = state.log_tip.lock().unwrap().clone();
-    let (first, last, log_time) = nats.state().await.unwrap_or((0, 0, 0));
+    let (log_position, tip_time) = state.log_tip.lock().unwrap().clone();
+    let stats = log.stats().await;
+    let log_time = stats.last_time.unwrap_or(tip_time);
     let fresh = MasterFreshness::read(
         state,
         primary_position.as_ref(),
         log_position.as_ref(),
         log_time,
     );
-    let snapshotting = state.slaves.lock().unwrap().clone();
+    let mut seen = seen_from_reports(log.reports().await, state);
+    let connected = seen_from_connections(log, state, &seen).await;
+    seen.extend(connected);
     let now = (now_ms() / 1000) as u32;
-    let mut slaves = Vec::new();
-    for (name, p) in nats.progress().await.unwrap_or_default() {
-        let since = state.nats_progressed(&name, p.seq);
-        let silent = state.nats_report_age(&name, p.updated_ms) > NATS_REPORT_SILENCE;
-        let lag_transactions = last.saturating_sub(p.seq);
-        let oldest = match (p.position.is_some(), lag_transactions) {
-            (false, _) => Oldest::Nothing,
-            (true, 0) => fresh.oldest(),
-            (true, _) => match nats.time_at(p.seq + 1).await {
-                Ok(Some(t)) => Oldest::At(t),
-                _ => Oldest::At(p.source_time),
-            },
-        };
-        let shown = match (&p.error, p.position.is_some()) {
-            (Some(_), _) => "failed",
-            (None, false) => "snapshotting",
-            // Its lag goes on counting from what it applied.
-            (None, true) if silent => "disconnected",
-            (None, true) if lag_transactions > 0 && since.elapsed() >= state.stall_after => {
-                "stalled"
+    let mut slaves: Vec<SlaveStatus> = Vec::with_capacity(seen.len());
+    for s in seen {
+        let lag_transactions = s
+            .applied_seq
+            .map_or(0, |seq| stats.last_seq.saturating_sub(seq));
+        let applied_seq = s.applied_seq.unwrap_or(0);
+        let oldest = if s.seeding {
+            Oldest::Nothing
+        } else if lag_transactions == 0 {
+            fresh.oldest()
+        } else {
+            match log.time_at(applied_seq + 1).await {
+                Some(t) => Oldest::At(t),
+                None => Oldest::At(s.fallback_time),
             }
-            (None, true) => "streaming",
         };
+        let stalled = s.state == "streaming"
+            && lag_transactions > 0
+            && s.progressed.elapsed() >= state.stall_after;
         slaves.push(SlaveStatus {
-            addr: "nats".into(),
-            state: shown.into(),
-            applied_seq: p.seq,
-            applied_position: p.position.clone(),
+            addr: s.addr,
+            state: if stalled { "stalled" } else { s.state }.to_string(),
+            applied_seq,
+            applied_position: s.applied_position,
             lag_transactions,
             lag_seconds: lag_seconds(now, oldest),
-            snapshot_rows: 0,
-            snapshot_estimated_rows: 0,
-            last_error: p.error.clone(),
-            name,
+            snapshot_rows: s.snapshot_rows,
+            snapshot_estimated_rows: s.snapshot_estimated_rows,
+            last_error: s.last_error,
+            name: s.name,
         });
-    }
-    // Slaves being seeded have not reported to the bucket yet.
-    for (name, s) in snapshotting {
-        if s.state == "snapshotting" && !slaves.iter().any(|x| x.name == name) {
-            slaves.push(SlaveStatus {
-                name,
-                addr: s.addr.to_string(),
-                state: s.state.to_string(),
-                applied_seq: 0,
-                applied_position: None,
-                lag_transactions: 0,
-                lag_seconds: 0,
-                snapshot_rows: s.snapshot_rows,
-                snapshot_estimated_rows: s.snapshot_estimated_rows,
-                last_error: s.last_error.clone(),
-            });
-        }
     }
     slaves.sort_by(|a, b| a.name.cmp(&b.name));
     MasterStatus {
@@ -1290,11 +1235,11 @@ async fn nats_status(
         primary_position,
         log_position,
         log_time,
-        log_first_seq: first,
-        log_last_seq: last,
-        log_segments: 0,
-        log_bytes: 0,
-        log_dir: nats.url().to_string(),
+        log_first_seq: stats.first_seq,
+        log_last_seq: stats.last_seq,
+        log_segments: stats.segments,
+        log_bytes: stats.bytes,
+        log_dir: log.location(),
         slaves,
     }
 }
@@ -1302,7 +1247,7 @@ async fn nats_status(
 /// Keeps the per-slave metrics (lag, stalled) current, and for JetStream
 /// the memory of when each slave last advanced, without anyone asking for
 /// status.
-async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: Source) {
+async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Source) {
     let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
     // One primary connection for all the refreshes, not one each.
     let mut probe = PrimaryProbe::default();
@@ -1311,11 +1256,9 @@ async fn refresh_slave_metrics(log: ServeLog, state: Arc<ServerState>, source: S
         if !state.metrics.is_served() {
             // Nobody reads metrics: only JetStream progress needs
             // watching (no primary connection for that).
-            if let ServeLog::Nats(nats) = &log {
-                for (name, p) in nats.progress().await.unwrap_or_default() {
-                    state.nats_progressed(&name, p.seq);
-                    state.nats_report_age(&name, p.updated_ms);
-                }
+            for (name, p) in log.reports().await {
+                state.nats_progressed(&name, p.seq);
+                state.nats_report_age(&name, p.updated_ms);
             }
             continue;
         }
