@@ -197,7 +197,7 @@ pub struct RawRecord {
 }
 
 /// A transaction encoded for the log, ready to be appended. Encoding
-/// happens before the writer thread, so what waits for the log is bytes
+/// happens before the writer, so what waits for the log is bytes
 /// whose size is known.
 #[derive(Debug, Clone)]
 pub struct EncodedTxn {
