@@ -389,9 +389,10 @@ impl Feed {
         // are rolled back: the master sends them again from the first.
         applier.abandon_parts().await;
         // Holding prepared XA transactions, say at once what retention must
-        // keep: until a first ack the master keeps the log from the first
-        // record it sends, which after a reconnect (not a restart) lies past
-        // the held prepares, and during a backlog no ack comes for long.
+        // keep and where this slave is: until a first ack the master keeps
+        // everything for it, and during a backlog no other ack comes for
+        // long. (Without held prepares the first ack comes once the queue
+        // drains; its sequence is then surely one of this master's log.)
         if let (Some(keep_from), Some(position)) = (
             applier.held_keep_from(),
             applier.checkpoint().position.clone(),

@@ -1305,7 +1305,10 @@ impl SegmentWriter {
         });
         match run.await {
             Ok(t) => t,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: only a runtime shutting down does that, and it
+            // drops this task too; there is nothing to return to.
+            Err(_) => std::future::pending().await,
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct SlaveInfo {
     /// (`SlaveMessage::Ack::keep_from`; below `acked_seq + 1` while it
     /// holds prepared XA transactions). 0 until known: keep everything.
     pub keep_from: u64,
+    /// The first record sent on this connection (0: none yet).
+    pub first_sent: u64,
     /// Highest sequence number sent, and the primary commit time of the
     /// oldest transaction sent but not yet acknowledged (0: none).
     pub sent_seq: u64,
@@ -103,6 +105,62 @@ pub struct SlaveInfo {
     pub progress_at: Instant,
     /// Notified when a newer connection takes the name over.
     pub kick: Arc<Notify>,
+}
+
+impl SlaveInfo {
+    /// The slave acknowledged: everything through `seq` is applied, and it
+    /// may read the log again from `keep_from`.
+    fn record_ack(&mut self, seq: u64, position: SourcePosition, source_time: u32, keep_from: u64) {
+        self.state = "streaming";
+        // Freshly seeded (nothing applied yet: sequence 0, nothing held,
+        // since a prepare from before the snapshot stops a slave), it has
+        // everything before the first record sent and needs only what
+        // follows.
+        let (seq, keep_from) = if seq == 0 && self.first_sent > 0 {
+            (self.first_sent - 1, keep_from.max(self.first_sent))
+        } else {
+            (seq, keep_from)
+        };
+        // Progress is the applied sequence only: a held XA prepare keeps
+        // `keep_from` back but is no lag, and must not look stalled.
+        if self.acked_seq != seq {
+            self.progress_at = Instant::now();
+        }
+        self.acked_seq = seq;
+        self.keep_from = keep_from;
+        self.acked_position = Some(position);
+        // A heartbeat-time ack carries no source time.
+        if source_time != 0 {
+            self.acked_source_time = source_time;
+        }
+        if seq >= self.sent_seq {
+            self.oldest_unacked_time = 0;
+        } else if source_time != 0 {
+            self.oldest_unacked_time = source_time;
+        }
+    }
+
+    /// Record `seq`, committed on the primary at `timestamp`, was sent.
+    fn record_sent(&mut self, seq: u64, timestamp: u32) {
+        if self.sent_seq == 0 {
+            self.first_sent = seq;
+            // The reader starts right after the slave's checkpoint or
+            // snapshot, so it has everything before this record (and more
+            // when it is read again from before a held XA prepare: then
+            // its early ack said so). What it may read again is known only
+            // from its acks (a slave holding prepares acks right after the
+            // handshake): `keep_from` stays as it is (0: keep everything,
+            // or the last connection's floor) until then.
+            if self.acked_seq < seq - 1 {
+                self.acked_seq = seq - 1;
+                self.progress_at = Instant::now();
+            }
+        }
+        self.sent_seq = seq;
+        if self.oldest_unacked_time == 0 {
+            self.oldest_unacked_time = timestamp;
+        }
+    }
 }
 
 pub struct ServerState {
@@ -636,6 +694,7 @@ impl Handler {
                 acked_position: after.clone(),
                 acked_source_time: 0,
                 keep_from: 0,
+                first_sent: 0,
                 sent_seq: 0,
                 oldest_unacked_time: 0,
                 snapshot_rows: 0,
@@ -744,25 +803,7 @@ impl Handler {
                         keep_from,
                     })) => {
                         state.update_conn(&ack_name, conn, |info| {
-                            info.state = "streaming";
-                            // Progress is the applied sequence only: a
-                            // held XA prepare keeps `keep_from` back but
-                            // is no lag, and must not look stalled.
-                            if info.acked_seq != seq {
-                                info.progress_at = Instant::now();
-                            }
-                            info.acked_seq = seq;
-                            info.keep_from = keep_from;
-                            info.acked_position = Some(position);
-                            // A heartbeat-time ack carries no source time.
-                            if source_time != 0 {
-                                info.acked_source_time = source_time;
-                            }
-                            if seq >= info.sent_seq {
-                                info.oldest_unacked_time = 0;
-                            } else if source_time != 0 {
-                                info.oldest_unacked_time = source_time;
-                            }
+                            info.record_ack(seq, position, source_time, keep_from)
                         });
                     }
                     Ok(Some(SlaveMessage::SnapshotProgress { rows, estimated })) => {
@@ -802,27 +843,8 @@ impl Handler {
                 rec = log_reader.next() => match rec {
                     Ok(Some(rec)) => {
                         writer.write_frame_parts(&[&tag, &rec.payload]).await?;
-                        self.state.update_conn(&name, conn, |i| {
-                            if i.sent_seq == 0 {
-                                // The reader starts right after the slave's
-                                // checkpoint (or snapshot): it has
-                                // everything before this record.
-                                if i.acked_seq != rec.seq - 1 {
-                                    i.progress_at = Instant::now();
-                                }
-                                i.acked_seq = rec.seq - 1;
-                                // Until it acks, it may read the log
-                                // again from here. (A slave holding XA
-                                // prepares acks at once, see `slave.rs`.)
-                                if i.keep_from == 0 {
-                                    i.keep_from = rec.seq;
-                                }
-                            }
-                            i.sent_seq = rec.seq;
-                            if i.oldest_unacked_time == 0 {
-                                i.oldest_unacked_time = rec.timestamp;
-                            }
-                        });
+                        self.state
+                            .update_conn(&name, conn, |i| i.record_sent(rec.seq, rec.timestamp));
                         if writer.buffered() > 256 * 1024 {
                             writer.flush().await?;
                         }
@@ -1420,6 +1442,7 @@ mod tests {
             acked_position: None,
             acked_source_time: 0,
             keep_from,
+            first_sent: 0,
             sent_seq: acked_seq,
             oldest_unacked_time: 0,
             snapshot_rows: 0,
@@ -1449,6 +1472,7 @@ mod tests {
             acked_position: None,
             acked_source_time: 0,
             keep_from,
+            first_sent: 0,
             sent_seq: acked_seq,
             oldest_unacked_time: 0,
             snapshot_rows: 0,
@@ -1511,5 +1535,64 @@ mod tests {
         assert!(state.nats_report_age("a", old + 1) < Duration::from_secs(5));
         // A stamp from a clock ahead counts as written now.
         assert!(state.nats_report_age("b", now_ms() + 3_600_000) < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn nothing_is_purged_for_a_new_connection_until_its_slave_acks() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let conn = state.register("s", streaming_info(0, 0));
+        let position = SourcePosition {
+            epoch: 0,
+            file: "binlog.000001".into(),
+            offset: 4,
+            gtid: None,
+        };
+        // A restarted slave holding a prepare logged at 61 is streamed
+        // from there; the first record sent must not move the floor.
+        state.update_conn("s", conn, |i| i.record_sent(62, 100));
+        assert_eq!(state.oldest_needed_seq(), Some(0));
+        assert_eq!(state.slaves.lock().unwrap()["s"].acked_seq, 61);
+        // Its early ack says where it is and what it may read again.
+        state.update_conn("s", conn, |i| i.record_ack(90, position.clone(), 0, 62));
+        assert_eq!(state.oldest_needed_seq(), Some(62));
+        // Records sent later do not undo what the ack said.
+        state.update_conn("s", conn, |i| i.record_sent(63, 101));
+        assert_eq!(state.slaves.lock().unwrap()["s"].acked_seq, 90);
+        assert_eq!(state.oldest_needed_seq(), Some(62));
+    }
+
+    #[test]
+    fn a_freshly_seeded_slave_keeps_only_what_came_after_its_snapshot() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let conn = state.register("s", streaming_info(0, 0));
+        let position = SourcePosition {
+            epoch: 0,
+            file: "binlog.000001".into(),
+            offset: 4,
+            gtid: None,
+        };
+        state.update_conn("s", conn, |i| i.record_sent(40, 100));
+        // Nothing applied yet: the slave says "keep from 1".
+        state.update_conn("s", conn, |i| i.record_ack(0, position, 0, 1));
+        assert_eq!(state.oldest_needed_seq(), Some(40));
+        assert_eq!(state.slaves.lock().unwrap()["s"].acked_seq, 39);
+    }
+
+    #[test]
+    fn an_early_ack_is_not_undone_by_the_first_record_sent() {
+        let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
+        let conn = state.register("s", streaming_info(0, 0));
+        let position = SourcePosition {
+            epoch: 0,
+            file: "binlog.000001".into(),
+            offset: 4,
+            gtid: None,
+        };
+        // Applied through 90, holding a prepare at 61: read again from 62.
+        state.update_conn("s", conn, |i| i.record_ack(90, position, 0, 62));
+        state.update_conn("s", conn, |i| i.record_sent(62, 100));
+        let slaves = state.slaves.lock().unwrap();
+        assert_eq!(slaves["s"].acked_seq, 90);
+        assert_eq!(slaves["s"].keep_from, 62);
     }
 }

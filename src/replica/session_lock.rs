@@ -85,17 +85,19 @@ pub(super) async fn take_session_lock(
             .exec_first("SELECT IS_USED_LOCK(?)", (lock,))
             .await
             .map_err(|e| target.classify(e))?;
-        let info: Option<(String, String, String, i64, Option<String>)> = match holder.flatten() {
+        type Holder = (String, String, String, i64, Option<String>, Option<String>);
+        let info: Option<Holder> = match holder.flatten() {
             Some(id) => conn
                 .exec_first(
-                    "SELECT USER, HOST, COMMAND, TIME, STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                    "SELECT USER, HOST, COMMAND, TIME, STATE, LEFT(INFO, 200) FROM information_schema.PROCESSLIST WHERE ID = ?",
                     (id,),
                 )
                 .await
                 .map_err(|e| target.classify(e))?,
             None => None,
         };
-        let (Some(holder), Some((user, host, command, time, state))) = (holder.flatten(), info)
+        let (Some(holder), Some((user, host, command, time, state, statement))) =
+            (holder.flatten(), info)
         else {
             // Freed (or its session just ended) in between: try again.
             if waited >= LOCK_WAIT_LIMIT * 2 {
@@ -105,10 +107,17 @@ pub(super) async fn take_session_lock(
             }
             continue;
         };
-        let holder_info = match state.filter(|s| !s.is_empty()) {
+        let mut holder_info = match state.filter(|s| !s.is_empty()) {
             Some(state) => format!("{user}@{host}, {command} for {time}s, {state}"),
             None => format!("{user}@{host}, {command} for {time}s"),
         };
+        // A statement still running may be this slave's own, left by a run
+        // that was killed during it (a long ALTER): say what it is.
+        if let Some(statement) = statement.filter(|_| command == "Query") {
+            holder_info.push_str(&format!(
+                ", running `{statement}`: if that is a statement of an earlier run of this slave, wait until it ends or KILL it"
+            ));
+        }
         last_holder = Some((holder, holder_info.clone()));
         let ours = previous.is_some_and(|p| u64::from(p) == holder);
         let idle = command == "Sleep" && time >= SESSION_SILENCE.as_secs() as i64;
