@@ -190,3 +190,50 @@ fn an_idle_zombie_session_holding_the_lock_is_killed_and_the_slave_applies_once(
     assert_each_row_once(&replica, n);
     assert_same_table(&primary, &replica, "t.log");
 }
+
+#[test]
+fn a_live_slave_whose_master_is_down_is_not_taken_for_a_zombie() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = Rowcast::master(&primary, data.path(), &listen);
+    primary.sql("CREATE DATABASE t; CREATE TABLE t.log (n INT, pad VARCHAR(300))");
+    let mut first = Rowcast::slave(&listen, &replica, "s");
+    primary.sql("INSERT INTO t.log VALUES (1, 'one')");
+    wait_caught_up(&primary, &replica, "s");
+
+    // Without its master the first slave's applier session idles (no
+    // heartbeats, reconnect backoff) for longer than the zombie age.
+    master.kill9();
+    std::thread::sleep(Duration::from_secs(20));
+    let mut second = Rowcast::slave(&listen, &replica, "s");
+    assert!(
+        wait_until(Duration::from_secs(150), || !second.is_running()),
+        "the second slave with the same name is still running:\n{}",
+        second.log_text()
+    );
+    let log = second.log_text();
+    assert!(
+        log.contains("holds this slave's lock") && !log.contains("killing it"),
+        "the second slave must leave the live first one alone and say why:\n{log}"
+    );
+    assert!(
+        first.is_running(),
+        "the first slave stopped:\n{}",
+        first.log_text()
+    );
+    assert!(
+        !first.log_text().contains("SessionLocked")
+            && !first.log_text().contains("holds this slave's lock"),
+        "the first slave lost its session:\n{}",
+        first.log_text()
+    );
+
+    // Its master back, the first slave goes on, each row once.
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    primary.sql("INSERT INTO t.log VALUES (2, 'two')");
+    wait_caught_up(&primary, &replica, "s");
+    assert_each_row_once(&replica, 2);
+    assert_same_table(&primary, &replica, "t.log");
+}

@@ -64,7 +64,7 @@ use crate::replica::apply_error::sql_error;
 pub use crate::replica::apply_error::ApplyError;
 use crate::replica::migrations;
 use crate::replica::net_effect::{self, NetTable};
-use crate::replica::session_lock::{session_lock_name, take_session_lock};
+use crate::replica::session_lock::{session_lock_name, take_session_lock, AliveMarker};
 use crate::replica::statements::TablePlan;
 use crate::source::objects::StoredObject;
 use crate::source::position::{Gtid, SourcePosition};
@@ -101,6 +101,8 @@ pub struct Applier {
     pub(super) conn: Conn,
     /// The session lock's name.
     pub(super) lock: String,
+    /// Shows other processes that this slave is alive while `conn` idles.
+    _alive: AliveMarker,
     /// When `conn` last ran a command: an applier idle this long touches
     /// it ([`Applier::keep_alive`]) so it never looks like a zombie.
     pub(super) last_active: std::time::Instant,
@@ -256,6 +258,7 @@ impl Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
             lock,
+            _alive: AliveMarker::spawn(target.clone(), name),
             last_active: std::time::Instant::now(),
             target: target.clone(),
             name: name.to_string(),

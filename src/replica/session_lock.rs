@@ -2,8 +2,8 @@
 //! `rowcast:<name>` that an applier session takes before it reads its
 //! checkpoint and holds until it ends, what happens when another session
 //! holds it (this slave's previous one, an idle zombie, or a second
-//! `rowcast slave` with the same name), and the keep-alive that keeps a
-//! live holder from looking like a zombie.
+//! `rowcast slave` with the same name), and the keep-alive and liveness
+//! marker that keep a live holder from looking like a zombie.
 
 use std::time::Duration;
 
@@ -32,7 +32,16 @@ const LOCK_NAME_MAX: usize = 64;
 /// 64 characters, otherwise `rowcast:<start of name>~<hash of name>`, so
 /// it stays readable in a processlist and distinct for distinct names.
 pub fn session_lock_name(name: &str) -> String {
-    let plain = format!("rowcast:{name}");
+    lock_name("rowcast:", name)
+}
+
+/// The lock a slave process's liveness marker holds (see [`AliveMarker`]).
+pub fn alive_lock_name(name: &str) -> String {
+    lock_name("rowcast-alive:", name)
+}
+
+fn lock_name(prefix: &str, name: &str) -> String {
+    let plain = format!("{prefix}{name}");
     // Bytes, not characters: the bound holds however the server counts.
     if plain.len() <= LOCK_NAME_MAX {
         return plain;
@@ -40,7 +49,7 @@ pub fn session_lock_name(name: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(name.as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    let room = LOCK_NAME_MAX - "rowcast:".len() - 1 - hash.len();
+    let room = LOCK_NAME_MAX - prefix.len() - 1 - hash.len();
     let mut start = String::new();
     for c in name.chars() {
         if start.len() + c.len_utf8() > room {
@@ -48,7 +57,7 @@ pub fn session_lock_name(name: &str) -> String {
         }
         start.push(c);
     }
-    format!("rowcast:{start}~{hash}")
+    format!("{prefix}{start}~{hash}")
 }
 
 /// Takes `lock` on `conn`, waiting while another session holds it. A
@@ -120,7 +129,12 @@ pub(super) async fn take_session_lock(
         }
         last_holder = Some((holder, holder_info.clone()));
         let ours = previous.is_some_and(|p| u64::from(p) == holder);
-        let idle = command == "Sleep" && time >= SESSION_SILENCE.as_secs() as i64;
+        // Idle, and no live slave process behind it: a live one keeps its
+        // liveness marker busy even while its applier session waits (for a
+        // master that is down, a snapshot being prepared, a backoff).
+        let idle = command == "Sleep"
+            && time >= SESSION_SILENCE.as_secs() as i64
+            && !marker_alive(conn, target, name).await?;
         if waited >= LOCK_WAIT_LIMIT && !(ours || idle && waited < LOCK_WAIT_LIMIT * 2) {
             return Err(locked(name, target, lock, holder, holder_info, waited));
         }
@@ -146,6 +160,63 @@ pub(super) async fn take_session_lock(
             gives_up_after = ?LOCK_WAIT_LIMIT,
             "session {holder} holds this slave's lock on the replica, so this slave must not apply: another `rowcast slave --name {name}` is running against this replica (run one per --name), or a dead slave's session is still open (the server drops it after wait_timeout, or KILL {holder}); waiting"
         );
+    }
+}
+
+/// Whether a slave process named `name` shows it is alive: its liveness
+/// lock is held by a session that ran a command within the watchdog
+/// silence.
+async fn marker_alive(conn: &mut Conn, target: &Source, name: &str) -> Result<bool, ApplyError> {
+    let active: Option<Option<i64>> = conn
+        .exec_first(
+            "SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = IS_USED_LOCK(?)",
+            (alive_lock_name(name),),
+        )
+        .await
+        .map_err(|e| target.classify(e))?;
+    Ok(active
+        .flatten()
+        .is_some_and(|idle| idle < SESSION_SILENCE.as_secs() as i64))
+}
+
+/// A slave process's liveness marker: a connection of its own to the
+/// replica that holds [`alive_lock_name`] and runs a command every
+/// [`KEEPALIVE_EVERY`], whatever the applier session is waiting for. So a
+/// second `rowcast slave` with the same name tells a live slave whose
+/// applier session is idle (waiting for its master) from a zombie session
+/// nobody drives, and kills only the zombie. Ends with the applier.
+pub(super) struct AliveMarker(tokio::task::JoinHandle<()>);
+
+impl AliveMarker {
+    pub(super) fn spawn(target: Source, name: &str) -> AliveMarker {
+        let lock = alive_lock_name(name);
+        AliveMarker(tokio::spawn(async move {
+            loop {
+                // Trouble here never stops the applying: try again later.
+                if let Ok(mut conn) = target.connect().await {
+                    let got: Result<Option<Option<i64>>, _> =
+                        conn.exec_first("SELECT GET_LOCK(?, 0)", (&lock,)).await;
+                    if matches!(got, Ok(Some(Some(1)))) {
+                        loop {
+                            tokio::time::sleep(KEEPALIVE_EVERY).await;
+                            let touched =
+                                tokio::time::timeout(SESSION_SILENCE, conn.query_drop("DO 0"))
+                                    .await;
+                            if !matches!(touched, Ok(Ok(()))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(KEEPALIVE_EVERY).await;
+            }
+        }))
+    }
+}
+
+impl Drop for AliveMarker {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -228,5 +299,14 @@ mod session_lock_tests {
         assert!(a.len() <= 64 && b.len() <= 64, "{a} / {b}");
         assert_ne!(a, b, "names that differ after the kept start differ");
         assert!(a.starts_with("rowcast:éé"), "stays readable: {a}");
+    }
+
+    #[test]
+    fn the_liveness_lock_is_another_name_within_64_bytes() {
+        assert_eq!(alive_lock_name("r1"), "rowcast-alive:r1");
+        let long = "y".repeat(60);
+        let alive = alive_lock_name(&long);
+        assert!(alive.len() <= 64, "{alive}");
+        assert_ne!(alive, session_lock_name(&long));
     }
 }
