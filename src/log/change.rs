@@ -379,3 +379,43 @@ pub enum JsonEditOp {
     Insert,
     Remove,
 }
+
+#[cfg(test)]
+impl Transaction {
+    /// An empty transaction ending at `b.000001:offset`, committed at
+    /// `timestamp`: for tests that need only positions and times.
+    pub(crate) fn empty_at(offset: u64, timestamp: u32) -> Transaction {
+        Transaction {
+            position: crate::source::position::SourcePosition::new("b.000001", offset),
+            timestamp,
+            part: 0,
+            more: false,
+            tables: vec![],
+            changes: vec![],
+            events: None,
+            xa: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl TableSchema {
+    /// Table `d.<name>` of signed INT columns named `columns`, keyed by
+    /// `primary_key`: for tests.
+    pub(crate) fn of_ints(name: &str, columns: &[&str], primary_key: Vec<u32>) -> TableSchema {
+        TableSchema {
+            database: "d".into(),
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|n| ColumnDef {
+                    name: (*n).into(),
+                    kind: ColumnKind::Int,
+                    unsigned: false,
+                    collation: 0,
+                })
+                .collect(),
+            primary_key,
+        }
+    }
+}

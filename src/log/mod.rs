@@ -481,17 +481,7 @@ mod tests {
     use crate::log::change::Transaction;
 
     fn txn(offset: u64, timestamp: u32) -> EncodedTxn {
-        EncodedTxn::new(&Transaction {
-            position: SourcePosition::new("b.000001", offset),
-            timestamp,
-            part: 0,
-            more: false,
-            tables: vec![],
-            changes: vec![],
-            events: None,
-            xa: None,
-        })
-        .unwrap()
+        EncodedTxn::new(&Transaction::empty_at(offset, timestamp)).unwrap()
     }
 
     fn options() -> WriterOptions {

@@ -1315,16 +1315,7 @@ mod tests {
     use crate::log::segments::ChangeLog;
 
     fn txn(offset: u64, timestamp: u32) -> Transaction {
-        Transaction {
-            position: SourcePosition::new("b.000001", offset),
-            timestamp,
-            part: 0,
-            more: false,
-            tables: vec![],
-            changes: vec![],
-            events: None,
-            xa: None,
-        }
+        Transaction::empty_at(offset, timestamp)
     }
 
     #[test]
@@ -1435,7 +1426,20 @@ mod tests {
     #[test]
     fn retention_keeps_what_slaves_may_read_again_not_what_they_applied() {
         let state = ServerState::new(Metrics::new(), DEFAULT_STALL_AFTER);
-        let info = |state: &'static str, acked_seq: u64, keep_from: u64| SlaveInfo {
+        state.register("plain", slave_info("streaming", 80, 81));
+        // Applied through 90, holding a prepare logged at 61.
+        state.register("holding", slave_info("streaming", 90, 61));
+        state.register("gone", slave_info("disconnected", 10, 11));
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+        // Connected, nothing known yet: keep everything.
+        state.register("new", slave_info("streaming", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), Some(0));
+        state.register("seeding", slave_info("snapshotting", 0, 0));
+        assert_eq!(state.oldest_needed_seq(), None);
+    }
+
+    fn slave_info(state: &'static str, acked_seq: u64, keep_from: u64) -> SlaveInfo {
+        SlaveInfo {
             addr: "127.0.0.1:1".parse().unwrap(),
             state,
             acked_seq,
@@ -1451,37 +1455,11 @@ mod tests {
             conn: 0,
             progress_at: Instant::now(),
             kick: Arc::new(Notify::new()),
-        };
-        state.register("plain", info("streaming", 80, 81));
-        // Applied through 90, holding a prepare logged at 61.
-        state.register("holding", info("streaming", 90, 61));
-        state.register("gone", info("disconnected", 10, 11));
-        assert_eq!(state.oldest_needed_seq(), Some(61));
-        // Connected, nothing known yet: keep everything.
-        state.register("new", info("streaming", 0, 0));
-        assert_eq!(state.oldest_needed_seq(), Some(0));
-        state.register("seeding", info("snapshotting", 0, 0));
-        assert_eq!(state.oldest_needed_seq(), None);
+        }
     }
 
     fn streaming_info(acked_seq: u64, keep_from: u64) -> SlaveInfo {
-        SlaveInfo {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            state: "streaming",
-            acked_seq,
-            acked_position: None,
-            acked_source_time: 0,
-            keep_from,
-            first_sent: 0,
-            sent_seq: acked_seq,
-            oldest_unacked_time: 0,
-            snapshot_rows: 0,
-            snapshot_estimated_rows: 0,
-            last_error: None,
-            conn: 0,
-            progress_at: Instant::now(),
-            kick: Arc::new(Notify::new()),
-        }
+        slave_info("streaming", acked_seq, keep_from)
     }
 
     #[test]

@@ -229,16 +229,7 @@ mod tests {
 
     #[test]
     fn transaction_frame_is_tag_plus_log_record() {
-        let txn = Transaction {
-            position: SourcePosition::new("b.000001", 99),
-            timestamp: 5,
-            part: 0,
-            more: false,
-            tables: vec![],
-            changes: vec![],
-            events: None,
-            xa: None,
-        };
+        let txn = Transaction::empty_at(99, 5);
         let record = codec::encode(&(7u64, &txn)).unwrap();
         let mut payload = transaction_frame_tag().to_vec();
         payload.extend_from_slice(&record);

@@ -226,22 +226,9 @@ pub fn net_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::change::{ColumnDef, ColumnKind};
-    use crate::source::position::SourcePosition;
 
     fn schema(name: &str, key: bool) -> TableSchema {
-        let col = |n: &str| ColumnDef {
-            name: n.into(),
-            kind: ColumnKind::Int,
-            unsigned: false,
-            collation: 0,
-        };
-        TableSchema {
-            database: "d".into(),
-            name: name.into(),
-            columns: vec![col("id"), col("v")],
-            primary_key: if key { vec![0] } else { vec![] },
-        }
+        TableSchema::of_ints(name, &["id", "v"], if key { vec![0] } else { vec![] })
     }
 
     fn row(id: i64, v: i64) -> Row {
@@ -250,14 +237,9 @@ mod tests {
 
     fn txn(changes: Vec<Change>) -> Transaction {
         Transaction {
-            position: SourcePosition::new("b.000001", 4),
-            timestamp: 0,
-            part: 0,
-            more: false,
             tables: vec![schema("t", true), schema("nokey", false)],
             changes,
-            events: None,
-            xa: None,
+            ..Transaction::empty_at(4, 0)
         }
     }
 

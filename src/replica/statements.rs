@@ -223,21 +223,9 @@ pub fn row_bytes(row: &Row) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::change::{ColumnDef, ColumnKind};
 
     fn schema(pk: Vec<u32>) -> TableSchema {
-        let col = |n: &str| ColumnDef {
-            name: n.into(),
-            kind: ColumnKind::Int,
-            unsigned: false,
-            collation: 0,
-        };
-        TableSchema {
-            database: "d".into(),
-            name: "t".into(),
-            columns: vec![col("id"), col("v"), col("g")],
-            primary_key: pk,
-        }
+        TableSchema::of_ints("t", &["id", "v", "g"], pk)
     }
 
     #[test]

@@ -133,21 +133,9 @@ impl TableFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::change::{ColumnDef, ColumnKind};
 
     fn source(primary_key: Vec<u32>) -> TableSchema {
-        let col = |n: &str| ColumnDef {
-            name: n.into(),
-            kind: ColumnKind::Int,
-            unsigned: false,
-            collation: 0,
-        };
-        TableSchema {
-            database: "d".into(),
-            name: "t".into(),
-            columns: vec![col("id"), col("v")],
-            primary_key,
-        }
+        TableSchema::of_ints("t", &["id", "v"], primary_key)
     }
 
     /// The replica's plain copy of `source(vec![0])`.
