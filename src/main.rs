@@ -18,6 +18,8 @@ use rowcast::master::{self, MasterConfig};
 use rowcast::ops::checksum;
 use rowcast::slave::{self, SlaveConfig};
 use rowcast::source::filter::Filter;
+use rowcast::source::binlog_dir::{self, BinlogDir};
+use rowcast::source::origin::Origin;
 use rowcast::source::Source;
 
 #[derive(Parser)]
@@ -49,8 +51,23 @@ enum Command {
     /// Read the primary's binlog into a change log and serve it to slaves.
     Master {
         /// The primary, as mysql://USER:PASSWORD@HOST:PORT (or $ROWCAST_SOURCE).
-        #[arg(long, env = "ROWCAST_SOURCE", hide_env_values = true)]
-        source: String,
+        #[arg(
+            long,
+            env = "ROWCAST_SOURCE",
+            hide_env_values = true,
+            required_unless_present = "binlog_dir",
+            conflicts_with = "binlog_dir"
+        )]
+        source: Option<String>,
+        /// Instead of a primary: replay the archived binlog files in this
+        /// directory (in the order of its *.index file, else by name), then
+        /// wait for more. Slaves start at the first file without a snapshot.
+        #[arg(long, value_name = "DIR")]
+        binlog_dir: Option<PathBuf>,
+        /// With --binlog-dir: start a new change log at this event
+        /// (FILE:POSITION) instead of the first file's first event.
+        #[arg(long, value_name = "FILE:POS", requires = "binlog_dir")]
+        start: Option<String>,
         /// Read the primary's password from this file instead of the URL.
         #[arg(long, value_name = "PATH")]
         source_password_file: Option<PathBuf>,
@@ -433,6 +450,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Master {
             source,
+            binlog_dir,
+            start,
             source_password_file,
             listen,
             data_dir,
@@ -452,12 +471,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_client_ca,
             stall_after,
         } => {
-            let source =
-                Source::from_url_and_password_file(&source, source_password_file.as_deref())?;
+            let origin = match (source, binlog_dir) {
+                (Some(source), _) => Origin::Primary(Source::from_url_and_password_file(
+                    &source,
+                    source_password_file.as_deref(),
+                )?),
+                (None, Some(dir)) => Origin::BinlogDir(BinlogDir::new(dir)),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let start = start.as_deref().map(binlog_dir::parse_start).transpose()?;
             let filter = Filter::new(&include, &exclude)?;
             let server_id = server_id.unwrap_or_else(|| master::default_server_id(&data_dir));
             let config = MasterConfig {
-                source,
+                origin,
+                start,
                 listen,
                 data_dir,
                 server_id,

@@ -29,11 +29,16 @@ use crate::source::decode::{DecodeError, Decoder};
 use crate::source::filter::Filter;
 use crate::source::gtid_set::GtidSet;
 use crate::source::position::SourcePosition;
-use crate::source::{self, Source, SourceError, StreamStart};
+use crate::source::binlog_dir::{BinlogDirError, FileEvent, FileEvents};
+use crate::source::origin::Origin;
+use crate::source::{self, SourceError, StreamStart};
 
 #[derive(Clone)]
 pub struct MasterConfig {
-    pub source: Source,
+    pub origin: Origin,
+    /// Binlog files only: where a new change log starts (`--start`);
+    /// the first file's first event by default.
+    pub start: Option<SourcePosition>,
     pub listen: String,
     pub data_dir: PathBuf,
     pub server_id: u32,
@@ -74,6 +79,14 @@ pub enum MasterError {
     Encode(#[from] CodecError),
     #[error("cannot listen on {addr}: {reason}; choose a free address with --listen")]
     Listen { addr: String, reason: String },
+    #[error(transparent)]
+    BinlogDir(#[from] BinlogDirError),
+    #[error(
+        "--binlog-dir cannot keep its change log on NATS: slaves of a JetStream log are seeded \
+         by the master, and binlog files have nothing to seed from. Drop --log (keep the change \
+         log in --data-dir)"
+    )]
+    FilesOnNats,
 }
 
 /// A server id for the replication connection that real replicas will not
@@ -89,7 +102,6 @@ pub async fn run(
     mut config: MasterConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MasterError> {
-    let source = &config.source.clone();
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
         crate::ops::metrics::serve(addr.clone(), metrics.clone(), "master")
@@ -99,9 +111,19 @@ pub async fn run(
                 reason: e.to_string(),
             })?;
     }
-    let mut conn = source.connect().await?;
-    let info = source::check_primary(source, &mut conn).await?;
-    tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+    let mut primary = match &config.origin {
+        Origin::Primary(source) => {
+            let mut conn = source.connect().await?;
+            let info = source::check_primary(source, &mut conn).await?;
+            tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+            Some((source.clone(), conn, info))
+        }
+        Origin::BinlogDir(_) if config.nats.is_some() => return Err(MasterError::FilesOnNats),
+        Origin::BinlogDir(dir) => {
+            tracing::info!(dir = %dir.path().display(), "reading archived binlog files");
+            None
+        }
+    };
     let location = match &config.nats {
         Some(url) => Location::JetStream {
             url: url.clone(),
@@ -125,18 +147,40 @@ pub async fn run(
     // The log may keep the part size it began with.
     config.part_bytes = log.part_bytes();
     let config = &config;
-    if log.start().is_none() {
-        // A MySQL primary resumes by GTID *set* after a failover: keep
-        // the set the log starts from.
-        let (mut start, gtids) = source::current_position_with_gtid_set(source, &mut conn).await?;
-        start.gtid = match info.is_mariadb {
-            true => source::gtid_at(&mut conn, &start).await,
-            false => source::current_gtid(&mut conn).await,
-        };
-        tracing::info!(position = %start, log = %log.location(), gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
-        log.initialise(start, gtids).await?;
+    let files_start = match (&primary, &config.origin) {
+        (None, Origin::BinlogDir(dir)) => Some(match &config.start {
+            Some(start) => start.clone(),
+            None => dir.first_position()?,
+        }),
+        _ => None,
+    };
+    let info = primary.as_ref().map(|(_, _, info)| info.clone());
+    match (log.start(), primary.take()) {
+        (None, Some((source, mut conn, info))) => {
+            // A MySQL primary resumes by GTID *set* after a failover:
+            // keep the set the log starts from.
+            let (mut start, gtids) =
+                source::current_position_with_gtid_set(&source, &mut conn).await?;
+            start.gtid = match info.is_mariadb {
+                true => source::gtid_at(&mut conn, &start).await,
+                false => source::current_gtid(&mut conn).await,
+            };
+            tracing::info!(position = %start, log = %log.location(), gtid_executed = ?gtids.as_ref().map(|g| g.to_string()), "new change log starts at the primary's current position");
+            log.initialise(start, gtids).await?;
+        }
+        (None, None) => {
+            let start = files_start.clone().expect("set for binlog files");
+            tracing::info!(position = %start, log = %log.location(), "new change log starts in the binlog files");
+            log.initialise(start, None).await?;
+        }
+        (Some(logged), _) => {
+            if let Some(asked) = &config.start {
+                if asked.cmp_location(&logged) != std::cmp::Ordering::Equal {
+                    tracing::warn!(start = %asked, log_start = %logged, "--start is ignored: the change log already exists and resumes where it stopped");
+                }
+            }
+        }
     }
-    drop(conn);
 
     let listener = bind(config).await?;
     let view = log.view();
@@ -157,8 +201,10 @@ pub async fn run(
     // means a failover: positions get a new epoch and the stream resumes
     // by GTID until the first transaction from the new primary is logged.
     let (followed, epoch) = log.followed();
-    let epoch = match next_epoch(followed, epoch, &info, &resume) {
-        Some(epoch) => {
+    // (Binlog files name no server to follow: their positions are the
+    // files'.)
+    let epoch = match info.as_ref().and_then(|i| Some((i, next_epoch(followed, epoch, i, &resume)?))) {
+        Some((info, epoch)) => {
             log.set_followed(info.server_id, epoch).await?;
             epoch
         }
@@ -166,11 +212,20 @@ pub async fn run(
     };
     // Until the first transaction of a new epoch is logged, the stream is
     // requested by GTID; a MySQL server wants every GTID the log covers.
-    let mysql_gtids = match (info.is_mariadb, resume.epoch != epoch) {
-        (false, true) => log.executed_gtids()?,
+    let mysql_gtids = match (info.as_ref().map(|i| i.is_mariadb), resume.epoch != epoch) {
+        (Some(false), true) => log.executed_gtids()?,
         _ => None,
     };
-    let server = spawn_server(config, &info, epoch, listener, view, &state, &shutdown);
+    let log_start = files_start.is_some().then(|| log.start()).flatten();
+    let server = spawn_server(
+        config,
+        info.as_ref(),
+        epoch,
+        log_start,
+        (listener, view),
+        &state,
+        &shutdown,
+    );
 
     let (tx, rx) = mpsc::channel::<ToWriter>(4096);
     let budget = Arc::new(Semaphore::new(WRITER_QUEUE_BYTES >> 10));
@@ -244,16 +299,17 @@ async fn bind(config: &MasterConfig) -> Result<TcpListener, MasterError> {
 /// The listener for slaves (and `rowcast status`), on its own task.
 fn spawn_server(
     config: &MasterConfig,
-    info: &source::PrimaryInfo,
+    info: Option<&source::PrimaryInfo>,
     epoch: u32,
-    listener: TcpListener,
-    log: View,
+    log_start: Option<SourcePosition>,
+    (listener, log): (TcpListener, View),
     state: &Arc<ServerState>,
     shutdown: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let snapshots = SnapshotSource {
-        source: config.source.clone(),
-        is_mariadb: info.is_mariadb,
+        origin: config.origin.clone(),
+        log_start,
+        is_mariadb: info.is_some_and(|i| i.is_mariadb),
         filter: Arc::new(config.filter.clone()),
         token: config.token.clone().map(Arc::new),
         tls: config.tls.clone(),
@@ -344,9 +400,17 @@ async fn stream_once(
         (true, Some(set)) => StreamStart::MySqlGtidSet(set),
         (true, None) => StreamStart::MariaDbGtid,
     };
-    let mut stream = source::open_stream(&config.source, config.server_id, from, start)
-        .await
-        .map_err(|e| (last.clone(), e.into()))?;
+    let mut events = match &config.origin {
+        Origin::Primary(source) => Events::Live(
+            source::open_stream(source, config.server_id, from, start)
+                .await
+                .map_err(|e| (last.clone(), e.into()))?,
+        ),
+        Origin::BinlogDir(dir) => Events::Files(
+            dir.events_from(from)
+                .map_err(|e| (last.clone(), e.into()))?,
+        ),
+    };
     tracing::info!(from = %from, "streaming binlog");
     let mut decoder = Decoder::with_epoch(
         if by_gtid {
@@ -362,40 +426,25 @@ async fn stream_once(
     let silence = source::HEARTBEAT_PERIOD * 5;
     let mut order = StreamOrder::after(from);
     loop {
-        let event = match tokio::time::timeout(silence, stream.next()).await {
-            Err(_) => {
-                return Err((
-                    last,
-                    SourceError::Lost {
-                        endpoint: config.source.endpoint().into(),
-                        reason: format!("no event or heartbeat for {silence:?}"),
-                    }
-                    .into(),
-                ))
-            }
-            Ok(None) => {
-                return Err((
-                    last,
-                    SourceError::Lost {
-                        endpoint: config.source.endpoint().into(),
-                        reason: "the binlog stream ended".into(),
-                    }
-                    .into(),
-                ))
-            }
-            Ok(Some(Err(e))) => {
-                let e = match config.source.classify(e) {
-                    // The dump's first answer says the file is gone: name
-                    // what rowcast asked for.
-                    SourceError::BinlogPurged { reason, .. } => SourceError::BinlogPurged {
-                        position: last.to_string(),
-                        reason,
-                    },
-                    other => other,
-                };
-                return Err((last, e.into()));
-            }
-            Ok(Some(Ok(event))) => event,
+        let event = match &mut events {
+            Events::Live(stream) => match live_event(config, stream, silence, &last).await {
+                Ok(e) => e,
+                Err(e) => return Err((last, e.into())),
+            },
+            Events::Files(files) => match files.next().await {
+                Ok(FileEvent::Event(e)) => e,
+                Ok(FileEvent::File(name)) => {
+                    decoder.set_file(name);
+                    continue;
+                }
+                Ok(FileEvent::End(at)) => {
+                    // As a primary's heartbeat: everything there is was read.
+                    state.reader_heard();
+                    state.caught_up(Some(SourcePosition { epoch, ..at }));
+                    continue;
+                }
+                Err(e) => return Err((last, e.into())),
+            },
         };
         // Whatever the event (also one of a transaction the filter drops
         // entirely), the primary is streaming to this reader: with the
@@ -450,6 +499,42 @@ async fn stream_once(
             Ok(None) => {}
             Err(e) => return Err((last, e.into())),
         }
+    }
+}
+
+/// Where stream_once reads events from.
+enum Events {
+    Live(mysql_async::BinlogStream),
+    Files(FileEvents),
+}
+
+/// The next event of a live stream, or why there is none.
+async fn live_event(
+    config: &MasterConfig,
+    stream: &mut mysql_async::BinlogStream,
+    silence: Duration,
+    last: &SourcePosition,
+) -> Result<mysql_common::binlog::events::Event, SourceError> {
+    let source = config.origin.primary().expect("a live stream has a primary");
+    match tokio::time::timeout(silence, stream.next()).await {
+        Err(_) => Err(SourceError::Lost {
+            endpoint: source.endpoint().into(),
+            reason: format!("no event or heartbeat for {silence:?}"),
+        }),
+        Ok(None) => Err(SourceError::Lost {
+            endpoint: source.endpoint().into(),
+            reason: "the binlog stream ended".into(),
+        }),
+        Ok(Some(Err(e))) => Err(match source.classify(e) {
+            // The dump's first answer says the file is gone: name what
+            // rowcast asked for.
+            SourceError::BinlogPurged { reason, .. } => SourceError::BinlogPurged {
+                position: last.to_string(),
+                reason,
+            },
+            other => other,
+        }),
+        Ok(Some(Ok(event))) => Ok(event),
     }
 }
 

@@ -162,7 +162,8 @@ pub async fn master() -> i32 {
     let log = data_dir.join("rowcast-master.log");
     log_to_file(&log);
     let config = MasterConfig {
-        source: source.clone(),
+        origin: rowcast::source::origin::Origin::Primary(source.clone()),
+        start: None,
         listen: listen.clone(),
         server_id: master::default_server_id(&data_dir),
         data_dir,

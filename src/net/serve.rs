@@ -58,7 +58,7 @@ use crate::ops::metrics::{Metrics, SlaveGauges};
 use crate::source::filter::Filter;
 use crate::source::position::SourcePosition;
 use crate::source::snapshot::{Snapshot, SnapshotError};
-use crate::source::Source;
+use crate::source::origin::Origin;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the per-slave metrics (and the JetStream slaves' progress
@@ -318,7 +318,11 @@ impl ServerState {
 /// What a handler needs to seed a slave with a snapshot.
 #[derive(Clone)]
 pub struct SnapshotSource {
-    pub source: Source,
+    pub origin: Origin,
+    /// With binlog files as the origin there is nothing to copy: a new
+    /// slave reads the change log from where it was started (its database
+    /// holds the files' starting state).
+    pub log_start: Option<SourcePosition>,
     pub is_mariadb: bool,
     pub filter: Arc<Filter>,
     /// The shared secret slaves must prove they know, if any.
@@ -358,7 +362,7 @@ impl Listener {
         let _refresh = AbortOnDrop(tokio::spawn(refresh_slave_metrics(
             self.log.clone(),
             self.state.clone(),
-            self.snapshots.source.clone(),
+            self.snapshots.origin.clone(),
         )));
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -451,16 +455,19 @@ impl Handler {
         name: &str,
     ) -> Result<SourcePosition, ServeError> {
         let snap = &self.snapshots;
+        let Some(source) = snap.origin.primary() else {
+            unreachable!("binlog files are never snapshot");
+        };
         // The catalog (SHOW CREATE ...) is not transactional: it shows the
         // schema as of when it is read, not as of the snapshot position.
         // If DDL on a replicated object landed in between, start over.
         let mut attempt = 0;
         let (mut snapshot, catalog) = loop {
             attempt += 1;
-            let mut snapshot = Snapshot::begin(&snap.source, snap.is_mariadb).await?;
+            let mut snapshot = Snapshot::begin(source, snap.is_mariadb).await?;
             snapshot.position.epoch = snap.epoch;
             let catalog = snapshot.catalog(&snap.filter).await?;
-            let mut catalog_at = snapshot.source_end(&snap.source).await?;
+            let mut catalog_at = snapshot.source_end(source).await?;
             catalog_at.epoch = snap.epoch;
             match self.ddl_between(&snapshot.position, &catalog_at).await {
                 Ok(false) => break (snapshot, catalog),
@@ -738,10 +745,16 @@ impl Handler {
         mut reader: FrameReader,
         mut writer: FrameWriter,
     ) -> Result<(), ServeError> {
-        // A slave without a checkpoint is seeded first.
-        let after = match after {
-            Some(p) => Some(p),
-            None => match self.send_snapshot(&mut writer, &name).await {
+        // A slave without a checkpoint is seeded first (from binlog
+        // files: starts at the log's beginning).
+        let after = match (after, &self.snapshots.origin) {
+            (Some(p), _) => Some(p),
+            (None, Origin::BinlogDir(_)) => {
+                let start = self.snapshots.log_start.clone();
+                tracing::info!(start = ?start.as_ref().map(|p| p.to_string()), "new slave of binlog files: reading the change log from its start, without a snapshot");
+                start
+            }
+            (None, Origin::Primary(_)) => match self.send_snapshot(&mut writer, &name).await {
                 Ok(p) => Some(p),
                 Err(e) => {
                     tracing::error!(cause = %e, "snapshot failed");
@@ -924,7 +937,7 @@ impl Handler {
         status_of(
             &self.log,
             &self.state,
-            &self.snapshots.source,
+            &self.snapshots.origin,
             &mut PrimaryProbe::default(),
         )
         .await
@@ -945,7 +958,18 @@ pub struct PrimaryProbe {
 
 impl PrimaryProbe {
     /// The primary's binlog end right now, if it can be read.
-    pub async fn position(&mut self, source: &Source) -> Option<SourcePosition> {
+    pub async fn position(&mut self, origin: &Origin) -> Option<SourcePosition> {
+        let source = match origin {
+            Origin::Primary(s) => s,
+            // The files' end stands for the primary's binlog end.
+            Origin::BinlogDir(dir) => {
+                let dir = dir.clone();
+                return tokio::task::spawn_blocking(move || dir.end())
+                    .await
+                    .ok()
+                    .flatten();
+            }
+        };
         // A kept connection may have died since (the primary restarted,
         // wait_timeout): one more try on a fresh one.
         for _ in 0..2 {
@@ -1202,7 +1226,7 @@ async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen
 pub async fn status_of(
     log: &View,
     state: &ServerState,
-    source: &Source,
+    source: &Origin,
     probe: &mut PrimaryProbe,
 ) -> MasterStatus {
     let primary_position = probe.position(source).await;
@@ -1253,7 +1277,7 @@ pub async fn status_of(
     }
     slaves.sort_by(|a, b| a.name.cmp(&b.name));
     MasterStatus {
-        primary: source.endpoint().to_string(),
+        primary: source.endpoint(),
         primary_position,
         log_position,
         log_time,
@@ -1269,7 +1293,7 @@ pub async fn status_of(
 /// Keeps the per-slave metrics (lag, stalled) current, and for JetStream
 /// the memory of when each slave last advanced, without anyone asking for
 /// status.
-async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Source) {
+async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Origin) {
     let mut every = tokio::time::interval(SLAVE_METRICS_INTERVAL);
     // One primary connection for all the refreshes, not one each.
     let mut probe = PrimaryProbe::default();

@@ -439,6 +439,12 @@ impl Decoder {
         &self.file
     }
 
+    /// The events that follow are from this file (binlog files read in
+    /// order: a file need not end with a ROTATE naming the next one).
+    pub fn set_file(&mut self, file: impl Into<String>) {
+        self.file = file.into();
+    }
+
     /// True between the first event of a transaction and its commit.
     pub fn in_transaction(&self) -> bool {
         self.pending.is_some()

@@ -8,11 +8,13 @@
 //! naming the fix.
 
 // The stages of reading the primary, each in a file of its own.
+pub mod binlog_dir;
 pub mod continuity;
 pub mod decode;
 pub mod filter;
 pub mod gtid_set;
 pub mod objects;
+pub mod origin;
 pub mod position;
 pub mod row_image;
 pub mod snapshot;
