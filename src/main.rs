@@ -17,8 +17,8 @@ use rowcast::log::jetstream::NatsUrl;
 use rowcast::master::{self, MasterConfig};
 use rowcast::ops::checksum;
 use rowcast::slave::{self, SlaveConfig};
-use rowcast::source::filter::Filter;
 use rowcast::source::binlog_dir::{self, BinlogDir};
+use rowcast::source::filter::Filter;
 use rowcast::source::origin::Origin;
 use rowcast::source::Source;
 

@@ -24,13 +24,13 @@ use crate::log::segments::{EncodedTxn, Retention};
 use crate::log::{ChangeLogError, Location, LogView, LogWriter, View, Writer, WriterOptions};
 use crate::net::serve::{Listener, ServerState, SnapshotSource};
 use crate::ops::metrics::Metrics;
+use crate::source::binlog_dir::{BinlogDirError, FileEvent, FileEvents};
 use crate::source::continuity::StreamOrder;
 use crate::source::decode::{DecodeError, Decoder};
 use crate::source::filter::Filter;
 use crate::source::gtid_set::GtidSet;
-use crate::source::position::SourcePosition;
-use crate::source::binlog_dir::{BinlogDirError, FileEvent, FileEvents};
 use crate::source::origin::Origin;
+use crate::source::position::SourcePosition;
 use crate::source::{self, SourceError, StreamStart};
 
 #[derive(Clone)]
@@ -203,7 +203,10 @@ pub async fn run(
     let (followed, epoch) = log.followed();
     // (Binlog files name no server to follow: their positions are the
     // files'.)
-    let epoch = match info.as_ref().and_then(|i| Some((i, next_epoch(followed, epoch, i, &resume)?))) {
+    let epoch = match info
+        .as_ref()
+        .and_then(|i| Some((i, next_epoch(followed, epoch, i, &resume)?)))
+    {
         Some((info, epoch)) => {
             log.set_followed(info.server_id, epoch).await?;
             epoch
@@ -515,7 +518,10 @@ async fn live_event(
     silence: Duration,
     last: &SourcePosition,
 ) -> Result<mysql_common::binlog::events::Event, SourceError> {
-    let source = config.origin.primary().expect("a live stream has a primary");
+    let source = config
+        .origin
+        .primary()
+        .expect("a live stream has a primary");
     match tokio::time::timeout(silence, stream.next()).await {
         Err(_) => Err(SourceError::Lost {
             endpoint: source.endpoint().into(),

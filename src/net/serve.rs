@@ -56,9 +56,9 @@ use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 use crate::ops::metrics::{Metrics, SlaveGauges};
 use crate::source::filter::Filter;
+use crate::source::origin::Origin;
 use crate::source::position::SourcePosition;
 use crate::source::snapshot::{Snapshot, SnapshotError};
-use crate::source::origin::Origin;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the per-slave metrics (and the JetStream slaves' progress

@@ -62,7 +62,9 @@ pub enum BinlogDirError {
     },
     #[error("cannot read binlog file {file}: {reason}")]
     Io { file: String, reason: String },
-    #[error("{file} is not a binlog file (it does not start with fe 62 69 6e); remove it from {dir}")]
+    #[error(
+        "{file} is not a binlog file (it does not start with fe 62 69 6e); remove it from {dir}"
+    )]
     NotBinlog { file: String, dir: String },
     #[error(
         "cannot read the binlog event at {file}:{offset}: {reason}. The file is damaged there; \
@@ -139,7 +141,7 @@ impl BinlogDir {
                 .collect();
             return Ok((listed, true));
         }
-        names.sort_by(|a, b| file_order(a).cmp(&file_order(b)));
+        names.sort_by_key(|n| file_order(n));
         Ok((names, false))
     }
 
@@ -198,9 +200,11 @@ fn starts_with_magic(path: &Path) -> bool {
 /// `base.NNNNNN` orders by base, then number; other names by name.
 fn file_order(name: &str) -> (String, u64, String) {
     match name.rsplit_once('.') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            (base.to_string(), n.parse().unwrap_or(u64::MAX), String::new())
-        }
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (
+            base.to_string(),
+            n.parse().unwrap_or(u64::MAX),
+            String::new(),
+        ),
         _ => (name.to_string(), 0, name.to_string()),
     }
 }
@@ -253,7 +257,11 @@ impl FileEvents {
             return Err(BinlogDirError::Missing {
                 dir: self.dir.path.display().to_string(),
                 file: name.into(),
-                listed: if indexed { " (or not in its index file)" } else { "" },
+                listed: if indexed {
+                    " (or not in its index file)"
+                } else {
+                    ""
+                },
             });
         }
         let path = self.dir.path.join(name);
@@ -419,7 +427,11 @@ impl FileEvents {
             match self.reader.read_decompressed(&mut input) {
                 Ok(Some(e)) => self.queued.push_back(e),
                 Ok(None) => break,
-                Err(e) => return Err(fail(format!("an event inside the transaction payload: {e}"))),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "an event inside the transaction payload: {e}"
+                    )))
+                }
             }
         }
         Ok(())
@@ -472,13 +484,17 @@ mod tests {
         let mut events = dir.events_from(&start).unwrap();
         let mut d = Decoder::new("binlog.000001");
         let (types, txns) = drain(&mut events, &mut d).await;
-        let by_mysql_common = mysql_common::binlog::BinlogFile::new(BinlogVersion::Version4, &bytes[..])
-            .unwrap()
-            .count();
+        let by_mysql_common =
+            mysql_common::binlog::BinlogFile::new(BinlogVersion::Version4, &bytes[..])
+                .unwrap()
+                .count();
         assert_eq!(types.len(), by_mysql_common);
         // CREATE DATABASE, CREATE TABLE, two inserts, one update+delete.
         assert_eq!(txns.len(), 5);
-        assert_eq!(events.position(), SourcePosition::new("binlog.000001", bytes.len() as u64));
+        assert_eq!(
+            events.position(),
+            SourcePosition::new("binlog.000001", bytes.len() as u64)
+        );
         assert_eq!(dir.end(), Some(events.position()));
     }
 
@@ -565,7 +581,10 @@ mod tests {
         };
         let text = err.to_string();
         assert!(matches!(err, BinlogDirError::Corrupt { .. }), "{text}");
-        assert!(text.contains("binlog.000001:") && text.contains("checksum"), "{text}");
+        assert!(
+            text.contains("binlog.000001:") && text.contains("checksum"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -583,7 +602,10 @@ mod tests {
                 FileEvent::File(f) => panic!("one file only, got {f}"),
             }
         }
-        let payload = types.iter().position(|&t| t == TRANSACTION_PAYLOAD).unwrap();
+        let payload = types
+            .iter()
+            .position(|&t| t == TRANSACTION_PAYLOAD)
+            .unwrap();
         // QUERY (BEGIN), TABLE_MAP, WRITE_ROWS v2, XID.
         assert_eq!(types[payload + 1..payload + 5], [2, 19, 30, 16]);
     }
@@ -592,7 +614,8 @@ mod tests {
     async fn an_ignorable_unknown_event_and_an_unfinished_transaction_apply_nothing() {
         // Aurora 5.7.12: an event of type 100 with LOG_EVENT_IGNORABLE_F,
         // then the file ends after a BEGIN.
-        let bytes = testdata("mysql-binlogs/osheroff-binlog-connector-java/mysql-bin.aurora-padding");
+        let bytes =
+            testdata("mysql-binlogs/osheroff-binlog-connector-java/mysql-bin.aurora-padding");
         let (_tmp, dir) = dir_with(&[("mysql-bin.000001", &bytes)]);
         let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
         let mut d = Decoder::new("mysql-bin.000001");
@@ -606,11 +629,25 @@ mod tests {
     #[test]
     fn the_index_file_gives_the_order_and_missing_files_are_named() {
         let bytes = testdata(ROWS);
-        let (tmp, dir) = dir_with(&[("b.000002", &bytes), ("b.000001", &bytes), ("notes.txt", b"hi")]);
+        let (tmp, dir) = dir_with(&[
+            ("b.000002", &bytes),
+            ("b.000001", &bytes),
+            ("notes.txt", b"hi"),
+        ]);
         assert_eq!(dir.files().unwrap().0, ["b.000001", "b.000002"]);
-        std::fs::write(tmp.path().join("b.index"), "./b.000002\n/var/lib/mysql/b.000003\n").unwrap();
-        assert_eq!(dir.files().unwrap(), (vec!["b.000002".into(), "b.000003".into()], true));
-        let err = dir.events_from(&SourcePosition::new("b.000001", 4)).err().unwrap();
+        std::fs::write(
+            tmp.path().join("b.index"),
+            "./b.000002\n/var/lib/mysql/b.000003\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dir.files().unwrap(),
+            (vec!["b.000002".into(), "b.000003".into()], true)
+        );
+        let err = dir
+            .events_from(&SourcePosition::new("b.000001", 4))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("b.000001 is not in"), "{err}");
     }
 
@@ -626,7 +663,7 @@ mod tests {
     #[test]
     fn orders_files_by_number_not_by_text() {
         let mut names = vec!["b.1000000", "b.999999", "b.000002"];
-        names.sort_by(|a, b| file_order(a).cmp(&file_order(b)));
+        names.sort_by_key(|n| file_order(n));
         assert_eq!(names, ["b.000002", "b.999999", "b.1000000"]);
     }
 }
