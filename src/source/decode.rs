@@ -921,7 +921,8 @@ fn partial_image(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> bool {
 }
 
 /// An event's header and body as the server wrote them, without the
-/// checksum (see `RowEvents`).
+/// checksum (see `RowEvents`); a compressed one as it would have been
+/// written uncompressed (`compressed::expand`).
 fn raw_event(event: &Event) -> Vec<u8> {
     event_bytes(event, (19 + event.data().len()) as u32)
 }
