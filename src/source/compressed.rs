@@ -17,7 +17,8 @@
 //! applying one (`query_event_uncompress`, `row_log_event_uncompress` in
 //! MariaDB's `sql/log_event.cc`): the tail inflated, the event type and
 //! size in the header rewritten, and a new CRC32 when the stream carries
-//! checksums. Timestamp, server id, `log_pos` and flags stay, so the
+//! checksums (once the primary's CRC32 of the compressed event has been
+//! checked: the new one must not vouch for damaged bytes). Timestamp, server id, `log_pos` and flags stay, so the
 //! event keeps its place in the primary's binlog, and its bytes are an
 //! event any MariaDB accepts in a `BINLOG '...'` statement (which is how the
 //! replica's row-event applier gets the rows, see `replica::replay`).
@@ -83,6 +84,8 @@ pub enum CompressedError {
     Overlong { declared: usize },
     #[error("the uncompressed event would be {0} bytes, more than an event can hold")]
     TooBig(u64),
+    #[error("its CRC32 is {sent:#010x} but its bytes sum to {computed:#010x}: damaged on the way or on disk")]
+    Checksum { sent: u32, computed: u32 },
     #[error("the expanded event does not read back: {0}")]
     Rebuild(String),
 }
@@ -104,9 +107,6 @@ pub fn expand(event: &Event) -> Result<Event, CompressedError> {
     } else {
         return Err(CompressedError::NotCompressed(event_type));
     };
-    let (head, tail) = body.split_at(head_len);
-    let inflated = uncompress(tail)?;
-
     // mysql_common cuts the checksum off whenever its FDE says the stream
     // has one; the rebuilt event must then end in one too, or it would
     // lose four bytes of rows when read back.
@@ -116,16 +116,28 @@ pub fn expand(event: &Event) -> Result<Event, CompressedError> {
             footer.get_checksum_alg(),
             Ok(None) | Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF))
         );
+    // The expanded event gets a checksum of its own, which would vouch
+    // for bytes damaged on the way: the primary's is checked first, as
+    // its own replicas check it.
+    if let (true, Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32)), Some(sent)) =
+        (checksum, footer.get_checksum_alg(), event.checksum())
+    {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header_bytes(event, event_type, header.event_size()));
+        crc.update(body);
+        let (computed, sent) = (crc.finalize(), u32::from_le_bytes(sent));
+        if computed != sent {
+            return Err(CompressedError::Checksum { sent, computed });
+        }
+    }
+
+    let (head, tail) = body.split_at(head_len);
+    let inflated = uncompress(tail)?;
     let size = (HEADER_LEN + head.len() + inflated.len()) as u64
         + if checksum { CHECKSUM_LEN as u64 } else { 0 };
     let size_field = u32::try_from(size).map_err(|_| CompressedError::TooBig(size))?;
     let mut bytes = Vec::with_capacity(size as usize);
-    bytes.extend_from_slice(&header.timestamp().to_le_bytes());
-    bytes.push(plain_type);
-    bytes.extend_from_slice(&header.server_id().to_le_bytes());
-    bytes.extend_from_slice(&size_field.to_le_bytes());
-    bytes.extend_from_slice(&header.log_pos().to_le_bytes());
-    bytes.extend_from_slice(&header.flags_raw().to_le_bytes());
+    bytes.extend_from_slice(&header_bytes(event, plain_type, size_field));
     bytes.extend_from_slice(head);
     bytes.extend_from_slice(&inflated);
     if checksum {
@@ -133,6 +145,19 @@ pub fn expand(event: &Event) -> Result<Event, CompressedError> {
         bytes.extend_from_slice(&crc.to_le_bytes());
     }
     Event::read(event.fde(), &bytes[..]).map_err(|e| CompressedError::Rebuild(e.to_string()))
+}
+
+/// `event`'s 19-byte header with `event_type` and `size` in it.
+fn header_bytes(event: &Event, event_type: u8, size: u32) -> [u8; HEADER_LEN] {
+    let h = event.header();
+    let mut bytes = [0u8; HEADER_LEN];
+    bytes[0..4].copy_from_slice(&h.timestamp().to_le_bytes());
+    bytes[4] = event_type;
+    bytes[5..9].copy_from_slice(&h.server_id().to_le_bytes());
+    bytes[9..13].copy_from_slice(&size.to_le_bytes());
+    bytes[13..17].copy_from_slice(&h.log_pos().to_le_bytes());
+    bytes[17..19].copy_from_slice(&h.flags_raw().to_le_bytes());
+    bytes
 }
 
 /// The post-header length the stream's FDE gives `event_type`, or
@@ -556,6 +581,18 @@ mod tests {
             expand(&read(&event_bytes(23, &head, true), true)),
             Err(CompressedError::NotCompressed(23))
         );
+        // Sound data under a checksum that does not match it.
+        let mut bytes = event_bytes(166, &[&head[..], &tail[..]].concat(), true);
+        assert!(expand(&read(&bytes, true)).is_ok());
+        *bytes.last_mut().unwrap() ^= 0x80;
+        assert!(matches!(
+            expand(&read(&bytes, true)),
+            Err(CompressedError::Checksum { .. })
+        ));
+        // Without checksums there is nothing to check.
+        let mut bytes = event_bytes(166, &[&head[..], &tail[..]].concat(), false);
+        bytes[0] ^= 1;
+        assert!(expand(&read(&bytes, false)).is_ok());
     }
 
     /// Every compressed event of the recorded binlog, with each bit of its
