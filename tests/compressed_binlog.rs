@@ -34,7 +34,8 @@ fn workload(primary: &MariaDb) {
          CREATE TABLE app.nokey (n INT, note VARCHAR(500) CHARACTER SET latin1) ENGINE=InnoDB;
          CREATE TABLE app.small (id TINYINT PRIMARY KEY, v TINYINT) ENGINE=InnoDB;",
     );
-    // Rows big and small: the small ones stay uncompressed.
+    // Rows big and small: the small ones stay uncompressed, and a 3 MB one
+    // inflates in several steps.
     primary.sql(
         "INSERT INTO app.small VALUES (1, 1);
          INSERT INTO app.items (id) VALUES (1);
@@ -45,7 +46,8 @@ fn workload(primary: &MariaDb) {
            SELECT 100 + seq, CONCAT('name ', seq), REPEAT('r', seq * 3), seq / 7, 'x'
            FROM app.seq_1_to_500;
          INSERT INTO app.nokey SELECT seq, REPEAT('k', seq) FROM app.seq_1_to_300;
-         INSERT INTO app.nokey VALUES (1, 'dup'), (1, 'dup');",
+         INSERT INTO app.nokey VALUES (1, 'dup'), (1, 'dup');
+         INSERT INTO app.items (id, body) VALUES (4, REPEAT('big compressible row ', 150000));",
     );
     primary.sql(
         "BEGIN;
@@ -62,12 +64,14 @@ fn workload(primary: &MariaDb) {
          UPDATE app.items SET extra = 'after alter', doc = JSON_OBJECT('id', id) WHERE id % 3 = 0;
          INSERT INTO app.small VALUES (2, NULL);",
     );
-    // Partial images: only the replica's row-event applier can apply them.
+    // Partial images: only the replica's row-event applier can apply them,
+    // from the expanded events (one of 2.4 MB).
     primary.sql(
         "SET SESSION binlog_row_image = MINIMAL;
          UPDATE app.items SET name = REPEAT('minimal ', 20) WHERE id % 11 = 0;
          DELETE FROM app.items WHERE id = 1;
-         INSERT INTO app.items (id, body) VALUES (3, REPEAT('m', 1000));",
+         INSERT INTO app.items (id, body) VALUES (3, REPEAT('m', 1000));
+         UPDATE app.items SET body = REPEAT('minimal big ', 200000) WHERE id = 3;",
     );
     primary.sql(
         "BEGIN;
@@ -84,10 +88,10 @@ fn workload(primary: &MariaDb) {
 /// primary cannot pass.
 fn assert_expected_contents(db: &MariaDb) {
     let one = |sql: &str| db.sql(sql).trim().to_string();
-    assert_eq!(one("SELECT COUNT(*) FROM app.items"), "402");
+    assert_eq!(one("SELECT COUNT(*) FROM app.items"), "403");
     assert_eq!(
-        one("SELECT LENGTH(body) FROM app.items WHERE id = 2"),
-        "25001"
+        one("SELECT GROUP_CONCAT(LENGTH(body) ORDER BY id) FROM app.items WHERE id <= 5"),
+        "25001,2400000,3150000"
     );
     assert_eq!(
         one("SELECT HEX(name) FROM app.items WHERE id = 2"),
