@@ -79,11 +79,11 @@ pub enum DecodeError {
         source: std::io::Error,
     },
     #[error(
-        "cannot expand the compressed binlog event at {position} (log_bin_compress=ON): \
-         {source}. Look at the event with mariadb-binlog --start-position on the primary; \
-         if it is damaged there, the master cannot go past it: start it on a new \
-         --data-dir from the primary's current position and re-seed every slave with \
-         --resnapshot"
+        "cannot expand the compressed binlog event ending at {position} \
+         (log_bin_compress=ON): {source}. On the primary, `mariadb-binlog -vv \
+         --stop-position=<that offset>` on that file shows it last; if it is damaged there \
+         too, the master cannot go past it: start it on a new --data-dir from the primary's \
+         current position and re-seed every slave with --resnapshot"
     )]
     Compressed {
         position: String,
