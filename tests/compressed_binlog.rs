@@ -11,15 +11,17 @@ mod support;
 
 use support::*;
 
-fn compressed_primary() -> MariaDb {
-    MariaDb::start_with(&[
+fn compressed_primary(extra: &[&str]) -> MariaDb {
+    let mut args = vec![
         "--log-bin=binlog",
         "--binlog_format=ROW",
         "--binlog_row_image=FULL",
         "--binlog_row_metadata=FULL",
         "--log-bin-compress=ON",
         "--log-bin-compress-min-len=10",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    MariaDb::start_with(&args)
 }
 
 const TABLES: &[&str] = &["app.items", "app.nokey", "app.small"];
@@ -114,12 +116,23 @@ fn assert_expected_contents(db: &MariaDb) {
 
 #[test]
 fn a_primary_with_log_bin_compress_replicates_exactly() {
-    let primary = compressed_primary();
+    replicates_exactly(&[], "CRC32");
+}
+
+/// Without checksums the expanded events carry none either, and the
+/// replayed ones are sealed without.
+#[test]
+fn a_primary_with_log_bin_compress_and_no_checksums_replicates_exactly() {
+    replicates_exactly(&["--binlog-checksum=NONE"], "NONE");
+}
+
+fn replicates_exactly(primary_args: &[&str], checksum: &str) {
+    let primary = compressed_primary(primary_args);
     assert_eq!(
         primary
-            .sql("SELECT @@log_bin_compress, @@log_bin_compress_min_len")
+            .sql("SELECT @@log_bin_compress, @@log_bin_compress_min_len, @@binlog_checksum")
             .trim(),
-        "1\t10"
+        format!("1\t10\t{checksum}")
     );
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
