@@ -109,22 +109,6 @@ fn primary_without_binlog_or_metadata_is_refused() {
 }
 
 #[test]
-fn compressed_binlog_is_refused_with_the_fix() {
-    let primary = MariaDb::start_with(&[
-        "--log-bin=binlog",
-        "--binlog_format=ROW",
-        "--binlog_row_metadata=FULL",
-        "--log-bin-compress=ON",
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    let out = run_rowcast(
-        &master_args(&primary.url(), dir.path().to_str().unwrap(), &listen_addr()),
-        Duration::from_secs(60),
-    );
-    assert_clear_failure(&out, &["log_bin_compress", "OFF"]);
-}
-
-#[test]
 fn missing_replication_grant_is_named() {
     let primary = MariaDb::primary();
     primary.sql("CREATE USER app@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON *.* TO app@'%'");
