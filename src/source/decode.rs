@@ -94,10 +94,15 @@ pub enum DecodeError {
     )]
     ImageMismatch { table: String, position: String },
     #[error(
-        "table `{table}` at {position} has no column names in its TABLE_MAP; \
-         set binlog_row_metadata=FULL on the primary"
+        "the TABLE_MAP of `{table}` at {position} has unreadable optional metadata \
+         ({reason}); this is a rowcast bug or a damaged binlog, please report it with the \
+         event (mariadb-binlog --start-position)"
     )]
-    NoColumnNames { table: String, position: String },
+    TableMetadata {
+        table: String,
+        position: String,
+        reason: String,
+    },
     #[error("cannot represent column `{table}`.`{column}` at {position}: {reason}")]
     Value {
         table: String,
@@ -780,11 +785,10 @@ impl Decoder {
         let slot = match pending.table_slots.get(&table_id) {
             Some(s) => *s,
             None => {
-                let schema = table_schema(tme).map_err(|reason| match reason {
-                    SchemaError::NoNames => DecodeError::NoColumnNames {
-                        table: format!("{}.{}", tme.database_name(), tme.table_name()),
-                        position: format!("{}:{}", self.file, event.header().log_pos()),
-                    },
+                let schema = table_schema(tme).map_err(|reason| DecodeError::TableMetadata {
+                    table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                    position: format!("{}:{}", self.file, event.header().log_pos()),
+                    reason,
                 })?;
                 pending.tables.push(schema);
                 pending.table_maps.push(raw_map.clone());
@@ -981,10 +985,6 @@ fn ddl_from_query(event: &Event, q: &QueryEvent<'_>) -> Ddl {
     ddl
 }
 
-enum SchemaError {
-    NoNames,
-}
-
 pub fn column_kind(t: ColumnType) -> ColumnKind {
     use ColumnType::*;
     match t {
@@ -1018,15 +1018,24 @@ pub fn column_kind(t: ColumnType) -> ColumnKind {
 /// Builds rowcast's view of a table from its TABLE_MAP event, which with
 /// `binlog_row_metadata=FULL` carries names, signedness, charsets and the
 /// primary key.
-fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
-    let meta =
-        OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|_| SchemaError::NoNames)?;
+///
+/// Without names (`MINIMAL`, MySQL's default; or no optional metadata at
+/// all: MySQL 5.7, MariaDB before 10.5, MariaDB's `NO_LOG`) the schema is
+/// *positional* (see [`TableSchema::is_positional`]): empty names, no
+/// primary key, and signedness and collations only as far as the metadata
+/// gives them. The slave resolves it against its own table
+/// (`replica/positional.rs`). An error is metadata that cannot be read, or
+/// names for only some of the columns.
+fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, String> {
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| e.to_string())?;
     let mut signedness = meta.iter_signedness();
     let mut charsets = meta.iter_charset();
     let mut enum_charsets = meta.iter_enum_and_set_charset();
-    let mut names = meta.iter_column_name();
-    let mut columns = Vec::with_capacity(tme.columns_count() as usize);
-    for i in 0..tme.columns_count() as usize {
+    let mut names = meta.iter_column_name().peekable();
+    let named = names.peek().is_some();
+    let count = tme.columns_count() as usize;
+    let mut columns = Vec::with_capacity(count);
+    for i in 0..count {
         let t = tme
             .get_column_type(i)
             .ok()
@@ -1046,7 +1055,10 @@ fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
         };
         let name = match names.next() {
             Some(Ok(n)) => n.name().into_owned(),
-            _ => return Err(SchemaError::NoNames),
+            // A MySQL column name is never empty, so "" marks a position.
+            None if !named => String::new(),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("column names for {i} of {count} columns")),
         };
         columns.push(ColumnDef {
             name,
@@ -1073,7 +1085,10 @@ fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
 /// The binlog strips their trailing 0x00 bytes; the server pads them back on
 /// insert, but in a WHERE clause `x'01'` is not `x'0100'`, and UUID/INET6
 /// refuse a short value outright (the nil UUID arrives empty). Empty when the
-/// table has no such column, so ordinary tables pay nothing.
+/// table has no such column, so ordinary tables pay nothing. Without charset
+/// metadata (MySQL 5.7, MariaDB before 10.5) a binary column cannot be told
+/// from a text one here; the slave pads those from its own table's type
+/// (`replica/positional.rs`).
 fn binary_pad_lengths(tme: &TableMapEvent<'_>, schema: &TableSchema) -> Vec<(usize, usize)> {
     let mut pads = Vec::new();
     for (i, col) in schema.columns.iter().enumerate() {
