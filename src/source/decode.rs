@@ -1882,6 +1882,90 @@ mod tests {
         assert_eq!(kept, whole);
     }
 
+    /// MySQL 8.0.40 with binlog_row_metadata=MINIMAL (SIGNEDNESS and
+    /// COLUMN_CHARSET, no names, no key) and a minimal row image (`@1`,
+    /// `@3`, `@5` only) on `noria.t1(INT, BLOB, CHAR, INT, INT UNSIGNED)`
+    /// (rust_mysql_common's file; testdata/mysql-binlogs/PROVENANCE.md).
+    #[test]
+    fn a_minimal_metadata_table_map_gives_a_positional_schema() {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::BinlogFile;
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/mysql-binlogs/rust_mysql_common/minimal_row_metadata.000001"
+        ))
+        .unwrap();
+        let file = BinlogFile::new(BinlogVersion::Version4, &bytes[..]).unwrap();
+        let mut d = Decoder::new("binlog.000020");
+        let mut txns = Vec::new();
+        let mut values = Vec::new();
+        let mut tme = None;
+        for event in file {
+            let event = event.unwrap();
+            match event.read_data().unwrap() {
+                Some(EventData::TableMapEvent(t)) => tme = Some(t.into_owned()),
+                Some(EventData::RowsEvent(rows)) => {
+                    let tme = tme.as_ref().unwrap();
+                    let schema = table_schema(tme).unwrap();
+                    let present: Vec<usize> = (0..schema.columns.len())
+                        .filter(|&i| {
+                            rows.columns_after_image()
+                                .unwrap()
+                                .get(i)
+                                .is_some_and(|b| *b)
+                        })
+                        .collect();
+                    for row in rows.rows(tme) {
+                        let after = row.unwrap().1.unwrap();
+                        for (i, &c) in present.iter().enumerate() {
+                            let v = after.as_ref(i).unwrap().clone();
+                            values.push(convert_value(&schema.columns[c], v).unwrap());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(t) = d.feed(&event).unwrap() {
+                txns.push(t);
+            }
+        }
+        let [txn] = &txns[..] else {
+            panic!("{txns:#?}")
+        };
+        let schema = &txn.tables[0];
+        assert!(schema.is_positional());
+        assert_eq!((&schema.database[..], &schema.name[..]), ("noria", "t1"));
+        assert!(schema.columns.iter().all(|c| c.name.is_empty()));
+        assert!(schema.primary_key.is_empty());
+        let kinds: Vec<ColumnKind> = schema.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ColumnKind::Int,
+                ColumnKind::Blob,
+                ColumnKind::Char,
+                ColumnKind::Int,
+                ColumnKind::Int
+            ]
+        );
+        let unsigned: Vec<bool> = schema.columns.iter().map(|c| c.unsigned).collect();
+        assert_eq!(unsigned, [false, false, false, false, true], "SIGNEDNESS");
+        // COLUMN_CHARSET: a BLOB (binary) and a utf8mb4_0900_ai_ci CHAR.
+        let collations: Vec<u16> = schema.columns.iter().map(|c| c.collation).collect();
+        assert_eq!(collations, [0, 63, 255, 0, 0]);
+        // The image lacks @2 and @4: only the row-event applier can apply it.
+        assert_eq!(txn.changes, [Change::PartialImage { table: 0, rows: 1 }]);
+        assert_eq!(txn.events.as_ref().unwrap().rows[0].len(), 1);
+        assert_eq!(
+            values,
+            [
+                Value::Int(1),
+                Value::Bytes(b"a".to_vec()),
+                Value::UInt(3_230_202_323)
+            ]
+        );
+    }
+
     #[test]
     fn a_ddl_carries_its_session_context_and_the_primarys_error() {
         // As MariaDB 10.11 logs a partial `DROP VIEW` after
