@@ -74,7 +74,9 @@ use crate::source::Source;
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
 /// and the `binary` charset so string bytes arrive unconverted in the
-/// column's own charset.
+/// column's own charset (a MySQL JSON column, which refuses `binary`
+/// strings, gets its values through `CONVERT(? USING utf8mb4)`: see
+/// `statements.rs`).
 pub(super) const SESSION_SETUP: &str = "SET SESSION time_zone='+00:00', \
     sql_mode='NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', \
     foreign_key_checks=0, NAMES binary";

@@ -49,7 +49,7 @@ impl Applier {
         let facts = TableFacts::read(&mut self.conn, &schema.database, &schema.name)
             .await
             .map_err(|e| sql_error(pos, e))?;
-        let mut plan = TablePlan::new(schema.clone(), &facts.generated);
+        let mut plan = TablePlan::new(schema.clone(), &facts.generated, &facts.json);
         plan.net_ok = facts.net_ok(schema);
         plan.native = facts.native(schema);
         let plan = Arc::new(plan);
