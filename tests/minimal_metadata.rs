@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use support::*;
 
-const TABLES: [&str; 7] = [
-    "m.ints", "m.bins", "m.bkey", "m.strs", "m.misc", "m.nokey", "m.later",
+const TABLES: [&str; 8] = [
+    "m.ints", "m.bins", "m.bkey", "m.strs", "m.misc", "m.nokey", "m.later", "m.copied",
 ];
 
 fn primary_with(metadata: &str) -> MariaDb {
@@ -31,8 +31,11 @@ fn replicates_every_table(metadata: &str) {
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let master = Rowcast::master(&primary, data.path(), &listen);
-    let _slave = Rowcast::slave(&listen, &replica, "s");
+    // Small parts: the large transaction below arrives in several.
+    let mut master = Rowcast::master_with(&primary, data.path(), &listen, &["--part-kb", "64"]);
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    // Everything below comes from the binlog, not from the snapshot.
+    wait_caught_up(&primary, &replica, "s");
     primary.sql(
         "CREATE DATABASE m;
          CREATE TABLE m.ints (id INT PRIMARY KEY, t TINYINT UNSIGNED, s SMALLINT UNSIGNED,
@@ -91,6 +94,8 @@ fn replicates_every_table(metadata: &str) {
          ALTER TABLE m.ints ADD COLUMN extra INT UNSIGNED;
          INSERT INTO m.ints VALUES (20, 1, 2, 3, 4, 5, 6, 7, 8, 4294967295);
          UPDATE m.ints SET extra = 4000000000 WHERE id = 1;
+         CREATE TABLE m.copied (id INT PRIMARY KEY, v INT UNSIGNED)
+           SELECT id, i AS v FROM m.ints WHERE i IS NOT NULL;
          CREATE TABLE m.later (id BIGINT UNSIGNED PRIMARY KEY, v SMALLINT UNSIGNED);
          START TRANSACTION;
            INSERT INTO m.later VALUES (18446744073709551615, 65535), (1, 1);
@@ -99,16 +104,51 @@ fn replicates_every_table(metadata: &str) {
          COMMIT;",
     );
     wait_caught_up(&primary, &replica, "s");
+    // A backlog, which the slave applies in batches as net effects, and a
+    // transaction large enough to come in parts.
+    slave.stop();
+    let mut backlog = String::new();
+    for i in 0..150 {
+        backlog.push_str(&format!(
+            "INSERT INTO m.later VALUES ({}, {});
+             UPDATE m.later SET v = 65535 - v WHERE id = {};
+             UPDATE m.ints SET i = 4294967295 - {i}, b = 18446744073709551615 - {i} WHERE id = 1;
+             UPDATE m.bkey SET v = {i} WHERE k = x'01000000';\n",
+            1000 + i,
+            60000 + i,
+            1000 + i / 2,
+        ));
+    }
+    primary.sql(&backlog);
+    primary.sql(
+        "SET SESSION max_recursive_iterations = 100000;
+         START TRANSACTION;
+         INSERT INTO m.later WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 20000)
+           SELECT 100000 + n, n % 65536 FROM s;
+         UPDATE m.later SET v = 65535 WHERE id > 110000;
+         COMMIT;",
+    );
+    let _slave = Rowcast::slave(&listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
     for table in TABLES {
         assert_same_table(&primary, &replica, table);
     }
     assert_eq!(
+        replica.sql("SELECT COUNT(*) FROM m.later").trim(),
+        (2 + 150 + 20000).to_string()
+    );
+    assert_eq!(
         replica
             .sql("SELECT i, b, t, extra FROM m.ints WHERE id = 1")
             .trim(),
-        "4294967294\t18446744073709551614\t254\t4000000000"
+        "4294967146\t18446744073709551466\t254\t4000000000"
     );
     let log = master.log_text();
+    master.stop();
+    assert!(
+        logged_parts(data.path()) > 0,
+        "the large transaction came in parts"
+    );
     assert!(
         log.contains("binlog_row_metadata")
             && log.contains("FULL")
@@ -154,6 +194,7 @@ fn a_replica_table_that_does_not_match_stops_the_slave() {
         let listen = listen_addr();
         let _master = Rowcast::master(&primary, data.path(), &listen);
         let mut slave = Rowcast::slave(&listen, &replica, "s");
+        wait_caught_up(&primary, &replica, "s");
         primary.sql(
             "CREATE DATABASE m;
              CREATE TABLE m.t (id INT PRIMARY KEY, v INT UNSIGNED);
