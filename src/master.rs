@@ -115,7 +115,7 @@ pub async fn run(
         Origin::Primary(source) => {
             let mut conn = source.connect().await?;
             let info = source::check_primary(source, &mut conn).await?;
-            tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images and metadata");
+            tracing::info!(primary = %source.endpoint(), version = %info.version, "primary checked: row-based binlog with full images");
             Some((source.clone(), conn, info))
         }
         Origin::BinlogDir(_) if config.nats.is_some() => return Err(MasterError::FilesOnNats),

@@ -96,8 +96,15 @@ pub fn param(v: &Value) -> MyValue {
 /// The SQL expression that applies MySQL partial JSON edits to `column`,
 /// with its parameters in textual order. Values go through
 /// `JSON_EXTRACT(?, '$')` so both MySQL and MariaDB treat them as JSON,
-/// not as strings.
-pub fn json_edit_sql(column: &str, edits: &[JsonEdit], params: &mut Vec<MyValue>) -> String {
+/// not as strings. `text` is each string parameter's placeholder: `?`, or
+/// for a MySQL JSON column `CONVERT(? USING utf8mb4)` (MySQL's JSON
+/// functions refuse a `binary` string, the apply session's charset).
+pub fn json_edit_sql(
+    column: &str,
+    edits: &[JsonEdit],
+    text: &str,
+    params: &mut Vec<MyValue>,
+) -> String {
     let mut expr = ident(column);
     for e in edits {
         let path = MyValue::Bytes(e.path.as_bytes().to_vec());
@@ -105,20 +112,20 @@ pub fn json_edit_sql(column: &str, edits: &[JsonEdit], params: &mut Vec<MyValue>
         expr = match e.op {
             JsonEditOp::Replace => {
                 params.extend([path, value()]);
-                format!("JSON_REPLACE({expr}, ?, JSON_EXTRACT(?, '$'))")
+                format!("JSON_REPLACE({expr}, {text}, JSON_EXTRACT({text}, '$'))")
             }
             // An array position inserts (shifting the rest); a member adds.
             JsonEditOp::Insert if e.path.ends_with(']') => {
                 params.extend([path, value()]);
-                format!("JSON_ARRAY_INSERT({expr}, ?, JSON_EXTRACT(?, '$'))")
+                format!("JSON_ARRAY_INSERT({expr}, {text}, JSON_EXTRACT({text}, '$'))")
             }
             JsonEditOp::Insert => {
                 params.extend([path, value()]);
-                format!("JSON_INSERT({expr}, ?, JSON_EXTRACT(?, '$'))")
+                format!("JSON_INSERT({expr}, {text}, JSON_EXTRACT({text}, '$'))")
             }
             JsonEditOp::Remove => {
                 params.push(path);
-                format!("JSON_REMOVE({expr}, ?)")
+                format!("JSON_REMOVE({expr}, {text})")
             }
         };
     }
@@ -193,7 +200,7 @@ mod tests {
             },
         ];
         let mut params = Vec::new();
-        let sql = json_edit_sql("j", &edits, &mut params);
+        let sql = json_edit_sql("j", &edits, "?", &mut params);
         assert_eq!(
             sql,
             "JSON_REMOVE(JSON_ARRAY_INSERT(JSON_REPLACE(`j`, ?, JSON_EXTRACT(?, '$')), ?, JSON_EXTRACT(?, '$')), ?)"

@@ -87,7 +87,7 @@ fn statement_based_primary_is_refused_with_the_fix() {
 }
 
 #[test]
-fn primary_without_binlog_or_metadata_is_refused() {
+fn primary_without_binlog_is_refused() {
     let no_binlog = MariaDb::replica();
     let dir = tempfile::tempdir().unwrap();
     let out = run_rowcast(
@@ -99,13 +99,6 @@ fn primary_without_binlog_or_metadata_is_refused() {
         Duration::from_secs(60),
     );
     assert_clear_failure(&out, &["log_bin", "--log-bin"]);
-
-    let minimal = MariaDb::start_with(&["--log-bin=binlog", "--binlog_format=ROW"]);
-    let out = run_rowcast(
-        &master_args(&minimal.url(), dir.path().to_str().unwrap(), &listen_addr()),
-        Duration::from_secs(60),
-    );
-    assert_clear_failure(&out, &["binlog_row_metadata", "FULL"]);
 }
 
 #[test]

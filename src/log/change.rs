@@ -172,13 +172,31 @@ pub struct RowEvents {
 }
 
 /// A table as the binlog's TABLE_MAP described it at the time of the change.
+///
+/// With `binlog_row_metadata=FULL` every column has its name, signedness
+/// and collation, and the primary key is known. Otherwise (`MINIMAL`, or
+/// no optional metadata at all: MySQL 5.7, MariaDB before 10.5) the schema
+/// is *positional*: every column name is empty (a MySQL column name never
+/// is), `primary_key` is empty, and `unsigned` and `collation` are what the
+/// metadata gave (SIGNEDNESS and charsets with `MINIMAL`), else `false` and
+/// `0`. The slave resolves a positional schema against its own table by
+/// column position before applying it (`replica/positional.rs`), as a
+/// native replica maps row images; the change log stores it as it came.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableSchema {
     pub database: String,
     pub name: String,
     pub columns: Vec<ColumnDef>,
-    /// Indexes into `columns` of the primary key, empty when there is none.
+    /// Indexes into `columns` of the primary key, empty when there is none
+    /// or it is not known (a positional schema).
     pub primary_key: Vec<u32>,
+}
+
+impl TableSchema {
+    /// The TABLE_MAP carried no column names (see the type's doc).
+    pub fn is_positional(&self) -> bool {
+        self.columns.iter().any(|c| c.name.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

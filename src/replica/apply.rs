@@ -64,6 +64,7 @@ use crate::replica::apply_error::sql_error;
 pub use crate::replica::apply_error::ApplyError;
 use crate::replica::migrations;
 use crate::replica::net_effect::{self, NetTable};
+use crate::replica::positional::ReplicaTable;
 use crate::replica::session_lock::{session_lock_name, take_session_lock, AliveMarker};
 use crate::replica::statements::TablePlan;
 use crate::source::objects::StoredObject;
@@ -73,7 +74,9 @@ use crate::source::Source;
 /// The apply session writes what it was given: UTC for TIMESTAMP, strict
 /// so nothing is silently truncated, no auto-increment on an explicit 0,
 /// and the `binary` charset so string bytes arrive unconverted in the
-/// column's own charset.
+/// column's own charset (a MySQL JSON column, which refuses `binary`
+/// strings, gets its values through `CONVERT(? USING utf8mb4)`: see
+/// `statements.rs`).
 pub(super) const SESSION_SETUP: &str = "SET SESSION time_zone='+00:00', \
     sql_mode='NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', \
     foreign_key_checks=0, NAMES binary";
@@ -127,6 +130,9 @@ pub struct Applier {
     last_seen: Option<(u64, SourcePosition)>,
     /// Statements per table, valid until the next DDL.
     pub(super) plans: HashMap<(String, String), Arc<TablePlan>>,
+    /// The replica's tables that positional schemas were mapped onto
+    /// (`None`: no such table), valid until the next DDL, like `plans`.
+    pub(super) positional: HashMap<(String, String), Option<Arc<ReplicaTable>>>,
     /// Views of a snapshot being loaded, created once all tables exist.
     pub(super) snapshot_views: Vec<SnapshotObject>,
     /// Triggers of a snapshot being loaded, created once its rows are in
@@ -269,6 +275,7 @@ impl Applier {
             xa_resume,
             last_seen: None,
             plans: HashMap::new(),
+            positional: HashMap::new(),
             snapshot_views: Vec::new(),
             snapshot_triggers: Vec::new(),
             open_parts: None,
@@ -533,6 +540,9 @@ impl Applier {
         }
         let pos = &txn.position;
         let result = async {
+            // A part holds no DDL (decode never cuts one): its tables are
+            // mapped by position once, for its net effect.
+            let txn = &*self.resolve_positional(txn).await?;
             match self.open_parts {
                 None if txn.part == 0 => self
                     .conn
@@ -675,7 +685,13 @@ impl Applier {
             }
             return Ok(());
         }
-        let txns: Vec<&Transaction> = fresh.iter().map(|(_, t)| t).collect();
+        // No DDL here: each table is mapped by position once for the
+        // batch, so the net effect sees names and keys.
+        let mut resolved = Vec::with_capacity(fresh.len());
+        for (_, t) in &fresh {
+            resolved.push(self.resolve_positional(t).await?);
+        }
+        let txns: Vec<&Transaction> = resolved.iter().map(|t| t.as_ref()).collect();
         self.drop_unfinished(txns[0]).await;
         let result = match net_effect::net_effect(&txns, checksum::is_chunk_table) {
             Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {

@@ -55,6 +55,19 @@ pub enum ApplyError {
     },
     #[error("applying the transaction at source position {position} failed: {reason}")]
     Sql { position: String, reason: String },
+    #[error(
+        "cannot map the rows of {table} at source position {position} onto the replica's \
+         table by column position: {reason}. The primary logs no column names \
+         (binlog_row_metadata is not FULL), so the replica's table must have the primary's \
+         columns in the same order with the same types. Fix: make the replica's table match \
+         the primary's (SHOW CREATE TABLE on both), or SET GLOBAL binlog_row_metadata=FULL on \
+         the primary (MySQL 8.0.1+, MariaDB 10.5+) and restart the master; then restart the slave"
+    )]
+    Positional {
+        table: String,
+        position: String,
+        reason: String,
+    },
     #[error("lost the connection to the target database: {0}")]
     Lost(String),
     #[error(

@@ -67,11 +67,13 @@ impl Applier {
                         // so the one statement ran before the restart.
                         tracing::warn!(position = %pos, sql = %ddl.sql_text(), "statement had been applied before the restart (its catalog changed since then); not running it again");
                         self.plans.clear();
+                        self.positional.clear();
                         retrying = false;
                         continue;
                     }
                     let verdict = self.run_ddl(ddl, pos, retrying).await?;
                     self.plans.clear();
+                    self.positional.clear();
                     if verdict == Verdict::Done {
                         // It had not run before the crash, so neither had
                         // the statements after it.

@@ -6,7 +6,9 @@
 //! classified; [`session_lock`] the server lock that lets one session at a
 //! time apply for a slave name. What runs inside its local transactions, each an
 //! `impl Applier` of its own: `rows` (one change: the per-table plan
-//! cache, statements or the replica's row-event applier), `table_facts`
+//! cache, statements or the replica's row-event applier), `positional`
+//! (a schema without column names mapped onto the replica's table by
+//! position, before any of the others sees it), `table_facts`
 //! (what the replica's catalog says of a table, read once per plan),
 //! `net_apply` (a batch's or part's net effect as multi-row statements),
 //! `ddl_apply` (logged statements under the pending-DDL marker) and
@@ -28,6 +30,7 @@ pub mod migrations;
 mod net_apply;
 pub mod net_effect;
 pub mod packet_size;
+mod positional;
 pub mod replay;
 mod rows;
 pub mod session_lock;

@@ -49,7 +49,7 @@ impl Applier {
         let facts = TableFacts::read(&mut self.conn, &schema.database, &schema.name)
             .await
             .map_err(|e| sql_error(pos, e))?;
-        let mut plan = TablePlan::new(schema.clone(), &facts.generated);
+        let mut plan = TablePlan::new(schema.clone(), &facts.generated, &facts.json);
         plan.net_ok = facts.net_ok(schema);
         plan.native = facts.native(schema);
         let plan = Arc::new(plan);
@@ -70,7 +70,17 @@ impl Applier {
         let table = change
             .table()
             .unwrap_or_else(|| unreachable!("DDL is handled by apply_with_ddl"));
-        let plan = self.plan(&txn.tables[table as usize], pos).await?;
+        let schema = &txn.tables[table as usize];
+        // Mapped onto the replica's table as it is now, after any DDL
+        // earlier in the transaction (`positional.rs`).
+        let resolved;
+        let (schema, change) = if schema.is_positional() {
+            resolved = self.resolve_change(schema, change, pos).await?;
+            (&resolved.0, &resolved.1)
+        } else {
+            (schema, change)
+        };
+        let plan = self.plan(schema, pos).await?;
         // Partial images have no rows to build statements from, whatever
         // the table's plan (`replay_change` refuses a change without events).
         if change.native_only() {

@@ -37,6 +37,7 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         self.forget_checkpoint().await?;
         self.plans.clear();
+        self.positional.clear();
         for db in databases {
             self.run_snapshot_ddl(
                 None,

@@ -5,6 +5,15 @@
 //! what the target says about it: columns the target generates itself
 //! (virtual or stored generated columns) are never written and never used
 //! to find a row.
+//!
+//! The apply session's charset is `binary` (`apply.rs`), so string bytes
+//! reach each column unconverted. MySQL refuses a JSON value in that
+//! charset (error 3144), so a column the target says is MySQL JSON
+//! ([`TableFacts::json`](super::table_facts)) binds its value as
+//! `CONVERT(? USING utf8mb4)` (JSON is always utf8mb4 text there), in
+//! VALUES, SET, WHERE and inside the JSON functions of a partial update.
+//! MariaDB's JSON is LONGTEXT and never on that list: its statements keep
+//! plain placeholders.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -26,6 +35,8 @@ pub struct TablePlan {
     row_placeholders: String,
     pub update: String,
     pub delete: String,
+    /// Per column of `schema`: a MySQL JSON column on the target.
+    json: Vec<bool>,
     /// The replica's table may take this table's rows as a net effect
     /// (see `compact.rs`); set by the applier after looking at it.
     pub net_ok: bool,
@@ -36,10 +47,21 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
-    pub fn new(schema: TableSchema, generated: &HashSet<String>) -> TablePlan {
+    /// `json`: the target's MySQL JSON columns.
+    pub fn new(
+        schema: TableSchema,
+        generated: &HashSet<String>,
+        json: &HashSet<String>,
+    ) -> TablePlan {
         let written: Vec<usize> = (0..schema.columns.len())
             .filter(|&i| !generated.contains(&schema.columns[i].name))
             .collect();
+        let json: Vec<bool> = schema
+            .columns
+            .iter()
+            .map(|c| json.contains(&c.name))
+            .collect();
+        let value = |i: &usize| placeholder(json[*i]);
         let has_key = !schema.primary_key.is_empty();
         let key: Vec<usize> = if has_key {
             schema.primary_key.iter().map(|&i| i as usize).collect()
@@ -52,15 +74,28 @@ impl TablePlan {
             "INSERT INTO {name} ({}) VALUES ",
             written.iter().map(col).collect::<Vec<_>>().join(",")
         );
-        let row_placeholders = format!("({})", vec!["?"; written.len()].join(","));
-        let conds: Vec<String> = key.iter().map(|i| format!("{} <=> ?", col(i))).collect();
+        let row_placeholders = format!(
+            "({})",
+            written.iter().map(value).collect::<Vec<_>>().join(",")
+        );
+        // A JSON column compares with JSON, not with a string scalar.
+        let conds: Vec<String> = key
+            .iter()
+            .map(|i| match json[*i] {
+                true => format!("{} <=> CAST({JSON_TEXT} AS JSON)", col(i)),
+                false => format!("{} <=> ?", col(i)),
+            })
+            .collect();
         // Without a key, identical rows are interchangeable: touch exactly one.
         let where_ = format!(
             " WHERE {}{}",
             conds.join(" AND "),
             if has_key { "" } else { " LIMIT 1" }
         );
-        let sets: Vec<String> = written.iter().map(|i| format!("{} = ?", col(i))).collect();
+        let sets: Vec<String> = written
+            .iter()
+            .map(|i| format!("{} = {}", col(i), value(i)))
+            .collect();
         let update = format!("UPDATE {name} SET {}{where_}", sets.join(", "));
         let delete = format!("DELETE FROM {name}{where_}");
         TablePlan {
@@ -72,6 +107,7 @@ impl TablePlan {
             row_placeholders,
             update,
             delete,
+            json,
             net_ok: false,
             native: false,
         }
@@ -130,14 +166,15 @@ impl TablePlan {
         let mut sets = Vec::with_capacity(self.written.len());
         for &i in &self.written {
             let name = &self.schema.columns[i].name;
+            let text = placeholder(self.json[i]);
             match &after[i] {
                 Value::JsonDiff(edits) => sets.push(format!(
                     "{} = {}",
                     sql::ident(name),
-                    sql::json_edit_sql(name, edits, &mut p)
+                    sql::json_edit_sql(name, edits, text, &mut p)
                 )),
                 v => {
-                    sets.push(format!("{} = ?", sql::ident(name)));
+                    sets.push(format!("{} = {text}", sql::ident(name)));
                     p.push(sql::param(v));
                 }
             }
@@ -158,12 +195,17 @@ impl TablePlan {
     pub fn delete_keys_sql(&self, n: usize) -> String {
         let col = |i: &usize| sql::ident(&self.schema.columns[*i].name);
         let cols: Vec<String> = self.key.iter().map(col).collect();
+        let values: Vec<&str> = self
+            .key
+            .iter()
+            .map(|&i| placeholder(self.json[i]))
+            .collect();
         let (lhs, one) = if cols.len() == 1 {
-            (cols[0].clone(), "?".to_string())
+            (cols[0].clone(), values[0].to_string())
         } else {
             (
                 format!("({})", cols.join(",")),
-                format!("({})", vec!["?"; cols.len()].join(",")),
+                format!("({})", values.join(",")),
             )
         };
         format!(
@@ -209,6 +251,17 @@ impl TablePlan {
     }
 }
 
+/// A MySQL JSON column's value as utf8mb4 text (see the module doc).
+const JSON_TEXT: &str = "CONVERT(? USING utf8mb4)";
+
+fn placeholder(json: bool) -> &'static str {
+    if json {
+        JSON_TEXT
+    } else {
+        "?"
+    }
+}
+
 /// Rough encoded size of a row, for batching.
 pub fn row_bytes(row: &Row) -> usize {
     row.iter()
@@ -231,7 +284,7 @@ mod tests {
     #[test]
     fn statements_use_the_key_or_the_whole_row_and_skip_generated_columns() {
         let generated: HashSet<String> = ["g".to_string()].into();
-        let p = TablePlan::new(schema(vec![0]), &generated);
+        let p = TablePlan::new(schema(vec![0]), &generated, &HashSet::new());
         assert_eq!(
             p.insert_sql(2),
             "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)"
@@ -240,7 +293,7 @@ mod tests {
             p.update,
             "UPDATE `d`.`t` SET `id` = ?, `v` = ? WHERE `id` <=> ?"
         );
-        let p = TablePlan::new(schema(vec![]), &generated);
+        let p = TablePlan::new(schema(vec![]), &generated, &HashSet::new());
         assert_eq!(
             p.delete,
             "DELETE FROM `d`.`t` WHERE `id` <=> ? AND `v` <=> ? LIMIT 1"
@@ -264,9 +317,79 @@ mod tests {
         assert_eq!(params.len(), 4);
     }
 
+    /// `d.t(id, j JSON, v)`: on MySQL `j` is JSON and its values go as
+    /// utf8mb4 text; MariaDB's JSON is LONGTEXT and keeps plain
+    /// placeholders.
+    #[test]
+    fn a_mysql_json_column_binds_its_values_as_utf8mb4_text() {
+        let schema = TableSchema::of_ints("t", &["id", "j", "v"], vec![0]);
+        let mysql: HashSet<String> = ["j".to_string()].into();
+        let mariadb = HashSet::new();
+        let my = TablePlan::new(schema.clone(), &HashSet::new(), &mysql);
+        let maria = TablePlan::new(schema.clone(), &HashSet::new(), &mariadb);
+        assert_eq!(
+            my.insert_sql(2),
+            "INSERT INTO `d`.`t` (`id`,`j`,`v`) VALUES \
+             (?,CONVERT(? USING utf8mb4),?),(?,CONVERT(? USING utf8mb4),?)"
+        );
+        assert_eq!(
+            maria.insert_sql(1),
+            "INSERT INTO `d`.`t` (`id`,`j`,`v`) VALUES (?,?,?)"
+        );
+        assert_eq!(
+            my.update,
+            "UPDATE `d`.`t` SET `id` = ?, `j` = CONVERT(? USING utf8mb4), `v` = ? WHERE `id` <=> ?"
+        );
+        assert_eq!(
+            maria.update,
+            "UPDATE `d`.`t` SET `id` = ?, `j` = ?, `v` = ? WHERE `id` <=> ?"
+        );
+        assert_eq!(my.delete_keys_sql(2), maria.delete_keys_sql(2));
+        // A partial JSON update: every string argument converted.
+        let row = vec![Value::Int(1), Value::Json(b"{}".to_vec()), Value::Int(3)];
+        let edits = vec![
+            crate::log::change::JsonEdit {
+                op: crate::log::change::JsonEditOp::Replace,
+                path: "$.a".into(),
+                value: Some(b"1".to_vec()),
+            },
+            crate::log::change::JsonEdit {
+                op: crate::log::change::JsonEditOp::Remove,
+                path: "$.b".into(),
+                value: None,
+            },
+        ];
+        let after = vec![Value::Int(1), Value::JsonDiff(edits), Value::Int(3)];
+        let (sql, params) = my.update_for(&row, &after);
+        assert_eq!(
+            sql,
+            "UPDATE `d`.`t` SET `id` = ?, `j` = JSON_REMOVE(JSON_REPLACE(`j`, \
+             CONVERT(? USING utf8mb4), JSON_EXTRACT(CONVERT(? USING utf8mb4), '$')), \
+             CONVERT(? USING utf8mb4)), `v` = ? WHERE `id` <=> ?"
+        );
+        assert_eq!(params.len(), 6);
+        let (sql, _) = maria.update_for(&row, &after);
+        assert_eq!(
+            sql,
+            "UPDATE `d`.`t` SET `id` = ?, `j` = JSON_REMOVE(JSON_REPLACE(`j`, ?, \
+             JSON_EXTRACT(?, '$')), ?), `v` = ? WHERE `id` <=> ?"
+        );
+        // Without a key (only ever through statements when the replica's
+        // table has none either), a JSON column is compared as JSON.
+        let keyless = TablePlan::new(
+            TableSchema::of_ints("t", &["j"], vec![]),
+            &HashSet::new(),
+            &mysql,
+        );
+        assert_eq!(
+            keyless.delete,
+            "DELETE FROM `d`.`t` WHERE `j` <=> CAST(CONVERT(? USING utf8mb4) AS JSON) LIMIT 1"
+        );
+    }
+
     #[test]
     fn insert_batches_are_bounded_by_bytes() {
-        let p = TablePlan::new(schema(vec![0]), &HashSet::new());
+        let p = TablePlan::new(schema(vec![0]), &HashSet::new(), &HashSet::new());
         let big = vec![Value::Int(1), Value::Bytes(vec![0; 1000]), Value::Null];
         let rows = vec![big; 10];
         assert_eq!(p.insert_batch_len(&rows, 200, 2500), 2);

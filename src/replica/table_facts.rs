@@ -1,6 +1,7 @@
 //! What the replica's catalog says about its copy of a replicated table,
 //! read in one place: the columns it generates itself, its type, its
-//! triggers, the foreign keys it is in, its columns and its primary key.
+//! triggers, the foreign keys it is in, its columns and its primary key,
+//! and which of its columns are MySQL JSON.
 //!
 //! The applier reads a table's facts when it builds the table's plan
 //! (`rows.rs`: at the table's first change, when the binlog's description
@@ -26,6 +27,11 @@ pub(super) struct TableFacts {
     /// table's declared row start and end are not among them: a snapshot
     /// writes them when it loads the table's history.
     pub generated: HashSet<String>,
+    /// Columns of MySQL's JSON type (MariaDB's JSON is LONGTEXT and never
+    /// shows here), whose values statements bind as utf8mb4 text: MySQL
+    /// refuses a JSON value in the session's `binary` charset (error
+    /// 3144).
+    pub json: HashSet<String>,
     /// `TABLE_TYPE` (`BASE TABLE`, `VIEW`, `SYSTEM VERSIONED`, `SEQUENCE`);
     /// `None` when the replica has no such table.
     pub kind: Option<String>,
@@ -52,18 +58,26 @@ impl TableFacts {
         // MariaDB leaves GENERATION_EXPRESSION NULL for ordinary columns,
         // MySQL leaves it empty. A versioned table's declared row start and
         // end are written when a snapshot loads its history.
-        let generated: Vec<Vec<u8>> = conn
+        let columns: Vec<(Vec<u8>, bool, bool)> = conn
             .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND GENERATION_EXPRESSION <> '' \
-                   AND GENERATION_EXPRESSION NOT IN ('ROW START', 'ROW END')",
+                "SELECT COLUMN_NAME, \
+                   COALESCE(GENERATION_EXPRESSION <> '' \
+                     AND GENERATION_EXPRESSION NOT IN ('ROW START', 'ROW END'), 0), \
+                   DATA_TYPE = 'json' \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
                 (db, t),
             )
             .await?;
-        let generated: HashSet<String> = generated
-            .into_iter()
-            .map(|n| String::from_utf8_lossy(&n).into_owned())
-            .collect();
+        let (mut generated, mut json) = (HashSet::new(), HashSet::new());
+        for (name, is_generated, is_json) in columns {
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if is_json {
+                json.insert(name.clone());
+            }
+            if is_generated {
+                generated.insert(name);
+            }
+        }
         type Row = (u64, u64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
         let row: Option<Row> = conn
             .exec_first(
@@ -83,6 +97,7 @@ impl TableFacts {
             row.unwrap_or((0, 0, None, None, None));
         Ok(TableFacts {
             generated,
+            json,
             kind,
             triggers,
             foreign_keys,

@@ -98,10 +98,15 @@ pub enum DecodeError {
     )]
     ImageMismatch { table: String, position: String },
     #[error(
-        "table `{table}` at {position} has no column names in its TABLE_MAP; \
-         set binlog_row_metadata=FULL on the primary"
+        "the TABLE_MAP of `{table}` at {position} has unreadable optional metadata \
+         ({reason}); this is a rowcast bug or a damaged binlog, please report it with the \
+         event (mariadb-binlog --start-position)"
     )]
-    NoColumnNames { table: String, position: String },
+    TableMetadata {
+        table: String,
+        position: String,
+        reason: String,
+    },
     #[error("cannot represent column `{table}`.`{column}` at {position}: {reason}")]
     Value {
         table: String,
@@ -790,11 +795,10 @@ impl Decoder {
         let slot = match pending.table_slots.get(&table_id) {
             Some(s) => *s,
             None => {
-                let schema = table_schema(tme).map_err(|reason| match reason {
-                    SchemaError::NoNames => DecodeError::NoColumnNames {
-                        table: format!("{}.{}", tme.database_name(), tme.table_name()),
-                        position: format!("{}:{}", self.file, event.header().log_pos()),
-                    },
+                let schema = table_schema(tme).map_err(|reason| DecodeError::TableMetadata {
+                    table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                    position: format!("{}:{}", self.file, event.header().log_pos()),
+                    reason,
                 })?;
                 pending.tables.push(schema);
                 pending.table_maps.push(raw_map.clone());
@@ -992,10 +996,6 @@ fn ddl_from_query(event: &Event, q: &QueryEvent<'_>) -> Ddl {
     ddl
 }
 
-enum SchemaError {
-    NoNames,
-}
-
 pub fn column_kind(t: ColumnType) -> ColumnKind {
     use ColumnType::*;
     match t {
@@ -1029,15 +1029,24 @@ pub fn column_kind(t: ColumnType) -> ColumnKind {
 /// Builds rowcast's view of a table from its TABLE_MAP event, which with
 /// `binlog_row_metadata=FULL` carries names, signedness, charsets and the
 /// primary key.
-fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
-    let meta =
-        OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|_| SchemaError::NoNames)?;
+///
+/// Without names (`MINIMAL`, MySQL's default; or no optional metadata at
+/// all: MySQL 5.7, MariaDB before 10.5, MariaDB's `NO_LOG`) the schema is
+/// *positional* (see [`TableSchema::is_positional`]): empty names, no
+/// primary key, and signedness and collations only as far as the metadata
+/// gives them. The slave resolves it against its own table
+/// (`replica/positional.rs`). An error is metadata that cannot be read, or
+/// names for only some of the columns.
+fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, String> {
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| e.to_string())?;
     let mut signedness = meta.iter_signedness();
     let mut charsets = meta.iter_charset();
     let mut enum_charsets = meta.iter_enum_and_set_charset();
-    let mut names = meta.iter_column_name();
-    let mut columns = Vec::with_capacity(tme.columns_count() as usize);
-    for i in 0..tme.columns_count() as usize {
+    let mut names = meta.iter_column_name().peekable();
+    let named = names.peek().is_some();
+    let count = tme.columns_count() as usize;
+    let mut columns = Vec::with_capacity(count);
+    for i in 0..count {
         let t = tme
             .get_column_type(i)
             .ok()
@@ -1057,7 +1066,10 @@ fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
         };
         let name = match names.next() {
             Some(Ok(n)) => n.name().into_owned(),
-            _ => return Err(SchemaError::NoNames),
+            // A MySQL column name is never empty, so "" marks a position.
+            None if !named => String::new(),
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("column names for {i} of {count} columns")),
         };
         columns.push(ColumnDef {
             name,
@@ -1084,7 +1096,10 @@ fn table_schema(tme: &TableMapEvent<'_>) -> Result<TableSchema, SchemaError> {
 /// The binlog strips their trailing 0x00 bytes; the server pads them back on
 /// insert, but in a WHERE clause `x'01'` is not `x'0100'`, and UUID/INET6
 /// refuse a short value outright (the nil UUID arrives empty). Empty when the
-/// table has no such column, so ordinary tables pay nothing.
+/// table has no such column, so ordinary tables pay nothing. Without charset
+/// metadata (MySQL 5.7, MariaDB before 10.5) a binary column cannot be told
+/// from a text one here; the slave pads those from its own table's type
+/// (`replica/positional.rs`).
 fn binary_pad_lengths(tme: &TableMapEvent<'_>, schema: &TableSchema) -> Vec<(usize, usize)> {
     let mut pads = Vec::new();
     for (i, col) in schema.columns.iter().enumerate() {
@@ -2013,6 +2028,90 @@ mod tests {
             .map(Vec::len)
             .sum();
         assert_eq!(kept, whole);
+    }
+
+    /// MySQL 8.0.40 with binlog_row_metadata=MINIMAL (SIGNEDNESS and
+    /// COLUMN_CHARSET, no names, no key) and a minimal row image (`@1`,
+    /// `@3`, `@5` only) on `noria.t1(INT, BLOB, CHAR, INT, INT UNSIGNED)`
+    /// (rust_mysql_common's file; testdata/mysql-binlogs/PROVENANCE.md).
+    #[test]
+    fn a_minimal_metadata_table_map_gives_a_positional_schema() {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::BinlogFile;
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/mysql-binlogs/rust_mysql_common/minimal_row_metadata.000001"
+        ))
+        .unwrap();
+        let file = BinlogFile::new(BinlogVersion::Version4, &bytes[..]).unwrap();
+        let mut d = Decoder::new("binlog.000020");
+        let mut txns = Vec::new();
+        let mut values = Vec::new();
+        let mut tme = None;
+        for event in file {
+            let event = event.unwrap();
+            match event.read_data().unwrap() {
+                Some(EventData::TableMapEvent(t)) => tme = Some(t.into_owned()),
+                Some(EventData::RowsEvent(rows)) => {
+                    let tme = tme.as_ref().unwrap();
+                    let schema = table_schema(tme).unwrap();
+                    let present: Vec<usize> = (0..schema.columns.len())
+                        .filter(|&i| {
+                            rows.columns_after_image()
+                                .unwrap()
+                                .get(i)
+                                .is_some_and(|b| *b)
+                        })
+                        .collect();
+                    for row in rows.rows(tme) {
+                        let after = row.unwrap().1.unwrap();
+                        for (i, &c) in present.iter().enumerate() {
+                            let v = after.as_ref(i).unwrap().clone();
+                            values.push(convert_value(&schema.columns[c], v).unwrap());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(t) = d.feed(&event).unwrap() {
+                txns.push(t);
+            }
+        }
+        let [txn] = &txns[..] else {
+            panic!("{txns:#?}")
+        };
+        let schema = &txn.tables[0];
+        assert!(schema.is_positional());
+        assert_eq!((&schema.database[..], &schema.name[..]), ("noria", "t1"));
+        assert!(schema.columns.iter().all(|c| c.name.is_empty()));
+        assert!(schema.primary_key.is_empty());
+        let kinds: Vec<ColumnKind> = schema.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ColumnKind::Int,
+                ColumnKind::Blob,
+                ColumnKind::Char,
+                ColumnKind::Int,
+                ColumnKind::Int
+            ]
+        );
+        let unsigned: Vec<bool> = schema.columns.iter().map(|c| c.unsigned).collect();
+        assert_eq!(unsigned, [false, false, false, false, true], "SIGNEDNESS");
+        // COLUMN_CHARSET: a BLOB (binary) and a utf8mb4_0900_ai_ci CHAR.
+        let collations: Vec<u16> = schema.columns.iter().map(|c| c.collation).collect();
+        assert_eq!(collations, [0, 63, 255, 0, 0]);
+        // The image lacks @2 and @4: only the row-event applier can apply it.
+        assert_eq!(txn.changes, [Change::PartialImage { table: 0, rows: 1 }]);
+        assert_eq!(txn.events.as_ref().unwrap().rows[0].len(), 1);
+        assert_eq!(
+            values,
+            [
+                Value::Int(1),
+                Value::Bytes(b"a".to_vec()),
+                Value::UInt(3_230_202_323)
+            ]
+        );
     }
 
     #[test]

@@ -310,25 +310,28 @@ pub async fn check_primary(source: &Source, conn: &mut Conn) -> Result<PrimaryIn
             "SET GLOBAL binlog_row_image=FULL and put it in the server's config",
         ));
     }
+    // Without FULL metadata the TABLE_MAP has no column names (and before
+    // MySQL 8 / MariaDB 10.5 no metadata at all): the slave then maps rows
+    // onto its own table by position (`replica/positional.rs`), as a
+    // native replica does. An error reading the variable is its absence.
     let metadata: Option<String> = conn
         .query_first("SELECT @@binlog_row_metadata")
         .await
-        .map_err(|_| {
-            setting(
-                "binlog_row_metadata",
-                "unsupported",
-                "FULL",
-                "use MariaDB 10.5+ or MySQL 8.0.1+",
-            )
-        })?;
-    let metadata = metadata.unwrap_or_default();
-    if !metadata.eq_ignore_ascii_case("FULL") {
-        return Err(setting(
-            "binlog_row_metadata",
-            &metadata,
-            "FULL",
-            "SET GLOBAL binlog_row_metadata=FULL and put it in the server's config",
-        ));
+        .ok()
+        .flatten();
+    if !metadata
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("FULL"))
+    {
+        tracing::warn!(
+            %endpoint,
+            binlog_row_metadata = metadata.as_deref().unwrap_or("(not supported by this server)"),
+            "the primary logs no column names: each replica table must have the primary's \
+             columns in the same order with the same types, and rows are mapped by position \
+             onto the replica's current definition (a DDL that reorders columns while changes \
+             are in flight maps them wrongly, as with native replication); \
+             binlog_row_metadata=FULL (MySQL 8.0.1+, MariaDB 10.5+) is recommended"
+        );
     }
     // log_bin_compress=ON needs no check: the decoder expands MariaDB's
     // compressed events (see `compressed`).
