@@ -12,6 +12,7 @@ pub mod continuity;
 pub mod decode;
 pub mod filter;
 pub mod gtid_set;
+pub mod json_binary;
 pub mod objects;
 pub mod position;
 pub mod row_image;
