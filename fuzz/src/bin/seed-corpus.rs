@@ -612,15 +612,21 @@ fn binlog_seeds(root: &Path) -> Vec<(String, Vec<u8>)> {
     // type), whole and cut after each event that ends a transaction.
     let recorded = std::fs::read(root.join("testdata/mariadb-10.11-rows.binlog")).unwrap();
     out.push(("mariadb-recorded".to_string(), recorded.clone()));
-    // MySQL 9.6 with a tagged GTID (GTID_TAGGED_LOG_EVENT, tagged
-    // PREVIOUS_GTIDS), from rust_mysql_common's test data.
-    out.push((
-        "mysql-9.6-tagged-recorded".to_string(),
-        std::fs::read(root.join(
-            "testdata/mysql-binlogs/rust_mysql_common/binlog_transaction_with_GTID_TAG.000001",
-        ))
-        .unwrap(),
-    ));
+    // From rust_mysql_common's test data: MySQL 9.6 with a tagged GTID
+    // (GTID_TAGGED_LOG_EVENT, tagged PREVIOUS_GTIDS), and MySQL 9.0 rows
+    // of binary JSON holding opaque scalars.
+    for (name, file) in [
+        (
+            "mysql-9.6-tagged-recorded",
+            "binlog_transaction_with_GTID_TAG.000001",
+        ),
+        ("mysql-9.0-json-opaque-recorded", "json-opaque.binlog"),
+    ] {
+        let path = root
+            .join("testdata/mysql-binlogs/rust_mysql_common")
+            .join(file);
+        out.push((name.to_string(), std::fs::read(path).unwrap()));
+    }
     let mut at = 4;
     let mut cuts = 0;
     while at + 19 <= recorded.len() {
