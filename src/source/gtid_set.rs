@@ -92,12 +92,6 @@ impl GtidSet {
             .iter()
             .map(|((u, t), l)| (u, t.as_ref(), l.as_slice()))
     }
-
-    /// Whether any GTID in the set is tagged: MySQL then encodes the whole
-    /// set in its tagged format.
-    pub fn has_tags(&self) -> bool {
-        self.sets.keys().any(|(_, t)| t.is_some())
-    }
 }
 
 impl std::str::FromStr for GtidSet {
@@ -191,7 +185,6 @@ mod tests {
         assert!(set.contains(&a, None, 5) && set.contains(&a, None, 7));
         assert!(!set.contains(&a, None, 6) && !set.contains(&a, None, 8));
         assert!("".parse::<GtidSet>().unwrap().is_empty());
-        assert!(!set.has_tags());
         assert!(format!("{A}:5-3").parse::<GtidSet>().is_err());
         assert!("nonsense:1".parse::<GtidSet>().is_err());
     }
@@ -224,7 +217,6 @@ mod tests {
         // The tag's numbers are its own: mytag:4 is not in, untagged 4 is.
         assert!(set.contains(&a, Some(&mytag), 3) && !set.contains(&a, Some(&mytag), 4));
         assert!(set.contains(&a, None, 4));
-        assert!(set.has_tags());
         let tagged: Gtid = format!("{A}:mytag:4").parse().unwrap();
         assert!(!set.contains_gtid(&tagged));
         let mut grown = set.clone();
