@@ -32,7 +32,11 @@ fn txn(offset: u64, gno: u64, change: Change) -> Transaction {
             epoch: 0,
             file: "binlog.000001".into(),
             offset,
-            gtid: Some(Gtid::MySql { uuid: [7; 16], gno }),
+            gtid: Some(Gtid::MySql {
+                uuid: [7; 16],
+                tag: None,
+                gno,
+            }),
         },
         timestamp: 1_700_000_000,
         part: 0,

@@ -10,7 +10,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// Version of the encoding of `Transaction` and friends. Stored in every
 /// change-log segment header and exchanged in the wire handshake.
-pub const FORMAT_VERSION: u16 = 4;
+/// Version 5: MySQL tagged GTIDs (`uuid:tag:n`) in positions and in the
+/// log's starting GTID set.
+pub const FORMAT_VERSION: u16 = 5;
 
 /// Upper bound on one decoded value; also the largest frame and log record.
 pub const MAX_ENCODED_LEN: usize = 1 << 30;

@@ -49,7 +49,7 @@ use tokio::sync::watch;
 use crate::log::change::Transaction;
 use crate::log::codec::{self, CodecError, FORMAT_VERSION};
 use crate::source::gtid_set::GtidSet;
-use crate::source::position::{Gtid, SourcePosition};
+use crate::source::position::SourcePosition;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"RCLOGSEG";
 const SEGMENT_HEADER_LEN: u64 = 12;
@@ -563,8 +563,8 @@ impl ChangeLog {
         for seg in list_segments(&self.dir)? {
             let mut reader = LogReader::open_segment(&self.dir, seg)?;
             while let Some(rec) = reader.next_in_segment()? {
-                if let (false, Some(Gtid::MySql { uuid, gno })) = (rec.more, &rec.position.gtid) {
-                    set.add(*uuid, *gno);
+                if let (false, Some(gtid)) = (rec.more, &rec.position.gtid) {
+                    set.add_gtid(gtid);
                 }
             }
         }
@@ -894,10 +894,8 @@ impl ChangeLog {
             let mut gtids = self.meta.as_ref().and_then(|m| m.start_gtids.clone());
             while let Some(rec) = reader.next_in_segment()? {
                 // What is dropped moves into the start's GTID set.
-                if let (Some(set), Some(Gtid::MySql { uuid, gno })) =
-                    (&mut gtids, &rec.position.gtid)
-                {
-                    set.add(*uuid, *gno);
+                if let (Some(set), Some(gtid)) = (&mut gtids, &rec.position.gtid) {
+                    set.add_gtid(gtid);
                 }
                 last = Some(rec.position);
             }
@@ -1520,6 +1518,7 @@ impl crate::log::LogView for LogHandle {
 mod tests {
     use super::*;
     use crate::log::change::{Change, Ddl};
+    use crate::source::position::{Gtid, GtidTag};
 
     fn txn(file: &str, offset: u64) -> Transaction {
         Transaction {
@@ -1823,16 +1822,25 @@ mod tests {
             .unwrap()
             .with_segment_bytes(1024);
         let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
-        let start: GtidSet = format!("{uuid}:1-10").parse().unwrap();
+        let start: GtidSet = format!("{uuid}:1-10:mytag:1").parse().unwrap();
         log.initialise_with_gtids(SourcePosition::new("b.000001", 4), Some(start.clone()))
             .unwrap();
         let raw = *start.iter().next().unwrap().0;
-        let gtid = |gno| Gtid::MySql { uuid: raw, gno };
+        let tag = GtidTag::new("mytag").ok();
+        let gtid = |tag: &Option<GtidTag>, gno| Gtid::MySql {
+            uuid: raw,
+            tag: tag.clone(),
+            gno,
+        };
+        // Then two tagged ones (MySQL 8.4+), `uuid:mytag:2` and `:3`.
         let batch: Vec<_> = (11..=40)
-            .map(|gno| Transaction {
+            .map(|gno| (None, gno))
+            .chain([(tag.clone(), 2), (tag.clone(), 3)])
+            .enumerate()
+            .map(|(i, (tag, gno))| Transaction {
                 position: SourcePosition {
-                    gtid: Some(gtid(gno)),
-                    ..SourcePosition::new("b.000001", 100 * gno)
+                    gtid: Some(gtid(&tag, gno)),
+                    ..SourcePosition::new("b.000001", 100 * (i as u64 + 1))
                 },
                 ..txn("b.000001", 0)
             })
@@ -1840,7 +1848,7 @@ mod tests {
         log.append(&batch).unwrap();
         assert_eq!(
             log.executed_gtids().unwrap().unwrap().to_string(),
-            format!("{uuid}:1-40")
+            format!("{uuid}:1-40:mytag:1-3")
         );
         // Retention drops old segments; their GTIDs move into the start set.
         let tiny = Retention {
@@ -1852,7 +1860,7 @@ mod tests {
         let log = ChangeLog::open(dir.path()).unwrap();
         assert_eq!(
             log.executed_gtids().unwrap().unwrap().to_string(),
-            format!("{uuid}:1-40")
+            format!("{uuid}:1-40:mytag:1-3")
         );
     }
 

@@ -33,9 +33,11 @@ pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// Bumped on any incompatible change to messages or the change format.
 /// Version 4: [`SlaveMessage::Ack`] carries `keep_from` apart from `seq`
 /// (version 3 acked the oldest held XA prepare as its progress).
+/// Version 5: positions may carry a MySQL tagged GTID (an untagged one
+/// encodes as before, so `Hello` keeps its layout).
 /// `Hello` must keep its layout in every version: a master can only name
 /// a version mismatch if it can decode the `Hello` that states it.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 pub const GREETING_LEN: usize = 10;
 /// Frames before the handshake completes are small; nobody gets to make
 /// the master allocate much before it knows who they are.

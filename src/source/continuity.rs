@@ -121,17 +121,13 @@ pub fn discontinuity(from: &SourcePosition, state: &BinlogState) -> Option<Strin
                 )),
             }
         }
-        Some(Gtid::MySql { uuid, gno }) => {
+        Some(gtid @ Gtid::MySql { .. }) => {
             let text = state.mysql_executed.as_deref()?;
             let set: GtidSet = text.replace(['\n', ' '], "").parse().ok()?;
-            (!set.contains(uuid, *gno)).then(|| {
+            (!set.contains_gtid(gtid)).then(|| {
                 format!(
-                    "the primary's gtid_executed (`{}`) no longer holds {}, already read",
+                    "the primary's gtid_executed (`{}`) no longer holds {gtid}, already read",
                     text.trim(),
-                    Gtid::MySql {
-                        uuid: *uuid,
-                        gno: *gno
-                    }
                 )
             })
         }

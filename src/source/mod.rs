@@ -14,6 +14,7 @@ pub mod continuity;
 pub mod decode;
 pub mod filter;
 pub mod gtid_set;
+pub mod json_binary;
 pub mod objects;
 pub mod origin;
 pub mod position;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
-use mysql_common::packets::{GnoInterval, Sid};
+use mysql_common::packets::{GnoInterval, Sid, Tag};
 
 use crate::source::continuity::BinlogState;
 use crate::source::gtid_set::GtidSet;
@@ -590,15 +591,24 @@ pub fn dump_request<'a>(
 }
 
 /// A GTID set as the SID blocks of COM_BINLOG_DUMP_GTID.
+/// A tagged entry switches mysql_common to MySQL's tagged encoding of the
+/// whole block (`Gtid_set::encode` with `Gtid_format::tagged`).
 pub fn sid_blocks(set: &GtidSet) -> Vec<Sid<'static>> {
     set.iter()
-        .map(|(uuid, intervals)| {
-            Sid::new(*uuid).with_intervals(
+        .map(|(uuid, tag, intervals)| {
+            let sid = Sid::new(*uuid).with_intervals(
                 intervals
                     .iter()
                     .map(|&(s, e)| GnoInterval::new(s, e))
                     .collect(),
-            )
+            );
+            match tag {
+                Some(t) => sid.with_tag(
+                    Tag::new(t.as_str().to_owned())
+                        .expect("GtidTag checks the rules mysql_common's Tag checks"),
+                ),
+                None => sid,
+            }
         })
         .collect()
 }
