@@ -133,6 +133,9 @@ pub struct Applier {
     /// The replica's tables that positional schemas were mapped onto
     /// (`None`: no such table), valid until the next DDL, like `plans`.
     pub(super) positional: HashMap<(String, String), Option<Arc<ReplicaTable>>>,
+    /// What the replica makes of a primary's session context
+    /// (`ddl_apply`), read at the first statement.
+    pub(super) dialect: Option<Arc<crate::replica::ddl::ReplicaDialect>>,
     /// Views of a snapshot being loaded, created once all tables exist.
     pub(super) snapshot_views: Vec<SnapshotObject>,
     /// Triggers of a snapshot being loaded, created once its rows are in
@@ -276,6 +279,7 @@ impl Applier {
             last_seen: None,
             plans: HashMap::new(),
             positional: HashMap::new(),
+            dialect: None,
             snapshot_views: Vec::new(),
             snapshot_triggers: Vec::new(),
             open_parts: None,

@@ -41,22 +41,85 @@ pub const ALREADY_APPLIED: &[u16] = &[
     4092, // unknown VIEW
 ];
 
+/// What the replica server understands of a primary's session context: a
+/// MySQL 8 primary logs collation ids and a variable MariaDB does not have.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaDialect {
+    pub mariadb: bool,
+    /// The replica's collations, by name.
+    pub collations: std::collections::HashMap<String, u16>,
+}
+
+/// MySQL 8's generic utf8mb4 UCA 9.0.0 collations (`utf8mb4_0900_*`, the
+/// MySQL 8 default is 255), which MariaDB lacks, and the MariaDB ones
+/// closest to each, best first (UCA 14.0.0 since MariaDB 10.10).
+const MYSQL_0900: &[(u16, &str, &[&str])] = &[
+    (
+        255,
+        "utf8mb4_0900_ai_ci",
+        &["utf8mb4_uca1400_ai_ci", "utf8mb4_unicode_520_ci"],
+    ),
+    (
+        278,
+        "utf8mb4_0900_as_cs",
+        &["utf8mb4_uca1400_as_cs", "utf8mb4_bin"],
+    ),
+    (
+        305,
+        "utf8mb4_0900_as_ci",
+        &["utf8mb4_uca1400_as_ci", "utf8mb4_unicode_520_ci"],
+    ),
+    (309, "utf8mb4_0900_bin", &["utf8mb4_bin"]),
+];
+
+impl ReplicaDialect {
+    /// The replica's collation id for the primary's `id`: the same one
+    /// when the replica has it, else for a MySQL 8 utf8mb4_0900 collation
+    /// the nearest the replica has (a native MariaDB replica of MySQL 8
+    /// stops there instead).
+    pub fn collation(&self, id: u16) -> Result<u16, String> {
+        if self.collations.is_empty() || self.collations.values().any(|&c| c == id) {
+            return Ok(id);
+        }
+        if let Some((_, name, nearest)) = MYSQL_0900.iter().find(|(c, ..)| *c == id) {
+            if let Some(&replica) = nearest.iter().find_map(|n| self.collations.get(*n)) {
+                return Ok(replica);
+            }
+            return Err(format!(
+                "the primary's collation {name} (id {id}) has no counterpart on the replica"
+            ));
+        }
+        Err(format!(
+            "the primary's collation id {id} does not exist on the replica{}",
+            if (255..=323).contains(&id) {
+                " (it is one of MySQL 8's utf8mb4_0900 language collations, which MariaDB does not have)"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
 /// The `SET SESSION` assignments that give the apply session the
 /// primary's context for `ddl`. A variable the primary did not log takes
 /// the value a native replica gives it: the replica's default for the time
-/// zone, `en_US`, auto-increment 1/1.
-pub fn context(ddl: &Ddl) -> Vec<String> {
+/// zone, `en_US`, auto-increment 1/1. Collations the replica lacks are
+/// translated ([`ReplicaDialect::collation`]); the error names one that
+/// cannot be.
+pub fn context(ddl: &Ddl, dialect: &ReplicaDialect) -> Result<Vec<String>, String> {
     let mut set = Vec::new();
     if let Some(mode) = ddl.sql_mode {
         set.push(format!("sql_mode={mode}"));
     }
     if let Some((client, conn, server)) = ddl.charset {
+        let (conn, server) = (dialect.collation(conn)?, dialect.collation(server)?);
         set.push(format!(
-            "character_set_client={client}, collation_connection={conn}, collation_server={server}"
+            "character_set_client={}, collation_connection={conn}, collation_server={server}",
+            dialect.collation(client)?
         ));
     }
     if let Some(db) = ddl.collation_database {
-        set.push(format!("collation_database={db}"));
+        set.push(format!("collation_database={}", dialect.collation(db)?));
     }
     match &ddl.time_zone {
         Some(tz) => set.push(format!("time_zone={}", literal(tz))),
@@ -88,15 +151,17 @@ pub fn context(ddl: &Ddl) -> Vec<String> {
     if let Some(on) = ddl.explicit_defaults_for_timestamp {
         set.push(format!("explicit_defaults_for_timestamp={}", u8::from(on)));
     }
-    if let Some(c) = ddl.default_collation_for_utf8mb4 {
+    // MySQL only (MariaDB has no such variable; its utf8mb4 default
+    // stays its own).
+    if let (Some(c), false) = (ddl.default_collation_for_utf8mb4, dialect.mariadb) {
         set.push(format!("default_collation_for_utf8mb4={c}"));
     }
-    set
+    Ok(set)
 }
 
 /// What puts back the session variables [`context`] set that the apply
 /// session's own setup does not set again.
-pub fn restore(ddl: &Ddl) -> Vec<String> {
+pub fn restore(ddl: &Ddl, dialect: &ReplicaDialect) -> Vec<String> {
     let mut set: Vec<String> = [
         "timestamp",
         "collation_server",
@@ -116,7 +181,7 @@ pub fn restore(ddl: &Ddl) -> Vec<String> {
     if ddl.explicit_defaults_for_timestamp.is_some() {
         set.push("explicit_defaults_for_timestamp=DEFAULT".into());
     }
-    if ddl.default_collation_for_utf8mb4.is_some() {
+    if ddl.default_collation_for_utf8mb4.is_some() && !dialect.mariadb {
         set.push("default_collation_for_utf8mb4=DEFAULT".into());
     }
     set
@@ -217,7 +282,7 @@ mod tests {
             collation_database: Some(45),
             ..Default::default()
         };
-        let set = context(&d).join(", ");
+        let set = context(&d, &ReplicaDialect::default()).unwrap().join(", ");
         for part in [
             "sql_mode=7",
             "character_set_client=33, collation_connection=33, collation_server=8",
@@ -231,10 +296,71 @@ mod tests {
             assert!(set.contains(part), "{part} missing from {set}");
         }
         assert!(!set.contains("sql_if_exists"));
-        let bare = context(&Ddl::default()).join(", ");
+        let bare = context(&Ddl::default(), &ReplicaDialect::default())
+            .unwrap()
+            .join(", ");
         assert!(bare.contains("time_zone=DEFAULT"), "{bare}");
         assert!(!bare.contains("timestamp="), "{bare}");
         assert_eq!(literal("a'b\\"), "X'6127625c'");
+    }
+
+    /// What MySQL 8.0.18+ logs for a DDL by default (utf8mb4_0900_ai_ci,
+    /// `default_collation_for_utf8mb4`), on a MariaDB replica.
+    #[test]
+    fn a_mysql_8_context_is_translated_for_a_mariadb_replica() {
+        let d = Ddl {
+            charset: Some((255, 255, 255)),
+            collation_database: Some(255),
+            default_collation_for_utf8mb4: Some(255),
+            ..Default::default()
+        };
+        let mariadb = |names: &[(&str, u16)]| ReplicaDialect {
+            mariadb: true,
+            collations: names.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+        };
+        let uca = mariadb(&[
+            ("utf8mb4_uca1400_ai_ci", 2304),
+            ("utf8mb4_unicode_520_ci", 246),
+            ("utf8mb4_bin", 46),
+        ]);
+        let set = context(&d, &uca).unwrap().join(", ");
+        assert!(
+            set.contains(
+                "character_set_client=2304, collation_connection=2304, collation_server=2304"
+            ) && set.contains("collation_database=2304"),
+            "{set}"
+        );
+        assert!(!set.contains("default_collation_for_utf8mb4"), "{set}");
+        assert!(!restore(&d, &uca)
+            .join(",")
+            .contains("default_collation_for_utf8mb4"));
+        // Before MariaDB 10.10: the UCA 5.2.0 collation.
+        let old = mariadb(&[("utf8mb4_unicode_520_ci", 246), ("utf8mb4_bin", 46)]);
+        assert!(context(&d, &old)
+            .unwrap()
+            .join(",")
+            .contains("collation_server=246"));
+        // A MySQL 8 language collation MariaDB lacks is named.
+        let de = Ddl {
+            charset: Some((256, 256, 256)),
+            ..Default::default()
+        };
+        let err = context(&de, &uca).unwrap_err();
+        assert!(
+            err.contains("id 256") && err.contains("language collations"),
+            "{err}"
+        );
+        // A MySQL replica keeps all of it.
+        let mysql = ReplicaDialect {
+            mariadb: false,
+            collations: [("utf8mb4_0900_ai_ci".to_string(), 255)].into(),
+        };
+        let set = context(&d, &mysql).unwrap().join(", ");
+        assert!(
+            set.contains("collation_server=255")
+                && set.contains("default_collation_for_utf8mb4=255"),
+            "{set}"
+        );
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! primary's (`ddl.rs` builds that context and decides; this module runs
 //! it). Row changes between the statements go through `rows.rs`.
 
+use std::sync::Arc;
+
 use mysql_async::prelude::Queryable;
 
 use crate::log::change::{Change, Ddl, Transaction};
 use crate::replica::apply::{Applier, SESSION_SETUP};
 use crate::replica::apply_error::{server_code, sql_error, ApplyError, ER_BAD_DB_ERROR};
 use crate::replica::catalog_fingerprint;
-use crate::replica::ddl::{self, Verdict};
+use crate::replica::ddl::{self, ReplicaDialect, Verdict};
 use crate::source::objects;
 use crate::source::position::SourcePosition;
 use crate::sql;
@@ -119,6 +121,27 @@ impl Applier {
         })
     }
 
+    /// What the replica understands of a primary's session context, read
+    /// once per connection.
+    async fn dialect(&mut self) -> Result<Arc<ReplicaDialect>, mysql_async::Error> {
+        if let Some(d) = &self.dialect {
+            return Ok(d.clone());
+        }
+        let version: Option<String> = self.conn.query_first("SELECT VERSION()").await?;
+        let collations: Vec<(String, u16)> = self
+            .conn
+            .query(
+                "SELECT COLLATION_NAME, ID FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
+            )
+            .await?;
+        let d = Arc::new(ReplicaDialect {
+            mariadb: version.is_some_and(|v| v.contains("MariaDB")),
+            collations: collations.into_iter().collect(),
+        });
+        self.dialect = Some(d.clone());
+        Ok(d)
+    }
+
     /// Runs one statement in the primary's session context and judges how
     /// it ended against how it ended on the primary.
     async fn run_ddl(
@@ -137,7 +160,16 @@ impl Applier {
             None => ApplyError::Lost(e.to_string()),
         };
         let db_absent = self.use_database(ddl, pos).await?;
-        let context = ddl::context(ddl).join(", ");
+        let dialect = self.dialect().await.map_err(lost)?;
+        let context = ddl::context(ddl, &dialect)
+            .map_err(|reason| {
+                ddl_err(format!(
+                    "{reason}. Create the statement's objects on the replica by hand with a collation \
+                     it has, then restart the slave with the checkpoint moved past it, or use a replica \
+                     that has the primary's collations"
+                ))
+            })?
+            .join(", ");
         if let Err(e) = self.conn.query_drop(format!("SET SESSION {context}")).await {
             return Err(match server_code(&e) {
                 Some(_) => ddl_err(format!(
@@ -154,7 +186,10 @@ impl Applier {
         // Restore the apply session whatever happened.
         self.conn.query_drop(SESSION_SETUP).await.map_err(lost)?;
         self.conn
-            .query_drop(format!("SET SESSION {}", ddl::restore(ddl).join(", ")))
+            .query_drop(format!(
+                "SET SESSION {}",
+                ddl::restore(ddl, &dialect).join(", ")
+            ))
             .await
             .map_err(lost)?;
         let (actual, message) = match result {
