@@ -378,17 +378,14 @@ impl Resolution {
     /// Fixes one row image of the table in place.
     fn fix_row(&self, row: &mut Row) {
         for &(i, fix) in &self.fixes {
-            match (fix, row.get_mut(i)) {
-                (Fix::Unsigned(bits), Some(v @ Value::Int(_))) => {
-                    let Value::Int(n) = *v else { unreachable!() };
-                    let mask = if bits == 64 {
-                        u64::MAX
-                    } else {
-                        (1u64 << bits) - 1
-                    };
-                    *v = Value::UInt(n as u64 & mask);
+            let Some(v) = row.get_mut(i) else { continue };
+            match (fix, &mut *v) {
+                // The column's bytes, read as two's complement of its width.
+                (Fix::Unsigned(bits), Value::Int(n)) => {
+                    let mask = u64::MAX >> (64 - bits);
+                    *v = Value::UInt(*n as u64 & mask);
                 }
-                (Fix::Pad(width), Some(Value::Bytes(b))) if b.len() < width => b.resize(width, 0),
+                (Fix::Pad(width), Value::Bytes(b)) if b.len() < width => b.resize(width, 0),
                 _ => {}
             }
         }
