@@ -26,6 +26,12 @@
 //! trailing zero bytes is padded back when no charset told decode that the
 //! column is binary.
 //!
+//! It also names what the replica's row-event applier refused: MariaDB
+//! answers a row event for a column of another type (a BLOB where the
+//! primary has a TINYBLOB, say) with a bare "Unknown error", so
+//! [`row_event_mismatch`] reads the event's own TABLE_MAP (integer and BLOB
+//! types with their sizes) against the replica's table, for any schema.
+//!
 //! What it does not do: convert between types (`slave_type_conversions`
 //! has no counterpart: a mismatch stops the slave), or follow a DDL that
 //! reorders columns while changes logged before it are still in flight:
