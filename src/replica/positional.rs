@@ -26,6 +26,12 @@
 //! trailing zero bytes is padded back when no charset told decode that the
 //! column is binary.
 //!
+//! It also names what the replica's row-event applier refused: MariaDB
+//! answers a row event for a column of another type (a BLOB where the
+//! primary has a TINYBLOB, say) with a bare "Unknown error", so
+//! [`row_event_mismatch`] reads the event's own TABLE_MAP (integer and BLOB
+//! types with their sizes) against the replica's table, for any schema.
+//!
 //! What it does not do: convert between types (`slave_type_conversions`
 //! has no counterpart: a mismatch stops the slave), or follow a DDL that
 //! reorders columns while changes logged before it are still in flight:
@@ -378,17 +384,14 @@ impl Resolution {
     /// Fixes one row image of the table in place.
     fn fix_row(&self, row: &mut Row) {
         for &(i, fix) in &self.fixes {
-            match (fix, row.get_mut(i)) {
-                (Fix::Unsigned(bits), Some(v @ Value::Int(_))) => {
-                    let Value::Int(n) = *v else { unreachable!() };
-                    let mask = if bits == 64 {
-                        u64::MAX
-                    } else {
-                        (1u64 << bits) - 1
-                    };
-                    *v = Value::UInt(n as u64 & mask);
+            let Some(v) = row.get_mut(i) else { continue };
+            match (fix, &mut *v) {
+                // The column's bytes, read as two's complement of its width.
+                (Fix::Unsigned(bits), Value::Int(n)) => {
+                    let mask = u64::MAX >> (64 - bits);
+                    *v = Value::UInt(*n as u64 & mask);
                 }
-                (Fix::Pad(width), Some(Value::Bytes(b))) if b.len() < width => b.resize(width, 0),
+                (Fix::Pad(width), Value::Bytes(b)) if b.len() < width => b.resize(width, 0),
                 _ => {}
             }
         }
@@ -426,7 +429,123 @@ fn resolved_transaction(txn: &Transaction, resolutions: &[Option<Resolution>]) -
     out
 }
 
+/// The SQL type of each column of a raw TABLE_MAP event (19-byte header
+/// and body, as `RowEvents` keeps it), as the server names it in its
+/// conversion errors: `int`, `blob`, `longblob`, ... `None` for a column
+/// whose type this does not name, and `None` overall for a malformed event.
+pub(super) fn table_map_types(event: &[u8]) -> Option<Vec<Option<&'static str>>> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (a, b) = self.0.split_at_checked(n)?;
+            self.0 = b;
+            Some(a)
+        }
+        fn le(&mut self, n: usize) -> Option<u64> {
+            let b = self.take(n)?;
+            Some(b.iter().rev().fold(0, |acc, &x| (acc << 8) | u64::from(x)))
+        }
+        /// A length-encoded integer.
+        fn packed(&mut self) -> Option<u64> {
+            match self.le(1)? {
+                n @ 0..=250 => Some(n),
+                252 => self.le(2),
+                253 => self.le(3),
+                254 => self.le(8),
+                _ => None,
+            }
+        }
+    }
+    // Header, then table id (6 bytes) and flags (2).
+    let mut c = Cursor(event.get(19 + 8..)?);
+    for _ in 0..2 {
+        // Database, then table: a length, the name and a NUL.
+        let len = c.le(1)? as usize;
+        c.take(len + 1)?;
+    }
+    let count = c.packed()? as usize;
+    let types = c.take(count)?;
+    let meta_len = c.packed()? as usize;
+    let mut meta = c.take(meta_len)?;
+    let mut out = Vec::with_capacity(count);
+    for t in types {
+        // Metadata bytes per type (sql/log_event.h, save_field_metadata).
+        let width = match t {
+            4 | 5 | 17 | 18 | 19 | 245 | 252 | 255 => 1,
+            15 | 16 | 246 | 247 | 248 | 253 | 254 => 2,
+            _ => 0,
+        };
+        let (m, rest) = meta.split_at_checked(width)?;
+        meta = rest;
+        out.push(match (t, m) {
+            (1, _) => Some("tinyint"),
+            (2, _) => Some("smallint"),
+            (9, _) => Some("mediumint"),
+            (3, _) => Some("int"),
+            (8, _) => Some("bigint"),
+            (4, _) => Some("float"),
+            (5, _) => Some("double"),
+            (252, [1]) => Some("tinyblob"),
+            (252, [2]) => Some("blob"),
+            (252, [3]) => Some("mediumblob"),
+            (252, [4]) => Some("longblob"),
+            _ => None,
+        });
+    }
+    Some(out)
+}
+
+/// The replica column's type in the server's naming of
+/// [`table_map_types`], for the types that names (`text` is `blob`).
+fn server_type(data_type: &str) -> &str {
+    match data_type {
+        "tinytext" => "tinyblob",
+        "text" => "blob",
+        "mediumtext" => "mediumblob",
+        // MariaDB's JSON.
+        "longtext" => "longblob",
+        t => t,
+    }
+}
+
+/// The first column the replica's row-event applier cannot take as the
+/// binlog has it, as the server itself words it in its error log.
+pub(super) fn row_event_mismatch(event: &[u8], replica: &ReplicaTable) -> Option<String> {
+    let types = table_map_types(event)?;
+    types
+        .iter()
+        .zip(&replica.columns)
+        .enumerate()
+        .find_map(|(i, (binlog, theirs))| {
+            let binlog = (*binlog)?;
+            (server_type(&theirs.data_type) != binlog).then(|| {
+                format!(
+                    "column {} (`{}`) cannot be converted from type '{binlog}' to type '{}'",
+                    i + 1,
+                    theirs.name,
+                    theirs.data_type
+                )
+            })
+        })
+}
+
 impl Applier {
+    /// The replica's table by position, read once until the next DDL.
+    pub(super) async fn replica_table(
+        &mut self,
+        schema: &TableSchema,
+    ) -> Result<Option<Arc<ReplicaTable>>, mysql_async::Error> {
+        let key = (schema.database.clone(), schema.name.clone());
+        if let Some(t) = self.positional.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = ReplicaTable::read(&mut self.conn, &schema.database, &schema.name)
+            .await?
+            .map(Arc::new);
+        self.positional.insert(key, t.clone());
+        Ok(t)
+    }
+
     /// How positional `schema` maps onto the replica's table, or the error
     /// that names what does not match.
     async fn resolution(
@@ -434,18 +553,10 @@ impl Applier {
         schema: &TableSchema,
         pos: &SourcePosition,
     ) -> Result<Resolution, ApplyError> {
-        let key = (schema.database.clone(), schema.name.clone());
-        let replica = match self.positional.get(&key) {
-            Some(t) => t.clone(),
-            None => {
-                let t = ReplicaTable::read(&mut self.conn, &schema.database, &schema.name)
-                    .await
-                    .map_err(|e| sql_error(pos, e))?
-                    .map(Arc::new);
-                self.positional.insert(key, t.clone());
-                t
-            }
-        };
+        let replica = self
+            .replica_table(schema)
+            .await
+            .map_err(|e| sql_error(pos, e))?;
         resolve(schema, replica.as_deref()).map_err(|m| ApplyError::Positional {
             table: sql::table(&schema.database, &schema.name),
             position: pos.to_string(),
@@ -671,6 +782,40 @@ mod tests {
         assert!(!fits(ColumnKind::VarChar, "char"));
         assert!(!fits(ColumnKind::Enum, "set"));
         assert!(!fits(ColumnKind::DateTime, "timestamp"));
+    }
+
+    /// `x.nokey(a INT, b BLOB, v VARCHAR(10))` as a TABLE_MAP event.
+    fn table_map() -> Vec<u8> {
+        let mut e = vec![0u8; 19];
+        e.extend([7, 0, 0, 0, 0, 0, 1, 0]);
+        e.extend(b"\x01x\0\x05nokey\0");
+        e.extend([3, 3, 252, 15, 3, 2, 10, 0, 0b110]);
+        e
+    }
+
+    #[test]
+    fn a_row_event_mismatch_is_named_as_the_server_names_it() {
+        assert_eq!(
+            table_map_types(&table_map()).unwrap(),
+            [Some("int"), Some("blob"), None]
+        );
+        let replica = |blob: &str| ReplicaTable {
+            columns: vec![
+                column("a", "int", "int(11)"),
+                column("b", blob, blob),
+                column("v", "varchar", "varchar(10)"),
+            ],
+            primary_key: vec![],
+        };
+        assert_eq!(
+            row_event_mismatch(&table_map(), &replica("longblob")).as_deref(),
+            Some("column 2 (`b`) cannot be converted from type 'blob' to type 'longblob'")
+        );
+        assert_eq!(row_event_mismatch(&table_map(), &replica("blob")), None);
+        assert_eq!(row_event_mismatch(&table_map(), &replica("text")), None);
+        let mut cut = table_map();
+        cut.truncate(cut.len() - 3);
+        assert_eq!(table_map_types(&cut), None, "metadata cut short");
     }
 
     #[test]

@@ -22,6 +22,10 @@ use crate::replica::apply_error::{
     replay_error, server_code, sql_error, ApplyError, ER_DUP_ENTRY, ER_LOCK_DEADLOCK,
     ER_LOCK_WAIT_TIMEOUT,
 };
+
+/// MariaDB's answer to a BINLOG statement whose row event fails.
+const ER_UNKNOWN_ERROR: u16 = 1105;
+use crate::replica::positional;
 use crate::replica::replay;
 use crate::replica::statements::TablePlan;
 use crate::replica::table_facts::TableFacts;
@@ -168,12 +172,45 @@ impl Applier {
             self.replay_format = Some(events.format.clone());
         }
         for statement in statements {
-            self.conn
-                .query_drop(statement)
-                .await
-                .map_err(|e| replay_error(pos, plan, e))?;
+            if let Err(e) = self.conn.query_drop(statement).await {
+                let map = &events.table_maps[table as usize];
+                return Err(self.explain_replay_error(pos, plan, map, e).await);
+            }
         }
         Ok(())
+    }
+
+    /// A failed BINLOG statement's error. MariaDB answers a row event it
+    /// cannot apply to the replica's table (a column of another type, say)
+    /// with a bare "Unknown error" and writes the reason only to its own
+    /// error log, so the event's TABLE_MAP is compared with the replica's
+    /// table here to name it.
+    async fn explain_replay_error(
+        &mut self,
+        pos: &SourcePosition,
+        plan: &TablePlan,
+        table_map: &[u8],
+        e: mysql_async::Error,
+    ) -> ApplyError {
+        if server_code(&e) != Some(ER_UNKNOWN_ERROR) {
+            return replay_error(pos, plan, e);
+        }
+        let replica = self.replica_table(&plan.schema).await.ok().flatten();
+        let Some(mismatch) = replica.and_then(|t| positional::row_event_mismatch(table_map, &t))
+        else {
+            return replay_error(pos, plan, e);
+        };
+        ApplyError::Sql {
+            position: pos.to_string(),
+            reason: format!(
+                "the replica's row-event applier refused the primary's row event on {} \
+                 ({e}): {mismatch}. It writes this table (no primary key, triggers, foreign \
+                 keys or system versioning) and needs each column of the same type as on the \
+                 primary: make the replica's table match the primary's (SHOW CREATE TABLE on \
+                 both), then restart the slave",
+                plan.table_name(),
+            ),
+        }
     }
 
     async fn check_chunk(
