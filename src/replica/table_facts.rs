@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 
-use crate::log::change::TableSchema;
+use crate::log::change::{ColumnKind, TableSchema};
 
 /// The replica's description of one table, as its `information_schema`
 /// gave it.
@@ -116,12 +116,30 @@ impl TableFacts {
     /// system-versioned), or `source` (the primary's table) has no primary
     /// key. A table the replica lacks is not native: its statements fail
     /// and name it.
+    ///
+    /// One exception: a MariaDB row-event applier cannot read MySQL's
+    /// binary JSON (column type 245; MariaDB's JSON is LONGTEXT and a
+    /// native MariaDB replica of MySQL stops there). A table that needs
+    /// the row-event applier only for want of a primary key then takes
+    /// statements, which find a keyless row by all its values as well
+    /// (`LIMIT 1`); with triggers or foreign keys it stays native and the
+    /// server's refusal is reported.
     pub fn native(&self, source: &TableSchema) -> bool {
+        let keeps_semantics = self.triggers > 0
+            || self.foreign_keys > 0
+            || self.kind.as_deref() != Some("BASE TABLE");
         self.exists()
-            && (self.triggers > 0
-                || self.foreign_keys > 0
-                || self.kind.as_deref() != Some("BASE TABLE")
-                || source.primary_key.is_empty())
+            && (keeps_semantics
+                || (source.primary_key.is_empty() && !self.unreadable_json(source)))
+    }
+
+    /// `source` has a MySQL binary JSON column that the replica does not
+    /// hold as MySQL JSON.
+    fn unreadable_json(&self, source: &TableSchema) -> bool {
+        source
+            .columns
+            .iter()
+            .any(|c| c.kind == ColumnKind::Json && !self.json.contains(&c.name))
     }
 
     /// A batch may write the table's rows as their net effect (delete and
@@ -139,7 +157,9 @@ impl TableFacts {
         };
         let source_columns = names(&mut (0..source.columns.len()));
         let source_key = names(&mut source.primary_key.iter().map(|&i| i as usize));
+        // (A keyless row has no identity to net out by.)
         !self.native(source)
+            && !source.primary_key.is_empty()
             && self.columns.as_deref() == Some(&source_columns[..])
             && self.primary_key.as_deref() == Some(&source_key[..])
     }
@@ -168,6 +188,30 @@ mod tests {
         let t = source(vec![0]);
         assert!(!copy().native(&t));
         assert!(copy().net_ok(&t));
+    }
+
+    #[test]
+    fn a_keyless_table_with_mysql_json_takes_statements_on_mariadb() {
+        let mut t = source(vec![]);
+        t.columns[1].kind = ColumnKind::Json;
+        // MariaDB: its JSON is LONGTEXT, so not in `json`.
+        let keyless = TableFacts {
+            primary_key: Some(Vec::new()),
+            ..copy()
+        };
+        assert!(!keyless.native(&t));
+        assert!(!keyless.net_ok(&t));
+        let with_trigger = TableFacts {
+            triggers: 1,
+            ..copy()
+        };
+        assert!(with_trigger.native(&t));
+        // A MySQL replica reads its own JSON natively.
+        let mysql = TableFacts {
+            json: ["v".to_string()].into(),
+            ..copy()
+        };
+        assert!(mysql.native(&t));
     }
 
     #[test]
