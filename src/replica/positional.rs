@@ -489,6 +489,8 @@ pub(super) fn table_map_types(event: &[u8]) -> Option<Vec<Option<&'static str>>>
             (252, [2]) => Some("blob"),
             (252, [3]) => Some("mediumblob"),
             (252, [4]) => Some("longblob"),
+            // MySQL's binary JSON, which MariaDB's applier cannot read.
+            (245, _) => Some("json"),
             _ => None,
         });
     }
@@ -791,6 +793,23 @@ mod tests {
         e.extend(b"\x01x\0\x05nokey\0");
         e.extend([3, 3, 252, 15, 3, 2, 10, 0, 0b110]);
         e
+    }
+
+    #[test]
+    fn mysql_json_is_named_unreadable_for_a_mariadb_replica() {
+        let mut e = vec![0u8; 19];
+        e.extend([7, 0, 0, 0, 0, 0, 1, 0]);
+        e.extend(b"\x01x\0\x01j\0");
+        e.extend([2, 3, 245, 1, 4, 0b10]);
+        let replica = |json: &str| ReplicaTable {
+            columns: vec![column("a", "int", "int(11)"), column("j", json, json)],
+            primary_key: vec![],
+        };
+        assert_eq!(
+            row_event_mismatch(&e, &replica("longtext")).as_deref(),
+            Some("column 2 (`j`) cannot be converted from type 'json' to type 'longtext'")
+        );
+        assert_eq!(row_event_mismatch(&e, &replica("json")), None);
     }
 
     #[test]

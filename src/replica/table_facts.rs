@@ -129,8 +129,7 @@ impl TableFacts {
             || self.foreign_keys > 0
             || self.kind.as_deref() != Some("BASE TABLE");
         self.exists()
-            && (keeps_semantics
-                || (source.primary_key.is_empty() && !self.unreadable_json(source)))
+            && (keeps_semantics || (source.primary_key.is_empty() && !self.unreadable_json(source)))
     }
 
     /// `source` has a MySQL binary JSON column that the replica does not
