@@ -55,8 +55,7 @@ enum Command {
             long,
             env = "ROWCAST_SOURCE",
             hide_env_values = true,
-            required_unless_present = "binlog_dir",
-            conflicts_with = "binlog_dir"
+            required_unless_present = "binlog_dir"
         )]
         source: Option<String>,
         /// Instead of a primary: replay the archived binlog files in this
@@ -472,10 +471,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stall_after,
         } => {
             let origin = match (source, binlog_dir) {
-                (Some(source), _) => Origin::Primary(Source::from_url_and_password_file(
+                (Some(source), None) => Origin::Primary(Source::from_url_and_password_file(
                     &source,
                     source_password_file.as_deref(),
                 )?),
+                // An exported $ROWCAST_SOURCE does not stand in the way of
+                // --binlog-dir; a --source given with it does.
+                (Some(source), Some(dir))
+                    if std::env::var("ROWCAST_SOURCE").ok().as_ref() == Some(&source) =>
+                {
+                    tracing::warn!("$ROWCAST_SOURCE is ignored: --binlog-dir reads files instead of a primary");
+                    Origin::BinlogDir(BinlogDir::new(dir))
+                }
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "--source and --binlog-dir cannot be used together: a master reads either a live primary or binlog files"
+                ),
                 (None, Some(dir)) => Origin::BinlogDir(BinlogDir::new(dir)),
                 (None, None) => unreachable!("clap requires one"),
             };

@@ -87,6 +87,11 @@ pub enum MasterError {
          log in --data-dir)"
     )]
     FilesOnNats,
+    #[error(
+        "this --data-dir holds the change log of a live primary (server id {server_id}), not of \
+         binlog files: its slaves were seeded from that primary. Give --binlog-dir a new --data-dir"
+    )]
+    LogOfPrimary { server_id: u32 },
 }
 
 /// A server id for the replication connection that real replicas will not
@@ -147,11 +152,20 @@ pub async fn run(
     // The log may keep the part size it began with.
     config.part_bytes = log.part_bytes();
     let config = &config;
-    let files_start = match (&primary, &config.origin) {
-        (None, Origin::BinlogDir(dir)) => Some(match &config.start {
+    // Only a new change log needs a start in the files.
+    let files_start = match (&primary, &config.origin, log.start()) {
+        (None, Origin::BinlogDir(dir), None) => Some(match &config.start {
             Some(start) => start.clone(),
             None => dir.first_position()?,
         }),
+        (None, Origin::BinlogDir(_), Some(_)) => {
+            if let (Some(server_id), _) = log.followed() {
+                // Its start is a live primary's position, not the
+                // files' beginning a new slave of files starts from.
+                return Err(MasterError::LogOfPrimary { server_id });
+            }
+            log.start()
+        }
         _ => None,
     };
     let info = primary.as_ref().map(|(_, _, info)| info.clone());
@@ -169,7 +183,9 @@ pub async fn run(
             log.initialise(start, gtids).await?;
         }
         (None, None) => {
-            let start = files_start.clone().expect("set for binlog files");
+            let start = files_start
+                .clone()
+                .expect("set for a new log of binlog files");
             tracing::info!(position = %start, log = %log.location(), "new change log starts in the binlog files");
             log.initialise(start, None).await?;
         }

@@ -750,6 +750,29 @@ impl Handler {
         let after = match (after, &self.snapshots.origin) {
             (Some(p), _) => Some(p),
             (None, Origin::BinlogDir(_)) => {
+                // Its database holds the files' starting state: it needs
+                // every record from the first on.
+                let first = self.log.stats().await.first_seq;
+                if first > 1 {
+                    let message = format!(
+                        "this master's change log no longer holds the start of the binlog files: \
+                         retention dropped its records before sequence {first}, so a slave that has \
+                         applied nothing cannot start here. Start a new master on a new --data-dir \
+                         (with --start at the position its database was restored to), and raise \
+                         --retain-mb/--retain-hours"
+                    );
+                    tracing::warn!(
+                        first_seq = first,
+                        "refused a new slave: the change log's start was dropped"
+                    );
+                    writer
+                        .send(&MasterMessage::Error {
+                            kind: ErrorKind::PositionPurged,
+                            message,
+                        })
+                        .await?;
+                    return Ok(());
+                }
                 let start = self.snapshots.log_start.clone();
                 tracing::info!(start = ?start.as_ref().map(|p| p.to_string()), "new slave of binlog files: reading the change log from its start, without a snapshot");
                 start

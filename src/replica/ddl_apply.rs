@@ -128,12 +128,23 @@ impl Applier {
             return Ok(d.clone());
         }
         let version: Option<String> = self.conn.query_first("SELECT VERSION()").await?;
-        let collations: Vec<(String, u16)> = self
+        // MariaDB 10.10+ lists its UCA 14 collations by full name and id
+        // only in the applicability table (COLLATIONS has `uca1400_ai_ci`
+        // without an id); elsewhere COLLATIONS has them all.
+        let applicability: Vec<(String, u16)> = self
+            .conn
+            .query(
+                "SELECT FULL_COLLATION_NAME, ID FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY WHERE ID IS NOT NULL",
+            )
+            .await
+            .unwrap_or_default();
+        let mut collations: Vec<(String, u16)> = self
             .conn
             .query(
                 "SELECT COLLATION_NAME, ID FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
             )
             .await?;
+        collations.extend(applicability);
         let d = Arc::new(ReplicaDialect {
             mariadb: version.is_some_and(|v| v.contains("MariaDB")),
             collations: collations.into_iter().collect(),

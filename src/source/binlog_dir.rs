@@ -35,6 +35,13 @@ const MAGIC: &[u8; 4] = b"\xfebin";
 const HEADER_LEN: usize = 19;
 const TRANSACTION_PAYLOAD: u8 = 40;
 const FORMAT_DESCRIPTION: u8 = 15;
+const ROTATE: u8 = 4;
+const STOP: u8 = 3;
+/// LOG_EVENT_BINLOG_IN_USE_F, in a FORMAT_DESCRIPTION's header flags.
+const IN_USE: u16 = 0x1;
+/// How long a file the server crashed in must stay unchanged, with a
+/// later file beside it, before its unfinished tail is given up.
+const CRASH_GRACE: Duration = Duration::from_secs(10);
 /// How often the end of the last file is looked at again.
 const POLL: Duration = Duration::from_millis(200);
 /// Bytes read from a file at once.
@@ -78,6 +85,44 @@ pub enum BinlogDirError {
     },
     #[error("invalid --start `{0}`; expected FILE:POSITION, e.g. mysql-bin.000042:4")]
     Start(String),
+    #[error(
+        "binlog file {file} ends at offset {offset} without the ROTATE event a server writes when \
+         it moves on to {next}, and the server did not crash in it (it was closed cleanly): the \
+         copy of {file} is incomplete. Copy it whole into the directory; the master goes on by itself"
+    )]
+    Incomplete {
+        file: String,
+        offset: u64,
+        next: String,
+    },
+    #[error(
+        "binlog file {missing} is missing from {dir}: {file} is followed by {next}. Copy {missing} \
+         into the directory (or add an index file if the gap is intended); the master goes on by itself"
+    )]
+    Gap {
+        dir: String,
+        file: String,
+        missing: String,
+        next: String,
+    },
+    #[error(
+        "binlog file {file}, being read, is no longer in {dir}{listed}; put it back (and keep \
+         every file from the change log's position on until it is read)"
+    )]
+    Vanished {
+        dir: String,
+        file: String,
+        listed: &'static str,
+    },
+    #[error("{dir} holds more than one index file ({names}); keep the one of the binlog files")]
+    Indexes { dir: String, names: String },
+    #[error(
+        "{dir} holds binlog files of more than one name ({names}) and no index file: their order \
+         cannot be told; add the server's index file, or keep one series"
+    )]
+    Series { dir: String, names: String },
+    #[error("--start {file}:{offset} is past the end of {file} ({len} bytes); give the position of an event in it")]
+    PastEnd { file: String, offset: u64, len: u64 },
 }
 
 /// Parses `--start FILE:POS`.
@@ -116,20 +161,39 @@ impl BinlogDir {
 
     /// The binlog files in order, and whether an index file said so.
     pub fn files(&self) -> Result<(Vec<String>, bool), BinlogDirError> {
-        let mut index = None;
+        let mut indexes = Vec::new();
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.path).map_err(|e| self.err(e))? {
             let entry = entry.map_err(|e| self.err(e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Hidden files are copies in progress (rsync's `.name.XXXX`).
+            if name.starts_with('.') {
+                continue;
+            }
             if name.ends_with(".index") {
-                index = Some(entry.path());
-            } else if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
-                && starts_with_magic(&entry.path())
+                indexes.push(entry.path());
+            } else if file_number(&name).is_some()
+                && entry.file_type().map(|t| t.is_file()).unwrap_or(false)
             {
                 names.push(name);
             }
         }
-        if let Some(index) = index {
+        if indexes.len() > 1 {
+            return Err(BinlogDirError::Indexes {
+                dir: self.path.display().to_string(),
+                names: indexes
+                    .iter()
+                    .map(|p| {
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if let Some(index) = indexes.pop() {
             let text = std::fs::read_to_string(&index).map_err(|e| self.err(e))?;
             // The server writes paths (`./mysql-bin.000001`, or absolute):
             // the files are looked for here by name.
@@ -141,7 +205,19 @@ impl BinlogDir {
                 .collect();
             return Ok((listed, true));
         }
-        names.sort_by_key(|n| file_order(n));
+        let mut bases: Vec<&str> = names
+            .iter()
+            .filter_map(|n| Some(file_number(n)?.0))
+            .collect();
+        bases.sort_unstable();
+        bases.dedup();
+        if bases.len() > 1 {
+            return Err(BinlogDirError::Series {
+                dir: self.path.display().to_string(),
+                names: bases.join(".*, ") + ".*",
+            });
+        }
+        names.sort_by_key(|n| file_number(n).map(|(_, n)| n));
         Ok((names, false))
     }
 
@@ -179,6 +255,10 @@ impl BinlogDir {
             reader: EventStreamReader::new(BinlogVersion::Version4),
             queued: std::collections::VecDeque::new(),
             skip_to: None,
+            last_type: None,
+            in_use: false,
+            unchanged: None,
+            grace: CRASH_GRACE,
         };
         events.open(&from.file)?;
         if from.offset > MAGIC.len() as u64 {
@@ -189,24 +269,12 @@ impl BinlogDir {
     }
 }
 
-fn starts_with_magic(path: &Path) -> bool {
-    let mut head = [0u8; 4];
-    File::open(path)
-        .and_then(|f| f.read_exact_at(&mut head, 0))
-        .is_ok()
-        && &head == MAGIC
-}
-
-/// `base.NNNNNN` orders by base, then number; other names by name.
-fn file_order(name: &str) -> (String, u64, String) {
-    match name.rsplit_once('.') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (
-            base.to_string(),
-            n.parse().unwrap_or(u64::MAX),
-            String::new(),
-        ),
-        _ => (name.to_string(), 0, name.to_string()),
-    }
+/// `base.NNNNNN`: the base and the number, for a binlog file's name.
+fn file_number(name: &str) -> Option<(&str, u64)> {
+    let (base, n) = name.rsplit_once('.')?;
+    (!base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Some((base, n.parse().ok()?)))
+        .flatten()
 }
 
 /// What [`FileEvents::next`] hands over.
@@ -236,6 +304,17 @@ pub struct FileEvents {
     queued: std::collections::VecDeque<Event>,
     /// After the FDE, jump here (reading from inside a file).
     skip_to: Option<u64>,
+    /// The type of the last event read in this file.
+    last_type: Option<u8>,
+    /// This file's FORMAT_DESCRIPTION says the server had it open
+    /// (LOG_EVENT_BINLOG_IN_USE_F): it was being written, or the server
+    /// crashed in it.
+    in_use: bool,
+    /// The file's length and since when it has not changed, while a later
+    /// file exists but this one is not known to be finished.
+    unchanged: Option<(u64, std::time::Instant)>,
+    /// How long such a file must stay unchanged to count as crashed.
+    grace: Duration,
 }
 
 impl FileEvents {
@@ -280,6 +359,9 @@ impl FileEvents {
         self.buf_at = self.offset;
         self.reader = EventStreamReader::new(BinlogVersion::Version4);
         self.skip_to = None;
+        self.last_type = None;
+        self.in_use = false;
+        self.unchanged = None;
         Ok(())
     }
 
@@ -292,6 +374,13 @@ impl FileEvents {
         if let Some(event) = self.read_event()? {
             return Ok(FileEvent::Event(event));
         }
+        // A copy tool may have replaced the file by a longer one (rsync
+        // and `cp` to a temporary name, then rename): read on in that.
+        if self.reopen_if_replaced()? {
+            if let Some(event) = self.read_event()? {
+                return Ok(FileEvent::Event(event));
+            }
+        }
         if let Some(next) = self.next_file()? {
             self.open(&next)?;
             return Ok(FileEvent::File(next));
@@ -300,21 +389,83 @@ impl FileEvents {
         Ok(FileEvent::End(self.position()))
     }
 
-    /// The file after the current one, if the directory has one.
-    fn next_file(&self) -> Result<Option<String>, BinlogDirError> {
-        let (files, _) = self.dir.files()?;
+    /// Whether the path now names another file than the one being read;
+    /// if so, that one is read from the same offset.
+    fn reopen_if_replaced(&mut self) -> Result<bool, BinlogDirError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.path.join(&self.file);
+        let Ok(now) = std::fs::metadata(&path) else {
+            return Ok(false);
+        };
+        let handle = self.handle.as_ref().expect("a file is open");
+        let was = handle.metadata().map_err(|e| self.io(e))?;
+        if (now.dev(), now.ino()) == (was.dev(), was.ino()) {
+            return Ok(false);
+        }
+        tracing::info!(file = %self.file, offset = self.offset, "binlog file was replaced; reading on in the new one");
+        self.handle = Some(File::open(&path).map_err(|e| self.io(e))?);
+        self.buf.clear();
+        self.buf_at = self.offset;
+        Ok(true)
+    }
+
+    /// The file to read after the current one, once it is known to be
+    /// finished: it ends with the ROTATE (or STOP) a server writes when it
+    /// closes a file, or the server crashed in it (its FORMAT_DESCRIPTION
+    /// still says in use) and it has not changed for a while, so what is
+    /// left is not a whole event and held no committed transaction. Until
+    /// then the reader waits. A later file after a cleanly closed one that
+    /// lacks its ROTATE means an incomplete copy: an error.
+    fn next_file(&mut self) -> Result<Option<String>, BinlogDirError> {
+        let (files, indexed) = self.dir.files()?;
         let Some(at) = files.iter().position(|f| *f == self.file) else {
-            return Ok(None);
+            return Err(BinlogDirError::Vanished {
+                dir: self.dir.path.display().to_string(),
+                file: self.file.clone(),
+                listed: if indexed { " (or its index file)" } else { "" },
+            });
         };
         let Some(next) = files.get(at + 1) else {
             return Ok(None);
         };
-        // The current file is finished once a later one exists; what is
-        // left of it is not a whole event.
-        let len = self.file_len()?;
-        if len > self.offset {
-            tracing::warn!(file = %self.file, offset = self.offset, bytes = len - self.offset, next = %next, "binlog file ends inside an event (cut short by a crash?); its tail is skipped and the transaction it held is not applied");
+        if !indexed {
+            let this = file_number(&self.file).map(|(_, n)| n);
+            let that = file_number(next).map(|(_, n)| n);
+            if let (Some(this), Some(that)) = (this, that) {
+                if that != this + 1 {
+                    let (base, _) = file_number(&self.file).expect("numbered");
+                    let width = self.file.len() - base.len() - 1;
+                    return Err(BinlogDirError::Gap {
+                        dir: self.dir.path.display().to_string(),
+                        file: self.file.clone(),
+                        missing: format!("{base}.{:0width$}", this + 1),
+                        next: next.clone(),
+                    });
+                }
+            }
         }
+        if matches!(self.last_type, Some(ROTATE | STOP)) {
+            return Ok(Some(next.clone()));
+        }
+        let len = self.file_len()?;
+        let still = match self.unchanged {
+            Some((l, since)) if l == len => since.elapsed() >= self.grace,
+            _ => {
+                self.unchanged = Some((len, std::time::Instant::now()));
+                self.grace.is_zero()
+            }
+        };
+        if !still {
+            return Ok(None);
+        }
+        if !self.in_use {
+            return Err(BinlogDirError::Incomplete {
+                file: self.file.clone(),
+                offset: self.offset,
+                next: next.clone(),
+            });
+        }
+        tracing::warn!(file = %self.file, offset = self.offset, bytes = len - self.offset, next = %next, "binlog file ends without its ROTATE: the server crashed in it; what follows its last whole event is skipped (it held no committed transaction) and reading goes on in the next file");
         Ok(Some(next.clone()))
     }
 
@@ -387,9 +538,20 @@ impl FileEvents {
             }
         }
         let event_type = event.header().event_type_raw();
+        let flags = u16::from_le_bytes([bytes[17], bytes[18]]);
         self.offset += u64::from(size);
+        self.last_type = Some(event_type);
         if event_type == FORMAT_DESCRIPTION {
+            self.in_use = flags & IN_USE != 0;
             if let Some(to) = self.skip_to.take() {
+                let len = self.file_len()?;
+                if to > len {
+                    return Err(BinlogDirError::PastEnd {
+                        file: self.file.clone(),
+                        offset: to,
+                        len,
+                    });
+                }
                 if to > self.offset {
                     self.offset = to;
                 }
@@ -412,15 +574,28 @@ impl FileEvents {
         let payload = event
             .read_event::<TransactionPayloadEvent<'_>>()
             .map_err(|e| fail(format!("transaction payload: {e}")))?;
-        let mut inner = Vec::with_capacity(payload.uncompressed_size() as usize);
+        // The header's size is checked, not trusted for memory.
+        let size = payload.uncompressed_size();
+        let limit = match size {
+            0 => u64::from(MAX_EVENT),
+            n => n.min(u64::from(MAX_EVENT)),
+        };
+        let mut inner = Vec::with_capacity(limit.min(64 << 20) as usize);
         {
             use std::io::Read;
-            let mut reader = payload
+            let reader = payload
                 .decompressed()
                 .map_err(|e| fail(format!("transaction payload: {e}")))?;
             reader
+                .take(limit.saturating_add(1))
                 .read_to_end(&mut inner)
                 .map_err(|e| fail(format!("transaction payload does not decompress: {e}")))?;
+        }
+        if (size != 0 && inner.len() as u64 != size) || inner.len() as u64 > limit {
+            return Err(fail(format!(
+                "transaction payload holds {} bytes, its header says {size}",
+                inner.len()
+            )));
         }
         let mut input = &inner[..];
         while !input.is_empty() {
@@ -522,22 +697,42 @@ mod tests {
         assert_eq!(again[0].position.file, "binlog.000002");
     }
 
+    /// The bytes of a file the server crashed in: its FORMAT_DESCRIPTION
+    /// still says in use (a flag the CRC32 leaves out), cut at `at`.
+    fn crashed(bytes: &[u8], at: usize) -> Vec<u8> {
+        let mut b = bytes[..at].to_vec();
+        b[4 + 17] |= IN_USE as u8;
+        b
+    }
+
+    fn decode_all(bytes: &[u8], file: &str) -> Vec<Transaction> {
+        let mut d = Decoder::new(file);
+        mysql_common::binlog::BinlogFile::new(BinlogVersion::Version4, bytes)
+            .unwrap()
+            .filter_map(|e| d.feed(&e.unwrap()).unwrap())
+            .collect()
+    }
+
     #[tokio::test]
-    async fn a_file_cut_inside_a_transaction_loses_only_that_transaction() {
+    async fn a_file_the_server_crashed_in_loses_only_its_unfinished_transaction() {
         let bytes = testdata(ROWS);
-        let whole = {
-            let mut d = Decoder::new("binlog.000001");
-            let (_tmp, dir) = dir_with(&[("binlog.000001", &bytes)]);
-            let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
-            drain(&mut events, &mut d).await.1
-        };
+        let whole = decode_all(&bytes, "binlog.000001");
         // Cut a few bytes before the last commit: inside its last event.
         let cut = whole[4].position.offset as usize - 3;
-        let (_tmp, dir) = dir_with(&[("binlog.000001", &bytes[..cut]), ("binlog.000002", &bytes)]);
+        let (_tmp, dir) = dir_with(&[
+            ("binlog.000001", &crashed(&bytes, cut)),
+            ("binlog.000002", &bytes),
+        ]);
         let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        events.grace = Duration::ZERO;
         let mut d = Decoder::new("binlog.000001");
         let (_, txns) = drain(&mut events, &mut d).await;
-        let files: Vec<_> = txns.iter().map(|t| t.position.file.as_str()).collect();
+        let (_, txns2) = drain(&mut events, &mut d).await;
+        let files: Vec<_> = txns
+            .iter()
+            .chain(&txns2)
+            .map(|t| t.position.file.as_str())
+            .collect();
         assert_eq!(
             files,
             ["binlog.000001"; 4]
@@ -545,6 +740,116 @@ mod tests {
                 .chain(["binlog.000002"; 5])
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[tokio::test]
+    async fn a_mysql_transaction_cut_by_a_crash_never_joins_the_next_files_first() {
+        // MySQL 5.7 without GTIDs: nothing but BEGIN starts a transaction.
+        let bytes = testdata("mysql-binlogs/shyiko-binlog-connector-java/mysql-bin.checksum-crc32");
+        let whole = decode_all(&bytes, "mysql-bin.000002");
+        // Inside the XID of the third transaction: its rows were read.
+        let cut = whole[2].position.offset as usize - 10;
+        let (_tmp, dir) = dir_with(&[
+            ("mysql-bin.000001", &crashed(&bytes, cut)),
+            ("mysql-bin.000002", &bytes),
+        ]);
+        let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        events.grace = Duration::ZERO;
+        let mut d = Decoder::new("mysql-bin.000001");
+        let (_, txns) = drain(&mut events, &mut d).await;
+        let (first, second): (Vec<_>, Vec<_>) = txns
+            .iter()
+            .partition(|t| t.position.file == "mysql-bin.000001");
+        assert_eq!(first.len(), 2);
+        assert_eq!(second.len(), whole.len());
+        assert_eq!(second[0].changes, whole[0].changes);
+    }
+
+    #[tokio::test]
+    async fn a_cleanly_closed_file_without_its_rotate_is_an_incomplete_copy() {
+        let bytes = testdata(ROWS);
+        let (_tmp, dir) = dir_with(&[
+            ("binlog.000001", &bytes[..bytes.len() - 40]),
+            ("binlog.000002", &bytes),
+        ]);
+        let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        events.grace = Duration::ZERO;
+        let err = loop {
+            match events.next().await {
+                Ok(FileEvent::File(f)) => panic!("moved on to {f}"),
+                Ok(_) => {}
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(
+            err.contains("the copy of binlog.000001 is incomplete"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crashed_file_is_waited_for_while_it_still_changes() {
+        let bytes = testdata(ROWS);
+        let (_tmp, dir) = dir_with(&[
+            ("binlog.000001", &crashed(&bytes, 700)),
+            ("binlog.000002", &bytes),
+        ]);
+        let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        let mut d = Decoder::new("binlog.000001");
+        drain(&mut events, &mut d).await;
+        // Within the grace period the reader stays on the first file.
+        assert_eq!(events.position().file, "binlog.000001");
+    }
+
+    #[tokio::test]
+    async fn a_gap_in_the_numbering_and_a_vanished_file_are_named() {
+        let bytes = testdata(ROWS);
+        let (tmp, dir) = dir_with(&[("binlog.000001", &bytes), ("binlog.000003", &bytes)]);
+        let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        let mut d = Decoder::new("binlog.000001");
+        let err = loop {
+            match events.next().await {
+                Ok(FileEvent::Event(e)) => {
+                    d.feed(&e).unwrap();
+                }
+                Ok(FileEvent::File(f)) => panic!("moved on to {f}"),
+                Ok(FileEvent::End(_)) => panic!("waited instead"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(err.contains("binlog.000002 is missing"), "{err}");
+        std::fs::remove_file(tmp.path().join("binlog.000001")).unwrap();
+        let err = events.next().await.unwrap_err().to_string();
+        assert!(
+            err.contains("binlog.000001, being read, is no longer in"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_by_a_longer_copy_is_read_on_from_the_same_offset() {
+        let bytes = testdata(ROWS);
+        let (tmp, dir) = dir_with(&[("binlog.000001", &bytes[..bytes.len() / 2])]);
+        let mut events = dir.events_from(&dir.first_position().unwrap()).unwrap();
+        let mut d = Decoder::new("binlog.000001");
+        let (_, early) = drain(&mut events, &mut d).await;
+        // rsync's way: a temporary file renamed over the old one.
+        let tmp_copy = tmp.path().join(".binlog.000001.tmp");
+        std::fs::write(&tmp_copy, &bytes).unwrap();
+        std::fs::rename(&tmp_copy, tmp.path().join("binlog.000001")).unwrap();
+        let (_, late) = drain(&mut events, &mut d).await;
+        assert_eq!(early.len() + late.len(), 5);
+    }
+
+    #[test]
+    fn a_start_past_the_end_of_its_file_is_refused() {
+        let bytes = testdata(ROWS);
+        let (_tmp, dir) = dir_with(&[("binlog.000001", &bytes)]);
+        let mut events = dir
+            .events_from(&SourcePosition::new("binlog.000001", u64::MAX))
+            .unwrap();
+        let err = events.read_event().unwrap_err().to_string();
+        assert!(err.contains("past the end of binlog.000001"), "{err}");
     }
 
     #[tokio::test]
@@ -661,9 +966,25 @@ mod tests {
     }
 
     #[test]
-    fn orders_files_by_number_not_by_text() {
-        let mut names = vec!["b.1000000", "b.999999", "b.000002"];
-        names.sort_by_key(|n| file_order(n));
-        assert_eq!(names, ["b.000002", "b.999999", "b.1000000"]);
+    fn orders_files_by_number_and_refuses_two_series_or_two_indexes() {
+        let bytes = testdata(ROWS);
+        let (tmp, dir) = dir_with(&[
+            ("b.1000000", &bytes),
+            ("b.999999", &bytes),
+            ("b.000002", &bytes),
+            (".b.000003.Xy12", &bytes),
+        ]);
+        assert_eq!(
+            dir.files().unwrap().0,
+            ["b.000002", "b.999999", "b.1000000"]
+        );
+        std::fs::write(tmp.path().join("c.000001"), &bytes).unwrap();
+        let err = dir.files().unwrap_err().to_string();
+        assert!(err.contains("more than one name (b.*, c.*)"), "{err}");
+        std::fs::write(tmp.path().join("b.index"), "b.000002\n").unwrap();
+        assert_eq!(dir.files().unwrap().0, ["b.000002"]);
+        std::fs::write(tmp.path().join("relay.index"), "").unwrap();
+        let err = dir.files().unwrap_err().to_string();
+        assert!(err.contains("more than one index file"), "{err}");
     }
 }

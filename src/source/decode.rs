@@ -457,7 +457,21 @@ impl Decoder {
     /// The events that follow are from this file (binlog files read in
     /// order: a file need not end with a ROTATE naming the next one).
     pub fn set_file(&mut self, file: impl Into<String>) {
+        self.abandon("a new binlog file begins");
         self.file = file.into();
+    }
+
+    /// Drops a transaction the binlog never finished: a file that ends
+    /// inside one (the server crashed) is followed by a new file, and its
+    /// next transaction must not take the unfinished one's rows. (Without
+    /// GTIDs, MySQL's next BEGIN would not tell; parts of it already
+    /// handed on are dropped by the log when the next part 0 comes.)
+    fn abandon(&mut self, why: &str) {
+        if let Some(p) = self.pending.take() {
+            if !p.changes.is_empty() || p.part > 0 {
+                tracing::warn!(file = %self.file, reason = why, "transaction without commit discarded");
+            }
+        }
     }
 
     /// True between the first event of a transaction and its commit.
@@ -494,6 +508,8 @@ impl Decoder {
             }
             XA_PREPARE => return self.xa_prepare(event),
             FORMAT_DESCRIPTION => {
+                // Every file starts with one; no transaction spans files.
+                self.abandon("a new binlog file begins (FORMAT_DESCRIPTION)");
                 let mut whole = Vec::new();
                 if event.write(BinlogVersion::Version4, &mut whole).is_ok() {
                     let crc32 = matches!(
