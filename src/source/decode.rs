@@ -2307,4 +2307,352 @@ mod tests {
         // The ROTATE at the end names the next file.
         assert_eq!(d.file(), "binlog.000005");
     }
+
+    /// The documents `mysql.t.json_col` holds in json.binlog.000001, by id:
+    /// the same three people twice, as MySQL prints the binary JSON.
+    fn person(id: i64, age: i64) -> String {
+        let (name, data) = match id % 3 {
+            1 => ("Joe", "xxxxxxxxxx"),
+            2 => ("Sue", "yyyyyyyyyy"),
+            _ => ("Pete", "zzzzzzzzzz"),
+        };
+        format!(r#"{{"age": {age}, "data": "{data}", "name": "{name}"}}"#)
+    }
+
+    /// One row of `mysql.t(id, json_col, name AS ..., age AS ...)` as
+    /// decoded: the generated columns are logged with their values.
+    fn person_row(id: i64, age: i64) -> Row {
+        let name = ["Pete", "Joe", "Sue"][(id % 3) as usize];
+        vec![
+            Value::Int(id),
+            Value::Json(person(id, age).into_bytes()),
+            Value::Bytes(name.as_bytes().to_vec()),
+            Value::Int(age),
+        ]
+    }
+
+    #[test]
+    fn mysql_8_0_json_full_and_partial_updates_decode_as_the_readme_states() {
+        // MySQL 8.0.22, binlog_row_metadata=MINIMAL: six inserts into
+        // `mysql.t`, `age = age + 1` as a full-image UPDATE, then
+        // `JSON_REPLACE(json_col, '$.age', ...)` with binlog_row_image=MINIMAL
+        // and PARTIAL_JSON. The decoder sees the `mysql` schema like any
+        // other; the source filter is what keeps it from being replicated.
+        let txns = corpus("json.binlog.000001");
+        assert_eq!(txns.len(), 8, "{txns:#?}");
+        assert!(txns[..2].iter().all(|t| t.is_ddl()));
+        let Change::Ddl(create) = &txns[1].changes[0] else {
+            panic!("CREATE TABLE expected: {:?}", txns[1])
+        };
+        assert_eq!(create.database.as_deref(), Some("mysql"));
+        assert!(String::from_utf8_lossy(&create.sql).starts_with("CREATE TABLE t("));
+        let schema = &txns[2].tables[0];
+        assert_eq!(
+            (schema.database.as_str(), schema.name.as_str()),
+            ("mysql", "t")
+        );
+        let kinds: Vec<ColumnKind> = schema.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ColumnKind::Int,
+                ColumnKind::Json,
+                ColumnKind::VarChar,
+                ColumnKind::Int
+            ]
+        );
+        // MINIMAL metadata: a positional schema, no names and no key.
+        assert!(schema.columns.iter().all(|c| c.name.is_empty()));
+        assert!(schema.primary_key.is_empty());
+
+        let inserted: Vec<Row> = txns[2..6]
+            .iter()
+            .flat_map(|t| &t.changes)
+            .flat_map(|c| match c {
+                Change::Insert { rows, .. } => rows.clone(),
+                other => panic!("insert expected: {other:?}"),
+            })
+            .collect();
+        let first_ages = [24, 32, 40, 24, 32, 40];
+        let expected: Vec<Row> = (1..=6)
+            .map(|id| person_row(id, first_ages[id as usize - 1]))
+            .collect();
+        assert_eq!(inserted, expected);
+
+        let [Change::Update { rows, .. }] = &txns[6].changes[..] else {
+            panic!("one full-image update expected: {:?}", txns[6].changes)
+        };
+        let updated: Vec<(Row, Row)> = (1..=6)
+            .map(|id| {
+                let age = first_ages[id as usize - 1];
+                (person_row(id, age), person_row(id, age + 1))
+            })
+            .collect();
+        assert_eq!(rows, &updated);
+
+        // The PARTIAL_UPDATE_ROWS event's before image is the key alone, so
+        // its rows are not kept: only its raw event, the primary's bytes,
+        // goes on, for the replica's row-event applier.
+        assert_eq!(
+            txns[7].changes,
+            [Change::PartialImage { table: 0, rows: 6 }]
+        );
+        let events = txns[7].events.as_ref().unwrap();
+        let [partial] = &events.rows[..] else {
+            panic!("{:?}", events.rows.len())
+        };
+        let [partial] = &partial[..] else {
+            panic!("one ROWS event expected")
+        };
+        assert_eq!(partial[4], 39, "PARTIAL_UPDATE_ROWS_EVENT");
+        assert_eq!(txns[7].position.offset, 4011, "the end of the file");
+
+        // What that event holds: each row's JsonDiff, REPLACE $.age.
+        use mysql_common::binlog::BinlogFile;
+        let path = format!(
+            "{}/testdata/mysql-binlogs/rust_mysql_common/json.binlog.000001",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let mut file = BinlogFile::new(BinlogVersion::Version4, &bytes[..]).unwrap();
+        let mut edits = Vec::new();
+        let mut generated = Vec::new();
+        while let Some(event) = file.next() {
+            let event = event.unwrap();
+            if event.header().event_type_raw() != 39 {
+                continue;
+            }
+            // The decoder's raw event is this one without its checksum
+            // (and its size field, bytes 9..13, four less).
+            let end = event.header().log_pos() as usize;
+            let start = end - event.header().event_size() as usize;
+            assert_eq!(partial.len(), end - 4 - start);
+            assert_eq!(partial[..9], bytes[start..start + 9]);
+            assert_eq!(partial[13..], bytes[start + 13..end - 4]);
+            let Some(EventData::RowsEvent(data)) = event.read_data().unwrap() else {
+                panic!("rows event expected")
+            };
+            let tme = file.reader().get_tme(data.table_id()).unwrap();
+            for row in data.rows(tme) {
+                let (before, after) = row.unwrap();
+                let before = before.unwrap().unwrap();
+                assert_eq!(before.len(), 1, "the key alone: {before:?}");
+                for v in after.unwrap().unwrap() {
+                    match v {
+                        BinlogValue::JsonDiff(d) => edits.push(
+                            convert_value(&col(ColumnKind::Json, false), BinlogValue::JsonDiff(d))
+                                .unwrap(),
+                        ),
+                        BinlogValue::Value(v) => generated.push(v),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+        }
+        let final_ages = [26, 34, 42, 26, 34, 42];
+        let expected: Vec<Value> = final_ages
+            .iter()
+            .map(|age| {
+                Value::JsonDiff(vec![JsonEdit {
+                    op: JsonEditOp::Replace,
+                    path: "$.age".into(),
+                    value: Some(age.to_string().into_bytes()),
+                }])
+            })
+            .collect();
+        assert_eq!(edits, expected);
+        // The generated name and age columns come with their new values.
+        let expected: Vec<MyValue> = (1..=6)
+            .flat_map(|id| {
+                let name = ["Pete", "Joe", "Sue"][(id % 3) as usize];
+                [
+                    MyValue::Bytes(name.as_bytes().to_vec()),
+                    MyValue::Int(final_ages[id as usize - 1]),
+                ]
+            })
+            .collect();
+        assert_eq!(generated, expected);
+    }
+
+    #[test]
+    fn mysql_8_0_char_varchar_enum_set_text_decode_through_insert_update_delete() {
+        // MySQL 8.0.28, full optional metadata: `mysql.t(f1 CHAR(128),
+        // f2 VARCHAR(300), f3 ENUM('var1','variant2','foo'),
+        // f4 SET('one','two','three','four'), f5 TEXT)`.
+        let txns = corpus("mysql-enum-string-set.000001");
+        assert_eq!(txns.len(), 5, "{txns:#?}");
+        assert!(txns[..2].iter().all(|t| t.is_ddl()));
+        let schema = &txns[2].tables[0];
+        assert_eq!(
+            (schema.database.as_str(), schema.name.as_str()),
+            ("mysql", "t")
+        );
+        let columns: Vec<(&str, ColumnKind)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("f1", ColumnKind::Char),
+                ("f2", ColumnKind::VarChar),
+                ("f3", ColumnKind::Enum),
+                ("f4", ColumnKind::Set),
+                ("f5", ColumnKind::Blob),
+            ]
+        );
+        let digits = |n: usize| "0123456789".repeat(n);
+        // 298 characters: as mysql_common's own test has it.
+        let long = format!("{0}012345678{0}012345678{1}", digits(12), digits(4));
+        let text = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+        let first = vec![
+            text(&digits(10)),
+            text(&long),
+            Value::Enum(1),     // 'var1'
+            Value::Set(0b0101), // 'one,three'
+            text(&digits(1)),
+        ];
+        let second = vec![
+            text("field1"),
+            text("field_2"),
+            Value::Enum(2),     // 'variant2'
+            Value::Set(0b1010), // 'two,four'
+            text(&long),
+        ];
+        assert_eq!(
+            txns[2].changes,
+            [Change::Insert {
+                table: 0,
+                rows: vec![first.clone()]
+            }]
+        );
+        assert_eq!(
+            txns[3].changes,
+            [Change::Update {
+                table: 0,
+                rows: vec![(first, second.clone())]
+            }]
+        );
+        assert_eq!(
+            txns[4].changes,
+            [Change::Delete {
+                table: 0,
+                rows: vec![second]
+            }]
+        );
+        assert!(txns
+            .iter()
+            .all(|t| matches!(t.position.gtid, Some(Gtid::MySql { .. }))));
+    }
+
+    #[test]
+    fn mysql_8_0_invisible_columns_decode_in_table_order() {
+        // MySQL 8.0.26: `mysql.t1(f1 INT UNSIGNED INVISIBLE, f2 INT UNSIGNED
+        // INVISIBLE, f3 INT, f4 TEXT, f5 BLOB, f6 BIGINT UNSIGNED
+        // INVISIBLE)`. An invisible column is still in every row image, at
+        // its place in the table (COLUMN_VISIBILITY only marks it).
+        let txns = corpus("binlog-invisible-columns.000001");
+        assert_eq!(txns.len(), 5, "{txns:#?}");
+        let schema = &txns[2].tables[0];
+        assert_eq!(
+            (schema.database.as_str(), schema.name.as_str()),
+            ("mysql", "t1")
+        );
+        let columns: Vec<(&str, ColumnKind, bool)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind, c.unsigned))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("f1", ColumnKind::Int, true),
+                ("f2", ColumnKind::Int, true),
+                ("f3", ColumnKind::Int, false),
+                ("f4", ColumnKind::Blob, false),
+                ("f5", ColumnKind::Blob, false),
+                ("f6", ColumnKind::BigInt, true),
+            ]
+        );
+        // TEXT has the table's charset, BLOB is binary.
+        assert_eq!(
+            (schema.columns[3].collation, schema.columns[4].collation),
+            (255, 63)
+        );
+        let b = |s: &[u8]| Value::Bytes(s.to_vec());
+        let inserted: Vec<&Change> = txns[2..4].iter().flat_map(|t| &t.changes).collect();
+        let first = vec![
+            Value::UInt(1),
+            Value::UInt(2),
+            Value::Int(-3),
+            b(b"4"),
+            b(&[5]),
+            Value::UInt(6_000_000_000),
+        ];
+        let second = vec![
+            Value::Null,
+            Value::Null,
+            Value::Int(-33),
+            b(b"44"),
+            b(b"U"),
+            Value::Null,
+        ];
+        assert_eq!(
+            inserted,
+            [
+                &Change::Insert {
+                    table: 0,
+                    rows: vec![first]
+                },
+                &Change::Insert {
+                    table: 0,
+                    rows: vec![second.clone()]
+                },
+            ]
+        );
+        let updated = vec![
+            Value::UInt(111),
+            Value::UInt(222),
+            Value::Int(-333),
+            b(b"444"),
+            b(b"U"),
+            Value::Null,
+        ];
+        assert_eq!(
+            txns[4].changes,
+            [Change::Update {
+                table: 0,
+                rows: vec![(second, updated)]
+            }]
+        );
+    }
+
+    #[test]
+    fn mysql_8_0_bit_columns_decode_as_their_bits() {
+        // MySQL 8.0.26: `mysql.foo(a BIT(3), b TEXT, c BIT(8))` gets
+        // (b'100', 'foo', b'00100000').
+        let txns = corpus("mysql_type_bit.000001");
+        assert_eq!(txns.len(), 3, "{txns:#?}");
+        assert!(txns[..2].iter().all(|t| t.is_ddl()));
+        let schema = &txns[2].tables[0];
+        assert_eq!(
+            (schema.database.as_str(), schema.name.as_str()),
+            ("mysql", "foo")
+        );
+        let kinds: Vec<ColumnKind> = schema.columns.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [ColumnKind::Bit, ColumnKind::Blob, ColumnKind::Bit]);
+        assert_eq!(
+            txns[2].changes,
+            [Change::Insert {
+                table: 0,
+                rows: vec![vec![
+                    Value::Bit(0b100),
+                    Value::Bytes(b"foo".to_vec()),
+                    Value::Bit(0b0010_0000),
+                ]]
+            }]
+        );
+        assert_eq!(txns[2].position.offset, 1001, "the end of the file");
+    }
 }
