@@ -952,3 +952,46 @@ fn a_minimal_image_with_minimal_metadata_from_mysql_8_is_applied_by_position() {
         &slave,
     );
 }
+
+/// Aurora MySQL 5.7.12 (osheroff's `mysql-bin.aurora-padding`): an event of
+/// an unknown type (100) marked ignorable, then the file ends after a
+/// BEGIN. The master reads it to its end and keeps serving; nothing is
+/// logged or applied, since no transaction committed.
+#[test]
+fn an_aurora_file_with_an_ignorable_event_and_an_open_transaction_applies_nothing() {
+    let archive = tempfile::tempdir().unwrap();
+    let file = "osheroff-binlog-connector-java/mysql-bin.aurora-padding";
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/mysql-binlogs")
+            .join(file),
+        &archive.path().join(ARCHIVED),
+    );
+    let size = std::fs::metadata(archive.path().join(ARCHIVED))
+        .unwrap()
+        .len();
+    let replica = MariaDb::replica();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _slave = Rowcast::slave(&listen, &replica, "aurora");
+    let end = format!("\"file\":\"{ARCHIVED}\",\"offset\":{size}");
+    let ok = wait_until(CONVERGE, || {
+        let out = run_rowcast(
+            &["status", "--master", &listen, "--json"],
+            Duration::from_secs(30),
+        );
+        let status: String = String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        status.contains(&end) && status.contains("\"log_last_seq\":0")
+    });
+    assert!(
+        ok,
+        "status never showed the file read to {end} with nothing logged\n{}",
+        master.log_text()
+    );
+    assert!(master.is_running(), "{}", master.log_text());
+    assert_eq!(slave_position(&replica, "aurora"), "");
+}
