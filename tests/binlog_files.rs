@@ -843,7 +843,7 @@ fn a_replica_column_of_another_type_stops_with_the_servers_reason() {
 
 /// Replays one file of testdata/mysql-binlogs/ into a replica prepared
 /// with `setup`; returns the servers and processes for the test to watch.
-fn replay_file(file: &str, setup: &str) -> (MariaDb, Rowcast, Rowcast, tempfile::TempDir) {
+fn replay_file(file: &str, setup: &str) -> (MariaDb, Rowcast, Rowcast, [tempfile::TempDir; 2]) {
     let replica = MariaDb::replica();
     if !setup.is_empty() {
         replica.sql(setup);
@@ -859,9 +859,8 @@ fn replay_file(file: &str, setup: &str) -> (MariaDb, Rowcast, Rowcast, tempfile:
     let listen = listen_addr();
     let master = master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, &replica, "file");
-    // The change log's directory lives as long as the test holds it.
-    std::mem::forget(archive);
-    (replica, master, slave, data)
+    // The archive and the change log live as long as the test holds them.
+    (replica, master, slave, [archive, data])
 }
 
 fn wait_rows(replica: &MariaDb, sql: &str, want: &str, slave: &Rowcast) {
