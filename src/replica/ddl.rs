@@ -100,6 +100,39 @@ impl ReplicaDialect {
     }
 }
 
+impl ReplicaDialect {
+    /// The replica's name for a collation the primary names, when the
+    /// replica lacks it and has a counterpart (MySQL 8's utf8mb4_0900_*
+    /// on MariaDB); `None`: keep the name.
+    pub fn collation_name(&self, name: &str) -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        if self.collations.is_empty() || self.collations.contains_key(&lower) {
+            return None;
+        }
+        let (_, _, nearest) = MYSQL_0900.iter().find(|(_, n, _)| *n == lower)?;
+        nearest
+            .iter()
+            .find(|n| self.collations.contains_key(**n))
+            .map(|n| n.to_string())
+    }
+
+    /// `sql` with MySQL 8's utf8mb4_0900 collation names (which MySQL 8's
+    /// SHOW CREATE always writes, e.g. `COLLATE=utf8mb4_0900_ai_ci`)
+    /// renamed to the replica's counterparts, outside strings and quoted
+    /// names; unchanged on a replica that has them.
+    pub fn translate<'a>(&self, sql: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if !self.mariadb {
+            return std::borrow::Cow::Borrowed(sql);
+        }
+        crate::source::objects::rename_words(sql, |w| {
+            w.get(..12)
+                .is_some_and(|p| p.eq_ignore_ascii_case("utf8mb4_0900"))
+                .then(|| self.collation_name(w))
+                .flatten()
+        })
+    }
+}
+
 /// The `SET SESSION` assignments that give the apply session the
 /// primary's context for `ddl`. A variable the primary did not log takes
 /// the value a native replica gives it: the replica's default for the time
@@ -360,6 +393,42 @@ mod tests {
             set.contains("collation_server=255")
                 && set.contains("default_collation_for_utf8mb4=255"),
             "{set}"
+        );
+    }
+
+    #[test]
+    fn mysql_8_collation_names_in_statement_text_are_renamed_for_mariadb() {
+        let mariadb = ReplicaDialect {
+            mariadb: true,
+            collations: [
+                ("utf8mb4_uca1400_ai_ci", 2304),
+                ("utf8mb4_bin", 46),
+                ("utf8mb4_general_ci", 45),
+            ]
+            .iter()
+            .map(|(n, i)| (n.to_string(), *i))
+            .collect(),
+        };
+        let show_create = b"CREATE TABLE `t` (`a` varchar(5) COLLATE utf8mb4_0900_bin DEFAULT 'utf8mb4_0900_ai_ci', \
+            `utf8mb4_0900_ai_ci` int) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=UTF8MB4_0900_AI_CI /* utf8mb4_0900_ai_ci */";
+        assert_eq!(
+            String::from_utf8(mariadb.translate(show_create).into_owned()).unwrap(),
+            "CREATE TABLE `t` (`a` varchar(5) COLLATE utf8mb4_bin DEFAULT 'utf8mb4_0900_ai_ci', \
+            `utf8mb4_0900_ai_ci` int) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_uca1400_ai_ci /* utf8mb4_0900_ai_ci */"
+        );
+        // A language collation MariaDB lacks stays, for the server to name.
+        assert_eq!(
+            &mariadb.translate(b"COLLATE utf8mb4_de_pb_0900_ai_ci")[..],
+            b"COLLATE utf8mb4_de_pb_0900_ai_ci"
+        );
+        assert_eq!(mariadb.collation_name("utf8mb4_general_ci"), None);
+        let mysql = ReplicaDialect {
+            mariadb: false,
+            ..mariadb.clone()
+        };
+        assert_eq!(
+            &mysql.translate(b"COLLATE=utf8mb4_0900_ai_ci")[..],
+            b"COLLATE=utf8mb4_0900_ai_ci"
         );
     }
 

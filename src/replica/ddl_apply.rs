@@ -123,7 +123,7 @@ impl Applier {
 
     /// What the replica understands of a primary's session context, read
     /// once per connection.
-    async fn dialect(&mut self) -> Result<Arc<ReplicaDialect>, mysql_async::Error> {
+    pub(super) async fn dialect(&mut self) -> Result<Arc<ReplicaDialect>, mysql_async::Error> {
         if let Some(d) = &self.dialect {
             return Ok(d.clone());
         }
@@ -192,7 +192,9 @@ impl Applier {
             });
         }
         // A replicated event must not run here too (native: SLAVESIDE_DISABLED).
-        let statement = objects::disabled_on_replica(&ddl.sql);
+        let disabled = objects::disabled_on_replica(&ddl.sql);
+        // MySQL 8's collation names, which MariaDB lacks, as the replica's.
+        let statement = dialect.translate(&disabled);
         let result = self.conn.query_drop(statement.as_ref()).await;
         // Restore the apply session whatever happened.
         self.conn.query_drop(SESSION_SETUP).await.map_err(lost)?;

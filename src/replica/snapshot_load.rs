@@ -260,6 +260,17 @@ impl Applier {
             sql: String::from_utf8_lossy(sql).chars().take(300).collect(),
             reason: e.to_string(),
         };
+        // A MySQL 8 primary's SHOW CREATE names utf8mb4_0900 collations,
+        // which a MariaDB replica lacks: the replica's counterparts.
+        let dialect = self.dialect().await.map_err(|e| sql_error(&at, e))?;
+        let sql = &dialect.translate(sql)[..];
+        let charset = charset.map(|(client, connection)| {
+            let connection = dialect
+                .collation_name(connection)
+                .unwrap_or_else(|| connection.clone());
+            (client.clone(), connection)
+        });
+        let charset = charset.as_ref();
         self.conn
             .query_drop("SET NAMES utf8mb4, SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'")
             .await
@@ -290,7 +301,16 @@ impl Applier {
     /// Creates a stored object of a snapshot in its definition context.
     async fn run_snapshot_object(&mut self, object: &StoredObject) -> Result<(), ApplyError> {
         let at = SourcePosition::new("(snapshot)", 0);
-        let result = objects::create(&mut self.conn, object).await;
+        let dialect = self.dialect().await.map_err(|e| sql_error(&at, e))?;
+        let mut object = object.clone();
+        let c = &mut object.context;
+        for name in [&mut c.collation_connection, &mut c.collation_database] {
+            if let Some(theirs) = dialect.collation_name(name) {
+                *name = theirs;
+            }
+        }
+        object.create_sql = dialect.translate(&object.create_sql).into_owned();
+        let result = objects::create(&mut self.conn, &object).await;
         self.conn
             .query_drop(SESSION_SETUP)
             .await

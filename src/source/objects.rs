@@ -313,6 +313,31 @@ fn quote(v: &str) -> String {
     sql::literal(v)
 }
 
+/// `sql` with every bare word (not inside a string, quoted name or
+/// comment) for which `rename` gives a replacement replaced by it.
+pub fn rename_words(sql: &[u8], rename: impl Fn(&str) -> Option<String>) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    for t in tokens(sql).into_iter().filter(|t| t.word) {
+        let Ok(word) = std::str::from_utf8(&sql[t.start..t.end]) else {
+            continue;
+        };
+        if let Some(new) = rename(word) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(sql.len()));
+            o.extend_from_slice(&sql[copied..t.start]);
+            o.extend_from_slice(new.as_bytes());
+            copied = t.end;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(sql),
+        Some(mut o) => {
+            o.extend_from_slice(&sql[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
 /// One token of a statement: its byte range and whether it is a bare word
 /// (keyword or unquoted identifier).
 #[derive(Debug, Clone, Copy)]
