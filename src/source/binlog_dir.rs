@@ -4,7 +4,8 @@
 //! as the live stream would deliver them, so the same decoder and filters
 //! turn them into the change log:
 //! - the order is the `*.index` file's when the directory has one (what the
-//!   server wrote), else the binlog files' names (`base.NNNNNN` by number);
+//!   server wrote), else the binlog files' names (one `base.NNNNNN` series
+//!   by number, without gaps);
 //! - reading from a position inside a file first reads that file's
 //!   FORMAT_DESCRIPTION (checksums, and the bytes native replay needs), then
 //!   goes on at the position, as a dump from a position does;
@@ -12,11 +13,16 @@
 //!   followed by the events it holds, as mysql_async expands it on the live
 //!   stream (mysql_common's file reader does not);
 //! - at the end of the last file the reader waits for more: a file still
-//!   being written, or a new file copied into the directory. Bytes that are
-//!   not a whole event yet are not read. A file that ends inside an event
-//!   while a later file exists was cut short (the server crashed): its tail
-//!   is skipped with a warning, and the transaction it held is never
-//!   committed, so it is not applied.
+//!   being written or replaced by a longer copy, or a new file copied into
+//!   the directory. Bytes that are not a whole event yet are not read;
+//! - it moves on to the next file only once a file is finished: it ends
+//!   with the ROTATE (or STOP) a server writes when it closes a file, or the
+//!   server crashed in it (its FORMAT_DESCRIPTION still says in use) and it
+//!   has stayed unchanged for a while. Then what follows its last whole
+//!   event is skipped with a warning: it held no committed transaction, and
+//!   the decoder drops the one it left open. Anything else that would skip
+//!   bytes (an incomplete copy, a gap in the numbering, a vanished file) is
+//!   an error that names the file.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
