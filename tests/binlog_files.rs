@@ -51,26 +51,6 @@ fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| panic!("copying {from:?} to {to:?}: {e}"));
 }
 
-/// The name a corpus file gets in the archive directory: binlog files are
-/// named `base.NNNNNN`, which some projects' fixtures are not.
-const ARCHIVED: &str = "mysql-bin.000001";
-
-fn master_on_files(dir: &Path, data: &Path, listen: &str, extra: &[&str]) -> Rowcast {
-    let mut args = vec![
-        "master",
-        "--binlog-dir",
-        dir.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let mut m = Rowcast::spawn(&args);
-    m.wait_listening(listen);
-    m
-}
-
 fn count(db: &MariaDb, table: &str) -> u64 {
     db.try_sql(&format!("SELECT COUNT(*) FROM {table}"))
         .ok()
@@ -116,7 +96,7 @@ fn archived_files_replay_exactly_once_and_files_added_later_are_picked_up() {
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let mut slave = Rowcast::slave(&listen, &replica, "archive");
     // Killed part way, the slave resumes from its checkpoint: nothing
     // applied twice (ledger's running counter and its rows without a key
@@ -198,7 +178,7 @@ fn a_master_restarted_on_its_change_log_reads_on_where_it_stopped_and_start_skip
     );
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let mut master = master_on_files(
+    let mut master = Rowcast::master_on_files(
         archive.path(),
         data.path(),
         &listen,
@@ -218,7 +198,7 @@ fn a_master_restarted_on_its_change_log_reads_on_where_it_stopped_and_start_skip
     primary.sql("INSERT INTO a.t VALUES (4, 4)");
     let last = binlog_files(&primary).pop().unwrap();
     copy(&datadir(&primary).join(&last), &archive.path().join(&last));
-    let _master = master_on_files(
+    let _master = Rowcast::master_on_files(
         archive.path(),
         data.path(),
         &listen,
@@ -286,14 +266,7 @@ fn bad_binlog_dirs_and_start_positions_are_named() {
 /// CREATE the file does not hold.
 #[test]
 fn a_mariadb_10_5_binlog_replays_into_a_replica() {
-    let archive = tempfile::tempdir().unwrap();
-    copy(
-        Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/testdata/mysql-binlogs/rust_mysql_common/mariadb-bin.000001"
-        )),
-        &archive.path().join("mariadb-bin.000001"),
-    );
+    let (archive, _) = archive_of("rust_mysql_common/mariadb-bin.000001");
     let replica = MariaDb::replica();
     replica.sql(
         "CREATE DATABASE toddy_test;
@@ -302,7 +275,7 @@ fn a_mariadb_10_5_binlog_replays_into_a_replica() {
     );
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, &replica, "outbox");
     assert!(
         wait_until(CONVERGE, || count(&replica, "toddy_test.outbox") == 2),
@@ -349,7 +322,7 @@ fn the_sakila_load_from_a_mysql_5_5_binlog_replays_whole() {
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, &replica, "sakila");
     let expected = [
         ("actor", 200),
@@ -662,16 +635,10 @@ fn replay_matches_decode(file: &str, vv: &str, create: &[&str]) {
             replica.sql(&sql);
         }
     }
-    let archive = tempfile::tempdir().unwrap();
-    copy(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/mysql-binlogs")
-            .join(file),
-        &archive.path().join(ARCHIVED),
-    );
+    let (archive, _) = archive_of(file);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, &replica, "decode");
     for (name, t) in &decoded {
         let mut want: Vec<Vec<String>> = t
@@ -782,7 +749,7 @@ fn a_mariadb_binlog_with_minimal_metadata_replays_by_position() {
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let _slave = Rowcast::slave(&listen, &replica, "minimal");
     wait_at(
         &replica,
@@ -826,7 +793,7 @@ fn a_replica_column_of_another_type_stops_with_the_servers_reason() {
     replica.sql("CREATE DATABASE x; CREATE TABLE x.nokey (a INT, b LONGBLOB)");
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let _master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let mut slave = Rowcast::slave(&listen, &replica, "wide");
     assert!(
         wait_until(CONVERGE, || !slave.is_running()),
@@ -848,16 +815,10 @@ fn replay_file(file: &str, setup: &str) -> (MariaDb, Rowcast, Rowcast, [tempfile
     if !setup.is_empty() {
         replica.sql(setup);
     }
-    let archive = tempfile::tempdir().unwrap();
-    copy(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/mysql-binlogs")
-            .join(file),
-        &archive.path().join(ARCHIVED),
-    );
+    let (archive, _) = archive_of(file);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, &replica, "file");
     // The archive and the change log live as long as the test holds them.
     (replica, master, slave, [archive, data])
@@ -958,23 +919,14 @@ fn a_minimal_image_with_minimal_metadata_from_mysql_8_is_applied_by_position() {
 /// logged or applied, since no transaction committed.
 #[test]
 fn an_aurora_file_with_an_ignorable_event_and_an_open_transaction_applies_nothing() {
-    let archive = tempfile::tempdir().unwrap();
-    let file = "osheroff-binlog-connector-java/mysql-bin.aurora-padding";
-    copy(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/mysql-binlogs")
-            .join(file),
-        &archive.path().join(ARCHIVED),
-    );
-    let size = std::fs::metadata(archive.path().join(ARCHIVED))
-        .unwrap()
-        .len();
+    let (archive, name) = archive_of("osheroff-binlog-connector-java/mysql-bin.aurora-padding");
+    let size = std::fs::metadata(archive.path().join(&name)).unwrap().len();
     let replica = MariaDb::replica();
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let mut master = master_on_files(archive.path(), data.path(), &listen, &[]);
+    let mut master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let _slave = Rowcast::slave(&listen, &replica, "aurora");
-    let end = format!("\"file\":\"{ARCHIVED}\",\"offset\":{size}");
+    let end = format!("\"file\":\"{name}\",\"offset\":{size}");
     let ok = wait_until(CONVERGE, || {
         let out = run_rowcast(
             &["status", "--master", &listen, "--json"],

@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::path::Path;
-
 use support::*;
 
 /// Starts a master on a directory holding one file of testdata/mysql-binlogs/
@@ -18,31 +16,10 @@ fn replay_file(
     file: &str,
     replica: &MariaDb,
 ) -> (Rowcast, Rowcast, String, [tempfile::TempDir; 2]) {
-    let archive = tempfile::tempdir().unwrap();
-    // Binlog files are named `base.NNNNNN`; a fixture named otherwise is
-    // archived under a binlog name.
-    let name = Path::new(file).file_name().unwrap().to_str().unwrap();
-    let name = match name.rsplit_once('.') {
-        Some((_, n)) if n.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
-        _ => "mysql-bin.000001".to_string(),
-    };
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/mysql-binlogs")
-        .join(file);
-    std::fs::copy(&from, archive.path().join(name))
-        .unwrap_or_else(|e| panic!("copying {from:?}: {e}"));
+    let (archive, _) = archive_of(file);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let mut master = Rowcast::spawn(&[
-        "master",
-        "--binlog-dir",
-        archive.path().to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--data-dir",
-        data.path().to_str().unwrap(),
-    ]);
-    master.wait_listening(&listen);
+    let master = Rowcast::master_on_files(archive.path(), data.path(), &listen, &[]);
     let slave = Rowcast::slave(&listen, replica, "file");
     (master, slave, listen, [archive, data])
 }

@@ -384,6 +384,24 @@ impl Rowcast {
         m
     }
 
+    /// A master replaying the binlog files in `dir` (`--binlog-dir`), with
+    /// extra flags; waits until it listens.
+    pub fn master_on_files(dir: &Path, data_dir: &Path, listen: &str, extra: &[&str]) -> Rowcast {
+        let mut args = vec![
+            "master",
+            "--binlog-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut m = Rowcast::spawn(&args);
+        m.wait_listening(listen);
+        m
+    }
+
     pub fn master_no_wait(primary: &MariaDb, data_dir: &Path, listen: &str) -> Rowcast {
         Rowcast::spawn(&[
             "master",
@@ -491,6 +509,25 @@ pub fn run_rowcast(args: &[&str], timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A directory holding one file of testdata/mysql-binlogs/ (`set/name`),
+/// and the name it has there: its own when it is a binlog name
+/// (`base.NNNNNN`), else `mysql-bin.000001`, as `--binlog-dir` reads only
+/// binlog names and some projects' fixtures have others.
+pub fn archive_of(file: &str) -> (TempDir, String) {
+    let archive = tempfile::tempdir().unwrap();
+    let own = Path::new(file).file_name().unwrap().to_str().unwrap();
+    let name = match own.rsplit_once('.') {
+        Some((_, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => own.to_string(),
+        _ => "mysql-bin.000001".to_string(),
+    };
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/mysql-binlogs")
+        .join(file);
+    std::fs::copy(&from, archive.path().join(&name))
+        .unwrap_or_else(|e| panic!("copying {from:?}: {e}"));
+    (archive, name)
 }
 
 pub fn listen_addr() -> String {
