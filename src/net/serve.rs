@@ -71,6 +71,9 @@ pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
 /// end of a load, index builds included, can be quiet for minutes) is
 /// taken for gone and its connection dropped.
 const SEED_SILENCE: Duration = Duration::from_secs(600);
+/// How long retention keeps what a slave that left still needs, so a
+/// restarted slave finds its position.
+const RESTART_GRACE: Duration = Duration::from_secs(60);
 /// An idle stream gets a heartbeat this often.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -105,6 +108,8 @@ pub struct SlaveInfo {
     pub progress_at: Instant,
     /// Notified when a newer connection takes the name over.
     pub kick: Arc<Notify>,
+    /// When the connection ended (disconnected or failed).
+    pub left_at: Option<Instant>,
 }
 
 impl SlaveInfo {
@@ -290,8 +295,9 @@ impl ServerState {
         conn
     }
 
-    /// The oldest sequence number a connected slave still needs (`None`:
-    /// a slave is being seeded and its need is not known yet, keep all).
+    /// The oldest sequence number a connected slave, or one that left
+    /// less than `RESTART_GRACE` ago, still needs (`None`: a slave is being
+    /// seeded and its need is not known yet, keep all).
     pub fn oldest_needed_seq(&self) -> Option<u64> {
         let slaves = self.slaves.lock().unwrap();
         let mut need = u64::MAX;
@@ -299,6 +305,12 @@ impl ServerState {
             match s.state {
                 "snapshotting" => return None,
                 "streaming" => need = need.min(s.keep_from),
+                // A slave restarting (a deploy, a kill) must not find that
+                // a retention tick in between dropped what it reads again,
+                // a held XA prepare above all: that would cost a reseed.
+                _ if s.keep_from > 0 && s.left_at.is_some_and(|t| t.elapsed() < RESTART_GRACE) => {
+                    need = need.min(s.keep_from)
+                }
                 _ => {}
             }
         }
@@ -710,6 +722,7 @@ impl Handler {
                 conn: 0,
                 progress_at: Instant::now(),
                 kick: kick.clone(),
+                left_at: None,
             },
         );
         self.state
@@ -730,6 +743,7 @@ impl Handler {
             if info.state != "failed" {
                 info.state = "disconnected";
             }
+            info.left_at.get_or_insert_with(Instant::now);
         });
         self.state
             .metrics
@@ -853,6 +867,7 @@ impl Handler {
                         state.update_conn(&ack_name, conn, |info| {
                             info.state = "failed";
                             info.last_error = Some(message);
+                            info.left_at = Some(Instant::now());
                         });
                     }
                     Ok(Some(_)) => continue,
@@ -1476,7 +1491,22 @@ mod tests {
         state.register("plain", slave_info("streaming", 80, 81));
         // Applied through 90, holding a prepare logged at 61.
         state.register("holding", slave_info("streaming", 90, 61));
-        state.register("gone", slave_info("disconnected", 10, 11));
+        // Left long ago: no need; left just now: it may be restarting.
+        let mut gone = slave_info("disconnected", 10, 11);
+        gone.left_at = Instant::now().checked_sub(RESTART_GRACE * 2);
+        state.register("gone", gone);
+        assert_eq!(state.oldest_needed_seq(), Some(61));
+        let mut restarting = slave_info("failed", 50, 51);
+        restarting.left_at = Some(Instant::now());
+        state.register("restarting", restarting);
+        assert_eq!(state.oldest_needed_seq(), Some(51));
+        state
+            .slaves
+            .lock()
+            .unwrap()
+            .get_mut("restarting")
+            .unwrap()
+            .left_at = Instant::now().checked_sub(RESTART_GRACE * 2);
         assert_eq!(state.oldest_needed_seq(), Some(61));
         // Connected, nothing known yet: keep everything.
         state.register("new", slave_info("streaming", 0, 0));
@@ -1502,6 +1532,7 @@ mod tests {
             conn: 0,
             progress_at: Instant::now(),
             kick: Arc::new(Notify::new()),
+            left_at: None,
         }
     }
 
