@@ -129,6 +129,15 @@ enum Command {
         /// (seconds, or with an s/m/h suffix).
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         stall_after: Duration,
+        /// Connections a new slave's seed reads the primary with (the
+        /// slave loads with as many).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        snapshot_threads: u32,
+        /// How a seed chunk's read view is tied to a binlog position:
+        /// `status` (MariaDB's binlog_snapshot_position) or `lock` (a brief
+        /// LOCK TABLES ... READ, as on MySQL). Default: by server.
+        #[arg(long, hide = true, value_parser = ["status", "lock"])]
+        seed_point: Option<String>,
     },
     /// Apply a master's changes to a local database.
     Slave {
@@ -165,6 +174,14 @@ enum Command {
         /// as the master's --log; the master is then used only for seeding.
         #[arg(long, value_name = "URL")]
         log: Option<String>,
+        /// Copy this table again from the primary (`DB.TABLE`, repeatable):
+        /// for a table that diverged, or one that entered the master's
+        /// filter later. The other tables keep streaming meanwhile.
+        #[arg(long, value_name = "DB.TABLE", value_parser = parse_table_name)]
+        resync: Vec<(String, String)>,
+        /// Connections that load a seed's chunks into the replica.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        snapshot_threads: u32,
         #[command(flatten)]
         tls: ClientTlsArgs,
     },
@@ -445,6 +462,16 @@ fn print_report(report: &checksum::Report) {
     );
 }
 
+/// `DB.TABLE` as its two names.
+fn parse_table_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('.') {
+        Some((d, t)) if !d.is_empty() && !t.is_empty() && !t.contains('.') => {
+            Ok((d.to_string(), t.to_string()))
+        }
+        _ => Err(format!("`{s}` is not DB.TABLE (for example shop.orders)")),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Master {
@@ -469,6 +496,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_key,
             tls_client_ca,
             stall_after,
+            snapshot_threads,
+            seed_point,
         } => {
             let origin = match (source, binlog_dir) {
                 (Some(source), None) => Origin::Primary(Source::from_url_and_password_file(
@@ -513,6 +542,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nats: log.as_deref().map(NatsUrl::parse).transpose()?,
                 nats_chunk_bytes,
                 stall_after,
+                snapshot_threads: snapshot_threads as usize,
+                seed_point: seed_point.map(|m| match m.as_str() {
+                    "lock" => rowcast::source::chunk_read::PointMethod::TableLock,
+                    _ => rowcast::source::chunk_read::PointMethod::SnapshotStatus,
+                }),
                 tls: match (&tls_cert, &tls_key) {
                     (Some(c), Some(k)) => {
                         Some(rowcast::net::tls::acceptor(c, k, tls_client_ca.as_deref())?)
@@ -533,6 +567,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_file,
             no_read_only,
             log,
+            resync,
+            snapshot_threads,
             tls,
         } => {
             let target =
@@ -551,6 +587,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 read_only: !no_read_only,
                 tls: tls.build()?,
                 nats: log.as_deref().map(NatsUrl::parse).transpose()?,
+                resync,
+                snapshot_threads: snapshot_threads as usize,
             };
             slave::run(config, shutdown_signal()).await?;
         }

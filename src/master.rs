@@ -61,6 +61,10 @@ pub struct MasterConfig {
     /// A slave with work pending whose applied sequence has not moved for
     /// this long shows as `stalled`.
     pub stall_after: Duration,
+    /// Connections a seed reads the primary with.
+    pub snapshot_threads: usize,
+    /// How seed chunks find their position (`None`: by server kind).
+    pub seed_point: Option<crate::source::chunk_read::PointMethod>,
 }
 
 /// Encoded transactions waiting for the log writer may hold at most this
@@ -212,6 +216,9 @@ pub async fn run(
     // Lag needs the newest record's commit time from the start, not only
     // after the next append.
     *state.log_tip.lock().unwrap() = log.tip();
+    // The covered sequence (see `ToWriter::Covered`) counts from the log's
+    // end, not from 0.
+    metrics.last_seq.set(view.last_seq().await);
     let resume = log.resume().expect("initialised above");
     // Which primary is this? A different server than the log followed
     // means a failover: positions get a new epoch and the stream resumes
@@ -333,6 +340,14 @@ fn spawn_server(
         token: config.token.clone().map(Arc::new),
         tls: config.tls.clone(),
         epoch,
+        threads: config.snapshot_threads.max(1),
+        point: config
+            .seed_point
+            .unwrap_or(if info.is_some_and(|i| i.is_mariadb) {
+                crate::source::chunk_read::PointMethod::SnapshotStatus
+            } else {
+                crate::source::chunk_read::PointMethod::TableLock
+            }),
     };
     tokio::spawn(Listener::new(listener, log, state.clone(), snapshots, shutdown.clone()).run())
 }
@@ -476,6 +491,13 @@ async fn stream_once(
                 epoch,
                 ..SourcePosition::new(file, offset)
             });
+            // Only once nothing of a transaction is open: a heartbeat
+            // inside one cannot happen, but the decoder is the judge.
+            if let (Some(p), false) = (&at, decoder.in_transaction()) {
+                if tx.send(ToWriter::Covered(p.clone())).await.is_err() {
+                    return Ok(last);
+                }
+            }
             state.caught_up(at);
             continue;
         }
@@ -566,6 +588,8 @@ enum ToWriter {
     Txn(EncodedTxn, OwnedSemaphorePermit),
     /// Time to apply retention.
     Tick,
+    /// The primary's heartbeat: everything before this position was read.
+    Covered(SourcePosition),
 }
 
 /// The log writer: takes everything queued, appends it as one batch
@@ -581,12 +605,14 @@ async fn write_loop(
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut tick = false;
+        let mut covered = None;
         match first {
             ToWriter::Txn(t, p) => {
                 batch.push(t);
                 permits.push(p);
             }
             ToWriter::Tick => tick = true,
+            ToWriter::Covered(p) => covered = Some(p),
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -595,6 +621,9 @@ async fn write_loop(
                     permits.push(p);
                 }
                 Ok(ToWriter::Tick) => tick = true,
+                // Later transactions in this batch count in the sequence
+                // too: a later one, which is only more cautious.
+                Ok(ToWriter::Covered(p)) => covered = Some(p),
                 Err(_) => break,
             }
         }
@@ -620,6 +649,9 @@ async fn write_loop(
                 *state.log_tip.lock().unwrap() = (Some(position), time);
             }
             permits.clear();
+        }
+        if let Some(p) = covered {
+            state.set_covered(p, state.metrics.last_seq.get());
         }
         if tick {
             if let Some(keep_from) = state.oldest_needed_seq() {

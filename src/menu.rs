@@ -177,6 +177,8 @@ pub async fn master() -> i32 {
         nats_chunk_bytes: None,
         stall_after: rowcast::net::serve::DEFAULT_STALL_AFTER,
         tls: None,
+        snapshot_threads: 2,
+        seed_point: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -307,6 +309,8 @@ pub async fn slave() -> i32 {
         read_only: true,
         tls: None,
         nats: None,
+        resync: Vec::new(),
+        snapshot_threads: 2,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task =

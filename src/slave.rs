@@ -27,6 +27,7 @@ use crate::net::tls::{ClientTls, ConnectError};
 use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
 use crate::ops::metrics::Metrics;
 use crate::replica::apply::{Applier, ApplyError};
+use crate::replica::seed_loaders::{LoadJob, SeedLoaders};
 use crate::source::Source;
 
 #[derive(Debug, Clone)]
@@ -48,6 +49,10 @@ pub struct SlaveConfig {
     pub tls: Option<ClientTls>,
     /// Read the change log from this stream; the master only seeds.
     pub nats: Option<NatsUrl>,
+    /// Tables to copy again from the primary (`--resync db.table`).
+    pub resync: Vec<(String, String)>,
+    /// Connections that load seed chunks into the replica.
+    pub snapshot_threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +110,24 @@ pub async fn run(
     if config.resnapshot {
         tracing::warn!(name = %config.name, "--resnapshot: forgetting the checkpoint; the replicated databases will be dropped and copied again");
         applier.forget_checkpoint().await?;
+        applier.forget_seed().await?;
+    }
+    // A table already being copied again (a restart) is not asked for
+    // twice; without a checkpoint the whole seed copies it anyway.
+    if applier.checkpoint().position.is_some() {
+        let pending: Vec<(String, String)> = config
+            .resync
+            .iter()
+            .filter(|(d, t)| applier.seed().get(d, t).is_none())
+            .cloned()
+            .collect();
+        applier.resync_pending = pending;
+    }
+    if !applier.seed().is_empty() {
+        tracing::info!(
+            tables = applier.seed().tables().count(),
+            "the seed goes on from its last loaded chunks"
+        );
     }
     let cp = applier.checkpoint();
     tracing::info!(
@@ -194,7 +217,9 @@ type Received = (Result<Incoming, SlaveError>, Option<OwnedSemaphorePermit>);
 
 enum Incoming {
     Txn(u64, Transaction),
-    Heartbeat,
+    /// The master is idle; with a position, no transaction ending before
+    /// it follows.
+    Heartbeat(Option<crate::source::position::SourcePosition>),
     Snapshot(MasterMessage),
 }
 
@@ -209,6 +234,8 @@ struct Feed {
     reporter: Reporter,
     /// Return once a snapshot is loaded: the log is read directly next.
     seed_only: bool,
+    /// Connections to load seed chunks with.
+    seed_threads: usize,
 }
 
 /// A task that ends with its owner.
@@ -355,6 +382,15 @@ impl Feed {
             .send(&hello)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
+        // What of a seed is left (its progress), and what to copy again.
+        let seed = SlaveMessage::Seed {
+            tables: applier.seed().tables().cloned().collect(),
+            resync: applier.resync_pending.clone(),
+        };
+        writer
+            .send(&seed)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         match reader
             .read_message_timeout::<MasterMessage>(Duration::from_secs(30))
             .await
@@ -435,7 +471,9 @@ impl Feed {
                 };
                 let item = match message {
                     Ok(Some(MasterMessage::Transaction(seq, txn))) => Ok(Incoming::Txn(seq, txn)),
-                    Ok(Some(MasterMessage::Heartbeat { .. })) => Ok(Incoming::Heartbeat),
+                    Ok(Some(MasterMessage::Heartbeat { position, .. })) => {
+                        Ok(Incoming::Heartbeat(position))
+                    }
                     Ok(Some(MasterMessage::Error { kind, message })) => Err(match kind {
                         // The master's own trouble (a failed snapshot read):
                         // worth another try.
@@ -461,7 +499,10 @@ impl Feed {
                     }
                     Ok(Some(
                         m @ (MasterMessage::SnapshotBegin { .. }
-                        | MasterMessage::SnapshotRows { .. }),
+                        | MasterMessage::SnapshotRows { .. }
+                        | MasterMessage::SeedBegin { .. }
+                        | MasterMessage::SeedChunk(_)
+                        | MasterMessage::SeedTableBegin { .. }),
                     )) => Ok(Incoming::Snapshot(m)),
                     Ok(None) => return,
                     Err(e) => Err(SlaveError::Unavailable {
@@ -480,6 +521,7 @@ impl Feed {
             rx,
             reporter: Reporter::Master { writer, addr },
             seed_only: config.nats.is_some(),
+            seed_threads: config.snapshot_threads.max(1),
             _reader: AbortOnDrop(reader_task),
         })
     }
@@ -512,7 +554,11 @@ impl Feed {
                 // A second without a record lets the applier report progress.
                 let (item, permit) = match reader.next_within(Duration::from_secs(1)).await {
                     Ok(None) => {
-                        if tx.send((Ok(Incoming::Heartbeat), None)).await.is_err() {
+                        if tx
+                            .send((Ok(Incoming::Heartbeat(None)), None))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -543,6 +589,7 @@ impl Feed {
                 failing_since: None,
             },
             seed_only: false,
+            seed_threads: 1,
             _reader: AbortOnDrop(reader_task),
         })
     }
@@ -649,6 +696,95 @@ impl Reporter {
     }
 }
 
+/// The stream has applied up to the checkpoint (or, idle, reached
+/// `position`): chunks read before it take every later change, and once
+/// every table is loaded and passed, the seed ends.
+async fn seed_passed(
+    applier: &mut Applier,
+    loaders: &mut Option<SeedLoaders>,
+    position: Option<crate::source::position::SourcePosition>,
+    metrics: &Metrics,
+) -> Result<(), SlaveError> {
+    let applied = applier.checkpoint().position.clone();
+    for p in [applied, position].into_iter().flatten() {
+        applier.seed_mut().passed(&p);
+    }
+    applier.seed_mut().take_finished();
+    if applier.seed().is_empty() {
+        if loaders.as_ref().is_some_and(|l| l.has_deferred()) {
+            return Err(ApplyError::Sql {
+                position: "seed".into(),
+                reason: "seed chunks wait for a DDL that never came: their columns are not on the replica's table; please report this as a rowcast bug, and run the slave with --resnapshot".into(),
+            }
+            .into());
+        }
+        *loaders = None;
+        applier.seed_finish().await?;
+        SeedBar::done();
+        tracing::info!(
+            rows_loaded = metrics.snapshot_rows.get(),
+            "seed complete: every table is loaded and follows the stream"
+        );
+    }
+    Ok(())
+}
+
+/// Seeding progress on a terminal (stderr), at most once a second.
+struct SeedBar {
+    tty: bool,
+    last: std::time::Instant,
+    started: std::time::Instant,
+}
+
+impl SeedBar {
+    fn new() -> SeedBar {
+        use std::io::IsTerminal;
+        SeedBar {
+            tty: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&mut self, gate: &crate::replica::seed_gate::SeedGate) {
+        if !self.tty || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let (mut rows, mut est, mut bytes) = (0u64, 0u64, 0u64);
+        for t in gate.tables() {
+            rows += t.rows_done();
+            bytes += t.bytes_done();
+            est += t.estimated_rows.max(t.rows_done());
+        }
+        let pct = (rows * 100).checked_div(est).unwrap_or(0);
+        let width = 30;
+        let filled = (pct.min(100) as usize * width) / 100;
+        let secs = self.started.elapsed().as_secs_f64();
+        let eta = if rows > 0 && secs >= 1.0 {
+            format!(
+                "{}s",
+                ((est.saturating_sub(rows)) as f64 / (rows as f64 / secs)).ceil()
+            )
+        } else {
+            "?".into()
+        };
+        eprint!(
+            "\rseeding [{}{}] {pct:>3}% {rows}/{est} rows, {} MiB, ETA {eta}   ",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            bytes >> 20
+        );
+    }
+
+    fn done() {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+}
+
 /// The sequence number that must follow a batch's last transaction.
 fn seq_next(batch: &[(u64, Transaction)]) -> u64 {
     batch.last().map_or(0, |(s, _)| s + 1)
@@ -666,9 +802,14 @@ async fn apply_loop(
         rx,
         reporter,
         seed_only,
+        seed_threads,
         ..
     } = feed;
     let seed_only = *seed_only;
+    let seed_threads = *seed_threads;
+    // Seeding: the connections loading chunks, and the progress bar.
+    let mut loaders: Option<SeedLoaders> = None;
+    let mut bar = SeedBar::new();
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // Whether snapshot progress still reaches the master.
     let mut progress_reported = true;
@@ -724,6 +865,20 @@ async fn apply_loop(
                         Err(_) => break,
                     }
                 }
+                if !applier.seed().is_empty() {
+                    if let Some(l) = loaders.as_mut() {
+                        l.barrier().await?;
+                    }
+                    for (_, txn) in batch.iter_mut() {
+                        // A prepare's rows are judged at its XA COMMIT.
+                        if !matches!(txn.xa, Some(crate::log::change::XaStep::Prepare(_))) {
+                            applier.seed().filter(txn).map_err(|e| ApplyError::Sql {
+                                position: txn.position.to_string(),
+                                reason: e.to_string(),
+                            })?;
+                        }
+                    }
+                }
                 if let Err(e) = applier.apply_batch_watched(&batch).await {
                     let e = applier.explain_failure(e, &batch);
                     if !e.is_retryable() {
@@ -741,6 +896,14 @@ async fn apply_loop(
                     return Err(e.into());
                 }
                 drop(permits);
+                if !applier.seed().is_empty() {
+                    if batch.iter().any(|(_, t)| t.is_ddl()) {
+                        if let Some(l) = loaders.as_mut().filter(|l| l.has_deferred()) {
+                            l.retry_deferred().await?;
+                        }
+                    }
+                    seed_passed(applier, &mut loaders, None, metrics).await?;
+                }
                 let (seq, txn) = batch.last().expect("batch is not empty");
                 metrics
                     .transactions
@@ -767,7 +930,13 @@ async fn apply_loop(
                     }
                 }
             }
-            Incoming::Heartbeat => {
+            Incoming::Heartbeat(position) => {
+                if !applier.seed().is_empty() {
+                    if let Some(l) = loaders.as_mut() {
+                        l.barrier().await?;
+                    }
+                    seed_passed(applier, &mut loaders, position, metrics).await?;
+                }
                 // An idle applier's session must not look like a zombie
                 // to another slave waiting for its session lock.
                 applier.keep_alive().await?;
@@ -832,6 +1001,49 @@ async fn apply_loop(
                 if seed_only {
                     return Ok(());
                 }
+            }
+            Incoming::Snapshot(MasterMessage::SeedBegin {
+                position,
+                databases,
+                tables,
+                views,
+                objects,
+                plan,
+            }) => {
+                tracing::info!(%position, tables = plan.len(), ranged = plan.iter().filter(|t| t.key.is_some()).count(), objects = objects.len(), "seeding: the tables are created empty and filled while the stream goes on");
+                loaders = None;
+                applier
+                    .seed_begin(&position, &databases, &tables, views, objects, plan)
+                    .await?;
+            }
+            Incoming::Snapshot(MasterMessage::SeedTableBegin { table, plan }) => {
+                if let Some(l) = loaders.as_mut() {
+                    l.barrier().await?;
+                }
+                applier
+                    .resync_pending
+                    .retain(|(d, t)| !(d == &table.database && t == &table.name));
+                applier.seed_table_begin(&table, plan).await?;
+            }
+            Incoming::Snapshot(MasterMessage::SeedChunk(chunk)) => {
+                let bytes = crate::source::chunk_read::chunk_bytes(&chunk);
+                metrics.snapshot_rows.add(chunk.rows.len() as u64);
+                let Some(table) = applier.seed_mut().loaded(&chunk, bytes) else {
+                    tracing::warn!(database = %chunk.database, table = %chunk.name, "a seed chunk of a table this slave is not seeding; ignored");
+                    continue;
+                };
+                let state = table.ranges[chunk.range as usize].clone();
+                if loaders.is_none() {
+                    loaders = Some(SeedLoaders::new(applier, seed_threads).await?);
+                }
+                let l = loaders.as_mut().expect("just made");
+                l.dispatch(LoadJob {
+                    chunk,
+                    table,
+                    state,
+                })
+                .await?;
+                bar.show(applier.seed());
             }
             Incoming::Snapshot(_) => {}
         }

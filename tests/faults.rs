@@ -144,7 +144,7 @@ fn everything_killed_cut_and_rotated_under_load_loses_nothing() {
     let mut master = Rowcast::master(&primary, data.path(), &listen);
     let proxy = Proxy::start(listen.clone());
     let mut slave = Rowcast::slave(&proxy.addr, &replica, "f");
-    wait_until(CONVERGE, || !slave_position(&replica, "f").is_empty());
+    wait_seeded(&replica, "f");
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));

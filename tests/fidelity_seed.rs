@@ -265,7 +265,7 @@ fn a_slave_seeded_while_writes_go_on_has_every_object_and_value_of_the_primary()
     let stop = Arc::new(AtomicBool::new(false));
     let writer = load(primary.port, stop.clone());
     let _slave = Rowcast::slave(&listen, &replica, "seeded");
-    let seeded = wait_until(CONVERGE, || !slave_position(&replica, "seeded").is_empty());
+    let seeded = wait_seeded(&replica, "seeded");
     assert!(seeded, "the slave was seeded");
     stop.store(true, Ordering::SeqCst);
     let loaded = writer.join().unwrap();

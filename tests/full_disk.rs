@@ -120,10 +120,7 @@ fn a_full_data_dir_stops_the_master_and_it_resumes_once_space_is_freed() {
     let mut master = Rowcast::master(&primary, &data_dir, &listen);
     let replica = MariaDb::replica();
     let _slave = Rowcast::slave(&listen, &replica, "s1");
-    assert!(
-        wait_until(CONVERGE, || !slave_position(&replica, "s1").is_empty()),
-        "the slave was not seeded"
-    );
+    assert!(wait_seeded(&replica, "s1"), "the slave was not seeded");
 
     // About 2 MiB left; the rows need ten times that in the log.
     disk.fill_leaving(2 << 20);
@@ -312,7 +309,7 @@ fn a_full_replica_stops_the_slave_and_a_restart_catches_up() {
     let replica = MariaDb::replica_on(&disk);
     let mut slave = Rowcast::slave(&listen, &replica, "s1");
     assert!(
-        wait_until(CONVERGE, || !slave_position(&replica, "s1").is_empty()),
+        wait_seeded(&replica, "s1"),
         "the slave was not seeded:\n{}",
         slave.log_text()
     );

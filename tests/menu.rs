@@ -179,7 +179,7 @@ fn slave_menu_shows_data_and_verifies() {
     s.answer("password", "");
     s.answer("Slave name", "tty");
     s.expect("slave `tty` running");
-    assert!(wait_until(CONVERGE, || !slave_position(&replica, "tty").is_empty()));
+    assert!(wait_seeded(&replica, "tty"));
     s.answer(">", "3");
     s.answer("Table (db.table)", "v.t");
     s.expect("as of source position");

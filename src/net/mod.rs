@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod connection;
 pub mod frame;
+pub mod seed_serve;
 pub mod serve;
 pub mod tls;
 pub mod wire;

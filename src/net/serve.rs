@@ -53,11 +53,14 @@ use tokio::sync::mpsc;
 use crate::log::change::{Row, TableSchema};
 use crate::log::{LogView, View};
 use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
+use crate::net::seed_serve::{Round, Seeder};
 use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
 use crate::ops::metrics::{Metrics, SlaveGauges};
+use crate::source::chunk_read::PointMethod;
 use crate::source::filter::Filter;
 use crate::source::origin::Origin;
 use crate::source::position::SourcePosition;
+use crate::source::seed_plan::SeedTable;
 use crate::source::snapshot::{Snapshot, SnapshotError};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +103,9 @@ pub struct SlaveInfo {
     pub oldest_unacked_time: u32,
     pub snapshot_rows: u64,
     pub snapshot_estimated_rows: u64,
+    pub snapshot_bytes: u64,
+    pub snapshot_estimated_bytes: u64,
+    pub snapshot_eta_seconds: Option<u64>,
     pub last_error: Option<String>,
     /// Which connection this entry belongs to: a replaced connection's
     /// handler leaves a newer entry alone.
@@ -179,6 +185,10 @@ pub struct ServerState {
     /// it said) and when (ms since the epoch). The master's binlog reader
     /// had read everything the primary had then.
     caught_up: Mutex<Option<(Option<SourcePosition>, u64)>>,
+    /// The primary's binlog up to this position is in the log, through
+    /// this sequence number (the writer sets it after appending what the
+    /// reader read before a heartbeat).
+    covered: Mutex<Option<(SourcePosition, u64)>>,
     next_conn: AtomicU64,
     /// JetStream slaves: the sequence last reported and since when.
     nats_seen: Mutex<HashMap<String, (u64, Instant)>>,
@@ -199,6 +209,7 @@ impl ServerState {
             metrics,
             stall_after,
             caught_up: Mutex::new(None),
+            covered: Mutex::new(None),
             next_conn: AtomicU64::new(1),
             nats_seen: Mutex::new(HashMap::new()),
             nats_written: Mutex::new(HashMap::new()),
@@ -212,6 +223,12 @@ impl ServerState {
         let now = now_ms();
         *self.caught_up.lock().unwrap() = Some((at, now));
         self.reader_seen_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Everything the primary wrote up to `position` is logged, through
+    /// sequence `seq`.
+    pub fn set_covered(&self, position: SourcePosition, seq: u64) {
+        *self.covered.lock().unwrap() = Some((position, seq));
     }
 
     /// The binlog reader got an event from the primary (a transaction's,
@@ -343,6 +360,10 @@ pub struct SnapshotSource {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The epoch of positions read from the current primary.
     pub epoch: u32,
+    /// Connections a seed reads the primary with (`--snapshot-threads`).
+    pub threads: usize,
+    /// How a seed chunk's read view is tied to a binlog position.
+    pub point: PointMethod,
 }
 
 pub struct Listener {
@@ -391,6 +412,8 @@ impl Listener {
                             snapshots: self.snapshots.clone(),
                             shutdown: self.shutdown.clone(),
                             conn: 0,
+                            seed: Vec::new(),
+                            resync: Vec::new(),
                         };
                         tokio::spawn(async move { handler.run(socket).await });
                     }
@@ -414,6 +437,10 @@ struct Handler {
     shutdown: watch::Receiver<bool>,
     /// This connection's id once the slave is registered.
     conn: u64,
+    /// What the slave said it is still being seeded with, and the tables
+    /// it asks to be copied again (`SlaveMessage::Seed`).
+    seed: Vec<SeedTable>,
+    resync: Vec<(String, String)>,
 }
 
 /// A task that ends with its owner (a replaced handler's ack reader must
@@ -456,6 +483,133 @@ impl Handler {
             .ddl_between(from, to)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Opens a seed: the catalog at the primary's position now (read again
+    /// if DDL landed while it was read), sent with the plan of how each
+    /// table is copied. Returns that position, where the slave's stream
+    /// starts, and the plan.
+    async fn seed_begin(
+        &self,
+        writer: &mut FrameWriter,
+    ) -> Result<(SourcePosition, Vec<SeedTable>), ServeError> {
+        let snap = &self.snapshots;
+        let Some(source) = snap.origin.primary() else {
+            unreachable!("binlog files are never seeded");
+        };
+        let mut attempt = 0;
+        let (mut snapshot, catalog) = loop {
+            attempt += 1;
+            let mut snapshot = Snapshot::unlocked(source).await?;
+            snapshot.position.epoch = snap.epoch;
+            let catalog = snapshot.catalog(&snap.filter).await?;
+            let mut catalog_at = snapshot.source_end(source).await?;
+            catalog_at.epoch = snap.epoch;
+            match self.ddl_between(&snapshot.position, &catalog_at).await {
+                Ok(false) => break (snapshot, catalog),
+                Ok(true) if attempt < 20 => {
+                    tracing::info!(
+                        attempt,
+                        "schema changed while the seed's catalog was read; reading it again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Ok(true) => {
+                    return Err(SnapshotError::Read {
+                        object: "catalog".into(),
+                        reason: "the schema kept changing during 20 attempts to read it".into(),
+                    }
+                    .into())
+                }
+                Err(reason) => {
+                    return Err(SnapshotError::Read {
+                        object: "change log".into(),
+                        reason,
+                    }
+                    .into())
+                }
+            }
+        };
+        let plan = snapshot.plan(&catalog, snap.threads as u32).await?;
+        let position = snapshot.position.clone();
+        tracing::info!(
+            %position,
+            databases = catalog.databases.len(),
+            tables = catalog.tables.len(),
+            ranged = plan.iter().filter(|t| t.key.is_some()).count(),
+            ranges = plan.iter().map(|t| t.ranges.len()).sum::<usize>(),
+            views = catalog.views.len(),
+            objects = catalog.objects.len(),
+            estimated_rows = catalog.estimated_rows,
+            estimated_bytes = catalog.estimated_bytes,
+            "seed started"
+        );
+        writer
+            .send(&MasterMessage::SeedBegin {
+                position: position.clone(),
+                databases: catalog.databases,
+                tables: catalog.tables,
+                views: catalog.views,
+                objects: catalog.objects,
+                plan: plan.clone(),
+            })
+            .await?;
+        Ok((position, plan))
+    }
+
+    /// `--resync`: for each table asked for, its CREATE statement and plan,
+    /// sent before any record of this connection (so at the slave's
+    /// checkpoint); the tables join the seed.
+    async fn seed_tables_begin(&mut self, writer: &mut FrameWriter) -> Result<(), ServeError> {
+        let snap = &self.snapshots;
+        let Some(source) = snap.origin.primary() else {
+            return Err(SnapshotError::Read {
+                object: "resync".into(),
+                reason: "a master reading binlog files has no primary to copy tables from".into(),
+            }
+            .into());
+        };
+        let mut snapshot = Snapshot::unlocked(source).await?;
+        let catalog = snapshot.catalog(&snap.filter).await?;
+        for (db, name) in std::mem::take(&mut self.resync) {
+            let Some(i) = catalog
+                .tables
+                .iter()
+                .position(|t| t.database == db && t.name == name)
+            else {
+                return Err(SnapshotError::Read {
+                    object: format!("{db}.{name}"),
+                    reason: "no such table is replicated from the primary (is it in --include?);                              check the name given to --resync"
+                        .into(),
+                }
+                .into());
+            };
+            let one = crate::source::snapshot::Catalog {
+                databases: Vec::new(),
+                tables: vec![catalog.tables[i].clone()],
+                views: Vec::new(),
+                objects: Default::default(),
+                estimated_rows: catalog.sizes[i].0,
+                estimated_bytes: catalog.sizes[i].1,
+                sizes: vec![catalog.sizes[i]],
+            };
+            let mut plan = snapshot.plan(&one, snap.threads as u32).await?;
+            let Some(mut plan) = plan.pop() else { continue };
+            // Alone: its foreign keys' other tables are not copied again.
+            if plan.group == 1 {
+                plan.group = u32::MAX;
+            }
+            tracing::info!(database = %db, table = %name, "copying the table again (--resync)");
+            writer
+                .send(&MasterMessage::SeedTableBegin {
+                    table: catalog.tables[i].clone(),
+                    plan: plan.clone(),
+                })
+                .await?;
+            self.seed.retain(|t| !(t.database == db && t.name == name));
+            self.seed.push(plan);
+        }
+        Ok(())
     }
 
     /// Reads a consistent snapshot and streams it; returns its position.
@@ -694,6 +848,24 @@ impl Handler {
                 .await?;
             return Ok(());
         }
+        // Every slave says next what it is being seeded with (a long list
+        // for a big seed: a larger frame than the handshake's).
+        reader.set_limit(16 << 20);
+        let seed = reader
+            .read_message_timeout::<SlaveMessage>(HANDSHAKE_TIMEOUT)
+            .await;
+        reader.set_limit(wire::HANDSHAKE_FRAME_LIMIT);
+        match seed {
+            Ok(Some(SlaveMessage::Seed { tables, resync })) => {
+                self.seed = tables;
+                self.resync = resync;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) | Err(_) => {
+                tracing::warn!(addr = %self.addr, "refused a slave that did not follow Hello with its seed state");
+                return Ok(());
+            }
+        }
         writer
             .send(&MasterMessage::Welcome {
                 last_seq: self.log.last_seq().await,
@@ -718,6 +890,9 @@ impl Handler {
                 oldest_unacked_time: 0,
                 snapshot_rows: 0,
                 snapshot_estimated_rows: 0,
+                snapshot_bytes: 0,
+                snapshot_estimated_bytes: 0,
+                snapshot_eta_seconds: None,
                 last_error: None,
                 conn: 0,
                 progress_at: Instant::now(),
@@ -791,10 +966,30 @@ impl Handler {
                 tracing::info!(start = ?start.as_ref().map(|p| p.to_string()), "new slave of binlog files: reading the change log from its start, without a snapshot");
                 start
             }
-            (None, Origin::Primary(_)) => match self.send_snapshot(&mut writer, &name).await {
-                Ok(p) => Some(p),
+            // A JetStream slave reads the stream itself: it is seeded by
+            // one consistent snapshot (its stream cannot carry chunks).
+            (None, Origin::Primary(_)) if self.log.read_directly().is_some() => {
+                match self.send_snapshot(&mut writer, &name).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!(cause = %e, "snapshot failed");
+                        let _ = writer
+                            .send(&MasterMessage::Error {
+                                kind: ErrorKind::Internal,
+                                message: e.to_string(),
+                            })
+                            .await;
+                        return Ok(());
+                    }
+                }
+            }
+            (None, Origin::Primary(_)) => match self.seed_begin(&mut writer).await {
+                Ok((p, plan)) => {
+                    self.seed = plan;
+                    Some(p)
+                }
                 Err(e) => {
-                    tracing::error!(cause = %e, "snapshot failed");
+                    tracing::error!(cause = %e, "seed failed to start");
                     let _ = writer
                         .send(&MasterMessage::Error {
                             kind: ErrorKind::Internal,
@@ -805,6 +1000,37 @@ impl Handler {
                 }
             },
         };
+        // Tables to copy again, at this point of the slave's stream.
+        if !self.resync.is_empty() {
+            if let Err(e) = self.seed_tables_begin(&mut writer).await {
+                tracing::error!(cause = %e, "resync failed to start");
+                let _ = writer
+                    .send(&MasterMessage::Error {
+                        kind: ErrorKind::Internal,
+                        message: e.to_string(),
+                    })
+                    .await;
+                return Ok(());
+            }
+        }
+        let mut seeder = match (self.seed.is_empty(), self.snapshots.origin.primary()) {
+            (false, Some(source)) => Some(Seeder::new(
+                std::mem::take(&mut self.seed),
+                source.clone(),
+                self.snapshots.point,
+                self.snapshots.epoch,
+                self.snapshots.threads,
+            )),
+            _ => None,
+        };
+        if let Some(s) = &seeder {
+            tracing::info!(
+                rows_done = s.progress.rows,
+                estimated_rows = s.progress.estimated_rows,
+                threads = self.snapshots.threads,
+                "seeding the slave while streaming to it"
+            );
+        }
         if self.log.read_directly().is_some() {
             // The slave reads the log itself from here on.
             writer.flush().await?;
@@ -879,7 +1105,37 @@ impl Handler {
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         let tag = wire::transaction_frame_tag();
         let mut acks_done = false;
+        // Seeding: the round being read, the last record sent, and the
+        // record the stream must reach before the next round.
+        let mut round: Option<Round> = None;
+        let mut sent = match &after {
+            Some(p) => log.seq_through(p).await.unwrap_or(0),
+            None => 0,
+        };
+        let mut drain_to = log.last_seq().await;
         let result: Result<(), ServeError> = loop {
+            if let Some(s) = seeder
+                .as_mut()
+                .filter(|_| round.is_none() && sent >= drain_to)
+            {
+                round = s.start_round();
+                if round.is_none() {
+                    tracing::info!(
+                        rows = s.progress.rows,
+                        bytes = s.progress.bytes,
+                        "seed sent whole"
+                    );
+                    let p = s.progress.clone();
+                    self.state.update_conn(&name, conn, |i| {
+                        i.snapshot_rows = p.rows;
+                        i.snapshot_estimated_rows = p.rows;
+                        i.snapshot_bytes = p.bytes;
+                        i.snapshot_estimated_bytes = p.bytes;
+                        i.snapshot_eta_seconds = Some(0);
+                    });
+                    seeder = None;
+                }
+            }
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break Ok(()),
@@ -891,8 +1147,40 @@ impl Handler {
                         Err(_) => Ok(()),
                     };
                 }
-                rec = log_reader.next() => match rec {
+                chunk = next_chunk(&mut round), if round.is_some() => match (chunk, seeder.as_mut()) {
+                    (Some(chunk), Some(s)) => {
+                        s.note(&chunk);
+                        let p = s.progress.clone();
+                        self.state.metrics.snapshot_rows.add(chunk.rows.len() as u64);
+                        self.state.update_conn(&name, conn, |i| {
+                            i.snapshot_rows = p.rows;
+                            i.snapshot_estimated_rows = p.estimated_rows;
+                            i.snapshot_bytes = p.bytes;
+                            i.snapshot_estimated_bytes = p.estimated_bytes;
+                            i.snapshot_eta_seconds = p.eta_seconds();
+                        });
+                        writer.write_message(&MasterMessage::SeedChunk(chunk)).await?;
+                        if writer.buffered() > 256 * 1024 {
+                            writer.flush().await?;
+                        }
+                        heartbeat.reset();
+                    }
+                    (_, s) => {
+                        let finished = match (round.take(), s) {
+                            (Some(r), Some(s)) => s.finish_round(r).await,
+                            _ => Ok(()),
+                        };
+                        if let Err(e) = finished {
+                            tracing::error!(cause = %e, "seed read failed; the slave reconnects and goes on from its last chunk");
+                            let _ = writer.send(&MasterMessage::Error { kind: ErrorKind::Internal, message: e.to_string() }).await;
+                            break Ok(());
+                        }
+                        drain_to = log.last_seq().await;
+                    }
+                },
+                rec = log_reader.next(), if round.is_none() => match rec {
                     Ok(Some(rec)) => {
+                        sent = rec.seq;
                         writer.write_frame_parts(&[&tag, &rec.payload]).await?;
                         self.state
                             .update_conn(&name, conn, |i| i.record_sent(rec.seq, rec.timestamp));
@@ -917,9 +1205,16 @@ impl Handler {
                 // Reached only when the log has nothing more right now.
                 _ = async {}, if writer.buffered() > 0 => writer.flush().await?,
                 _ = heartbeat.tick() => {
+                    // With everything logged sent, where the stream is:
+                    // no transaction ending before it will follow (a
+                    // seeded slave's gate needs to know, see seed_gate).
+                    let covered = self.state.covered.lock().unwrap().clone();
+                    let position = covered
+                        .filter(|(_, seq)| round.is_none() && sent >= *seq)
+                        .map(|(p, _)| p);
                     let msg = MasterMessage::Heartbeat {
                         last_seq: log.last_seq().await,
-                        position: None,
+                        position,
                         now_ms: now_ms(),
                     };
                     writer.write_message(&msg).await?;
@@ -979,6 +1274,14 @@ impl Handler {
             &mut PrimaryProbe::default(),
         )
         .await
+    }
+}
+
+/// The next chunk of the round in flight (`None`: it is over).
+async fn next_chunk(round: &mut Option<Round>) -> Option<crate::source::seed_plan::SeedChunk> {
+    match round {
+        Some(r) => r.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1153,6 +1456,9 @@ struct Seen {
     progressed: Instant,
     snapshot_rows: u64,
     snapshot_estimated_rows: u64,
+    snapshot_bytes: u64,
+    snapshot_estimated_bytes: u64,
+    snapshot_eta_seconds: Option<u64>,
     last_error: Option<String>,
 }
 
@@ -1192,6 +1498,9 @@ fn seen_from_reports(
                 progressed,
                 snapshot_rows: 0,
                 snapshot_estimated_rows: 0,
+                snapshot_bytes: 0,
+                snapshot_estimated_bytes: 0,
+                snapshot_eta_seconds: None,
                 last_error: p.error,
                 name,
             }
@@ -1220,6 +1529,9 @@ async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen
                     progressed: s.progress_at,
                     snapshot_rows: s.snapshot_rows,
                     snapshot_estimated_rows: s.snapshot_estimated_rows,
+                    snapshot_bytes: s.snapshot_bytes,
+                    snapshot_estimated_bytes: s.snapshot_estimated_bytes,
+                    snapshot_eta_seconds: s.snapshot_eta_seconds,
                     last_error: s.last_error.clone(),
                 });
             }
@@ -1252,6 +1564,9 @@ async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen
             progressed: s.progress_at,
             snapshot_rows: s.snapshot_rows,
             snapshot_estimated_rows: s.snapshot_estimated_rows,
+            snapshot_bytes: s.snapshot_bytes,
+            snapshot_estimated_bytes: s.snapshot_estimated_bytes,
+            snapshot_eta_seconds: s.snapshot_eta_seconds,
             last_error: s.last_error.clone(),
             name,
         });
@@ -1309,6 +1624,9 @@ pub async fn status_of(
             lag_seconds: lag_seconds(now, oldest),
             snapshot_rows: s.snapshot_rows,
             snapshot_estimated_rows: s.snapshot_estimated_rows,
+            snapshot_bytes: s.snapshot_bytes,
+            snapshot_estimated_bytes: s.snapshot_estimated_bytes,
+            snapshot_eta_seconds: s.snapshot_eta_seconds,
             last_error: s.last_error,
             name: s.name,
         });
@@ -1528,6 +1846,9 @@ mod tests {
             oldest_unacked_time: 0,
             snapshot_rows: 0,
             snapshot_estimated_rows: 0,
+            snapshot_bytes: 0,
+            snapshot_estimated_bytes: 0,
+            snapshot_eta_seconds: None,
             last_error: None,
             conn: 0,
             progress_at: Instant::now(),

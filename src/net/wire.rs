@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::log::change::{Row, TableSchema, Transaction};
 use crate::source::objects::StoredObjects;
 use crate::source::position::SourcePosition;
+use crate::source::seed_plan::{SeedChunk, SeedTable};
 
 pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// Bumped on any incompatible change to messages or the change format.
@@ -35,9 +36,13 @@ pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// (version 3 acked the oldest held XA prepare as its progress).
 /// Version 5: positions may carry a MySQL tagged GTID (an untagged one
 /// encodes as before, so `Hello` keeps its layout).
+/// Version 6: seeding table by table, merged into the stream: every slave
+/// follows `Hello` with [`SlaveMessage::Seed`]; the master answers a new
+/// slave with [`MasterMessage::SeedBegin`] and sends
+/// [`MasterMessage::SeedChunk`] frames between transactions.
 /// `Hello` must keep its layout in every version: a master can only name
 /// a version mismatch if it can decode the `Hello` that states it.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 pub const GREETING_LEN: usize = 10;
 /// Frames before the handshake completes are small; nobody gets to make
 /// the master allocate much before it knows who they are.
@@ -101,6 +106,13 @@ pub enum SlaveMessage {
     },
     /// The slave is loading a snapshot: rows done of the estimate.
     SnapshotProgress { rows: u64, estimated: u64 },
+    /// Sent by every slave right after `Hello`: the tables it is still
+    /// being seeded with (their progress, from `rowcast.seed`), and the
+    /// tables it asks to be copied again (`--resync`).
+    Seed {
+        tables: Vec<SeedTable>,
+        resync: Vec<(String, String)>,
+    },
     /// The slave stops for good, for this reason.
     Failed { message: String },
     /// Sent instead of `Hello` by `rowcast status`; `auth` answers the
@@ -156,6 +168,26 @@ pub enum MasterMessage {
     },
     /// The answer to [`SlaveMessage::StatusRequest`].
     Status(MasterStatus),
+    /// Opens a seed: the slave creates every object empty, stores
+    /// `position` as its checkpoint with the plan as its seed progress, and
+    /// follows the stream from there while [`MasterMessage::SeedChunk`]s
+    /// fill the tables (see `replica/seed_gate.rs`).
+    SeedBegin {
+        position: SourcePosition,
+        databases: Vec<SnapshotObject>,
+        tables: Vec<SnapshotObject>,
+        views: Vec<SnapshotObject>,
+        objects: StoredObjects,
+        plan: Vec<SeedTable>,
+    },
+    /// Rows of a table being seeded, as read at `position`.
+    SeedChunk(SeedChunk),
+    /// `--resync`: the table is emptied (created, if the replica lacks
+    /// it) here, in stream order, and seeded by the chunks that follow.
+    SeedTableBegin {
+        table: SnapshotObject,
+        plan: SeedTable,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +223,11 @@ pub struct SlaveStatus {
     pub lag_seconds: u64,
     pub snapshot_rows: u64,
     pub snapshot_estimated_rows: u64,
+    /// Bytes copied and the estimate, and the time to go at the rate so
+    /// far (while seeding).
+    pub snapshot_bytes: u64,
+    pub snapshot_estimated_bytes: u64,
+    pub snapshot_eta_seconds: Option<u64>,
     pub last_error: Option<String>,
 }
 

@@ -65,6 +65,7 @@ pub use crate::replica::apply_error::ApplyError;
 use crate::replica::migrations;
 use crate::replica::net_effect::{self, NetTable};
 use crate::replica::positional::ReplicaTable;
+use crate::replica::seed_gate::SeedGate;
 use crate::replica::session_lock::{session_lock_name, take_session_lock, AliveMarker};
 use crate::replica::statements::TablePlan;
 use crate::source::objects::StoredObject;
@@ -104,8 +105,9 @@ pub struct Applier {
     pub(super) conn: Conn,
     /// The session lock's name.
     pub(super) lock: String,
-    /// Shows other processes that this slave is alive while `conn` idles.
-    _alive: AliveMarker,
+    /// Shows other processes that this slave is alive while `conn` idles
+    /// (`None`: a seed loader's connection, which holds no lock).
+    _alive: Option<AliveMarker>,
     /// When `conn` last ran a command: an applier idle this long touches
     /// it ([`Applier::keep_alive`]) so it never looks like a zombie.
     pub(super) last_active: std::time::Instant,
@@ -153,6 +155,10 @@ pub struct Applier {
     /// For the transaction being retried: its catalog differs from the
     /// marker's fingerprint (see `apply_with_ddl`).
     pub(super) retry_catalog_moved: bool,
+    /// The tables still being seeded (`seed_gate.rs`).
+    pub(super) seed: SeedGate,
+    /// `--resync` tables not asked of the master yet.
+    pub resync_pending: Vec<(String, String)>,
 }
 
 impl Applier {
@@ -263,11 +269,11 @@ impl Applier {
             .query_first("SELECT @@GLOBAL.max_allowed_packet")
             .await
             .map_err(|e| target.classify(e))?;
-        Ok(Applier {
+        Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
             lock,
-            _alive: AliveMarker::spawn(target.clone(), name),
+            _alive: Some(AliveMarker::spawn(target.clone(), name)),
             last_active: std::time::Instant::now(),
             target: target.clone(),
             name: name.to_string(),
@@ -286,7 +292,69 @@ impl Applier {
             replay_format: None,
             pending_fingerprint,
             retry_catalog_moved: false,
+            seed: SeedGate::default(),
+            resync_pending: Vec::new(),
+        }
+        .with_seed()
+        .await
+    }
+
+    async fn with_seed(mut self) -> Result<Applier, ApplyError> {
+        self.load_seed().await?;
+        Ok(self)
+    }
+
+    /// A second connection to the replica for loading seed chunks beside
+    /// this applier: no session lock (this applier holds it), no
+    /// checkpoint of its own to write.
+    pub async fn loader(&self) -> Result<Applier, ApplyError> {
+        let mut conn = self.target.connect().await?;
+        conn.query_drop(SESSION_SETUP)
+            .await
+            .map_err(|e| self.target.classify(e))?;
+        if let Err(e) = conn
+            .query_drop("SET SESSION system_versioning_insert_history = 1")
+            .await
+        {
+            if crate::replica::apply_error::server_code(&e).is_none() {
+                return Err(ApplyError::Lost(e.to_string()));
+            }
+        }
+        Ok(Applier {
+            max_packet: self.max_packet,
+            conn,
+            lock: String::new(),
+            _alive: None,
+            last_active: std::time::Instant::now(),
+            target: self.target.clone(),
+            name: self.name.clone(),
+            replica: self.replica.clone(),
+            checkpoint: self.checkpoint.clone(),
+            held: Vec::new(),
+            held_complete: true,
+            xa_resume: None,
+            last_seen: None,
+            plans: HashMap::new(),
+            positional: HashMap::new(),
+            dialect: None,
+            snapshot_views: Vec::new(),
+            snapshot_triggers: Vec::new(),
+            open_parts: None,
+            replay_format: None,
+            pending_fingerprint: None,
+            retry_catalog_moved: false,
+            seed: SeedGate::default(),
+            resync_pending: Vec::new(),
         })
+    }
+
+    /// The seed in progress (empty when there is none).
+    pub fn seed(&self) -> &SeedGate {
+        &self.seed
+    }
+
+    pub fn seed_mut(&mut self) -> &mut SeedGate {
+        &mut self.seed
     }
 
     /// Makes the target read-only for everyone without the READ_ONLY
@@ -433,7 +501,17 @@ impl Applier {
                 (false, Some(i)) => {
                     let held = self.held.remove(i);
                     let rows = held.txn.row_count();
-                    let result = self.commit_held(seq, txn, &held.txn).await;
+                    // Seeding: the prepared rows became visible to the
+                    // seed's reads only now, at the XA COMMIT.
+                    let mut prepared = held.txn.clone();
+                    if let Err(e) = self.seed.filter_at(&mut prepared, &txn.position) {
+                        self.held.insert(i, held);
+                        return Err(ApplyError::Sql {
+                            position: pos.to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    let result = self.commit_held(seq, txn, &prepared).await;
                     if result.is_err() {
                         let _ = self.conn.query_drop("ROLLBACK").await;
                         self.held.insert(i, held);

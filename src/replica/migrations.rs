@@ -18,6 +18,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         include_str!("../../migrations/0004_ddl_pending_fingerprint.sql"),
     ),
     (5, include_str!("../../migrations/0005_xa_resume.sql")),
+    (6, include_str!("../../migrations/0006_seed.sql")),
 ];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {

@@ -191,29 +191,7 @@ impl Applier {
     /// ones that name a view not yet created) and stores the snapshot
     /// position as the checkpoint: from here on the slave is complete.
     pub async fn snapshot_end(&mut self, position: &SourcePosition) -> Result<(), ApplyError> {
-        let mut pending = std::mem::take(&mut self.snapshot_views);
-        while !pending.is_empty() {
-            let mut failed = Vec::new();
-            let mut last_err = None;
-            let before = pending.len();
-            for v in pending {
-                match self
-                    .run_snapshot_ddl(Some(&v.database), &v.create_sql, v.charset.as_ref())
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e @ ApplyError::Lost(_)) => return Err(e),
-                    Err(e) => {
-                        last_err = Some(e);
-                        failed.push(v);
-                    }
-                }
-            }
-            if failed.len() == before {
-                return Err(last_err.expect("a failure was recorded"));
-            }
-            pending = failed;
-        }
+        self.snapshot_end_views().await?;
         for t in std::mem::take(&mut self.snapshot_triggers) {
             self.run_snapshot_object(&t).await?;
         }
@@ -245,6 +223,58 @@ impl Applier {
             ddl_pending_seq: None,
         };
         Ok(())
+    }
+
+    /// Creates the snapshot's views, in dependency order (retrying those
+    /// that name a view not created yet).
+    pub(super) async fn snapshot_end_views(&mut self) -> Result<(), ApplyError> {
+        let mut pending = std::mem::take(&mut self.snapshot_views);
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            let mut last_err = None;
+            let before = pending.len();
+            for v in pending {
+                match self
+                    .run_snapshot_ddl(Some(&v.database), &v.create_sql, v.charset.as_ref())
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e @ ApplyError::Lost(_)) => return Err(e),
+                    Err(e) => {
+                        last_err = Some(e);
+                        failed.push(v);
+                    }
+                }
+            }
+            if failed.len() == before {
+                return Err(last_err.expect("a failure was recorded"));
+            }
+            pending = failed;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn run_seed_ddl(
+        &mut self,
+        database: &str,
+        sql: &[u8],
+    ) -> Result<(), ApplyError> {
+        self.run_snapshot_ddl(Some(database), sql, None).await
+    }
+
+    pub(super) async fn load_rows(
+        &mut self,
+        txn: &Transaction,
+        change: Change,
+    ) -> Result<(), ApplyError> {
+        self.load_snapshot_rows(txn, change).await
+    }
+
+    pub(super) async fn create_seed_object(
+        &mut self,
+        object: &StoredObject,
+    ) -> Result<(), ApplyError> {
+        self.run_snapshot_object(object).await
     }
 
     /// Runs a statement from `SHOW CREATE ...` (UTF-8 text).

@@ -9,6 +9,7 @@
 
 // The stages of reading the primary, each in a file of its own.
 pub mod binlog_dir;
+pub mod chunk_read;
 pub mod compressed;
 pub mod continuity;
 pub mod decode;
@@ -19,6 +20,7 @@ pub mod objects;
 pub mod origin;
 pub mod position;
 pub mod row_image;
+pub mod seed_plan;
 pub mod snapshot;
 pub mod statement_target;
 pub mod status_vars;

@@ -52,7 +52,7 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    fn read(object: &str, e: mysql_async::Error) -> SnapshotError {
+    pub(crate) fn read(object: &str, e: mysql_async::Error) -> SnapshotError {
         SnapshotError::Read {
             object: object.to_string(),
             reason: e.to_string(),
@@ -74,16 +74,18 @@ pub struct Catalog {
     pub objects: StoredObjects,
     pub estimated_rows: u64,
     pub estimated_bytes: u64,
+    /// Each table's row and byte estimates, aligned with `tables`.
+    pub sizes: Vec<(u64, u64)>,
 }
 
 /// One table to copy: its columns as read (generated ones left out) and
 /// its primary key, by name.
-struct TableRead {
-    schema: TableSchema,
+pub(crate) struct TableRead {
+    pub schema: TableSchema,
     /// SELECT expressions, aligned with `schema.columns`.
-    select: Vec<String>,
+    pub select: Vec<String>,
     /// What follows the table name to read every version of a row.
-    history: &'static str,
+    pub history: &'static str,
 }
 
 impl Snapshot {
@@ -130,6 +132,39 @@ impl Snapshot {
         Ok(Snapshot { conn, position })
     }
 
+    /// A connection for the catalog of a seed, at the primary's binlog end
+    /// now: no transaction, no lock (the seed's chunks read the rows).
+    pub async fn unlocked(source: &Source) -> Result<Snapshot, SnapshotError> {
+        let mut conn = source.connect().await?;
+        conn.query_drop("SET SESSION time_zone = '+00:00', NAMES binary")
+            .await
+            .map_err(|e| SnapshotError::read("seed start", e))?;
+        let position = crate::source::current_position(source, &mut conn).await?;
+        Ok(Snapshot { conn, position })
+    }
+
+    /// How a seed copies each of `catalog`'s tables.
+    pub async fn plan(
+        &mut self,
+        catalog: &Catalog,
+        threads: u32,
+    ) -> Result<Vec<crate::source::seed_plan::SeedTable>, SnapshotError> {
+        let tables: Vec<crate::source::chunk_read::CatalogTable> = catalog
+            .tables
+            .iter()
+            .zip(&catalog.sizes)
+            .map(
+                |(t, &(rows, bytes))| crate::source::chunk_read::CatalogTable {
+                    database: t.database.clone(),
+                    name: t.name.clone(),
+                    estimated_rows: rows,
+                    estimated_bytes: bytes,
+                },
+            )
+            .collect();
+        crate::source::chunk_read::plan(&mut self.conn, &tables, threads).await
+    }
+
     /// Lists the databases, tables and views the filter admits, with their
     /// CREATE statements and size estimates.
     pub async fn catalog(&mut self, filter: &Filter) -> Result<Catalog, SnapshotError> {
@@ -146,6 +181,7 @@ impl Snapshot {
             objects: StoredObjects::default(),
             estimated_rows: 0,
             estimated_bytes: 0,
+            sizes: Vec::new(),
         };
         for db in dbs {
             let db = String::from_utf8_lossy(&db).into_owned();
@@ -223,6 +259,7 @@ impl Snapshot {
                 } else {
                     catalog.estimated_rows += rows.unwrap_or(0);
                     catalog.estimated_bytes += bytes.unwrap_or(0);
+                    catalog.sizes.push((rows.unwrap_or(0), bytes.unwrap_or(0)));
                     catalog.tables.push(obj);
                 }
             }
@@ -232,120 +269,6 @@ impl Snapshot {
             catalog.objects.append(found);
         }
         Ok(catalog)
-    }
-
-    async fn table_read(&mut self, db: &str, table: &str) -> Result<TableRead, SnapshotError> {
-        let object = format!("{db}.{table}");
-        type Col = (Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
-        let cols: Vec<Col> = self
-            .conn
-            .exec(
-                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_KEY, GENERATION_EXPRESSION FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-                (db, table),
-            )
-            .await
-            .map_err(|e| SnapshotError::read(&object, e))?;
-        let pk_names: Vec<Vec<u8>> = self
-            .conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-                (db, table),
-            )
-            .await
-            .map_err(|e| SnapshotError::read(&object, e))?;
-        let kind: Option<Vec<u8>> = self
-            .conn
-            .exec_first(
-                "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, table),
-            )
-            .await
-            .map_err(|e| SnapshotError::read(&object, e))?;
-        let versioned = kind.as_deref() == Some(b"SYSTEM VERSIONED");
-        let mut columns = Vec::new();
-        let mut select = Vec::new();
-        // The row end column, for a versioned table.
-        let mut row_end = None;
-        let mut column = |name: String, expr: String, kind: ColumnKind| {
-            select.push(expr);
-            columns.push(ColumnDef {
-                name,
-                kind,
-                unsigned: false,
-                collation: 0,
-            });
-        };
-        for (name, data_type, _key, generation) in cols {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            match generation.as_deref() {
-                // Declared row start/end columns: history, written back.
-                Some(b"ROW START") => {}
-                Some(b"ROW END") => row_end = Some(name.clone()),
-                Some(g) if !g.is_empty() => continue,
-                _ => {}
-            }
-            let t = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
-            let quoted = sql::ident(&name);
-            match t.as_str() {
-                // BIT, ENUM and SET are read as numbers: what the applier
-                // writes back is then the same bits, index or set.
-                "enum" => column(name, format!("{quoted} + 0"), ColumnKind::Enum),
-                "bit" | "set" => column(name, format!("{quoted} + 0"), ColumnKind::Other(0)),
-                // MariaDB's UUID and INET6 are sent as text, which a
-                // binary-charset parameter cannot write back; their 16
-                // bytes can, as the binlog's values are.
-                "uuid" | "inet6" => column(
-                    name,
-                    format!("CAST({quoted} AS BINARY(16))"),
-                    ColumnKind::Other(0),
-                ),
-                _ => column(name, quoted, ColumnKind::Other(0)),
-            }
-        }
-        if versioned && row_end.is_none() {
-            // Implicit period columns are not in information_schema.
-            for name in ["row_start", "row_end"] {
-                column(name.into(), sql::ident(name), ColumnKind::Other(0));
-            }
-            row_end = Some("row_end".into());
-        }
-        let mut pk_names: Vec<String> = pk_names
-            .iter()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect();
-        // Versions of one row share its key; the row end tells them apart
-        // (the server adds it to every unique key).
-        if let (Some(end), false) = (&row_end, pk_names.is_empty()) {
-            if !pk_names.contains(end) {
-                pk_names.push(end.clone());
-            }
-        }
-        let primary_key = pk_names
-            .iter()
-            .filter_map(|n| columns.iter().position(|c| &c.name == n).map(|i| i as u32))
-            .collect::<Vec<_>>();
-        // A key on a generated column cannot drive keyset reads.
-        let primary_key = if primary_key.len() == pk_names.len() {
-            primary_key
-        } else {
-            Vec::new()
-        };
-        Ok(TableRead {
-            history: if versioned {
-                " FOR SYSTEM_TIME ALL"
-            } else {
-                ""
-            },
-            schema: TableSchema {
-                database: db.to_string(),
-                name: table.to_string(),
-                columns,
-                primary_key,
-            },
-            select,
-        })
     }
 
     /// Reads every row of one table, handing chunks to `send`.
@@ -359,7 +282,7 @@ impl Snapshot {
         F: FnMut(TableSchema, Vec<Row>) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let read = self.table_read(db, table).await?;
+        let read = table_read(&mut self.conn, db, table).await?;
         let object = format!("{db}.{table}");
         let name = format!("{}{}", sql::table(db, table), read.history);
         let cols = read.select.join(", ");
@@ -369,42 +292,14 @@ impl Snapshot {
             .iter()
             .map(|&i| i as usize)
             .collect();
-        let mut total = 0u64;
         if pk.is_empty() {
             let stmt = format!("SELECT {cols} FROM {name}");
-            let mut result = self
-                .conn
-                .exec_iter(stmt, ())
-                .await
-                .map_err(|e| SnapshotError::read(&object, e))?;
-            let mut stream = result
-                .stream::<mysql_async::Row>()
-                .await
-                .map_err(|e| SnapshotError::read(&object, e))?
-                .ok_or_else(|| SnapshotError::Read {
-                    object: object.clone(),
-                    reason: "no result set".into(),
-                })?;
-            let mut chunk = Vec::new();
-            let mut bytes = 0;
-            while let Some(row) = stream.next().await {
-                let row = convert(row.map_err(|e| SnapshotError::read(&object, e))?);
-                bytes += crate::replica::statements::row_bytes(&row);
-                chunk.push(row);
-                if chunk.len() >= CHUNK_ROWS || bytes >= CHUNK_BYTES {
-                    total += chunk.len() as u64;
-                    if !send(read.schema.clone(), std::mem::take(&mut chunk)).await {
-                        return Ok(total);
-                    }
-                    bytes = 0;
-                }
-            }
-            if !chunk.is_empty() {
-                total += chunk.len() as u64;
-                send(read.schema.clone(), chunk).await;
-            }
-            return Ok(total);
+            return stream_rows(&mut self.conn, &object, &stmt, &read.schema, |s, r| {
+                send(s, r)
+            })
+            .await;
         }
+        let mut total = 0u64;
         let key_cols: Vec<String> = pk
             .iter()
             .map(|&i| sql::ident(&read.schema.columns[i].name))
@@ -449,9 +344,173 @@ impl Snapshot {
     }
 }
 
+/// Streams the rows of `stmt` to `send` in chunks of at most
+/// `CHUNK_ROWS` rows or about `CHUNK_BYTES`; returns how many.
+pub(crate) async fn stream_rows<F, Fut>(
+    conn: &mut Conn,
+    object: &str,
+    stmt: &str,
+    schema: &TableSchema,
+    mut send: F,
+) -> Result<u64, SnapshotError>
+where
+    F: FnMut(TableSchema, Vec<Row>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut total = 0u64;
+    let mut result = conn
+        .exec_iter(stmt, ())
+        .await
+        .map_err(|e| SnapshotError::read(object, e))?;
+    let mut stream = result
+        .stream::<mysql_async::Row>()
+        .await
+        .map_err(|e| SnapshotError::read(object, e))?
+        .ok_or_else(|| SnapshotError::Read {
+            object: object.to_string(),
+            reason: "no result set".into(),
+        })?;
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = stream.next().await {
+        let row = convert(row.map_err(|e| SnapshotError::read(object, e))?);
+        bytes += crate::replica::statements::row_bytes(&row);
+        chunk.push(row);
+        if chunk.len() >= CHUNK_ROWS || bytes >= CHUNK_BYTES {
+            total += chunk.len() as u64;
+            if !send(schema.clone(), std::mem::take(&mut chunk)).await {
+                return Ok(total);
+            }
+            bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        total += chunk.len() as u64;
+        send(schema.clone(), chunk).await;
+    }
+    Ok(total)
+}
+
+/// What to select to copy a table: its columns (generated ones left out),
+/// as read from the catalog now.
+pub(crate) async fn table_read(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+) -> Result<TableRead, SnapshotError> {
+    let object = format!("{db}.{table}");
+    type Col = (Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+    let cols: Vec<Col> = conn
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_KEY, GENERATION_EXPRESSION FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .map_err(|e| SnapshotError::read(&object, e))?;
+    let pk_names: Vec<Vec<u8>> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .map_err(|e| SnapshotError::read(&object, e))?;
+    let kind: Option<Vec<u8>> = conn
+            .exec_first(
+                "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, table),
+            )
+            .await
+            .map_err(|e| SnapshotError::read(&object, e))?;
+    let versioned = kind.as_deref() == Some(b"SYSTEM VERSIONED");
+    let mut columns = Vec::new();
+    let mut select = Vec::new();
+    // The row end column, for a versioned table.
+    let mut row_end = None;
+    let mut column = |name: String, expr: String, kind: ColumnKind| {
+        select.push(expr);
+        columns.push(ColumnDef {
+            name,
+            kind,
+            unsigned: false,
+            collation: 0,
+        });
+    };
+    for (name, data_type, _key, generation) in cols {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        match generation.as_deref() {
+            // Declared row start/end columns: history, written back.
+            Some(b"ROW START") => {}
+            Some(b"ROW END") => row_end = Some(name.clone()),
+            Some(g) if !g.is_empty() => continue,
+            _ => {}
+        }
+        let t = String::from_utf8_lossy(&data_type).to_ascii_lowercase();
+        let quoted = sql::ident(&name);
+        match t.as_str() {
+            // BIT, ENUM and SET are read as numbers: what the applier
+            // writes back is then the same bits, index or set.
+            "enum" => column(name, format!("{quoted} + 0"), ColumnKind::Enum),
+            "bit" | "set" => column(name, format!("{quoted} + 0"), ColumnKind::Other(0)),
+            // MariaDB's UUID and INET6 are sent as text, which a
+            // binary-charset parameter cannot write back; their 16
+            // bytes can, as the binlog's values are.
+            "uuid" | "inet6" => column(
+                name,
+                format!("CAST({quoted} AS BINARY(16))"),
+                ColumnKind::Other(0),
+            ),
+            _ => column(name, quoted, ColumnKind::Other(0)),
+        }
+    }
+    if versioned && row_end.is_none() {
+        // Implicit period columns are not in information_schema.
+        for name in ["row_start", "row_end"] {
+            column(name.into(), sql::ident(name), ColumnKind::Other(0));
+        }
+        row_end = Some("row_end".into());
+    }
+    let mut pk_names: Vec<String> = pk_names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    // Versions of one row share its key; the row end tells them apart
+    // (the server adds it to every unique key).
+    if let (Some(end), false) = (&row_end, pk_names.is_empty()) {
+        if !pk_names.contains(end) {
+            pk_names.push(end.clone());
+        }
+    }
+    let primary_key = pk_names
+        .iter()
+        .filter_map(|n| columns.iter().position(|c| &c.name == n).map(|i| i as u32))
+        .collect::<Vec<_>>();
+    // A key on a generated column cannot drive keyset reads.
+    let primary_key = if primary_key.len() == pk_names.len() {
+        primary_key
+    } else {
+        Vec::new()
+    };
+    Ok(TableRead {
+        history: if versioned {
+            " FOR SYSTEM_TIME ALL"
+        } else {
+            ""
+        },
+        schema: TableSchema {
+            database: db.to_string(),
+            name: table.to_string(),
+            columns,
+            primary_key,
+        },
+        select,
+    })
+}
+
 /// A binary-protocol value as the applier's [`Value`]: dates and times keep
 /// every field, strings their raw bytes.
-fn convert(row: mysql_async::Row) -> Row {
+pub(crate) fn convert(row: mysql_async::Row) -> Row {
     row.unwrap()
         .into_iter()
         .map(|v| match v {

@@ -564,10 +564,29 @@ pub fn slave_position(replica: &MariaDb, name: &str) -> String {
         .to_string()
 }
 
-/// Waits until the slave has applied everything the primary has written.
+/// Whether the slave's seed (if any) is complete: no progress rows left.
+pub fn seed_done(replica: &MariaDb, name: &str) -> bool {
+    replica
+        .try_sql(&format!(
+            "SELECT COUNT(*) FROM rowcast.seed WHERE slave_name = '{name}'"
+        ))
+        .is_ok_and(|n| n.trim() == "0")
+}
+
+/// Waits until the slave has a checkpoint and its seed is complete.
+pub fn wait_seeded(replica: &MariaDb, name: &str) -> bool {
+    wait_until(CONVERGE, || {
+        !slave_position(replica, name).is_empty() && seed_done(replica, name)
+    })
+}
+
+/// Waits until the slave has applied everything the primary has written
+/// (and its seed, if any, is complete).
 pub fn wait_caught_up(primary: &MariaDb, replica: &MariaDb, name: &str) {
     let target = primary_position(primary);
-    let ok = wait_until(CONVERGE, || slave_position(replica, name) == target);
+    let ok = wait_until(CONVERGE, || {
+        slave_position(replica, name) == target && seed_done(replica, name)
+    });
     assert!(
         ok,
         "slave {name} did not reach {target}; it is at {}",

@@ -1,0 +1,365 @@
+//! While a slave is being seeded: which changes of the stream it applies
+//! and which the seed's chunks bring instead.
+//!
+//! The slave reads the change stream from the seed's start position S0
+//! (every replicated table is created empty at S0) while the chunks of
+//! each table arrive (`source/chunk_read.rs`). A chunk holds the rows of a
+//! key range exactly as they were at its position P: every transaction
+//! ending at or before P is in it, none after. The master sends it before
+//! any transaction ending after P (it pauses the stream while chunks are
+//! read, and their positions come after everything sent before). So for a
+//! row change of a table being seeded, at position T, on key K:
+//! - K lies in a loaded chunk read at P: the change is applied if T > P
+//!   (the chunk did not see it) and dropped if T <= P (the chunk holds
+//!   its effect);
+//! - K lies in no loaded chunk: dropped. The chunk that will hold K is
+//!   read later, at a position after T (the chunks read before T were all
+//!   sent before T), and will hold its effect.
+//!
+//! By induction over the stream, every loaded key range equals the
+//! primary's at the position applied, and when every range is loaded the
+//! table does. An UPDATE whose key moves between a range that applies it
+//! and one that does not becomes the DELETE or the INSERT alone. A whole
+//! table (one read, one position) is a single range; tables in foreign
+//! keys are read together at one position, so the rows a cascade on the
+//! replica reaches are those the primary's cascade reached. Once the
+//! stream has passed a chunk's position the chunk's keys apply everything
+//! (`strict_upto`), and a table whose ranges are all loaded and passed
+//! leaves the gate.
+//!
+//! A prepared XA transaction's rows become visible to a read only at its
+//! `XA COMMIT`: its rows are judged at the commit's position, when they
+//! are applied.
+
+use std::collections::HashMap;
+
+use crate::log::change::{Change, Row, TableSchema, Transaction};
+use crate::source::position::SourcePosition;
+use crate::source::seed_plan::{key_value, Key, LoadedChunk, SeedChunk, SeedRange, SeedTable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(
+        "a session on the primary changed {table} with binlog_row_image MINIMAL or NOBLOB at {position} \
+         while the table was being copied, so which of its rows the copy already holds cannot be told; \
+         run the slave with `--resync {table}` to copy that table again"
+    )]
+    PartialImage { table: String, position: String },
+}
+
+/// The tables still being seeded, by `(database, table)`.
+#[derive(Debug, Default)]
+pub struct SeedGate {
+    tables: HashMap<(String, String), SeedTable>,
+    /// Tables that left the gate since the last look (to create their
+    /// triggers, drop their progress rows).
+    finished: Vec<(String, String)>,
+}
+
+impl SeedGate {
+    pub fn new(tables: Vec<SeedTable>) -> SeedGate {
+        SeedGate {
+            tables: tables
+                .into_iter()
+                .map(|t| ((t.database.clone(), t.name.clone()), t))
+                .collect(),
+            finished: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &SeedTable> {
+        self.tables.values()
+    }
+
+    pub fn get(&self, database: &str, name: &str) -> Option<&SeedTable> {
+        self.tables.get(&(database.to_string(), name.to_string()))
+    }
+
+    /// Whether every range of every table is loaded (the stream may not
+    /// have passed the last chunks yet).
+    pub fn all_loaded(&self) -> bool {
+        self.tables.values().all(|t| t.is_done())
+    }
+
+    pub fn take_finished(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Adds (or starts again) a table, as `--resync` does.
+    pub fn insert(&mut self, table: SeedTable) {
+        self.tables
+            .insert((table.database.clone(), table.name.clone()), table);
+    }
+
+    /// Records a loaded chunk. Returns the table's progress to store.
+    pub fn loaded(&mut self, chunk: &SeedChunk, bytes: u64) -> Option<SeedTable> {
+        let t = self
+            .tables
+            .get_mut(&(chunk.database.clone(), chunk.name.clone()))?;
+        let r = t.ranges.get_mut(chunk.range as usize)?;
+        if chunk.first {
+            *r = SeedRange {
+                lo: r.lo,
+                hi: r.hi,
+                ..SeedRange::default()
+            };
+        }
+        r.rows += chunk.rows.len() as u64;
+        r.bytes += bytes;
+        let whole = t.key.is_none();
+        if whole {
+            // A whole table counts as loaded only with its last frame.
+            if chunk.done {
+                r.done = true;
+                r.chunks = vec![LoadedChunk {
+                    upto: None,
+                    position: chunk.position.clone(),
+                }];
+            }
+        } else {
+            r.after = chunk.upto.or(r.after);
+            r.done = chunk.done;
+            r.chunks.push(LoadedChunk {
+                upto: if chunk.done { None } else { chunk.upto },
+                position: chunk.position.clone(),
+            });
+        }
+        Some(t.clone())
+    }
+
+    /// The stream has applied everything up to `applied`: chunks read
+    /// before it apply every later change, and tables whose chunks are
+    /// all so leave the gate.
+    pub fn passed(&mut self, applied: &SourcePosition) {
+        let mut gone = Vec::new();
+        for (id, t) in self.tables.iter_mut() {
+            for r in &mut t.ranges {
+                while let Some(c) = r.chunks.first() {
+                    if applied.cmp_location(&c.position) == std::cmp::Ordering::Less {
+                        break;
+                    }
+                    match c.upto {
+                        Some(k) => r.strict_upto = Some(k),
+                        None => r.strict_all = true,
+                    }
+                    r.chunks.remove(0);
+                }
+            }
+            if t.ranges.iter().all(|r| r.done && r.strict_all) {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.tables.remove(&id);
+            self.finished.push(id);
+        }
+    }
+
+    /// Removes from `txn` the row changes the seed brings (or brought).
+    /// The transaction stays, empty or not, so the checkpoint moves on.
+    pub fn filter(&self, txn: &mut Transaction) -> Result<(), GateError> {
+        let at = txn.position.clone();
+        self.filter_at(txn, &at)
+    }
+
+    /// `filter` as if `txn` ended at `at` (a prepared XA transaction's
+    /// rows, judged at its `XA COMMIT`).
+    pub fn filter_at(&self, txn: &mut Transaction, at: &SourcePosition) -> Result<(), GateError> {
+        if self.tables.is_empty() {
+            return Ok(());
+        }
+        let at = at.clone();
+        let touches = txn.tables.iter().any(|t| {
+            self.tables
+                .contains_key(&(t.database.clone(), t.name.clone()))
+        });
+        if !touches {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut txn.changes);
+        let mut events = txn
+            .events
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.rows).into_iter());
+        let mut out = Vec::with_capacity(changes.len());
+        let mut out_events = Vec::with_capacity(changes.len());
+        for change in changes {
+            let raw = events.as_mut().and_then(|e| e.next()).unwrap_or_default();
+            let table = match &change {
+                Change::Insert { table, .. }
+                | Change::Update { table, .. }
+                | Change::Delete { table, .. }
+                | Change::PartialImage { table, .. } => *table,
+                Change::Ddl(_) => {
+                    out.push(change);
+                    out_events.push(raw);
+                    continue;
+                }
+            };
+            let schema = &txn.tables[table as usize];
+            let Some(seed) = self
+                .tables
+                .get(&(schema.database.clone(), schema.name.clone()))
+            else {
+                out.push(change);
+                out_events.push(raw);
+                continue;
+            };
+            let applies = |row: &Row| applies(seed, schema, row, &at);
+            // Changes whose rows were cut keep their raw events only for
+            // alignment: a seeded table goes by statements (no foreign
+            // key, no trigger until the seed ends).
+            let mut push = |c: Change, raw: Vec<Vec<u8>>| {
+                out.push(c);
+                out_events.push(raw);
+            };
+            match change {
+                Change::Insert { table, mut rows } => {
+                    rows.retain(|r| applies(r));
+                    if !rows.is_empty() {
+                        push(Change::Insert { table, rows }, raw);
+                    }
+                }
+                Change::Delete { table, mut rows } => {
+                    rows.retain(|r| applies(r));
+                    if !rows.is_empty() {
+                        push(Change::Delete { table, rows }, raw);
+                    }
+                }
+                Change::Update { table, rows } => {
+                    let mut updates = Vec::new();
+                    let mut deletes = Vec::new();
+                    let mut inserts = Vec::new();
+                    for (before, after) in rows {
+                        match (applies(&before), applies(&after)) {
+                            (true, true) => updates.push((before, after)),
+                            (true, false) => deletes.push(before),
+                            (false, true) => inserts.push(after),
+                            (false, false) => {}
+                        }
+                    }
+                    if deletes.is_empty() && inserts.is_empty() {
+                        if !updates.is_empty() {
+                            push(
+                                Change::Update {
+                                    table,
+                                    rows: updates,
+                                },
+                                raw,
+                            );
+                        }
+                    } else {
+                        // A key moved between what applies and what does
+                        // not: the DELETE or INSERT that applies (with
+                        // the whole change as DELETE then INSERT, which
+                        // on a table without triggers or foreign keys is
+                        // the same).
+                        for (b, a) in updates {
+                            deletes.push(b);
+                            inserts.push(a);
+                        }
+                        if !deletes.is_empty() {
+                            push(
+                                Change::Delete {
+                                    table,
+                                    rows: deletes,
+                                },
+                                raw,
+                            );
+                        }
+                        if !inserts.is_empty() {
+                            push(
+                                Change::Insert {
+                                    table,
+                                    rows: inserts,
+                                },
+                                Vec::new(),
+                            );
+                        }
+                    }
+                }
+                c @ Change::PartialImage { .. } => match table_applies(seed, &at) {
+                    Some(true) => push(c, raw),
+                    Some(false) => {}
+                    None => {
+                        return Err(GateError::PartialImage {
+                            table: format!("{}.{}", schema.database, schema.name),
+                            position: at.to_string(),
+                        })
+                    }
+                },
+                Change::Ddl(_) => unreachable!("handled above"),
+            }
+        }
+        txn.changes = out;
+        if let Some(e) = &mut txn.events {
+            e.rows = out_events;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a row change at `at` on `row` of a seeded table is applied.
+fn applies(seed: &SeedTable, schema: &TableSchema, row: &Row, at: &SourcePosition) -> bool {
+    let Some(column) = &seed.key else {
+        return table_applies(seed, at).unwrap_or(false);
+    };
+    let index = match schema.columns.iter().position(|c| c.name == column.name) {
+        Some(i) => i,
+        // A positional schema (no names): by the column's place.
+        None if schema.columns.iter().all(|c| c.name.is_empty()) => column.ordinal as usize,
+        None => return false,
+    };
+    let Some(k) = row.get(index).and_then(|v| key_value(v, column)) else {
+        return false;
+    };
+    let Some(r) = seed.ranges.iter().find(|r| in_range(r, k)) else {
+        return false;
+    };
+    key_applies(r, k, at)
+}
+
+fn in_range(r: &SeedRange, k: Key) -> bool {
+    r.lo.is_none_or(|lo| k >= lo) && r.hi.is_none_or(|hi| k < hi)
+}
+
+fn key_applies(r: &SeedRange, k: Key, at: &SourcePosition) -> bool {
+    if r.strict_all || r.strict_upto.is_some_and(|s| k <= s) {
+        return true;
+    }
+    match r.chunks.iter().find(|c| c.upto.is_none_or(|u| k <= u)) {
+        Some(c) => at.is_after(&c.position),
+        None => false,
+    }
+}
+
+/// For a change without rows to judge: the table's verdict if every key
+/// has the same one (`None`: it depends on the key).
+fn table_applies(seed: &SeedTable, at: &SourcePosition) -> Option<bool> {
+    let verdicts: Vec<bool> = seed
+        .ranges
+        .iter()
+        .map(|r| {
+            if r.strict_all {
+                Some(true)
+            } else if r.chunks.is_empty() && r.strict_upto.is_none() {
+                Some(false)
+            } else if r.done && r.strict_upto.is_none() && r.chunks.len() == 1 {
+                Some(at.is_after(&r.chunks[0].position))
+            } else if r.done && r.chunks.iter().all(|c| at.is_after(&c.position)) {
+                Some(true)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<Vec<bool>>>()?;
+    match (verdicts.iter().all(|v| *v), verdicts.iter().all(|v| !*v)) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}

@@ -1,0 +1,164 @@
+//! Loading seed chunks on several connections to the replica at once.
+//!
+//! The chunks of one range (or of one whole table) go to the same
+//! connection, in order; the slave waits for every chunk handed out
+//! before it applies the next transaction of the stream
+//! ([`SeedLoaders::barrier`]), so the stream sees each chunk loaded in its
+//! place. A chunk read after a column was added or renamed on the primary
+//! can reach the replica before that DDL: it fails with "unknown column"
+//! and waits (deferred) until the slave applies the next DDL, which comes
+//! before the stream passes the chunk's position.
+
+use std::hash::{Hash, Hasher};
+
+use tokio::sync::mpsc;
+
+use crate::replica::apply::{Applier, ApplyError};
+use crate::source::seed_plan::{SeedChunk, SeedRange, SeedTable};
+
+/// One chunk to load with the progress its range will have after it.
+pub struct LoadJob {
+    pub chunk: SeedChunk,
+    pub table: SeedTable,
+    pub state: SeedRange,
+}
+
+enum Outcome {
+    Loaded,
+    Deferred(Box<LoadJob>),
+    Failed(ApplyError),
+}
+
+pub struct SeedLoaders {
+    workers: Vec<mpsc::Sender<LoadJob>>,
+    done: mpsc::Receiver<Outcome>,
+    outstanding: usize,
+    deferred: Vec<LoadJob>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SeedLoaders {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Whether a load failed because the replica's table does not have the
+/// chunk's columns yet.
+fn schema_ahead(e: &ApplyError) -> bool {
+    let text = e.to_string();
+    ["(error 1054)", "(error 1136)", "Unknown column"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+impl SeedLoaders {
+    pub async fn new(applier: &Applier, count: usize) -> Result<SeedLoaders, ApplyError> {
+        let (done_tx, done) = mpsc::channel(count * 4);
+        let mut workers = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..count.max(1) {
+            let mut loader = applier.loader().await?;
+            let (tx, mut rx) = mpsc::channel::<LoadJob>(4);
+            let done_tx = done_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let outcome = match loader.seed_load(&job.chunk, &job.table, &job.state).await {
+                        Ok(()) => Outcome::Loaded,
+                        Err(e) if schema_ahead(&e) => Outcome::Deferred(Box::new(job)),
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    if done_tx.send(outcome).await.is_err() {
+                        return;
+                    }
+                }
+            }));
+            workers.push(tx);
+        }
+        Ok(SeedLoaders {
+            workers,
+            done,
+            outstanding: 0,
+            deferred: Vec::new(),
+            tasks,
+        })
+    }
+
+    /// Hands a chunk to its range's connection.
+    pub async fn dispatch(&mut self, job: LoadJob) -> Result<(), ApplyError> {
+        // Once one chunk of a range waits, the later ones wait behind it.
+        if self
+            .deferred
+            .iter()
+            .any(|d| same_range(&d.chunk, &job.chunk))
+        {
+            self.deferred.push(job);
+            return Ok(());
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&job.chunk.database, &job.chunk.name, job.chunk.range).hash(&mut h);
+        let i = (h.finish() % self.workers.len() as u64) as usize;
+        // A full queue: take finished loads meanwhile, or this waits on a
+        // worker that waits on us.
+        let mut job = Some(job);
+        while let Some(j) = job.take() {
+            match self.workers[i].try_send(j) {
+                Ok(()) => self.outstanding += 1,
+                Err(mpsc::error::TrySendError::Full(j)) => {
+                    job = Some(j);
+                    self.take_one().await?;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ApplyError::Lost("a seed loader connection ended".into()))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn take_one(&mut self) -> Result<(), ApplyError> {
+        match self.done.recv().await {
+            Some(Outcome::Loaded) => {
+                self.outstanding -= 1;
+                Ok(())
+            }
+            Some(Outcome::Deferred(job)) => {
+                self.outstanding -= 1;
+                tracing::info!(database = %job.chunk.database, table = %job.chunk.name, "seed chunk has columns the replica's table does not have yet; loading it after the next DDL");
+                self.deferred.push(*job);
+                Ok(())
+            }
+            Some(Outcome::Failed(e)) => {
+                self.outstanding -= 1;
+                Err(e)
+            }
+            None => Err(ApplyError::Lost("the seed loaders ended".into())),
+        }
+    }
+
+    /// Waits until every chunk handed out is loaded (or deferred).
+    pub async fn barrier(&mut self) -> Result<(), ApplyError> {
+        while self.outstanding > 0 {
+            self.take_one().await?;
+        }
+        Ok(())
+    }
+
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// After a DDL: the deferred chunks are tried again, in order.
+    pub async fn retry_deferred(&mut self) -> Result<(), ApplyError> {
+        for job in std::mem::take(&mut self.deferred) {
+            self.dispatch(job).await?;
+        }
+        self.barrier().await
+    }
+}
+
+fn same_range(a: &SeedChunk, b: &SeedChunk) -> bool {
+    a.database == b.database && a.name == b.name && a.range == b.range
+}

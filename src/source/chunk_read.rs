@@ -1,0 +1,574 @@
+//! Reading a seed: the plan ([`plan`]) and its chunks, each read in a
+//! transaction of its own whose read view sits at an exact binlog
+//! position ([`ChunkReader`]).
+//!
+//! The exact position is what lets the slave merge a chunk into the change
+//! stream (see `replica/seed_gate.rs`): every transaction that ends at or
+//! before it is in the rows, none after it. It is found without any global
+//! lock:
+//! - MariaDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT` reports the
+//!   binlog position of its read view (`binlog_snapshot_file`,
+//!   `binlog_snapshot_position`), atomically.
+//! - MySQL has no such status. A second connection takes `LOCK TABLES ...
+//!   READ` on the tables about to be read, which waits for every
+//!   transaction writing them to end and holds new writers back; the read
+//!   view is opened and the binlog end read while it is held, and it is
+//!   released at once (a few milliseconds, those tables only). Every
+//!   transaction that wrote these tables is then before the position and
+//!   visible, none after it. (Transactions on other tables may fall on
+//!   either side: the chunk holds none of their rows.) It needs the `LOCK
+//!   TABLES` privilege, not `RELOAD`.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params, Value as MyValue};
+
+use crate::log::change::Row;
+use crate::source::position::SourcePosition;
+use crate::source::seed_plan::{self, Key, KeyColumn, SeedChunk, SeedTable};
+use crate::source::snapshot::{self, SnapshotError, CHUNK_BYTES, CHUNK_ROWS};
+use crate::source::Source;
+use crate::sql;
+
+/// How a chunk's read view is tied to a binlog position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointMethod {
+    /// MariaDB's `binlog_snapshot_position`.
+    SnapshotStatus,
+    /// A brief `LOCK TABLES ... READ` from a second connection (MySQL).
+    TableLock,
+}
+
+/// A table larger than this many chunks is cut into ranges read at once.
+const SPLIT_ABOVE_CHUNKS: u64 = 4;
+
+/// What the catalog says of a table to copy.
+pub struct CatalogTable {
+    pub database: String,
+    pub name: String,
+    pub estimated_rows: u64,
+    pub estimated_bytes: u64,
+}
+
+/// Decides how each table is copied (see `seed_plan`).
+pub async fn plan(
+    conn: &mut Conn,
+    tables: &[CatalogTable],
+    threads: u32,
+) -> Result<Vec<SeedTable>, SnapshotError> {
+    let mut plan = Vec::new();
+    let mut next_group = 2;
+    for t in tables {
+        let object = format!("{}.{}", t.database, t.name);
+        let read = |e| SnapshotError::read(&object, e);
+        type KeyRow = (Vec<u8>, Vec<u8>, Vec<u8>, u64, Option<Vec<u8>>);
+        let key: Vec<KeyRow> = conn
+            .exec(
+                "SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.ORDINAL_POSITION, c.GENERATION_EXPRESSION \
+                 FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.COLUMNS c \
+                 ON c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME AND c.COLUMN_NAME = k.COLUMN_NAME \
+                 WHERE k.TABLE_SCHEMA = ? AND k.TABLE_NAME = ? AND k.CONSTRAINT_NAME = 'PRIMARY'",
+                (&t.database, &t.name),
+            )
+            .await
+            .map_err(read)?;
+        let foreign: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                 WHERE (CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?) \
+                 OR (UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?)",
+                (&t.database, &t.name, &t.database, &t.name),
+            )
+            .await
+            .map_err(read)?;
+        let kind: Option<Vec<u8>> = conn
+            .exec_first(
+                "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&t.database, &t.name),
+            )
+            .await
+            .map_err(read)?;
+        let in_foreign_key = foreign.unwrap_or(0) > 0;
+        let versioned = kind.as_deref() == Some(b"SYSTEM VERSIONED");
+        let key = match key.as_slice() {
+            [(name, data_type, column_type, ordinal, generation)]
+                if !in_foreign_key
+                    && !versioned
+                    && generation.as_deref().unwrap_or_default().is_empty() =>
+            {
+                let data_type = String::from_utf8_lossy(data_type).to_ascii_lowercase();
+                seed_plan::integer_bits(&data_type).map(|bits| KeyColumn {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    ordinal: (*ordinal as u32).saturating_sub(1),
+                    unsigned: String::from_utf8_lossy(column_type)
+                        .to_ascii_lowercase()
+                        .contains("unsigned"),
+                    bits,
+                })
+            }
+            _ => None,
+        };
+        let (group, ranges) = match &key {
+            Some(k) => {
+                let chunks = t.estimated_rows / CHUNK_ROWS as u64;
+                let ranges = if chunks > SPLIT_ABOVE_CHUNKS && threads > 1 {
+                    let q = format!(
+                        "SELECT MIN({c}), MAX({c}) FROM {}",
+                        sql::table(&t.database, &t.name),
+                        c = sql::ident(&k.name)
+                    );
+                    let bounds: Option<(Option<MyValue>, Option<MyValue>)> =
+                        conn.query_first(q).await.map_err(read)?;
+                    let as_key = |v: Option<MyValue>| match v {
+                        Some(MyValue::Int(i)) => Some(i as Key),
+                        Some(MyValue::UInt(u)) => Some(u as Key),
+                        Some(MyValue::Bytes(b)) => String::from_utf8_lossy(&b).parse().ok(),
+                        _ => None,
+                    };
+                    match bounds.map(|(a, b)| (as_key(a), as_key(b))) {
+                        Some((Some(min), Some(max))) => seed_plan::split(min, max, threads),
+                        _ => seed_plan::split(0, 0, 1),
+                    }
+                } else {
+                    seed_plan::split(0, 0, 1)
+                };
+                (0, ranges)
+            }
+            None if in_foreign_key => (1, seed_plan::split(0, 0, 1)),
+            None => {
+                next_group += 1;
+                (next_group, seed_plan::split(0, 0, 1))
+            }
+        };
+        plan.push(SeedTable {
+            database: t.database.clone(),
+            name: t.name.clone(),
+            key,
+            group,
+            ranges,
+            estimated_rows: t.estimated_rows,
+            estimated_bytes: t.estimated_bytes,
+        });
+    }
+    Ok(plan)
+}
+
+/// One connection reading chunks (and, for MySQL, its lock connection).
+pub struct ChunkReader {
+    conn: Conn,
+    locker: Option<Conn>,
+    source: Source,
+    method: PointMethod,
+    epoch: u32,
+}
+
+impl ChunkReader {
+    pub async fn open(
+        source: &Source,
+        method: PointMethod,
+        epoch: u32,
+    ) -> Result<ChunkReader, SnapshotError> {
+        let mut conn = source.connect().await?;
+        let q = |e| SnapshotError::read("seed connection", e);
+        // UTC for TIMESTAMPs, raw bytes for strings (no charset conversion).
+        conn.query_drop("SET SESSION time_zone = '+00:00', NAMES binary")
+            .await
+            .map_err(q)?;
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(q)?;
+        let locker = match method {
+            PointMethod::SnapshotStatus => None,
+            PointMethod::TableLock => Some(source.connect().await?),
+        };
+        Ok(ChunkReader {
+            conn,
+            locker,
+            source: source.clone(),
+            method,
+            epoch,
+        })
+    }
+
+    /// Opens a read view and returns the binlog position it sits at.
+    async fn begin(&mut self, tables: &[&SeedTable]) -> Result<SourcePosition, SnapshotError> {
+        let q = |e| SnapshotError::read("seed chunk start", e);
+        let mut position = match self.method {
+            PointMethod::SnapshotStatus => {
+                self.conn
+                    .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(q)?;
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = self
+                    .conn
+                    .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                    .await
+                    .map_err(q)?;
+                let get = |name: &str| {
+                    rows.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                };
+                let file = get("binlog_snapshot_file").unwrap_or_default();
+                let pos = get("binlog_snapshot_position")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                SourcePosition::new(file, pos)
+            }
+            PointMethod::TableLock => {
+                let list: Vec<String> = tables
+                    .iter()
+                    .map(|t| format!("{} READ", sql::table(&t.database, &t.name)))
+                    .collect();
+                let locker = self.locker.as_mut().expect("a lock connection");
+                locker
+                    .query_drop(format!("LOCK TABLES {}", list.join(", ")))
+                    .await
+                    .map_err(q)?;
+                let started = self
+                    .conn
+                    .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await;
+                let position = match started {
+                    Ok(()) => crate::source::current_position(&self.source, &mut self.conn).await,
+                    Err(e) => Err(self.source.classify(e)),
+                };
+                let unlocked = locker.query_drop("UNLOCK TABLES").await;
+                let position = position?;
+                unlocked.map_err(q)?;
+                position
+            }
+        };
+        position.epoch = self.epoch;
+        Ok(position)
+    }
+
+    async fn stream_whole<'a>(
+        &'a mut self,
+        object: &'a str,
+        stmt: &str,
+    ) -> Result<Frames<'a>, ChunkFailure> {
+        let result = self
+            .conn
+            .exec_iter(stmt, ())
+            .await
+            .map_err(|e| ChunkFailure::of(object, e))?;
+        let stream = result
+            .stream_and_drop::<mysql_async::Row>()
+            .await
+            .map_err(|e| ChunkFailure::of(object, e))?
+            .ok_or_else(|| {
+                ChunkFailure::Other(SnapshotError::Read {
+                    object: object.to_string(),
+                    reason: "no result set".into(),
+                })
+            })?;
+        Ok(Frames { stream, object })
+    }
+
+    async fn end(&mut self) {
+        let _ = self.conn.query_drop("COMMIT").await;
+    }
+
+    /// The next chunk of range `range` of `table`, read at its own exact
+    /// position. A table gone from the primary (dropped, the stream will
+    /// say so) gives an empty last chunk.
+    pub async fn read_range(
+        &mut self,
+        table: &SeedTable,
+        range: u32,
+    ) -> Result<SeedChunk, SnapshotError> {
+        let key = table.key.as_ref().expect("a ranged table has a key");
+        let r = &table.ranges[range as usize];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let position = self.begin(&[table]).await?;
+            let result = self.range_rows(table, key, r).await;
+            self.end().await;
+            match result {
+                Ok((schema, rows)) => {
+                    let done = rows.len() < CHUNK_ROWS;
+                    let upto = rows
+                        .last()
+                        .and_then(|row| key_in(&schema, key, row))
+                        .or(r.after);
+                    return Ok(SeedChunk {
+                        database: table.database.clone(),
+                        name: table.name.clone(),
+                        range,
+                        schema,
+                        rows,
+                        position,
+                        first: false,
+                        done,
+                        upto,
+                    });
+                }
+                Err(ChunkFailure::Gone) => {
+                    return Ok(gone(table, range, position));
+                }
+                // Altered after the read view opened: read it again.
+                Err(ChunkFailure::Changed(_)) if attempt < 20 => continue,
+                Err(ChunkFailure::Changed(e)) | Err(ChunkFailure::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn range_rows(
+        &mut self,
+        table: &SeedTable,
+        key: &KeyColumn,
+        r: &seed_plan::SeedRange,
+    ) -> Result<(crate::log::change::TableSchema, Vec<Row>), ChunkFailure> {
+        let read = snapshot::table_read(&mut self.conn, &table.database, &table.name)
+            .await
+            .map_err(ChunkFailure::Other)?;
+        if read.schema.columns.is_empty() {
+            return Err(ChunkFailure::Gone);
+        }
+        let k = sql::ident(&key.name);
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        match (r.after, r.lo) {
+            (Some(after), _) => {
+                conds.push(format!("{k} > ?"));
+                params.push(key_param(after));
+            }
+            (None, Some(lo)) => {
+                conds.push(format!("{k} >= ?"));
+                params.push(key_param(lo));
+            }
+            (None, None) => {}
+        }
+        if let Some(hi) = r.hi {
+            conds.push(format!("{k} < ?"));
+            params.push(key_param(hi));
+        }
+        let filter = match conds.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", conds.join(" AND ")),
+        };
+        let stmt = format!(
+            "SELECT {} FROM {}{filter} ORDER BY {k} LIMIT {CHUNK_ROWS}",
+            read.select.join(", "),
+            sql::table(&table.database, &table.name),
+        );
+        let object = format!("{}.{}", table.database, table.name);
+        let rows: Vec<mysql_async::Row> = self
+            .conn
+            .exec(stmt, Params::Positional(params))
+            .await
+            .map_err(|e| ChunkFailure::of(&object, e))?;
+        Ok((
+            read.schema,
+            rows.into_iter().map(snapshot::convert).collect(),
+        ))
+    }
+
+    /// Reads whole tables (one group) in one read view: all their chunks
+    /// carry the same position. `send` returns false to stop.
+    pub async fn read_whole<F, Fut>(
+        &mut self,
+        tables: &[&SeedTable],
+        mut send: F,
+    ) -> Result<(), SnapshotError>
+    where
+        F: FnMut(SeedChunk) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut attempt = 0;
+        'again: loop {
+            attempt += 1;
+            let position = self.begin(tables).await?;
+            for t in tables {
+                let read = match snapshot::table_read(&mut self.conn, &t.database, &t.name).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.end().await;
+                        return Err(e);
+                    }
+                };
+                if read.schema.columns.is_empty() {
+                    if !send(gone(t, 0, position.clone())).await {
+                        break 'again;
+                    }
+                    continue;
+                }
+                let object = format!("{}.{}", t.database, t.name);
+                let stmt = format!(
+                    "SELECT {} FROM {}{}",
+                    read.select.join(", "),
+                    sql::table(&t.database, &t.name),
+                    read.history
+                );
+                // Frames go out as they are read; the last (maybe empty)
+                // one says the table is complete.
+                let mut first = true;
+                let mut pending: Option<Vec<Row>> = None;
+                let step = match self.stream_whole(&object, &stmt).await {
+                    Err(fail) => Step::Failed(fail),
+                    Ok(mut frames) => loop {
+                        let rows = match frames.next_frame().await {
+                            Ok(Some(rows)) => rows,
+                            Ok(None) => break Step::Next,
+                            Err(e) => break Step::Failed(ChunkFailure::Other(e)),
+                        };
+                        if let Some(rows) = pending.replace(rows) {
+                            let chunk = SeedChunk {
+                                database: t.database.clone(),
+                                name: t.name.clone(),
+                                range: 0,
+                                schema: read.schema.clone(),
+                                rows,
+                                position: position.clone(),
+                                first: std::mem::replace(&mut first, false),
+                                done: false,
+                                upto: None,
+                            };
+                            if !send(chunk).await {
+                                break Step::Stop;
+                            }
+                        }
+                    },
+                };
+                match step {
+                    Step::Next => {}
+                    Step::Stop => break 'again,
+                    Step::Failed(ChunkFailure::Changed(_)) if attempt < 20 => {
+                        self.end().await;
+                        continue 'again;
+                    }
+                    Step::Failed(ChunkFailure::Gone) => {
+                        if !send(gone(t, 0, position.clone())).await {
+                            break 'again;
+                        }
+                        continue;
+                    }
+                    Step::Failed(ChunkFailure::Changed(e) | ChunkFailure::Other(e)) => {
+                        self.end().await;
+                        return Err(e);
+                    }
+                }
+                let last = SeedChunk {
+                    database: t.database.clone(),
+                    name: t.name.clone(),
+                    range: 0,
+                    schema: read.schema.clone(),
+                    rows: pending.take().unwrap_or_default(),
+                    position: position.clone(),
+                    first,
+                    done: true,
+                    upto: None,
+                };
+                if !send(last).await {
+                    break 'again;
+                }
+            }
+            break;
+        }
+        self.end().await;
+        Ok(())
+    }
+}
+
+/// Bytes in a chunk's rows, for progress.
+pub fn chunk_bytes(chunk: &SeedChunk) -> u64 {
+    chunk
+        .rows
+        .iter()
+        .map(crate::replica::statements::row_bytes)
+        .sum::<usize>() as u64
+}
+
+/// How reading one table of a group ended.
+enum Step {
+    Next,
+    Stop,
+    Failed(ChunkFailure),
+}
+
+/// Why a chunk read failed.
+enum ChunkFailure {
+    /// The table does not exist (any more).
+    Gone,
+    /// Its definition changed after the read view opened (1412).
+    Changed(SnapshotError),
+    Other(SnapshotError),
+}
+
+impl ChunkFailure {
+    fn of(object: &str, e: mysql_async::Error) -> ChunkFailure {
+        let code = match &e {
+            mysql_async::Error::Server(s) => s.code,
+            _ => 0,
+        };
+        let e = SnapshotError::read(object, e);
+        match code {
+            1146 => ChunkFailure::Gone,
+            1412 => ChunkFailure::Changed(e),
+            _ => ChunkFailure::Other(e),
+        }
+    }
+}
+
+fn gone(table: &SeedTable, range: u32, position: SourcePosition) -> SeedChunk {
+    tracing::info!(database = %table.database, table = %table.name, "table gone from the primary while it was being copied; the stream says what became of it");
+    SeedChunk {
+        database: table.database.clone(),
+        name: table.name.clone(),
+        range,
+        schema: crate::log::change::TableSchema {
+            database: table.database.clone(),
+            name: table.name.clone(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        },
+        rows: Vec::new(),
+        position,
+        first: true,
+        done: true,
+        upto: None,
+    }
+}
+
+fn key_param(k: Key) -> MyValue {
+    match i64::try_from(k) {
+        Ok(i) => MyValue::Int(i),
+        Err(_) => MyValue::UInt(k as u64),
+    }
+}
+
+fn key_in(schema: &crate::log::change::TableSchema, key: &KeyColumn, row: &Row) -> Option<Key> {
+    let i = schema.columns.iter().position(|c| c.name == key.name)?;
+    seed_plan::key_value(&row[i], key)
+}
+
+/// A whole table's rows, a frame at a time.
+struct Frames<'a> {
+    stream: mysql_async::ResultSetStream<
+        'a,
+        'a,
+        'static,
+        mysql_async::Row,
+        mysql_async::BinaryProtocol,
+    >,
+    object: &'a str,
+}
+
+impl Frames<'_> {
+    /// The next frame: up to `CHUNK_ROWS` rows or about `CHUNK_BYTES`.
+    async fn next_frame(&mut self) -> Result<Option<Vec<Row>>, SnapshotError> {
+        use futures_util::StreamExt;
+        let mut rows = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = self.stream.next().await {
+            let row = snapshot::convert(row.map_err(|e| SnapshotError::read(self.object, e))?);
+            bytes += crate::replica::statements::row_bytes(&row);
+            rows.push(row);
+            if rows.len() >= CHUNK_ROWS || bytes >= CHUNK_BYTES {
+                break;
+            }
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+}
