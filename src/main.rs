@@ -393,7 +393,21 @@ fn print_status(s: &rowcast::net::wire::MasterStatus) {
                 sl.lag_transactions.to_string(),
                 sl.lag_seconds.to_string(),
                 if sl.snapshot_estimated_rows > 0 || sl.snapshot_rows > 0 {
-                    format!("{}/{} rows", sl.snapshot_rows, sl.snapshot_estimated_rows)
+                    let pct = (sl.snapshot_rows * 100)
+                        .checked_div(sl.snapshot_estimated_rows)
+                        .unwrap_or(0)
+                        .min(100);
+                    let mut s = format!(
+                        "{}/{} rows ({pct}%), {}/{} MiB",
+                        sl.snapshot_rows,
+                        sl.snapshot_estimated_rows,
+                        sl.snapshot_bytes >> 20,
+                        sl.snapshot_estimated_bytes >> 20
+                    );
+                    if let Some(eta) = sl.snapshot_eta_seconds.filter(|&e| e > 0) {
+                        s.push_str(&format!(", ETA {eta}s"));
+                    }
+                    s
                 } else {
                     "-".into()
                 },

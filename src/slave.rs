@@ -166,9 +166,13 @@ pub async fn run(
                     // checkpoint may be stale); the new session kills the
                     // old one if it still holds the session lock, and
                     // reads the checkpoint only once it is gone.
+                    let resync = std::mem::take(&mut applier.resync_pending);
                     applier = loop {
                         match applier.reconnect().await {
-                            Ok(a) => break a,
+                            Ok(mut a) => {
+                                a.resync_pending = resync;
+                                break a;
+                            }
                             Err(err) if err.is_retryable() => {
                                 backoff = (backoff * 2).min(Duration::from_secs(5));
                                 tracing::warn!(cause = %err, retry_in = ?backoff, "cannot reconnect to the target; retrying");
@@ -382,7 +386,10 @@ impl Feed {
             .send(&hello)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        // What of a seed is left (its progress), and what to copy again.
+        // What of a seed is left (its progress), and what to copy again:
+        // as stored, not as the last session believed (its loads in
+        // flight when it ended may not have committed).
+        applier.load_seed().await?;
         let seed = SlaveMessage::Seed {
             tables: applier.seed().tables().cloned().collect(),
             resync: applier.resync_pending.clone(),
@@ -1028,6 +1035,11 @@ async fn apply_loop(
             Incoming::Snapshot(MasterMessage::SeedChunk(chunk)) => {
                 let bytes = crate::source::chunk_read::chunk_bytes(&chunk);
                 metrics.snapshot_rows.add(chunk.rows.len() as u64);
+                let prior_after = applier
+                    .seed()
+                    .get(&chunk.database, &chunk.name)
+                    .and_then(|t| t.ranges.get(chunk.range as usize))
+                    .and_then(|r| r.after);
                 let Some(table) = applier.seed_mut().loaded(&chunk, bytes) else {
                     tracing::warn!(database = %chunk.database, table = %chunk.name, "a seed chunk of a table this slave is not seeding; ignored");
                     continue;
@@ -1041,6 +1053,7 @@ async fn apply_loop(
                     chunk,
                     table,
                     state,
+                    prior_after,
                 })
                 .await?;
                 bar.show(applier.seed());

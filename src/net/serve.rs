@@ -1675,6 +1675,11 @@ async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Origi
                     lag_transactions: s.lag_transactions,
                     stalled: s.state == "stalled",
                     connected: matches!(s.state.as_str(), "streaming" | "stalled" | "snapshotting"),
+                    snapshot_rows: s.snapshot_rows,
+                    snapshot_estimated_rows: s.snapshot_estimated_rows,
+                    snapshot_bytes: s.snapshot_bytes,
+                    snapshot_estimated_bytes: s.snapshot_estimated_bytes,
+                    snapshot_eta_seconds: s.snapshot_eta_seconds.unwrap_or(0),
                 })
                 .collect(),
         );

@@ -67,6 +67,13 @@ pub struct SlaveGauges {
     pub lag_transactions: u64,
     pub stalled: bool,
     pub connected: bool,
+    /// Seeding progress: rows and bytes copied, their estimates, and the
+    /// seconds to go (0 when not seeding or not known yet).
+    pub snapshot_rows: u64,
+    pub snapshot_estimated_rows: u64,
+    pub snapshot_bytes: u64,
+    pub snapshot_estimated_bytes: u64,
+    pub snapshot_eta_seconds: u64,
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.
@@ -131,11 +138,16 @@ impl Metrics {
             return out;
         }
         type Family = (&'static str, &'static str, fn(&SlaveGauges) -> u64);
-        let families: [Family; 4] = [
+        let families: [Family; 9] = [
             ("rowcast_slave_lag_seconds", "Seconds since the primary committed the oldest transaction this slave has not applied (0: nothing pending).", |s| s.lag_seconds),
             ("rowcast_slave_lag_transactions", "Change-log records this slave has not applied.", |s| s.lag_transactions),
             ("rowcast_slave_stalled", "1 while this slave has work pending but has not advanced for --stall-after.", |s| u64::from(s.stalled)),
             ("rowcast_slave_connected", "1 while this slave is connected (or reading the JetStream stream).", |s| u64::from(s.connected)),
+            ("rowcast_slave_snapshot_rows", "Rows this slave's seed has copied.", |s| s.snapshot_rows),
+            ("rowcast_slave_snapshot_estimated_rows", "Rows this slave's seed is estimated to copy (table statistics).", |s| s.snapshot_estimated_rows),
+            ("rowcast_slave_snapshot_bytes", "Bytes of rows this slave's seed has copied.", |s| s.snapshot_bytes),
+            ("rowcast_slave_snapshot_estimated_bytes", "Bytes this slave's seed is estimated to copy (table statistics).", |s| s.snapshot_estimated_bytes),
+            ("rowcast_slave_snapshot_eta_seconds", "Seconds this slave's seed needs yet at its rate so far (0: not seeding, or not known yet).", |s| s.snapshot_eta_seconds),
         ];
         for (name, help, value) in families {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -193,6 +205,11 @@ mod tests {
             lag_transactions: 3,
             stalled: true,
             connected: true,
+            snapshot_rows: 10,
+            snapshot_estimated_rows: 40,
+            snapshot_bytes: 1000,
+            snapshot_estimated_bytes: 4000,
+            snapshot_eta_seconds: 30,
         }]);
         let text = m.render("master");
         assert!(
@@ -201,6 +218,12 @@ mod tests {
         );
         assert!(
             text.contains("rowcast_slave_stalled{role=\"master\",slave=\"east \\\"1\\\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "rowcast_slave_snapshot_eta_seconds{role=\"master\",slave=\"east \\\"1\\\"\"} 30"
+            ),
             "{text}"
         );
         assert!(

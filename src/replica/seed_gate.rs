@@ -363,3 +363,243 @@ fn table_applies(seed: &SeedTable, at: &SourcePosition) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::change::{ColumnDef, ColumnKind, Value};
+    use crate::source::seed_plan::{KeyColumn, SeedRange};
+
+    fn at(offset: u64) -> SourcePosition {
+        SourcePosition::new("binlog.000001", offset)
+    }
+
+    fn schema(named: bool) -> TableSchema {
+        let col = |n: &str| ColumnDef {
+            name: if named { n.into() } else { String::new() },
+            kind: ColumnKind::Other(0),
+            unsigned: false,
+            collation: 0,
+        };
+        TableSchema {
+            database: "d".into(),
+            name: "t".into(),
+            columns: vec![col("v"), col("id")],
+            primary_key: if named { vec![1] } else { Vec::new() },
+        }
+    }
+
+    fn row(id: i64) -> Row {
+        vec![Value::Int(id * 10), Value::Int(id)]
+    }
+
+    fn ranged() -> SeedTable {
+        SeedTable {
+            database: "d".into(),
+            name: "t".into(),
+            key: Some(KeyColumn {
+                name: "id".into(),
+                ordinal: 1,
+                unsigned: false,
+                bits: 32,
+            }),
+            group: 0,
+            ranges: vec![SeedRange::default()],
+            estimated_rows: 100,
+            estimated_bytes: 0,
+        }
+    }
+
+    fn chunk(upto: Option<i64>, done: bool, position: u64) -> SeedChunk {
+        SeedChunk {
+            database: "d".into(),
+            name: "t".into(),
+            range: 0,
+            schema: schema(true),
+            rows: Vec::new(),
+            position: at(position),
+            first: false,
+            done,
+            upto: upto.map(Key::from),
+        }
+    }
+
+    fn txn(position: u64, changes: Vec<Change>, named: bool) -> Transaction {
+        Transaction {
+            position: at(position),
+            timestamp: 0,
+            part: 0,
+            more: false,
+            tables: vec![schema(named)],
+            changes,
+            events: None,
+            xa: None,
+        }
+    }
+
+    fn ids(t: &Transaction) -> Vec<String> {
+        t.changes
+            .iter()
+            .map(|c| match c {
+                Change::Insert { rows, .. } => {
+                    format!("I{:?}", rows.iter().map(|r| &r[1]).collect::<Vec<_>>())
+                }
+                Change::Delete { rows, .. } => {
+                    format!("D{:?}", rows.iter().map(|r| &r[1]).collect::<Vec<_>>())
+                }
+                Change::Update { rows, .. } => format!("U{}", rows.len()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_applies_only_to_keys_loaded_from_a_chunk_read_before_it() {
+        let mut gate = SeedGate::new(vec![ranged()]);
+        gate.loaded(&chunk(Some(50), false, 100), 0);
+        let insert = |p| {
+            txn(
+                p,
+                vec![Change::Insert {
+                    table: 0,
+                    rows: vec![row(10), row(60)],
+                }],
+                true,
+            )
+        };
+        // Before the chunk's read: the chunk holds it.
+        let mut t = insert(90);
+        gate.filter(&mut t).unwrap();
+        assert!(t.changes.is_empty(), "{:?}", ids(&t));
+        // After it: key 10 applies; key 60 waits for its own chunk.
+        let mut t = insert(110);
+        gate.filter(&mut t).unwrap();
+        assert_eq!(ids(&t), vec!["I[Int(10)]"]);
+        // At exactly the chunk's position: in the chunk.
+        let mut t = insert(100);
+        gate.filter(&mut t).unwrap();
+        assert!(t.changes.is_empty());
+    }
+
+    #[test]
+    fn a_key_moved_across_the_loaded_edge_keeps_the_half_that_applies() {
+        let mut gate = SeedGate::new(vec![ranged()]);
+        gate.loaded(&chunk(Some(50), false, 100), 0);
+        let update = |from, to| {
+            txn(
+                200,
+                vec![Change::Update {
+                    table: 0,
+                    rows: vec![(row(from), row(to))],
+                }],
+                true,
+            )
+        };
+        let mut out = update(10, 60);
+        gate.filter(&mut out).unwrap();
+        assert_eq!(ids(&out), vec!["D[Int(10)]"]);
+        let mut into = update(60, 10);
+        gate.filter(&mut into).unwrap();
+        assert_eq!(ids(&into), vec!["I[Int(10)]"]);
+        let mut inside = update(10, 20);
+        gate.filter(&mut inside).unwrap();
+        assert_eq!(ids(&inside), vec!["U1"]);
+    }
+
+    #[test]
+    fn a_table_leaves_the_gate_once_loaded_and_passed() {
+        let mut gate = SeedGate::new(vec![ranged()]);
+        gate.loaded(&chunk(Some(50), false, 100), 0);
+        gate.loaded(&chunk(None, true, 150), 0);
+        gate.passed(&at(120));
+        assert!(!gate.is_empty());
+        // Keys of the passed chunk take everything now, the rest wait.
+        let mut t = txn(
+            130,
+            vec![Change::Delete {
+                table: 0,
+                rows: vec![row(5), row(70)],
+            }],
+            true,
+        );
+        gate.filter(&mut t).unwrap();
+        assert_eq!(ids(&t), vec!["D[Int(5)]"]);
+        gate.passed(&at(150));
+        assert!(gate.is_empty());
+        assert_eq!(
+            gate.take_finished(),
+            vec![("d".to_string(), "t".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_whole_table_applies_after_its_one_read() {
+        let mut whole = ranged();
+        whole.key = None;
+        whole.group = 3;
+        let mut gate = SeedGate::new(vec![whole]);
+        let mut t = txn(
+            50,
+            vec![Change::Insert {
+                table: 0,
+                rows: vec![row(1)],
+            }],
+            true,
+        );
+        gate.filter(&mut t).unwrap();
+        assert!(t.changes.is_empty(), "not loaded yet");
+        // Frames before the last do not load it.
+        let mut first = chunk(None, false, 100);
+        first.first = true;
+        gate.loaded(&first, 0);
+        let mut t = txn(
+            120,
+            vec![Change::Insert {
+                table: 0,
+                rows: vec![row(1)],
+            }],
+            true,
+        );
+        gate.filter(&mut t).unwrap();
+        assert!(t.changes.is_empty());
+        gate.loaded(&chunk(None, true, 100), 0);
+        let mut t = txn(120, vec![Change::PartialImage { table: 0, rows: 1 }], true);
+        gate.filter(&mut t).unwrap();
+        assert_eq!(t.changes.len(), 1);
+    }
+
+    #[test]
+    fn positional_images_find_the_key_by_its_place_and_partial_ones_stop() {
+        let mut gate = SeedGate::new(vec![ranged()]);
+        gate.loaded(&chunk(Some(50), false, 100), 0);
+        let mut t = txn(
+            110,
+            vec![Change::Insert {
+                table: 0,
+                rows: vec![row(10), row(60)],
+            }],
+            false,
+        );
+        gate.filter(&mut t).unwrap();
+        assert_eq!(ids(&t), vec!["I[Int(10)]"]);
+        let mut partial = txn(110, vec![Change::PartialImage { table: 0, rows: 1 }], true);
+        let e = gate.filter(&mut partial).unwrap_err().to_string();
+        assert!(e.contains("--resync d.t"), "{e}");
+    }
+
+    #[test]
+    fn other_tables_and_ddl_pass_untouched() {
+        let gate = SeedGate::new(vec![ranged()]);
+        let mut t = txn(
+            10,
+            vec![Change::Insert {
+                table: 0,
+                rows: vec![row(1)],
+            }],
+            true,
+        );
+        t.tables[0].name = "other".into();
+        gate.filter(&mut t).unwrap();
+        assert_eq!(t.changes.len(), 1);
+    }
+}

@@ -13,8 +13,15 @@ use crate::replica::apply_error::sql_error;
 use crate::replica::seed_gate::SeedGate;
 use crate::source::objects::{StoredObject, StoredObjects};
 use crate::source::position::SourcePosition;
-use crate::source::seed_plan::{SeedChunk, SeedRange, SeedTable};
+use crate::source::seed_plan::{Key, SeedChunk, SeedRange, SeedTable};
 use crate::sql;
+
+fn key_param(k: Key) -> mysql_async::Value {
+    match i64::try_from(k) {
+        Ok(i) => mysql_async::Value::Int(i),
+        Err(_) => mysql_async::Value::UInt(k as u64),
+    }
+}
 
 fn at() -> SourcePosition {
     SourcePosition::new("(seed)", 0)
@@ -216,6 +223,7 @@ impl Applier {
         chunk: &SeedChunk,
         table: &SeedTable,
         state: &SeedRange,
+        prior_after: Option<Key>,
     ) -> Result<(), ApplyError> {
         let p = at();
         // Another connection may have changed the table (DDL on the
@@ -224,6 +232,51 @@ impl Applier {
         self.positional.clear();
         self.local("START TRANSACTION", &p).await?;
         let result = async {
+            // The keys this chunk covers hold nothing yet, unless a load
+            // whose commit was under way when a session ended went in:
+            // emptied first, a chunk loads the same however often.
+            if let (Some(key), false) = (&table.key, chunk.schema.columns.is_empty()) {
+                let k = sql::ident(&key.name);
+                let mut conds = Vec::new();
+                let mut params: Vec<mysql_async::Value> = Vec::new();
+                match (prior_after, state.lo) {
+                    (Some(a), _) => {
+                        conds.push(format!("{k} > ?"));
+                        params.push(key_param(a));
+                    }
+                    (None, Some(lo)) => {
+                        conds.push(format!("{k} >= ?"));
+                        params.push(key_param(lo));
+                    }
+                    (None, None) => {}
+                }
+                match (chunk.done, chunk.upto, state.hi) {
+                    (true, _, Some(hi)) => {
+                        conds.push(format!("{k} < ?"));
+                        params.push(key_param(hi));
+                    }
+                    (true, _, None) => {}
+                    (false, Some(u), _) => {
+                        conds.push(format!("{k} <= ?"));
+                        params.push(key_param(u));
+                    }
+                    (false, None, _) => conds.push("FALSE".into()),
+                }
+                let filter = match conds.is_empty() {
+                    true => String::new(),
+                    false => format!(" WHERE {}", conds.join(" AND ")),
+                };
+                self.conn
+                    .exec_drop(
+                        format!(
+                            "DELETE FROM {}{filter}",
+                            sql::table(&chunk.database, &chunk.name)
+                        ),
+                        mysql_async::Params::Positional(params),
+                    )
+                    .await
+                    .map_err(|e| sql_error(&p, e))?;
+            }
             if chunk.first && table.key.is_none() {
                 self.conn
                     .query_drop(format!(

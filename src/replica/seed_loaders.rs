@@ -21,6 +21,8 @@ pub struct LoadJob {
     pub chunk: SeedChunk,
     pub table: SeedTable,
     pub state: SeedRange,
+    /// The range's last loaded key before this chunk.
+    pub prior_after: Option<crate::source::seed_plan::Key>,
 }
 
 enum Outcome {
@@ -65,7 +67,10 @@ impl SeedLoaders {
             let done_tx = done_tx.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    let outcome = match loader.seed_load(&job.chunk, &job.table, &job.state).await {
+                    let outcome = match loader
+                        .seed_load(&job.chunk, &job.table, &job.state, job.prior_after)
+                        .await
+                    {
                         Ok(()) => Outcome::Loaded,
                         Err(e) if schema_ahead(&e) => Outcome::Deferred(Box::new(job)),
                         Err(e) => Outcome::Failed(e),
