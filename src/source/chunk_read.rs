@@ -223,7 +223,14 @@ impl ChunkReader {
                 locker
                     .query_drop(format!("LOCK TABLES {}", list.join(", ")))
                     .await
-                    .map_err(q)?;
+                    .map_err(|e| SnapshotError::Read {
+                        object: "seed chunk start".into(),
+                        reason: format!(
+                            "{e}: without MariaDB's binlog_snapshot_position a seed chunk needs a brief \
+                             LOCK TABLES ... READ; GRANT LOCK TABLES ON the replicated databases to \
+                             rowcast's user on the primary"
+                        ),
+                    })?;
                 let started = self
                     .conn
                     .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
