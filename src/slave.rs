@@ -904,6 +904,18 @@ async fn apply_loop(
                 }
                 drop(permits);
                 if !applier.seed().is_empty() {
+                    if let Some(e) = batch.iter().find_map(|(_, t)| applier.seed().renamed_by(t)) {
+                        let e = SlaveError::from(ApplyError::Sql {
+                            position: "seed".into(),
+                            reason: e.to_string(),
+                        });
+                        metrics.errors.add(1);
+                        let failed = SlaveMessage::Failed {
+                            message: e.to_string(),
+                        };
+                        let _ = reporter.send(&failed, applier).await;
+                        return Err(e);
+                    }
                     if batch.iter().any(|(_, t)| t.is_ddl()) {
                         if let Some(l) = loaders.as_mut().filter(|l| l.has_deferred()) {
                             l.retry_deferred().await?;

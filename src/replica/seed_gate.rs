@@ -45,6 +45,11 @@ pub enum GateError {
          run the slave with `--resync {table}` to copy that table again"
     )]
     PartialImage { table: String, position: String },
+    #[error(
+        "{table} was renamed on the primary at {position} while it was being copied; the slave applied \
+         the rename and stopped: restart it with `--resync DB.NEWNAME` (the table's new name) to copy it again"
+    )]
+    Renamed { table: String, position: String },
 }
 
 /// The tables still being seeded, by `(database, table)`.
@@ -157,6 +162,46 @@ impl SeedGate {
             self.tables.remove(&id);
             self.finished.push(id);
         }
+    }
+
+    /// A statement that renames a table still being seeded: its name and
+    /// position, for the error that stops the slave (the copy under the
+    /// old name cannot go on under the new one).
+    pub fn renamed_by(&self, txn: &Transaction) -> Option<GateError> {
+        for change in &txn.changes {
+            let Change::Ddl(ddl) = change else { continue };
+            let text = ddl.sql_text();
+            let words: Vec<String> = text
+                .split_whitespace()
+                .take(64)
+                .map(|w| w.to_ascii_uppercase())
+                .collect();
+            let renames = words.first().is_some_and(|w| w == "RENAME")
+                || (words.first().is_some_and(|w| w == "ALTER")
+                    && words.windows(2).any(|w| {
+                        w[0] == "RENAME" && !matches!(w[1].as_str(), "COLUMN" | "INDEX" | "KEY")
+                    }));
+            if !renames {
+                continue;
+            }
+            let crate::source::statement_target::Target::Tables(list) =
+                crate::source::statement_target::target(&text)
+            else {
+                continue;
+            };
+            for (db, name) in list {
+                let Some(db) = db.or_else(|| ddl.database.clone()) else {
+                    continue;
+                };
+                if self.tables.contains_key(&(db.clone(), name.clone())) {
+                    return Some(GateError::Renamed {
+                        table: format!("{db}.{name}"),
+                        position: txn.position.to_string(),
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// Removes from `txn` the row changes the seed brings (or brought).
@@ -585,6 +630,30 @@ mod tests {
         let mut partial = txn(110, vec![Change::PartialImage { table: 0, rows: 1 }], true);
         let e = gate.filter(&mut partial).unwrap_err().to_string();
         assert!(e.contains("--resync d.t"), "{e}");
+    }
+
+    #[test]
+    fn renaming_a_table_being_seeded_is_named_and_column_renames_are_not() {
+        let gate = SeedGate::new(vec![ranged()]);
+        let ddl = |sql: &str| {
+            let mut t = txn(10, Vec::new(), true);
+            t.changes.push(Change::Ddl(crate::log::change::Ddl {
+                database: Some("d".into()),
+                sql: sql.as_bytes().to_vec(),
+                ..Default::default()
+            }));
+            t
+        };
+        assert!(gate.renamed_by(&ddl("RENAME TABLE t TO t2")).is_some());
+        assert!(gate
+            .renamed_by(&ddl("ALTER TABLE d.t RENAME TO d.t2"))
+            .is_some());
+        assert!(gate
+            .renamed_by(&ddl("ALTER TABLE t RENAME COLUMN v TO w"))
+            .is_none());
+        assert!(gate
+            .renamed_by(&ddl("RENAME TABLE other TO other2"))
+            .is_none());
     }
 
     #[test]
