@@ -817,6 +817,8 @@ async fn apply_loop(
     // Seeding: the connections loading chunks, and the progress bar.
     let mut loaders: Option<SeedLoaders> = None;
     let mut bar = SeedBar::new();
+    // DDL applied so far: loaders forget the replica's tables when it moves.
+    let mut ddl_generation = 0u64;
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // Whether snapshot progress still reaches the master.
     let mut progress_reported = true;
@@ -917,8 +919,9 @@ async fn apply_loop(
                         return Err(e);
                     }
                     if batch.iter().any(|(_, t)| t.is_ddl()) {
+                        ddl_generation += 1;
                         if let Some(l) = loaders.as_mut().filter(|l| l.has_deferred()) {
-                            l.retry_deferred().await?;
+                            l.retry_deferred(ddl_generation).await?;
                         }
                     }
                     seed_passed(applier, &mut loaders, None, metrics).await?;
@@ -1043,6 +1046,7 @@ async fn apply_loop(
                     .resync_pending
                     .retain(|(d, t)| !(d == &table.database && t == &table.name));
                 applier.seed_table_begin(&table, plan).await?;
+                ddl_generation += 1;
             }
             Incoming::Snapshot(MasterMessage::SeedChunk(chunk)) => {
                 let bytes = crate::source::chunk_read::chunk_bytes(&chunk);
@@ -1066,6 +1070,7 @@ async fn apply_loop(
                     table,
                     state,
                     prior_after,
+                    ddl_generation,
                 })
                 .await?;
                 bar.show(applier.seed());

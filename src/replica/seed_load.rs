@@ -226,10 +226,6 @@ impl Applier {
         prior_after: Option<Key>,
     ) -> Result<(), ApplyError> {
         let p = at();
-        // Another connection may have changed the table (DDL on the
-        // stream): plans are made afresh for each chunk.
-        self.plans.clear();
-        self.positional.clear();
         self.local("START TRANSACTION", &p).await?;
         let result = async {
             // The keys this chunk covers hold nothing yet, unless a load
@@ -311,6 +307,13 @@ impl Applier {
             return result;
         }
         self.local("COMMIT", &p).await
+    }
+
+    /// Forgets the statements made for the replica's tables (another
+    /// connection applied DDL).
+    pub fn forget_tables(&mut self) {
+        self.plans.clear();
+        self.positional.clear();
     }
 
     /// Every table is loaded and the stream has passed every chunk: the

@@ -9,7 +9,7 @@
 //! and waits (deferred) until the slave applies the next DDL, which comes
 //! before the stream passes the chunk's position.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 
@@ -23,11 +23,15 @@ pub struct LoadJob {
     pub state: SeedRange,
     /// The range's last loaded key before this chunk.
     pub prior_after: Option<crate::source::seed_plan::Key>,
+    /// How many DDL statements the slave had applied when the chunk was
+    /// handed out: a loader drops what it knows of the replica's tables
+    /// when this moves.
+    pub ddl_generation: u64,
 }
 
 enum Outcome {
-    Loaded,
-    Deferred(Box<LoadJob>),
+    Loaded(usize),
+    Deferred(usize, Box<LoadJob>),
     Failed(ApplyError),
 }
 
@@ -37,6 +41,10 @@ pub struct SeedLoaders {
     outstanding: usize,
     deferred: Vec<LoadJob>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Which connection each range's chunks go to (its first chunk's:
+    /// the least busy then), and what each connection has in hand.
+    assigned: HashMap<(String, String, u32), usize>,
+    busy: Vec<usize>,
 }
 
 impl Drop for SeedLoaders {
@@ -61,18 +69,25 @@ impl SeedLoaders {
         let (done_tx, done) = mpsc::channel(count * 4);
         let mut workers = Vec::new();
         let mut tasks = Vec::new();
-        for _ in 0..count.max(1) {
+        for worker in 0..count.max(1) {
             let mut loader = applier.loader().await?;
             let (tx, mut rx) = mpsc::channel::<LoadJob>(4);
             let done_tx = done_tx.clone();
             tasks.push(tokio::spawn(async move {
+                let mut generation = 0;
                 while let Some(job) = rx.recv().await {
+                    // The replica's tables may have changed (DDL on the
+                    // stream): what this connection knows of them goes.
+                    if job.ddl_generation != generation {
+                        loader.forget_tables();
+                        generation = job.ddl_generation;
+                    }
                     let outcome = match loader
                         .seed_load(&job.chunk, &job.table, &job.state, job.prior_after)
                         .await
                     {
-                        Ok(()) => Outcome::Loaded,
-                        Err(e) if schema_ahead(&e) => Outcome::Deferred(Box::new(job)),
+                        Ok(()) => Outcome::Loaded(worker),
+                        Err(e) if schema_ahead(&e) => Outcome::Deferred(worker, Box::new(job)),
                         Err(e) => Outcome::Failed(e),
                     };
                     if done_tx.send(outcome).await.is_err() {
@@ -83,11 +98,13 @@ impl SeedLoaders {
             workers.push(tx);
         }
         Ok(SeedLoaders {
+            busy: vec![0; workers.len()],
             workers,
             done,
             outstanding: 0,
             deferred: Vec::new(),
             tasks,
+            assigned: HashMap::new(),
         })
     }
 
@@ -102,15 +119,24 @@ impl SeedLoaders {
             self.deferred.push(job);
             return Ok(());
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&job.chunk.database, &job.chunk.name, job.chunk.range).hash(&mut h);
-        let i = (h.finish() % self.workers.len() as u64) as usize;
+        let id = (
+            job.chunk.database.clone(),
+            job.chunk.name.clone(),
+            job.chunk.range,
+        );
+        let least_busy = (0..self.busy.len())
+            .min_by_key(|&w| self.busy[w])
+            .unwrap_or(0);
+        let i = *self.assigned.entry(id).or_insert(least_busy);
         // A full queue: take finished loads meanwhile, or this waits on a
         // worker that waits on us.
         let mut job = Some(job);
         while let Some(j) = job.take() {
             match self.workers[i].try_send(j) {
-                Ok(()) => self.outstanding += 1,
+                Ok(()) => {
+                    self.outstanding += 1;
+                    self.busy[i] += 1;
+                }
                 Err(mpsc::error::TrySendError::Full(j)) => {
                     job = Some(j);
                     self.take_one().await?;
@@ -125,12 +151,14 @@ impl SeedLoaders {
 
     async fn take_one(&mut self) -> Result<(), ApplyError> {
         match self.done.recv().await {
-            Some(Outcome::Loaded) => {
+            Some(Outcome::Loaded(w)) => {
                 self.outstanding -= 1;
+                self.busy[w] -= 1;
                 Ok(())
             }
-            Some(Outcome::Deferred(job)) => {
+            Some(Outcome::Deferred(w, job)) => {
                 self.outstanding -= 1;
+                self.busy[w] -= 1;
                 tracing::info!(database = %job.chunk.database, table = %job.chunk.name, "seed chunk has columns the replica's table does not have yet; loading it after the next DDL");
                 self.deferred.push(*job);
                 Ok(())
@@ -156,8 +184,9 @@ impl SeedLoaders {
     }
 
     /// After a DDL: the deferred chunks are tried again, in order.
-    pub async fn retry_deferred(&mut self) -> Result<(), ApplyError> {
-        for job in std::mem::take(&mut self.deferred) {
+    pub async fn retry_deferred(&mut self, ddl_generation: u64) -> Result<(), ApplyError> {
+        for mut job in std::mem::take(&mut self.deferred) {
+            job.ddl_generation = ddl_generation;
             self.dispatch(job).await?;
         }
         self.barrier().await
