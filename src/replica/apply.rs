@@ -159,6 +159,8 @@ pub struct Applier {
     pub(super) seed: SeedGate,
     /// `--resync` tables not asked of the master yet.
     pub resync_pending: Vec<(String, String)>,
+    /// A connection that only loads seed chunks (`loader`).
+    pub(super) seed_loader: bool,
 }
 
 impl Applier {
@@ -294,6 +296,7 @@ impl Applier {
             retry_catalog_moved: false,
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
+            seed_loader: false,
         }
         .with_seed()
         .await
@@ -309,7 +312,9 @@ impl Applier {
     /// checkpoint of its own to write.
     pub async fn loader(&self) -> Result<Applier, ApplyError> {
         let mut conn = self.target.connect().await?;
-        conn.query_drop(SESSION_SETUP)
+        // The chunks are a copy of unique rows: secondary unique indexes
+        // need no check while they are loaded.
+        conn.query_drop(format!("{SESSION_SETUP}, unique_checks=0"))
             .await
             .map_err(|e| self.target.classify(e))?;
         if let Err(e) = conn
@@ -345,6 +350,7 @@ impl Applier {
             retry_catalog_moved: false,
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
+            seed_loader: true,
         })
     }
 

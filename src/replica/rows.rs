@@ -33,6 +33,9 @@ use crate::source::position::SourcePosition;
 
 /// Limits of one multi-row INSERT.
 const INSERT_BATCH_ROWS: usize = 200;
+/// A seed loader's statements are larger: nothing waits on them, and a
+/// chunk goes in with fewer round trips.
+pub(super) const SEED_INSERT_BATCH_ROWS: usize = 1000;
 const INSERT_BATCH_BYTES: usize = 4 << 20;
 
 impl Applier {
@@ -265,7 +268,11 @@ impl Applier {
         let mut rest = rows;
         let mut params = Vec::new();
         while !rest.is_empty() {
-            let n = plan.insert_batch_len(rest, INSERT_BATCH_ROWS, INSERT_BATCH_BYTES);
+            let limit = match self.seed_loader {
+                true => SEED_INSERT_BATCH_ROWS,
+                false => INSERT_BATCH_ROWS,
+            };
+            let n = plan.insert_batch_len(rest, limit, INSERT_BATCH_BYTES);
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
             params.clear();
