@@ -1,0 +1,369 @@
+//! Seeding v2 under stress: a new slave copied table by table, in chunks
+//! at exact binlog positions, while a load keeps writing to the primary
+//! (inserts, updates, deletes, and updates that move primary keys between
+//! the ranges being copied). Every test ends with the replica equal to the
+//! primary, table by table and object by object.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+/// A thread running `round(i)` (SQL text) for i = 1, 2, ... on the server
+/// at `port` until `stop` is set; `rounds` counts the rounds done. Every
+/// statement must succeed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, mut round: impl FnMut(u64) -> String + Send + 'static) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(Ordering::SeqCst) {
+                i += 1;
+                let sql = round(i);
+                sql_at(port, &sql).unwrap_or_else(|e| panic!("load round {i} failed: {e}\n{sql}"));
+                r.store(i, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Load {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::SeqCst)
+    }
+
+    /// Stops the load; returns how many rounds it ran.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("the load panicked");
+        self.rounds()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn count(db: &MariaDb, table: &str) -> u64 {
+    db.try_sql(&format!("SELECT COUNT(*) FROM {}", quoted(table)))
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the replica's `table` has at least `n` rows while the seed
+/// is still going on: proof the load runs during the seed.
+fn wait_mid_seed(replica: &MariaDb, name: &str, table: &str, n: u64) {
+    let ok = wait_until(CONVERGE, || count(replica, table) >= n);
+    assert!(ok, "{table} never reached {n} rows on the replica");
+    assert!(
+        !seed_done(replica, name),
+        "the seed was already over at {n} rows of {table}: the test seeds too little"
+    );
+}
+
+fn master(primary: &MariaDb, data: &Path, listen: &str, extra: &[&str]) -> Rowcast {
+    Rowcast::master_with(primary, data, listen, extra)
+}
+
+/// `big.t`: a ranged table (integer key) of `rows` rows, `big.nokey` (a
+/// whole table without key) and `small.kv` (a string key).
+fn standard_data(primary: &MariaDb, rows: u64) {
+    primary.sql(&format!(
+        "CREATE DATABASE big;
+         CREATE TABLE big.t (id INT PRIMARY KEY, name VARCHAR(100), amount DECIMAL(12,2), pad CHAR(40) DEFAULT 'p');
+         INSERT INTO big.t (id, name, amount) SELECT seq, CONCAT('row ', MD5(seq)), seq / 7 FROM big.seq_1_to_{rows};
+         CREATE TABLE big.nokey (n INT, s VARCHAR(10));
+         INSERT INTO big.nokey SELECT seq % 1000, 'dup' FROM big.seq_1_to_20000;
+         CREATE DATABASE small;
+         CREATE TABLE small.kv (k VARCHAR(20), v INT, PRIMARY KEY (k));
+         INSERT INTO small.kv VALUES ('a', 1), ('b', 2);
+         CREATE VIEW small.v AS SELECT k, v * 2 AS twice FROM small.kv;"
+    ));
+}
+
+/// A round of writes on the standard data: keys moved up out of their
+/// range (`id + 500000`: above every key there was), down into the first range (negative), rows
+/// inserted above every range, updated and deleted all over.
+fn standard_round(i: u64, rows: u64) -> String {
+    let pick = |m: u64| (i * m) % rows + 1;
+    format!(
+        "INSERT INTO big.t (id, name, amount) VALUES ({new}, 'new {i}', {i}.5);
+         UPDATE big.t SET amount = amount + 1, name = CONCAT(name, '+') WHERE id = {upd};
+         DELETE FROM big.t WHERE id = {del};
+         UPDATE big.t SET id = id + 500000 WHERE id = {mv};
+         UPDATE big.t SET id = -id WHERE id = {neg};
+         UPDATE big.t SET id = {back} WHERE id = {moved};
+         INSERT INTO big.nokey VALUES ({i}, 'x');
+         UPDATE big.nokey SET s = 'upd' WHERE n = {n} LIMIT 1;
+         DELETE FROM big.nokey WHERE n = {dn} LIMIT 1;
+         REPLACE INTO small.kv VALUES ('k{m}', {i});",
+        new = 1_000_000 + i,
+        upd = pick(7919),
+        del = pick(104_729),
+        mv = pick(15_485_863),
+        neg = pick(32_452_843),
+        // A key moved up three rounds ago comes back down to a free key.
+        moved = (i.saturating_sub(3) * 15_485_863) % rows + 1 + 500_000,
+        back = 2_000_000 + i,
+        n = i % 1000,
+        dn = (i * 7) % 1000,
+        m = i % 50
+    )
+}
+
+fn assert_standard_equal(primary: &MariaDb, replica: &MariaDb) {
+    for t in ["big.t", "big.nokey", "small.kv"] {
+        assert_same_table(primary, replica, t);
+    }
+    for db in ["big", "small"] {
+        assert_same_objects(primary, replica, db);
+    }
+}
+
+/// The standard data and load seeded by a slave with `slave_extra`, from a
+/// master with `master_extra`: equal at the end.
+fn seed_standard_under_load(rows: u64, master_extra: &[&str], slave_extra: &[&str]) -> Rowcast {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    standard_data(&primary, rows);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let master = master(&primary, data.path(), &listen, master_extra);
+    let load = Load::start(primary.port, move |i| standard_round(i, rows));
+    std::thread::sleep(Duration::from_millis(300));
+    let _slave = Rowcast::slave_with(&listen, &replica, "s", slave_extra);
+    wait_mid_seed(&replica, "s", "big.t", rows / 4);
+    let during = load.rounds();
+    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    let rounds = load.finish();
+    assert!(
+        rounds > during + 3,
+        "the load ran while the seed went on ({during} -> {rounds} rounds)"
+    );
+    wait_caught_up(&primary, &replica, "s");
+    assert_standard_equal(&primary, &replica);
+    master
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Parents and children in foreign keys with ON DELETE / ON UPDATE
+/// CASCADE and SET NULL, parents deleted and their keys changed while they
+/// are copied: the replica's own cascades reach the same rows.
+#[test]
+fn foreign_key_cascades_during_the_seed() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE fk;
+         CREATE TABLE fk.p (id INT PRIMARY KEY, v INT, tag VARCHAR(20), UNIQUE KEY (tag));
+         CREATE TABLE fk.c (id INT PRIMARY KEY, pid INT, v INT, KEY (pid),
+           FOREIGN KEY (pid) REFERENCES fk.p (id) ON DELETE CASCADE ON UPDATE CASCADE);
+         CREATE TABLE fk.g (id INT PRIMARY KEY, cid INT, KEY (cid),
+           FOREIGN KEY (cid) REFERENCES fk.c (id) ON DELETE CASCADE ON UPDATE CASCADE);
+         CREATE TABLE fk.n (id INT PRIMARY KEY, pid INT, KEY (pid),
+           FOREIGN KEY (pid) REFERENCES fk.p (id) ON DELETE SET NULL ON UPDATE SET NULL);
+         INSERT INTO fk.p SELECT seq, seq, CONCAT('t', seq) FROM fk.seq_1_to_30000;
+         INSERT INTO fk.c SELECT seq, (seq % 30000) + 1, seq FROM fk.seq_1_to_90000;
+         INSERT INTO fk.g SELECT seq, seq FROM fk.seq_1_to_40000;
+         INSERT INTO fk.n SELECT seq, seq FROM fk.seq_1_to_20000;",
+    );
+    standard_data(&primary, 100_000);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = master(&primary, data.path(), &listen, &[]);
+    let load = Load::start(primary.port, |i| {
+        let pick = |m: u64| (i * m) % 30_000 + 1;
+        format!(
+            "DELETE FROM fk.p WHERE id = {del};
+             UPDATE fk.p SET id = id + 1000000, tag = CONCAT('m', id) WHERE id = {mv};
+             INSERT INTO fk.p VALUES ({np}, {i}, NULL);
+             INSERT INTO fk.c VALUES ({nc}, {np}, {i});
+             INSERT INTO fk.g VALUES ({nc}, {nc});
+             UPDATE fk.c SET id = id + 500000 WHERE id = {cmv};
+             UPDATE fk.c SET pid = {np} WHERE id = {cre};
+             DELETE FROM fk.c WHERE id = {cdel};
+             UPDATE fk.n SET pid = {np} WHERE id = {nre};
+             {std}",
+            del = pick(7919),
+            mv = pick(104_729),
+            np = 2_000_000 + i,
+            nc = 3_000_000 + i,
+            cmv = (i * 15_485_863) % 90_000 + 1,
+            cre = (i * 32_452_843) % 90_000 + 1,
+            cdel = (i * 49_979_687) % 90_000 + 1,
+            nre = (i * 86_028_121) % 20_000 + 1,
+            std = standard_round(i, 100_000),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _slave = Rowcast::slave(&listen, &replica, "s");
+    wait_mid_seed(&replica, "s", "big.t", 10_000);
+    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    let rounds = load.finish();
+    assert!(rounds > 5, "the load ran during the seed ({rounds} rounds)");
+    // The cascades really happened on the primary.
+    assert!(count(&primary, "fk.c") < 90_000 + rounds);
+    wait_caught_up(&primary, &replica, "s");
+    for t in ["fk.p", "fk.c", "fk.g", "fk.n"] {
+        assert_same_table(&primary, &replica, t);
+    }
+    assert_same_objects(&primary, &replica, "fk");
+    assert_standard_equal(&primary, &replica);
+}
+
+/// MySQL's way to tie a read view to a position (a brief LOCK TABLES READ
+/// from a second connection), exercised on MariaDB with writes going on.
+#[test]
+fn seed_point_by_table_lock_under_load() {
+    let master = seed_standard_under_load(150_000, &["--seed-point", "lock"], &[]);
+    let log = strip_ansi(&master.log_text());
+    assert!(log.contains("ranged=1"), "big.t was read by ranges:\n{log}");
+}
+
+/// Four connections on both sides.
+#[test]
+fn four_snapshot_threads_on_both_sides() {
+    let master = seed_standard_under_load(
+        200_000,
+        &["--snapshot-threads", "4"],
+        &["--snapshot-threads", "4"],
+    );
+    let log = strip_ansi(&master.log_text());
+    assert!(
+        log.contains("ranges=4") || log.contains("ranges=5"),
+        "big.t in 4 ranges:\n{log}"
+    );
+}
+
+/// Keys of every shape: none, a UNIQUE key only, a composite key, a
+/// BIGINT UNSIGNED key with values above 2^63, negative keys, small
+/// integer types.
+#[test]
+fn every_kind_of_key_under_load() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE k;
+         CREATE TABLE k.nopk (a INT, b VARCHAR(20));
+         INSERT INTO k.nopk SELECT seq % 5000, CONCAT('b', seq) FROM k.seq_1_to_30000;
+         CREATE TABLE k.uniq (u INT NOT NULL, v INT, UNIQUE KEY (u));
+         INSERT INTO k.uniq SELECT seq, seq FROM k.seq_1_to_30000;
+         CREATE TABLE k.comp (a INT, b INT, v INT, PRIMARY KEY (a, b));
+         INSERT INTO k.comp SELECT seq % 200, seq, seq FROM k.seq_1_to_40000;
+         CREATE TABLE k.ubig (id BIGINT UNSIGNED PRIMARY KEY, v INT);
+         INSERT INTO k.ubig SELECT seq, seq FROM k.seq_1_to_10;
+         INSERT INTO k.ubig SELECT 9223372036854775808 + seq * 1000, seq FROM k.seq_0_to_59999;
+         INSERT INTO k.ubig VALUES (18446744073709551615, -1), (18446744073709551614, -2);
+         CREATE TABLE k.neg (id INT PRIMARY KEY, v INT);
+         INSERT INTO k.neg SELECT seq - 40000, seq FROM k.seq_1_to_60000;
+         CREATE TABLE k.sbig (id BIGINT PRIMARY KEY, v INT);
+         INSERT INTO k.sbig SELECT -9223372036854775808 + seq * 1000, seq FROM k.seq_0_to_29999;
+         INSERT INTO k.sbig VALUES (9223372036854775807, 1), (0, 0);
+         CREATE TABLE k.tiny (id TINYINT PRIMARY KEY, v INT);
+         INSERT INTO k.tiny SELECT seq - 128, seq FROM k.seq_0_to_200;
+         CREATE TABLE k.med (id MEDIUMINT UNSIGNED PRIMARY KEY, v INT);
+         INSERT INTO k.med SELECT seq * 500, seq FROM k.seq_1_to_30000;",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = master(&primary, data.path(), &listen, &[]);
+    let load = Load::start(primary.port, |i| {
+        let top = 9_223_372_036_854_775_808u64;
+        let u = |m: u64| top + ((i * m) % 60_000) * 1000;
+        format!(
+            "INSERT INTO k.nopk VALUES ({i}, 'new');
+             UPDATE k.nopk SET b = CONCAT(b, '+') WHERE a = {na} LIMIT 2;
+             DELETE FROM k.nopk WHERE a = {nd} LIMIT 1;
+             UPDATE k.uniq SET u = u + 100000, v = v + 1 WHERE u = {um};
+             DELETE FROM k.uniq WHERE u = {ud};
+             INSERT INTO k.uniq VALUES ({un}, {i});
+             UPDATE k.comp SET a = a + 1000 WHERE a = {ca} AND b = {cb};
+             DELETE FROM k.comp WHERE a = {ca2} AND b = {cb2};
+             UPDATE k.ubig SET id = id + 150007 WHERE id = {ub1};
+             UPDATE k.ubig SET id = {i} + 1000 WHERE id = {ub2};
+             UPDATE k.ubig SET v = v + 1 WHERE id = {ub3};
+             DELETE FROM k.ubig WHERE id = {ub4};
+             UPDATE k.ubig SET v = v + 1 WHERE id >= 18446744073709551614;
+             INSERT INTO k.ubig VALUES (18446744073709551613 - {i}, {i});
+             UPDATE k.neg SET id = id - 150000 WHERE id = {n1};
+             UPDATE k.neg SET id = id + 150000 WHERE id = {n2};
+             UPDATE k.neg SET v = -v WHERE id = {n3};
+             DELETE FROM k.neg WHERE id = {n4};
+             INSERT INTO k.neg VALUES ({nn}, {i});
+             UPDATE k.sbig SET id = -id WHERE id = {s1};
+             UPDATE k.sbig SET v = v + 1 WHERE id IN (9223372036854775807, 0, -9223372036854775808);
+             UPDATE k.tiny SET v = v + 1 WHERE id = {t1};
+             UPDATE k.med SET id = id + 1 WHERE id = {m1};
+             INSERT IGNORE INTO k.med VALUES (16777215 - {i}, {i});",
+            na = (i * 31) % 5000,
+            nd = (i * 17) % 5000,
+            um = (i * 7919) % 30_000 + 1,
+            ud = (i * 104_729) % 30_000 + 1,
+            un = 1_000_000 + i,
+            ca = ((i * 7919) % 40_000 + 1) % 200,
+            cb = (i * 7919) % 40_000 + 1,
+            ca2 = ((i * 104_729) % 40_000 + 1) % 200,
+            cb2 = (i * 104_729) % 40_000 + 1,
+            ub1 = u(7919),
+            ub2 = u(104_729),
+            ub3 = u(15_485_863),
+            ub4 = u(32_452_843),
+            n1 = ((i * 7919) % 60_000) as i64 - 39_999,
+            n2 = ((i * 104_729) % 60_000) as i64 - 39_999,
+            n3 = ((i * 15_485_863) % 60_000) as i64 - 39_999,
+            n4 = ((i * 32_452_843) % 60_000) as i64 - 39_999,
+            nn = -1_000_000 - (i as i64),
+            s1 = -9_223_372_036_854_775_808i64 + (((i * 7919) % 29_999) as i64 + 1) * 1000,
+            t1 = (i % 200) as i64 - 128,
+            m1 = ((i * 7919) % 30_000 + 1) * 500,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let _slave = Rowcast::slave(&listen, &replica, "s");
+    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    let rounds = load.finish();
+    assert!(rounds > 3, "the load ran during the seed ({rounds} rounds)");
+    wait_caught_up(&primary, &replica, "s");
+    for t in [
+        "k.nopk", "k.uniq", "k.comp", "k.ubig", "k.neg", "k.sbig", "k.tiny", "k.med",
+    ] {
+        assert_same_table(&primary, &replica, t);
+    }
+    assert_same_objects(&primary, &replica, "k");
+}
