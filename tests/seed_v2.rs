@@ -559,3 +559,192 @@ fn master_killed_mid_seed_and_restarted() {
     wait_caught_up(&primary, &replica, "s");
     assert_standard_equal(&primary, &replica);
 }
+
+/// `r.t` (100 000 rows, integer key) and `r.s` (no key): the tables a
+/// `--resync` copies again, and the round of writes on them.
+fn resync_data(primary: &MariaDb, db: &str) {
+    primary.sql(&format!(
+        "CREATE DATABASE {db};
+         CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT, s VARCHAR(40));
+         INSERT INTO {db}.t SELECT seq, seq, MD5(seq) FROM {db}.seq_1_to_100000;
+         CREATE TABLE {db}.s (a INT, b VARCHAR(20));
+         INSERT INTO {db}.s SELECT seq % 3000, 'b' FROM {db}.seq_1_to_30000;"
+    ));
+}
+
+fn resync_round(db: &str, i: u64) -> String {
+    let pick = |m: u64| (i * m) % 100_000 + 1;
+    format!(
+        "INSERT INTO {db}.t VALUES ({new}, {i}, 'new');
+         UPDATE {db}.t SET v = v + 1 WHERE id = {upd};
+         DELETE FROM {db}.t WHERE id = {del};
+         UPDATE {db}.t SET id = id + 150000 WHERE id = {mv};
+         UPDATE {db}.t SET id = -id WHERE id = {neg};
+         INSERT INTO {db}.s VALUES ({i}, 'new');
+         UPDATE {db}.s SET b = 'upd' WHERE a = {sa} LIMIT 1;",
+        new = 1_000_000 + i,
+        upd = pick(7919),
+        del = pick(104_729),
+        mv = pick(15_485_863),
+        neg = pick(32_452_843),
+        sa = (i * 7) % 3000,
+    )
+}
+
+/// Waits until the slave logs that it emptied `table` for `--resync`,
+/// then until that copy is complete.
+fn wait_resynced(slave: &mut Rowcast, replica: &MariaDb, name: &str) {
+    let began = wait_until(CONVERGE, || {
+        strip_ansi(&slave.log_text()).contains("table emptied; copying it again")
+            || !slave.is_running()
+    });
+    let began = began && slave.is_running();
+    assert!(
+        began,
+        "the slave never began the resync:\n{}",
+        slave.log_text()
+    );
+    assert!(wait_seeded(replica, name), "the resync did not complete");
+}
+
+/// A table that diverged on the replica while its slave was stopped is
+/// copied again with `--resync` while writes go on to it and to the other
+/// tables, which keep streaming.
+#[test]
+fn resync_repairs_a_diverged_table_while_the_others_stream() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    resync_data(&primary, "r");
+    standard_data(&primary, 100_000);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = master(&primary, data.path(), &listen, &[]);
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    wait_caught_up(&primary, &replica, "s");
+    slave.stop();
+    replica.sql(
+        "DELETE FROM r.t WHERE id % 7 = 0; UPDATE r.t SET v = -v WHERE id % 11 = 0;
+         INSERT INTO r.t VALUES (5000000, 1, 'stray'), (-5000000, 1, 'stray');
+         DELETE FROM r.s WHERE a % 5 = 0; INSERT INTO r.s VALUES (-1, 'stray');",
+    );
+    let load = Load::start(primary.port, |i| {
+        format!("{} {}", resync_round("r", i), standard_round(i, 100_000))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slave = Rowcast::slave_with(
+        &listen,
+        &replica,
+        "s",
+        &["--resync", "r.t", "--resync", "r.s"],
+    );
+    wait_resynced(&mut slave, &replica, "s");
+    // Meanwhile the other tables went on streaming.
+    let before = replica.sql("SELECT MAX(id) FROM big.t WHERE id > 1000000");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        wait_until(CONVERGE, || replica
+            .sql("SELECT MAX(id) FROM big.t WHERE id > 1000000")
+            != before),
+        "big.t stopped streaming"
+    );
+    let rounds = load.finish();
+    assert!(
+        rounds > 5,
+        "the load ran during the resync ({rounds} rounds)"
+    );
+    wait_caught_up(&primary, &replica, "s");
+    for t in ["r.t", "r.s"] {
+        assert_same_table(&primary, &replica, t);
+    }
+    assert_same_objects(&primary, &replica, "r");
+    assert_standard_equal(&primary, &replica);
+    let log = strip_ansi(&slave.log_text());
+    assert!(
+        !log.contains("seeding: the tables are created empty"),
+        "a resync does not seed everything again:\n{log}"
+    );
+}
+
+/// Tables the master's filter kept out, then let in by a master
+/// restarted with the `wide` filter: `--resync` creates them on the
+/// replica and copies them while they are written to.
+fn resync_after_the_filter_widens(narrow: &[&str], wide: &[&str], tables: &[&str]) {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    resync_data(&primary, "late");
+    standard_data(&primary, 50_000);
+    primary.sql(
+        "CREATE TABLE big.hidden (id BIGINT PRIMARY KEY, v INT);
+         INSERT INTO big.hidden SELECT seq, seq FROM big.seq_1_to_60000;",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let mut m = master(&primary, data.path(), &listen, narrow);
+    let load = Load::start(primary.port, |i| {
+        format!(
+            "{} {} UPDATE big.hidden SET id = id + 100000 WHERE id = {h};
+             INSERT INTO big.hidden VALUES ({n}, {i});",
+            resync_round("late", i),
+            standard_round(i, 50_000),
+            h = (i * 7919) % 60_000 + 1,
+            n = 1_000_000 + i,
+        )
+    });
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    for t in tables {
+        assert!(
+            replica
+                .try_sql(&format!("SELECT 1 FROM {t} LIMIT 1"))
+                .is_err(),
+            "{t} is outside the filter"
+        );
+    }
+    slave.stop();
+    m.stop();
+    let _m = master(&primary, data.path(), &listen, wide);
+    let mut args = Vec::new();
+    for t in tables {
+        args.extend(["--resync", t]);
+    }
+    let mut slave = Rowcast::slave_with(&listen, &replica, "s", &args);
+    wait_resynced(&mut slave, &replica, "s");
+    let rounds = load.finish();
+    assert!(
+        rounds > 5,
+        "the load ran during the resync ({rounds} rounds)"
+    );
+    wait_caught_up(&primary, &replica, "s");
+    for t in tables {
+        assert_same_table(&primary, &replica, t);
+    }
+    assert_standard_equal(&primary, &replica);
+}
+
+/// A whole database outside the filter: the replica lacks the database
+/// too.
+#[test]
+fn resync_brings_in_a_database_a_wider_filter_lets_in() {
+    resync_after_the_filter_widens(
+        &["--include", "big", "--include", "small"],
+        &[
+            "--include",
+            "big",
+            "--include",
+            "small",
+            "--include",
+            "late",
+        ],
+        &["late.t", "late.s"],
+    );
+}
+
+/// One table excluded from a replicated database.
+#[test]
+fn resync_brings_in_a_table_no_longer_excluded() {
+    resync_after_the_filter_widens(
+        &["--exclude", "big.hidden", "--exclude", "late"],
+        &["--exclude", "late"],
+        &["big.hidden"],
+    );
+}
