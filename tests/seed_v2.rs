@@ -92,6 +92,18 @@ fn wait_mid_seed(replica: &MariaDb, name: &str, table: &str, n: u64) {
     );
 }
 
+/// Waits until the seed is complete; fails at once (with its log) if the
+/// slave exits first.
+fn seeded(slave: &mut Rowcast, replica: &MariaDb, name: &str) {
+    let ok = wait_until(CONVERGE, || seed_done(replica, name) || !slave.is_running())
+        && wait_seeded(replica, name);
+    assert!(
+        ok && slave.is_running(),
+        "seed did not complete; the slave's log:\n{}",
+        strip_ansi(&slave.log_text())
+    );
+}
+
 fn master(primary: &MariaDb, data: &Path, listen: &str, extra: &[&str]) -> Rowcast {
     Rowcast::master_with(primary, data, listen, extra)
 }
@@ -162,10 +174,10 @@ fn seed_standard_under_load(rows: u64, master_extra: &[&str], slave_extra: &[&st
     let master = master(&primary, data.path(), &listen, master_extra);
     let load = Load::start(primary.port, move |i| standard_round(i, rows));
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave_with(&listen, &replica, "s", slave_extra);
+    let mut slave = Rowcast::slave_with(&listen, &replica, "s", slave_extra);
     wait_mid_seed(&replica, "s", "big.t", rows / 4);
     let during = load.rounds();
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     let rounds = load.finish();
     assert!(
         rounds > during + 3,
@@ -240,9 +252,9 @@ fn foreign_key_cascades_during_the_seed() {
         )
     });
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave(&listen, &replica, "s");
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
     wait_mid_seed(&replica, "s", "big.t", 10_000);
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     let rounds = load.finish();
     assert!(rounds > 5, "the load ran during the seed ({rounds} rounds)");
     // The cascades really happened on the primary.
@@ -364,8 +376,8 @@ fn every_kind_of_key_under_load() {
         )
     });
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave(&listen, &replica, "s");
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    seeded(&mut slave, &replica, "s");
     let rounds = load.finish();
     assert!(rounds > 3, "the load ran during the seed ({rounds} rounds)");
     wait_caught_up(&primary, &replica, "s");
@@ -391,7 +403,7 @@ fn xa_data(primary: &MariaDb) {
 fn xa_round(i: u64) -> String {
     let pick = |m: u64| {
         let k = (i * m) % 250_000 + 1;
-        if k % 1000 == 0 {
+        if k.is_multiple_of(1000) {
             k + 1
         } else {
             k
@@ -439,7 +451,7 @@ fn xa_prepared_during_the_seed_committed_after_its_chunks() {
     let _master = master(&primary, data.path(), &listen, &[]);
     let load = Load::start(primary.port, xa_round);
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave(&listen, &replica, "s");
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
     // Two ranges: [.., 125001) and [125001, ..); 20 000 rows in, each has
     // its first ~10 000 keys.
     wait_mid_seed(&replica, "s", "xa.t", 20_000);
@@ -452,7 +464,7 @@ fn xa_prepared_during_the_seed_committed_after_its_chunks() {
     );
     primary.sql("XA COMMIT 'mid'");
     primary.sql("XA ROLLBACK 'gone'");
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     // Every chunk is loaded and the stream has passed them.
     primary.sql("XA COMMIT 'late'");
     let rounds = load.finish();
@@ -498,7 +510,7 @@ fn alter_during_the_seed(primary: MariaDb) {
         )
     });
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave(&listen, &replica, "s");
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
     wait_mid_seed(&replica, "s", "alt.t", 20_000);
     primary.sql("ALTER TABLE alt.t ADD COLUMN extra VARCHAR(20) NOT NULL DEFAULT 'dflt'");
     primary.sql("UPDATE alt.t SET extra = 'set' WHERE id % 1000 = 7");
@@ -508,7 +520,7 @@ fn alter_during_the_seed(primary: MariaDb) {
     primary.sql("UPDATE alt.t SET first_col = id % 10 WHERE id % 1000 = 9");
     wait_mid_seed(&replica, "s", "alt.t", 100_000);
     primary.sql("ALTER TABLE alt.t DROP COLUMN n, ADD COLUMN w BIGINT AFTER id");
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     let rounds = load.finish();
     assert!(rounds > 3, "the load ran during the seed ({rounds} rounds)");
     wait_caught_up(&primary, &replica, "s");
@@ -546,13 +558,13 @@ fn master_killed_mid_seed_and_restarted() {
     let mut m = master(&primary, data.path(), &listen, &[]);
     let load = Load::start(primary.port, move |i| standard_round(i, rows));
     std::thread::sleep(Duration::from_millis(300));
-    let _slave = Rowcast::slave(&listen, &replica, "s");
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
     wait_mid_seed(&replica, "s", "big.t", 60_000);
     m.kill9();
     let loaded = count(&replica, "big.t");
     std::thread::sleep(Duration::from_secs(2));
     let _m = master(&primary, data.path(), &listen, &[]);
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     let rounds = load.finish();
     assert!(rounds > 5, "the load ran during the seed ({rounds} rounds)");
     assert!(loaded < rows, "killed mid-seed ({loaded} rows in)");
@@ -691,7 +703,7 @@ fn resync_after_the_filter_widens(narrow: &[&str], wide: &[&str], tables: &[&str
         )
     });
     let mut slave = Rowcast::slave(&listen, &replica, "s");
-    assert!(wait_seeded(&replica, "s"), "seed did not complete");
+    seeded(&mut slave, &replica, "s");
     for t in tables {
         assert!(
             replica
