@@ -443,12 +443,24 @@ fn xa_body(xid: &str, a: u64, b: u64, c: u64, d: u64, new: u64) -> String {
 /// one rolled back. Each one's rows are on the replica exactly once.
 #[test]
 fn xa_prepared_during_the_seed_committed_after_its_chunks() {
+    xa_during_the_seed(&[]);
+}
+
+/// The same with MySQL's way of tying a read to a position (LOCK TABLES
+/// READ, which a prepared XA transaction's metadata lock must not hold up
+/// until its XA COMMIT).
+#[test]
+fn xa_prepared_during_a_seed_by_table_locks() {
+    xa_during_the_seed(&["--seed-point", "lock"]);
+}
+
+fn xa_during_the_seed(master_extra: &[&str]) {
     let primary = MariaDb::primary();
     let replica = MariaDb::replica();
     xa_data(&primary);
     let data = tempfile::tempdir().unwrap();
     let listen = listen_addr();
-    let _master = master(&primary, data.path(), &listen, &[]);
+    let _master = master(&primary, data.path(), &listen, master_extra);
     let load = Load::start(primary.port, xa_round);
     std::thread::sleep(Duration::from_millis(300));
     let mut slave = Rowcast::slave(&listen, &replica, "s");
