@@ -95,7 +95,10 @@ fn wait_mid_seed(replica: &MariaDb, name: &str, table: &str, n: u64) {
 /// Waits until the seed is complete; fails at once (with its log) if the
 /// slave exits first.
 fn seeded(slave: &mut Rowcast, replica: &MariaDb, name: &str) {
-    let ok = wait_until(CONVERGE, || seed_done(replica, name) || !slave.is_running())
+    let ok = wait_until(CONVERGE, || {
+        (seed_done(replica, name) && !slave_position(replica, name).is_empty())
+            || !slave.is_running()
+    }) && slave.is_running()
         && wait_seeded(replica, name);
     assert!(
         ok && slave.is_running(),
