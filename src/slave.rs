@@ -920,6 +920,7 @@ async fn apply_loop(
                     }
                     if batch.iter().any(|(_, t)| t.is_ddl()) {
                         ddl_generation += 1;
+                        applier.seed_key_places().await?;
                         if let Some(l) = loaders.as_mut().filter(|l| l.has_deferred()) {
                             l.retry_deferred(ddl_generation).await?;
                         }
@@ -1038,14 +1039,18 @@ async fn apply_loop(
                     .seed_begin(&position, &databases, &tables, views, objects, plan)
                     .await?;
             }
-            Incoming::Snapshot(MasterMessage::SeedTableBegin { table, plan }) => {
+            Incoming::Snapshot(MasterMessage::SeedTableBegin {
+                database,
+                table,
+                plan,
+            }) => {
                 if let Some(l) = loaders.as_mut() {
                     l.barrier().await?;
                 }
                 applier
                     .resync_pending
                     .retain(|(d, t)| !(d == &table.database && t == &table.name));
-                applier.seed_table_begin(&table, plan).await?;
+                applier.seed_table_begin(&database, &table, plan).await?;
                 ddl_generation += 1;
             }
             Incoming::Snapshot(MasterMessage::SeedChunk(chunk)) => {
@@ -1071,6 +1076,7 @@ async fn apply_loop(
                     state,
                     prior_after,
                     ddl_generation,
+                    clear: false,
                 })
                 .await?;
                 bar.show(applier.seed());

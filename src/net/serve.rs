@@ -54,7 +54,9 @@ use crate::log::change::{Row, TableSchema};
 use crate::log::{LogView, View};
 use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::net::seed_serve::{Round, Seeder};
-use crate::net::wire::{self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus};
+use crate::net::wire::{
+    self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus, SnapshotObject,
+};
 use crate::ops::metrics::{Metrics, SlaveGauges};
 use crate::source::chunk_read::PointMethod;
 use crate::source::filter::Filter;
@@ -602,6 +604,18 @@ impl Handler {
             tracing::info!(database = %db, table = %name, "copying the table again (--resync)");
             writer
                 .send(&MasterMessage::SeedTableBegin {
+                    database: catalog
+                        .databases
+                        .iter()
+                        .find(|d| d.name == db)
+                        .cloned()
+                        .unwrap_or_else(|| SnapshotObject {
+                            database: db.clone(),
+                            name: db.clone(),
+                            create_sql: format!("CREATE DATABASE {}", crate::sql::ident(&db))
+                                .into_bytes(),
+                            charset: None,
+                        }),
                     table: catalog.tables[i].clone(),
                     plan: plan.clone(),
                 })

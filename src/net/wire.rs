@@ -185,6 +185,8 @@ pub enum MasterMessage {
     /// `--resync`: the table is emptied (created, if the replica lacks
     /// it) here, in stream order, and seeded by the chunks that follow.
     SeedTableBegin {
+        /// Its database, created first if the replica lacks it.
+        database: SnapshotObject,
         table: SnapshotObject,
         plan: SeedTable,
     },

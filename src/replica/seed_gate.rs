@@ -94,6 +94,18 @@ impl SeedGate {
         std::mem::take(&mut self.finished)
     }
 
+    /// The key column's place in the table now (0-based), for row images
+    /// without column names.
+    pub fn set_key_ordinal(&mut self, database: &str, name: &str, ordinal: u32) {
+        if let Some(k) = self
+            .tables
+            .get_mut(&(database.to_string(), name.to_string()))
+            .and_then(|t| t.key.as_mut())
+        {
+            k.ordinal = ordinal;
+        }
+    }
+
     /// Adds (or starts again) a table, as `--resync` does.
     pub fn insert(&mut self, table: SeedTable) {
         self.tables

@@ -80,6 +80,37 @@ impl Applier {
             gate.passed(&p);
         }
         self.seed = gate;
+        self.seed_key_places().await
+    }
+
+    /// Where each seeded table's key column is now: a row image without
+    /// column names (`binlog_row_metadata=MINIMAL`) is read by place,
+    /// and DDL on the stream (`ADD COLUMN … FIRST`) moves places. The
+    /// replica's table is the primary's as of the stream applied so far.
+    pub async fn seed_key_places(&mut self) -> Result<(), ApplyError> {
+        let keyed: Vec<(String, String, String)> = self
+            .seed
+            .tables()
+            .filter_map(|t| {
+                t.key
+                    .as_ref()
+                    .map(|k| (t.database.clone(), t.name.clone(), k.name.clone()))
+            })
+            .collect();
+        for (db, name, column) in keyed {
+            let place: Option<u32> = self
+                .conn
+                .exec_first(
+                    "SELECT ORDINAL_POSITION FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                    (&db, &name, &column),
+                )
+                .await
+                .map_err(|e| sql_error(&at(), e))?;
+            if let Some(p) = place {
+                self.seed.set_key_ordinal(&db, &name, p.saturating_sub(1));
+            }
+        }
         Ok(())
     }
 
@@ -159,9 +190,23 @@ impl Applier {
     /// at this point of the stream and joins the seed.
     pub async fn seed_table_begin(
         &mut self,
+        database: &SnapshotObject,
         table: &SnapshotObject,
         plan: SeedTable,
     ) -> Result<(), ApplyError> {
+        let db_exists: Option<u64> = self
+            .conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (&database.name,),
+            )
+            .await
+            .map_err(|e| sql_error(&at(), e))?;
+        if db_exists.unwrap_or(0) == 0 {
+            // A database the master's filter let in later: as the
+            // primary has it (its character set and collation).
+            self.run_seed_ddl_nodb(&database.create_sql).await?;
+        }
         let exists: Option<u64> = self
             .conn
             .exec_first(
@@ -190,7 +235,7 @@ impl Applier {
         self.plans.clear();
         tracing::info!(database = %table.database, table = %table.name, "table emptied; copying it again while the others stream");
         self.seed.insert(plan);
-        Ok(())
+        self.seed_key_places().await
     }
 
     /// Stores one range's progress (inside the caller's transaction).
@@ -224,14 +269,17 @@ impl Applier {
         table: &SeedTable,
         state: &SeedRange,
         prior_after: Option<Key>,
+        clear: bool,
     ) -> Result<(), ApplyError> {
         let p = at();
         self.local("START TRANSACTION", &p).await?;
         let result = async {
             // The keys this chunk covers hold nothing yet, unless a load
             // whose commit was under way when a session ended went in:
-            // emptied first, a chunk loads the same however often.
-            if let (Some(key), false) = (&table.key, chunk.schema.columns.is_empty()) {
+            // emptied first, a chunk loads the same however often. (Only
+            // a range's first chunk in a session: the range lock it takes
+            // crosses the other loaders'.)
+            if let (Some(key), false, true) = (&table.key, chunk.schema.columns.is_empty(), clear) {
                 let k = sql::ident(&key.name);
                 let mut conds = Vec::new();
                 let mut params: Vec<mysql_async::Value> = Vec::new();

@@ -27,6 +27,10 @@ pub struct LoadJob {
     /// handed out: a loader drops what it knows of the replica's tables
     /// when this moves.
     pub ddl_generation: u64,
+    /// Empty the chunk's keys first (set for a range's first chunk of a
+    /// session: a load whose commit was under way when the last session
+    /// ended may be in).
+    pub clear: bool,
 }
 
 enum Outcome {
@@ -57,6 +61,12 @@ impl Drop for SeedLoaders {
 
 /// Whether a load failed because the replica's table does not have the
 /// chunk's columns yet.
+/// A deadlock or lock wait timeout: the chunk's transaction is gone whole.
+fn lock_conflict(e: &ApplyError) -> bool {
+    let text = e.to_string();
+    text.contains("(error 1213)") || text.contains("(error 1205)")
+}
+
 fn schema_ahead(e: &ApplyError) -> bool {
     let text = e.to_string();
     ["(error 1054)", "(error 1136)", "Unknown column"]
@@ -75,22 +85,64 @@ impl SeedLoaders {
             let done_tx = done_tx.clone();
             tasks.push(tokio::spawn(async move {
                 let mut generation = 0;
+                // Ranges whose earlier chunk waits (deferred): their later
+                // chunks wait too, or a later one's progress row would
+                // claim the earlier one's keys.
+                let mut blocked: Vec<(String, String, u32)> = Vec::new();
                 while let Some(job) = rx.recv().await {
                     // The replica's tables may have changed (DDL on the
                     // stream): what this connection knows of them goes.
                     if job.ddl_generation != generation {
                         loader.forget_tables();
                         generation = job.ddl_generation;
+                        blocked.clear();
                     }
-                    let outcome = match loader
-                        .seed_load(&job.chunk, &job.table, &job.state, job.prior_after)
-                        .await
-                    {
-                        Ok(()) => Outcome::Loaded(worker),
-                        Err(e) if schema_ahead(&e) => Outcome::Deferred(worker, Box::new(job)),
-                        Err(e) => Outcome::Failed(e),
+                    let id = (
+                        job.chunk.database.clone(),
+                        job.chunk.name.clone(),
+                        job.chunk.range,
+                    );
+                    if blocked.contains(&id) {
+                        if done_tx
+                            .send(Outcome::Deferred(worker, Box::new(job)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    let mut attempt = 0;
+                    let outcome = loop {
+                        attempt += 1;
+                        match loader
+                            .seed_load(
+                                &job.chunk,
+                                &job.table,
+                                &job.state,
+                                job.prior_after,
+                                job.clear,
+                            )
+                            .await
+                        {
+                            Ok(()) => break Outcome::Loaded(worker),
+                            Err(e) if schema_ahead(&e) => {
+                                blocked.push(id);
+                                break Outcome::Deferred(worker, Box::new(job));
+                            }
+                            // Two loaders' locks crossed: the chunk was
+                            // rolled back whole; load it again.
+                            Err(e) if lock_conflict(&e) && attempt < 10 => {
+                                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt))
+                                    .await;
+                            }
+                            Err(e) => break Outcome::Failed(e),
+                        }
                     };
-                    if done_tx.send(outcome).await.is_err() {
+                    let failed = matches!(outcome, Outcome::Failed(_));
+                    if done_tx.send(outcome).await.is_err() || failed {
+                        // Nothing after a failed chunk may load: its range
+                        // would claim keys that are not there.
                         return;
                     }
                 }
@@ -127,7 +179,15 @@ impl SeedLoaders {
         let least_busy = (0..self.busy.len())
             .min_by_key(|&w| self.busy[w])
             .unwrap_or(0);
-        let i = *self.assigned.entry(id).or_insert(least_busy);
+        let mut job = job;
+        let i = match self.assigned.get(&id) {
+            Some(&i) => i,
+            None => {
+                job.clear = true;
+                self.assigned.insert(id, least_busy);
+                least_busy
+            }
+        };
         // A full queue: take finished loads meanwhile, or this waits on a
         // worker that waits on us.
         let mut job = Some(job);

@@ -254,6 +254,10 @@ impl Applier {
         Ok(())
     }
 
+    pub(super) async fn run_seed_ddl_nodb(&mut self, sql: &[u8]) -> Result<(), ApplyError> {
+        self.run_snapshot_ddl(None, sql, None).await
+    }
+
     pub(super) async fn run_seed_ddl(
         &mut self,
         database: &str,
