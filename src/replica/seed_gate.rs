@@ -50,6 +50,16 @@ pub enum GateError {
          the rename and stopped: restart it with `--resync DB.NEWNAME` (the table's new name) to copy it again"
     )]
     Renamed { table: String, position: String },
+    #[error(
+        "the key column `{column}` of {table} is gone from the table at {position} (renamed or dropped on \
+         the primary while the table was being copied), so which of its rows the copy holds cannot be told; \
+         restart the slave with `--resync {table}` to copy it again by its new key"
+    )]
+    KeyGone {
+        table: String,
+        column: String,
+        position: String,
+    },
 }
 
 /// The tables still being seeded, by `(database, table)`.
@@ -266,6 +276,16 @@ impl SeedGate {
                 out_events.push(raw);
                 continue;
             };
+            if let Some(k) = &seed.key {
+                let named = schema.columns.iter().any(|c| !c.name.is_empty());
+                if named && !schema.columns.iter().any(|c| c.name == k.name) {
+                    return Err(GateError::KeyGone {
+                        table: format!("{}.{}", schema.database, schema.name),
+                        column: k.name.clone(),
+                        position: at.to_string(),
+                    });
+                }
+            }
             let applies = |row: &Row| applies(seed, schema, row, &at);
             // Changes whose rows were cut keep their raw events only for
             // alignment: a seeded table goes by statements (no foreign
@@ -666,6 +686,23 @@ mod tests {
         assert!(gate
             .renamed_by(&ddl("RENAME TABLE other TO other2"))
             .is_none());
+    }
+
+    #[test]
+    fn a_key_column_gone_from_the_table_stops_instead_of_dropping_changes() {
+        let mut gate = SeedGate::new(vec![ranged()]);
+        gate.loaded(&chunk(Some(50), false, 100), 0);
+        let mut t = txn(
+            110,
+            vec![Change::Insert {
+                table: 0,
+                rows: vec![row(10)],
+            }],
+            true,
+        );
+        t.tables[0].columns[1].name = "renamed".into();
+        let e = gate.filter(&mut t).unwrap_err().to_string();
+        assert!(e.contains("`id`") && e.contains("--resync d.t"), "{e}");
     }
 
     #[test]

@@ -228,6 +228,14 @@ impl Applier {
             ))
             .await
             .map_err(|e| sql_error(&p, e))?;
+        // A table copied again replaces its old plan (maybe other ranges).
+        self.conn
+            .exec_drop(
+                "DELETE FROM rowcast.seed WHERE slave_name = ? AND database_name = ? AND table_name = ?",
+                (&self.name, &table.database, &table.name),
+            )
+            .await
+            .map_err(|e| sql_error(&p, e))?;
         for (i, r) in plan.ranges.iter().enumerate() {
             self.store_range(&plan, i as u32, r).await?;
         }

@@ -333,6 +333,16 @@ impl ChunkReader {
         if read.schema.columns.is_empty() {
             return Err(ChunkFailure::Gone);
         }
+        if !read.schema.columns.iter().any(|c| c.name == key.name) {
+            return Err(ChunkFailure::Other(SnapshotError::Read {
+                object: format!("{}.{}", table.database, table.name),
+                reason: format!(
+                    "its key column `{}` is gone (renamed or dropped while the table was being copied); \
+                     the slave stops at that change and names the fix: `--resync {}.{}`",
+                    key.name, table.database, table.name
+                ),
+            }));
+        }
         let k = sql::ident(&key.name);
         let mut conds = Vec::new();
         let mut params = Vec::new();
