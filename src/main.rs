@@ -176,7 +176,8 @@ enum Command {
         log: Option<String>,
         /// Copy this table again from the primary (`DB.TABLE`, repeatable):
         /// for a table that diverged, or one that entered the master's
-        /// filter later. The other tables keep streaming meanwhile.
+        /// filter later. The other tables keep streaming meanwhile. Each
+        /// start with it copies again: drop it once the copy is done.
         #[arg(long, value_name = "DB.TABLE", value_parser = parse_table_name)]
         resync: Vec<(String, String)>,
         /// Connections that load a seed's chunks into the replica.

@@ -112,16 +112,11 @@ pub async fn run(
         applier.forget_checkpoint().await?;
         applier.forget_seed().await?;
     }
-    // A table already being copied again (a restart) is not asked for
-    // twice; without a checkpoint the whole seed copies it anyway.
+    // Each start with --resync copies those tables again (once: a
+    // reconnect goes on with the copy); without a checkpoint the whole
+    // seed copies them anyway.
     if applier.checkpoint().position.is_some() {
-        let pending: Vec<(String, String)> = config
-            .resync
-            .iter()
-            .filter(|(d, t)| applier.seed().get(d, t).is_none())
-            .cloned()
-            .collect();
-        applier.resync_pending = pending;
+        applier.resync_pending = config.resync.clone();
     }
     if !applier.seed().is_empty() {
         tracing::info!(

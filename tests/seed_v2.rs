@@ -775,3 +775,46 @@ fn resync_brings_in_a_table_no_longer_excluded() {
         &["big.hidden"],
     );
 }
+
+/// The key column of a table being copied renamed on the primary: the
+/// slave stops at the change naming `--resync` (it cannot tell which rows
+/// the copy holds by a key it no longer sees), and `--resync` of that
+/// table copies it again by its new key while writes go on.
+#[test]
+fn a_key_column_renamed_while_copied_stops_the_slave_and_resync_repairs_it() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE ren;
+         CREATE TABLE ren.t (id INT PRIMARY KEY, v INT);
+         INSERT INTO ren.t SELECT seq, seq FROM ren.seq_1_to_200000;",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = master(&primary, data.path(), &listen, &[]);
+    let mut slave = Rowcast::slave(&listen, &replica, "s");
+    wait_mid_seed(&replica, "s", "ren.t", 20_000);
+    primary.sql("ALTER TABLE ren.t CHANGE id key_id INT NOT NULL");
+    primary.sql("UPDATE ren.t SET v = -v WHERE key_id % 100 = 1");
+    assert!(
+        wait_until(CONVERGE, || !slave.is_running()),
+        "the slave went on without the key"
+    );
+    let log = strip_ansi(&slave.log_text());
+    assert!(
+        log.contains("key column `id` of ren.t is gone") && log.contains("--resync ren.t"),
+        "{log}"
+    );
+    let load = Load::start(primary.port, |i| {
+        format!(
+            "UPDATE ren.t SET v = v + 1 WHERE key_id = {};",
+            (i * 7919) % 200_000 + 1
+        )
+    });
+    let mut slave = Rowcast::slave_with(&listen, &replica, "s", &["--resync", "ren.t"]);
+    wait_resynced(&mut slave, &replica, "s");
+    load.finish();
+    wait_caught_up(&primary, &replica, "s");
+    assert_same_table(&primary, &replica, "ren.t");
+    assert_same_objects(&primary, &replica, "ren");
+}
