@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::source::chunk_read::{self, ChunkReader, PointMethod};
+use crate::source::position::SourcePosition;
 use crate::source::seed_plan::{SeedChunk, SeedTable};
 use crate::source::snapshot::SnapshotError;
 use crate::source::Source;
@@ -121,13 +122,17 @@ impl Seeder {
                         units.push(Unit::Range(i, r as u32));
                     }
                 }
-            } else if !t.is_done() {
+            } else {
                 match groups.iter_mut().find(|(g, _)| *g == t.group) {
                     Some((_, members)) => members.push(i),
                     None => groups.push((t.group, vec![i])),
                 }
             }
         }
+        // A group is read whole again if any member is not done: its
+        // members must sit at one position (foreign keys: a cascade the
+        // replica did not see between two positions would be lost).
+        groups.retain(|(_, members)| members.iter().any(|&i| !self.tables[i].is_done()));
         // Whole tables first: they are read in one go, and the ranges of
         // big tables then share the threads.
         let mut all: Vec<Unit> = groups.into_iter().map(|(_, m)| Unit::Group(m)).collect();
@@ -135,8 +140,10 @@ impl Seeder {
         all
     }
 
-    /// Starts reading the next round, `None` when nothing is left.
-    pub fn start_round(&mut self) -> Option<Round> {
+    /// Starts reading the next round, `None` when nothing is left. No
+    /// chunk is read at a position before `floor`, the end of the last
+    /// transaction sent.
+    pub fn start_round(&mut self, floor: Option<SourcePosition>) -> Option<Round> {
         let units = self.units();
         if units.is_empty() {
             return None;
@@ -154,8 +161,13 @@ impl Seeder {
                 Unit::Range(_, r) => Some(r),
                 Unit::Group(_) => None,
             };
-            let (source, method, epoch, tx) =
-                (self.source.clone(), self.method, self.epoch, tx.clone());
+            let (source, method, epoch, tx, floor) = (
+                self.source.clone(),
+                self.method,
+                self.epoch,
+                tx.clone(),
+                floor.clone(),
+            );
             jobs.push(tokio::spawn(async move {
                 let mut reader = match reader {
                     Some(r) => r,
@@ -164,7 +176,7 @@ impl Seeder {
                         Err(e) => return (None, Err(e)),
                     },
                 };
-                let result = read_unit(&mut reader, tables, range, &tx).await;
+                let result = read_unit(&mut reader, tables, range, &tx, floor.as_ref()).await;
                 // A reader that failed may be in any state: a new one next.
                 match result {
                     Ok(()) => (Some(reader), Ok(())),
@@ -239,12 +251,13 @@ async fn read_unit(
     mut tables: Vec<SeedTable>,
     range: Option<u32>,
     tx: &mpsc::Sender<SeedChunk>,
+    floor: Option<&SourcePosition>,
 ) -> Result<(), SnapshotError> {
     match range {
         Some(r) => {
             let table = &mut tables[0];
             for _ in 0..CHUNKS_PER_ROUND {
-                let chunk = reader.read_range(table, r).await?;
+                let chunk = reader.read_range(table, r, floor).await?;
                 let range = &mut table.ranges[r as usize];
                 range.after = chunk.upto.or(range.after);
                 range.done = chunk.done;
@@ -258,7 +271,7 @@ async fn read_unit(
         None => {
             let refs: Vec<&SeedTable> = tables.iter().collect();
             reader
-                .read_whole(&refs, |chunk| {
+                .read_whole(&refs, floor, |chunk| {
                     let tx = tx.clone();
                     async move { tx.send(chunk).await.is_ok() }
                 })

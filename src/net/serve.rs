@@ -573,34 +573,44 @@ impl Handler {
         };
         let mut snapshot = Snapshot::unlocked(source).await?;
         let catalog = snapshot.catalog(&snap.filter).await?;
+        let plan = snapshot.plan(&catalog, snap.threads as u32).await?;
+        let mut wanted: Vec<usize> = Vec::new();
         for (db, name) in std::mem::take(&mut self.resync) {
-            let Some(i) = catalog
-                .tables
-                .iter()
-                .position(|t| t.database == db && t.name == name)
-            else {
+            let Some(i) = plan.iter().position(|t| t.database == db && t.name == name) else {
                 return Err(SnapshotError::Read {
                     object: format!("{db}.{name}"),
-                    reason: "no such table is replicated from the primary (is it in --include?);                              check the name given to --resync"
+                    reason: "no such table is replicated from the primary (is it in --include?); \
+                             check the name given to --resync"
                         .into(),
                 }
                 .into());
             };
-            let one = crate::source::snapshot::Catalog {
-                databases: Vec::new(),
-                tables: vec![catalog.tables[i].clone()],
-                views: Vec::new(),
-                objects: Default::default(),
-                estimated_rows: catalog.sizes[i].0,
-                estimated_bytes: catalog.sizes[i].1,
-                sizes: vec![catalog.sizes[i]],
-            };
-            let mut plan = snapshot.plan(&one, snap.threads as u32).await?;
-            let Some(mut plan) = plan.pop() else { continue };
-            // Alone: its foreign keys' other tables are not copied again.
-            if plan.group == 1 {
-                plan.group = u32::MAX;
+            // A table in foreign keys goes with every other such table:
+            // they are read at one position, or a parent's cascade that
+            // the replica did not see would leave children behind.
+            if plan[i].group == 1 {
+                for (j, t) in plan.iter().enumerate() {
+                    if t.group == 1 && !wanted.contains(&j) {
+                        if j != i {
+                            tracing::info!(database = %t.database, table = %t.name, with = %format!("{db}.{name}"), "copying again with the table asked for: they share foreign keys");
+                        }
+                        wanted.push(j);
+                    }
+                }
+            } else if !wanted.contains(&i) {
+                wanted.push(i);
             }
+        }
+        for i in wanted {
+            let plan = plan[i].clone();
+            let (db, name) = (plan.database.clone(), plan.name.clone());
+            let Some(table) = catalog
+                .tables
+                .iter()
+                .find(|t| t.database == db && t.name == name)
+            else {
+                continue;
+            };
             tracing::info!(database = %db, table = %name, "copying the table again (--resync)");
             writer
                 .send(&MasterMessage::SeedTableBegin {
@@ -616,7 +626,7 @@ impl Handler {
                                 .into_bytes(),
                             charset: None,
                         }),
-                    table: catalog.tables[i].clone(),
+                    table: table.clone(),
                     plan: plan.clone(),
                 })
                 .await?;
@@ -1127,12 +1137,18 @@ impl Handler {
             None => 0,
         };
         let mut drain_to = log.last_seq().await;
+        // The end of the last record sent (no chunk is read before it),
+        // and whether it ended its transaction: a round between parts of
+        // one would hold the slave's open local transaction against its
+        // loaders.
+        let mut sent_position = after.clone();
+        let mut sent_whole = true;
         let result: Result<(), ServeError> = loop {
             if let Some(s) = seeder
                 .as_mut()
-                .filter(|_| round.is_none() && sent >= drain_to)
+                .filter(|_| round.is_none() && sent >= drain_to && sent_whole)
             {
-                round = s.start_round();
+                round = s.start_round(sent_position.clone());
                 if round.is_none() {
                     tracing::info!(
                         rows = s.progress.rows,
@@ -1190,11 +1206,25 @@ impl Handler {
                             break Ok(());
                         }
                         drain_to = log.last_seq().await;
+                        // An idle primary sends no record: say where the
+                        // stream is, so the slave's gate moves on (and its
+                        // progress rows stay short).
+                        let covered = self.state.covered.lock().unwrap().clone();
+                        if let Some((position, _)) = covered.filter(|(_, seq)| sent >= *seq) {
+                            let msg = MasterMessage::Heartbeat {
+                                last_seq: log.last_seq().await,
+                                position: Some(position),
+                                now_ms: now_ms(),
+                            };
+                            writer.write_message(&msg).await?;
+                        }
                     }
                 },
                 rec = log_reader.next(), if round.is_none() => match rec {
                     Ok(Some(rec)) => {
                         sent = rec.seq;
+                        sent_whole = !rec.more;
+                        sent_position = Some(rec.position.clone());
                         writer.write_frame_parts(&[&tag, &rec.payload]).await?;
                         self.state
                             .update_conn(&name, conn, |i| i.record_sent(rec.seq, rec.timestamp));

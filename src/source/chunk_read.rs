@@ -178,7 +178,13 @@ impl ChunkReader {
             .map_err(q)?;
         let locker = match method {
             PointMethod::SnapshotStatus => None,
-            PointMethod::TableLock => Some(source.connect().await?),
+            PointMethod::TableLock => {
+                let mut c = source.connect().await?;
+                c.query_drop("SET SESSION lock_wait_timeout = 1")
+                    .await
+                    .map_err(q)?;
+                Some(c)
+            }
         };
         Ok(ChunkReader {
             conn,
@@ -189,8 +195,40 @@ impl ChunkReader {
         })
     }
 
-    /// Opens a read view and returns the binlog position it sits at.
-    async fn begin(&mut self, tables: &[&SeedTable]) -> Result<SourcePosition, SnapshotError> {
+    /// Opens a read view and returns the binlog position it sits at, not
+    /// before `floor` (the end of the last transaction the slave was sent).
+    /// MariaDB's group commit lets a dump thread send a transaction a
+    /// moment before a new read view sees it: such a view is dropped and
+    /// opened again.
+    async fn begin(
+        &mut self,
+        tables: &[&SeedTable],
+        floor: Option<&SourcePosition>,
+    ) -> Result<SourcePosition, SnapshotError> {
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let position = self.open_view(tables).await?;
+            match floor {
+                Some(f) if position.cmp_location(f) == std::cmp::Ordering::Less => {
+                    self.end().await;
+                    if attempt >= 2000 {
+                        return Err(SnapshotError::Read {
+                            object: "seed chunk start".into(),
+                            reason: format!(
+                                "the primary's read views stay at {position}, before {f}, which the change log already holds; \
+                                 is --source the primary the master's binlog stream comes from?"
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                _ => return Ok(position),
+            }
+        }
+    }
+
+    async fn open_view(&mut self, tables: &[&SeedTable]) -> Result<SourcePosition, SnapshotError> {
         let q = |e| SnapshotError::read("seed chunk start", e);
         let mut position = match self.method {
             PointMethod::SnapshotStatus => {
@@ -215,22 +253,53 @@ impl ChunkReader {
                 SourcePosition::new(file, pos)
             }
             PointMethod::TableLock => {
-                let list: Vec<String> = tables
-                    .iter()
-                    .map(|t| format!("{} READ", sql::table(&t.database, &t.name)))
-                    .collect();
                 let locker = self.locker.as_mut().expect("a lock connection");
-                locker
-                    .query_drop(format!("LOCK TABLES {}", list.join(", ")))
-                    .await
-                    .map_err(|e| SnapshotError::Read {
-                        object: "seed chunk start".into(),
-                        reason: format!(
-                            "{e}: without MariaDB's binlog_snapshot_position a seed chunk needs a brief \
-                             LOCK TABLES ... READ; GRANT LOCK TABLES ON the replicated databases to \
-                             rowcast's user on the primary"
-                        ),
-                    })?;
+                // Only tables that exist (one dropped meanwhile is gone
+                // for its readers, who find no columns).
+                let mut list = Vec::new();
+                for t in tables {
+                    let there: Option<u64> = locker
+                        .exec_first(
+                            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                            (&t.database, &t.name),
+                        )
+                        .await
+                        .map_err(q)?;
+                    if there.unwrap_or(0) > 0 {
+                        list.push(format!("{} READ", sql::table(&t.database, &t.name)));
+                    }
+                }
+                let mut waited = 0;
+                loop {
+                    if list.is_empty() {
+                        break;
+                    }
+                    match locker.query_drop(format!("LOCK TABLES {}", list.join(", "))).await {
+                        Ok(()) => break,
+                        // A long transaction writing the table: the lock
+                        // request holds its other writers back while it
+                        // waits, so it waits a second at a time.
+                        Err(mysql_async::Error::Server(e)) if e.code == 1205 && waited < 600 => {
+                            waited += 1;
+                            if waited % 10 == 1 {
+                                tracing::warn!(tables = %list.join(", "), waited_s = waited, "a transaction on the primary holds a table the seed must lock for a moment; trying again");
+                            }
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                        Err(mysql_async::Error::Server(e)) if matches!(e.code, 1044 | 1142 | 1227) => {
+                            return Err(SnapshotError::Read {
+                                object: "seed chunk start".into(),
+                                reason: format!(
+                                    "{}: without MariaDB's binlog_snapshot_position a seed chunk needs a brief \
+                                     LOCK TABLES ... READ; GRANT LOCK TABLES ON the replicated databases to \
+                                     rowcast's user on the primary",
+                                    e.message
+                                ),
+                            })
+                        }
+                        Err(e) => return Err(q(e)),
+                    }
+                }
                 let started = self
                     .conn
                     .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -283,13 +352,14 @@ impl ChunkReader {
         &mut self,
         table: &SeedTable,
         range: u32,
+        floor: Option<&SourcePosition>,
     ) -> Result<SeedChunk, SnapshotError> {
         let key = table.key.as_ref().expect("a ranged table has a key");
         let r = &table.ranges[range as usize];
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let position = self.begin(&[table]).await?;
+            let position = self.begin(&[table], floor).await?;
             let result = self.range_rows(table, key, r).await;
             self.end().await;
             match result {
@@ -387,6 +457,7 @@ impl ChunkReader {
     pub async fn read_whole<F, Fut>(
         &mut self,
         tables: &[&SeedTable],
+        floor: Option<&SourcePosition>,
         mut send: F,
     ) -> Result<(), SnapshotError>
     where
@@ -396,7 +467,7 @@ impl ChunkReader {
         let mut attempt = 0;
         'again: loop {
             attempt += 1;
-            let position = self.begin(tables).await?;
+            let position = self.begin(tables, floor).await?;
             for t in tables {
                 let read = match snapshot::table_read(&mut self.conn, &t.database, &t.name).await {
                     Ok(r) => r,
