@@ -106,18 +106,18 @@ pub enum SlaveMessage {
     },
     /// The slave is loading a snapshot: rows done of the estimate.
     SnapshotProgress { rows: u64, estimated: u64 },
-    /// Sent by every slave right after `Hello`: the tables it is still
+    /// The slave stops for good, for this reason.
+    Failed { message: String },
+    /// Sent instead of `Hello` by `rowcast status`; `auth` answers the
+    /// challenge for the name `status`.
+    StatusRequest { auth: Option<Vec<u8>> },
+    /// Last, so the variants before keep their tags. Sent by every slave right after `Hello`: the tables it is still
     /// being seeded with (their progress, from `rowcast.seed`), and the
     /// tables it asks to be copied again (`--resync`).
     Seed {
         tables: Vec<SeedTable>,
         resync: Vec<(String, String)>,
     },
-    /// The slave stops for good, for this reason.
-    Failed { message: String },
-    /// Sent instead of `Hello` by `rowcast status`; `auth` answers the
-    /// challenge for the name `status`.
-    StatusRequest { auth: Option<Vec<u8>> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -364,7 +364,7 @@ impl ChunkReader {
             self.end().await;
             match result {
                 Ok((schema, rows)) => {
-                    let done = rows.len() < CHUNK_ROWS;
+                    let done = rows.len() < chunk_rows(table);
                     let upto = rows
                         .last()
                         .and_then(|row| key_in(&schema, key, row))
@@ -436,9 +436,10 @@ impl ChunkReader {
             false => format!(" WHERE {}", conds.join(" AND ")),
         };
         let stmt = format!(
-            "SELECT {} FROM {}{filter} ORDER BY {k} LIMIT {CHUNK_ROWS}",
+            "SELECT {} FROM {}{filter} ORDER BY {k} LIMIT {}",
             read.select.join(", "),
             sql::table(&table.database, &table.name),
+            chunk_rows(table),
         );
         let object = format!("{}.{}", table.database, table.name);
         let rows: Vec<mysql_async::Row> = self
@@ -559,6 +560,14 @@ impl ChunkReader {
     }
 }
 
+/// Rows per chunk of a ranged table: `CHUNK_ROWS`, fewer for wide rows
+/// (by the table statistics' average), so a chunk stays near
+/// `CHUNK_BYTES` in memory and on the wire.
+pub fn chunk_rows(table: &SeedTable) -> usize {
+    let average = table.estimated_bytes / table.estimated_rows.max(1);
+    (CHUNK_BYTES as u64 / average.max(1)).clamp(10, CHUNK_ROWS as u64) as usize
+}
+
 /// Bytes in a chunk's rows, for progress.
 pub fn chunk_bytes(chunk: &SeedChunk) -> u64 {
     chunk
@@ -658,5 +667,31 @@ impl Frames<'_> {
             }
         }
         Ok((!rows.is_empty()).then_some(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: u64, bytes: u64) -> SeedTable {
+        SeedTable {
+            database: "d".into(),
+            name: "t".into(),
+            key: None,
+            group: 0,
+            ranges: Vec::new(),
+            estimated_rows: rows,
+            estimated_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn wide_rows_make_smaller_chunks() {
+        assert_eq!(chunk_rows(&table(1_000_000, 240 << 20)), CHUNK_ROWS);
+        // 1 MiB rows: about CHUNK_BYTES per chunk.
+        assert_eq!(chunk_rows(&table(1_000, 1000 << 20)), 10);
+        assert_eq!(chunk_rows(&table(100, 100 * (64 << 10))), 128);
+        assert_eq!(chunk_rows(&table(0, 16 << 10)), 512);
     }
 }

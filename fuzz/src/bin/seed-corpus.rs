@@ -377,6 +377,44 @@ fn change_seeds() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A seed plan entry with progress in two ranges.
+fn seed_table() -> rowcast::source::seed_plan::SeedTable {
+    use rowcast::source::seed_plan::{KeyColumn, LoadedChunk, SeedRange, SeedTable};
+    SeedTable {
+        database: "shop".into(),
+        name: "wide".into(),
+        key: Some(KeyColumn {
+            name: "c4".into(),
+            ordinal: 3,
+            unsigned: false,
+            bits: 64,
+        }),
+        group: 0,
+        ranges: vec![
+            SeedRange {
+                lo: None,
+                hi: Some(0),
+                after: Some(-5),
+                done: false,
+                chunks: vec![LoadedChunk {
+                    upto: Some(-5),
+                    position: position(mariadb_gtid()),
+                }],
+                rows: 5,
+                bytes: 500,
+                strict_upto: None,
+                strict_all: false,
+            },
+            SeedRange {
+                lo: Some(0),
+                ..SeedRange::default()
+            },
+        ],
+        estimated_rows: 10,
+        estimated_bytes: 1000,
+    }
+}
+
 fn framed(messages: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for m in messages {
@@ -442,6 +480,13 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             },
         ),
         ("status", SlaveMessage::StatusRequest { auth: None }),
+        (
+            "seed",
+            SlaveMessage::Seed {
+                tables: vec![seed_table()],
+                resync: vec![("shop".into(), "orders".into())],
+            },
+        ),
     ];
     let (wide, row) = wide_table();
     let object = |name: &str, sql: &str| SnapshotObject {
@@ -517,14 +562,50 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                     addr: "10.0.0.2:51000".into(),
                     state: "streaming".into(),
                     applied_seq: 1200,
-                    applied_position: Some(after),
+                    applied_position: Some(after.clone()),
                     lag_transactions: 34,
                     lag_seconds: 1,
-                    snapshot_rows: 0,
-                    snapshot_estimated_rows: 0,
+                    snapshot_rows: 10,
+                    snapshot_estimated_rows: 100,
+                    snapshot_bytes: 1 << 10,
+                    snapshot_estimated_bytes: 1 << 14,
+                    snapshot_eta_seconds: Some(30),
                     last_error: None,
                 }],
             }),
+        ),
+        (
+            "seed-begin".into(),
+            MasterMessage::SeedBegin {
+                position: after.clone(),
+                databases: vec![object("shop", "CREATE DATABASE shop")],
+                tables: vec![object("wide", "CREATE TABLE wide (c4 BIGINT PRIMARY KEY)")],
+                views: Vec::new(),
+                objects: Default::default(),
+                plan: vec![seed_table()],
+            },
+        ),
+        (
+            "seed-chunk".into(),
+            MasterMessage::SeedChunk(rowcast::source::seed_plan::SeedChunk {
+                database: "shop".into(),
+                name: "wide".into(),
+                range: 1,
+                schema: wide_table().0,
+                rows: vec![wide_table().1],
+                position: after.clone(),
+                first: false,
+                done: false,
+                upto: Some(-5),
+            }),
+        ),
+        (
+            "seed-table-begin".into(),
+            MasterMessage::SeedTableBegin {
+                database: object("shop", "CREATE DATABASE shop"),
+                table: object("wide", "CREATE TABLE wide (c4 BIGINT PRIMARY KEY)"),
+                plan: seed_table(),
+            },
         ),
     ];
     for (i, (name, txn)) in transactions().into_iter().enumerate() {
