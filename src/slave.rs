@@ -875,11 +875,21 @@ async fn apply_loop(
                     }
                     for (_, txn) in batch.iter_mut() {
                         // A prepare's rows are judged at its XA COMMIT.
-                        if !matches!(txn.xa, Some(crate::log::change::XaStep::Prepare(_))) {
-                            applier.seed().filter(txn).map_err(|e| ApplyError::Sql {
+                        if matches!(txn.xa, Some(crate::log::change::XaStep::Prepare(_))) {
+                            continue;
+                        }
+                        if let Err(e) = applier.seed().filter(txn) {
+                            let e = SlaveError::from(ApplyError::Sql {
                                 position: txn.position.to_string(),
                                 reason: e.to_string(),
-                            })?;
+                            });
+                            // Tell the master (and so `rowcast status`) why.
+                            metrics.errors.add(1);
+                            let failed = SlaveMessage::Failed {
+                                message: e.to_string(),
+                            };
+                            let _ = reporter.send(&failed, applier).await;
+                            return Err(e);
                         }
                     }
                 }
