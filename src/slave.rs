@@ -698,6 +698,27 @@ impl Reporter {
     }
 }
 
+/// A seed that cannot go on: the master (and so `rowcast status`) is
+/// told why, and the slave stops with it.
+async fn stop(
+    reporter: &mut Reporter,
+    applier: &Applier,
+    metrics: &Metrics,
+    position: String,
+    e: crate::replica::seed_gate::GateError,
+) -> SlaveError {
+    let e = SlaveError::from(ApplyError::Sql {
+        position,
+        reason: e.to_string(),
+    });
+    metrics.errors.add(1);
+    let failed = SlaveMessage::Failed {
+        message: e.to_string(),
+    };
+    let _ = reporter.send(&failed, applier).await;
+    e
+}
+
 /// The stream has applied up to the checkpoint (or, idle, reached
 /// `position`): chunks read before it take every later change, and once
 /// every table is loaded and passed, the seed ends.
@@ -879,17 +900,8 @@ async fn apply_loop(
                             continue;
                         }
                         if let Err(e) = applier.seed().filter(txn) {
-                            let e = SlaveError::from(ApplyError::Sql {
-                                position: txn.position.to_string(),
-                                reason: e.to_string(),
-                            });
-                            // Tell the master (and so `rowcast status`) why.
-                            metrics.errors.add(1);
-                            let failed = SlaveMessage::Failed {
-                                message: e.to_string(),
-                            };
-                            let _ = reporter.send(&failed, applier).await;
-                            return Err(e);
+                            let position = txn.position.to_string();
+                            return Err(stop(reporter, applier, metrics, position, e).await);
                         }
                     }
                 }
@@ -912,16 +924,7 @@ async fn apply_loop(
                 drop(permits);
                 if !applier.seed().is_empty() {
                     if let Some(e) = batch.iter().find_map(|(_, t)| applier.seed().renamed_by(t)) {
-                        let e = SlaveError::from(ApplyError::Sql {
-                            position: "seed".into(),
-                            reason: e.to_string(),
-                        });
-                        metrics.errors.add(1);
-                        let failed = SlaveMessage::Failed {
-                            message: e.to_string(),
-                        };
-                        let _ = reporter.send(&failed, applier).await;
-                        return Err(e);
+                        return Err(stop(reporter, applier, metrics, "seed".into(), e).await);
                     }
                     if batch.iter().any(|(_, t)| t.is_ddl()) {
                         ddl_generation += 1;

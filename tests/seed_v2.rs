@@ -191,20 +191,6 @@ fn seed_standard_under_load(rows: u64, master_extra: &[&str], slave_extra: &[&st
     master
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\u{1b}') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
-
 /// Parents and children in foreign keys with ON DELETE / ON UPDATE
 /// CASCADE and SET NULL, parents deleted and their keys changed while they
 /// are copied: the replica's own cascades reach the same rows.

@@ -77,20 +77,6 @@ fn rows_loaded(slave: &Rowcast) -> u64 {
         .unwrap()
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\u{1b}') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
-
 #[test]
 fn new_slave_is_seeded_while_writes_go_on() {
     let primary = MariaDb::primary();

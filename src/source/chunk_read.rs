@@ -236,21 +236,9 @@ impl ChunkReader {
                     .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                     .await
                     .map_err(q)?;
-                let rows: Vec<(Vec<u8>, Vec<u8>)> = self
-                    .conn
-                    .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                snapshot::snapshot_position(&mut self.conn)
                     .await
-                    .map_err(q)?;
-                let get = |name: &str| {
-                    rows.iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                };
-                let file = get("binlog_snapshot_file").unwrap_or_default();
-                let pos = get("binlog_snapshot_position")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(0);
-                SourcePosition::new(file, pos)
+                    .map_err(q)?
             }
             PointMethod::TableLock => {
                 let locker = self.locker.as_mut().expect("a lock connection");

@@ -103,20 +103,7 @@ impl Snapshot {
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 .await
                 .map_err(q)?;
-            let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                .await
-                .map_err(q)?;
-            let get = |name: &str| {
-                rows.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            };
-            let file = get("binlog_snapshot_file").unwrap_or_default();
-            let pos = get("binlog_snapshot_position")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            SourcePosition::new(file, pos)
+            snapshot_position(&mut conn).await.map_err(q)?
         } else {
             conn.query_drop("FLUSH TABLES WITH READ LOCK")
                 .await
@@ -506,6 +493,24 @@ pub(crate) async fn table_read(
         },
         select,
     })
+}
+
+/// The binlog position of the read view MariaDB's `START TRANSACTION WITH
+/// CONSISTENT SNAPSHOT` just opened on `conn`.
+pub(crate) async fn snapshot_position(
+    conn: &mut Conn,
+) -> Result<SourcePosition, mysql_async::Error> {
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await?;
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let file = get("binlog_snapshot_file").unwrap_or_default();
+    let pos = get("binlog_snapshot_position")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    Ok(SourcePosition::new(file, pos))
 }
 
 /// A binary-protocol value as the applier's [`Value`]: dates and times keep

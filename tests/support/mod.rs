@@ -564,6 +564,21 @@ pub fn slave_position(replica: &MariaDb, name: &str) -> String {
         .to_string()
 }
 
+/// A log text without its terminal colour codes.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether the slave's seed (if any) is complete: no progress rows left.
 pub fn seed_done(replica: &MariaDb, name: &str) -> bool {
     replica
