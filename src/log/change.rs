@@ -416,6 +416,27 @@ impl Transaction {
     }
 }
 
+impl Transaction {
+    /// A transaction of the replica's own at `position` (a snapshot's
+    /// rows, a seed's checkpoint): no rows logged by a primary, no raw
+    /// events, no XA.
+    pub fn local(
+        position: crate::source::position::SourcePosition,
+        tables: Vec<TableSchema>,
+    ) -> Transaction {
+        Transaction {
+            position,
+            timestamp: 0,
+            part: 0,
+            more: false,
+            tables,
+            changes: Vec::new(),
+            events: None,
+            xa: None,
+        }
+    }
+}
+
 #[cfg(test)]
 impl TableSchema {
     /// Table `d.<name>` of signed INT columns named `columns`, keyed by

@@ -487,33 +487,37 @@ impl Handler {
             .map_err(|e| e.to_string())
     }
 
-    /// Opens a seed: the catalog at the primary's position now (read again
-    /// if DDL landed while it was read), sent with the plan of how each
-    /// table is copied. Returns that position, where the slave's stream
-    /// starts, and the plan.
-    async fn seed_begin(
+    /// The catalog of what to copy, at a position it holds for: SHOW
+    /// CREATE is not transactional, it shows the schema as of when it is
+    /// read, so if DDL on a replicated object landed between the start
+    /// position and the catalog's end it is read again. `consistent`
+    /// opens the one-transaction snapshot (a JetStream slave's seed);
+    /// otherwise the connection holds no transaction and no lock.
+    async fn read_catalog(
         &self,
-        writer: &mut FrameWriter,
-    ) -> Result<(SourcePosition, Vec<SeedTable>), ServeError> {
+        source: &crate::source::Source,
+        consistent: bool,
+    ) -> Result<(Snapshot, crate::source::snapshot::Catalog), ServeError> {
         let snap = &self.snapshots;
-        let Some(source) = snap.origin.primary() else {
-            unreachable!("binlog files are never seeded");
-        };
         let mut attempt = 0;
-        let (mut snapshot, catalog) = loop {
+        loop {
             attempt += 1;
-            let mut snapshot = Snapshot::unlocked(source).await?;
+            let mut snapshot = match consistent {
+                true => Snapshot::begin(source, snap.is_mariadb).await?,
+                false => Snapshot::unlocked(source).await?,
+            };
             snapshot.position.epoch = snap.epoch;
             let catalog = snapshot.catalog(&snap.filter).await?;
             let mut catalog_at = snapshot.source_end(source).await?;
             catalog_at.epoch = snap.epoch;
             match self.ddl_between(&snapshot.position, &catalog_at).await {
-                Ok(false) => break (snapshot, catalog),
+                Ok(false) => return Ok((snapshot, catalog)),
                 Ok(true) if attempt < 20 => {
                     tracing::info!(
                         attempt,
-                        "schema changed while the seed's catalog was read; reading it again"
+                        "schema changed while the catalog was read; reading it again"
                     );
+                    snapshot.finish().await;
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
                 Ok(true) => {
@@ -531,7 +535,22 @@ impl Handler {
                     .into())
                 }
             }
+        }
+    }
+
+    /// Opens a seed: the catalog at the primary's position now (read again
+    /// if DDL landed while it was read), sent with the plan of how each
+    /// table is copied. Returns that position, where the slave's stream
+    /// starts, and the plan.
+    async fn seed_begin(
+        &self,
+        writer: &mut FrameWriter,
+    ) -> Result<(SourcePosition, Vec<SeedTable>), ServeError> {
+        let snap = &self.snapshots;
+        let Some(source) = snap.origin.primary() else {
+            unreachable!("binlog files are never seeded");
         };
+        let (mut snapshot, catalog) = self.read_catalog(source, false).await?;
         let plan = snapshot.plan(&catalog, snap.threads as u32).await?;
         let position = snapshot.position.clone();
         tracing::info!(
@@ -648,43 +667,7 @@ impl Handler {
         let Some(source) = snap.origin.primary() else {
             unreachable!("binlog files are never snapshot");
         };
-        // The catalog (SHOW CREATE ...) is not transactional: it shows the
-        // schema as of when it is read, not as of the snapshot position.
-        // If DDL on a replicated object landed in between, start over.
-        let mut attempt = 0;
-        let (mut snapshot, catalog) = loop {
-            attempt += 1;
-            let mut snapshot = Snapshot::begin(source, snap.is_mariadb).await?;
-            snapshot.position.epoch = snap.epoch;
-            let catalog = snapshot.catalog(&snap.filter).await?;
-            let mut catalog_at = snapshot.source_end(source).await?;
-            catalog_at.epoch = snap.epoch;
-            match self.ddl_between(&snapshot.position, &catalog_at).await {
-                Ok(false) => break (snapshot, catalog),
-                Ok(true) if attempt < 20 => {
-                    tracing::info!(
-                        attempt,
-                        "schema changed while the snapshot started; starting it again"
-                    );
-                    snapshot.finish().await;
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-                Ok(true) => {
-                    return Err(SnapshotError::Read {
-                        object: "catalog".into(),
-                        reason: "the schema kept changing during 20 snapshot attempts".into(),
-                    }
-                    .into())
-                }
-                Err(reason) => {
-                    return Err(SnapshotError::Read {
-                        object: "change log".into(),
-                        reason,
-                    }
-                    .into())
-                }
-            }
-        };
+        let (mut snapshot, catalog) = self.read_catalog(source, true).await?;
         let position = snapshot.position.clone();
         tracing::info!(
             %position,

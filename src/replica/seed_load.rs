@@ -165,16 +165,7 @@ impl Applier {
             )
             .await
             .map_err(|e| sql_error(p, e))?;
-        let txn = Transaction {
-            position: position.clone(),
-            timestamp: 0,
-            part: 0,
-            more: false,
-            tables: Vec::new(),
-            changes: Vec::new(),
-            events: None,
-            xa: None,
-        };
+        let txn = Transaction::local(position.clone(), Vec::new());
         self.write_checkpoint(0, &txn).await?;
         self.local("COMMIT", p).await?;
         self.checkpoint = Checkpoint {
@@ -339,16 +330,7 @@ impl Applier {
                     .map_err(|e| sql_error(&p, e))?;
             }
             if !chunk.rows.is_empty() && !chunk.schema.columns.is_empty() {
-                let txn = Transaction {
-                    position: p.clone(),
-                    timestamp: 0,
-                    part: 0,
-                    more: false,
-                    tables: vec![chunk.schema.clone()],
-                    changes: Vec::new(),
-                    events: None,
-                    xa: None,
-                };
+                let txn = Transaction::local(p.clone(), vec![chunk.schema.clone()]);
                 let change = Change::Insert {
                     table: 0,
                     rows: chunk.rows.clone(),

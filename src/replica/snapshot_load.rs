@@ -98,16 +98,7 @@ impl Applier {
             table: 0,
             rows: rows.to_vec(),
         };
-        let txn = Transaction {
-            position: at.clone(),
-            timestamp: 0,
-            part: 0,
-            more: false,
-            tables: vec![table.clone()],
-            changes: Vec::new(),
-            events: None,
-            xa: None,
-        };
+        let txn = Transaction::local(at.clone(), vec![table.clone()]);
         let result = self.load_snapshot_rows(&txn, change).await;
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
@@ -204,16 +195,7 @@ impl Applier {
                 return Err(ApplyError::Lost(e.to_string()));
             }
         }
-        let txn = Transaction {
-            position: position.clone(),
-            timestamp: 0,
-            part: 0,
-            more: false,
-            tables: Vec::new(),
-            changes: Vec::new(),
-            events: None,
-            xa: None,
-        };
+        let txn = Transaction::local(position.clone(), Vec::new());
         self.local("START TRANSACTION", position).await?;
         self.write_checkpoint(0, &txn).await?;
         self.local("COMMIT", position).await?;
