@@ -183,6 +183,19 @@ enum Command {
         /// Connections that load a seed's chunks into the replica.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         snapshot_threads: u32,
+        /// Delayed replica: apply each transaction no earlier than its
+        /// primary commit time plus this (`90s`, `30m`, `1h`), as
+        /// MASTER_DELAY does.
+        #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+        delay: Duration,
+        /// Keep the primary's database FROM under the name TO on the
+        /// replica (`FROM=TO`, repeatable); rows and DDL are rewritten.
+        #[arg(long, value_name = "FROM=TO", value_parser = parse_rewrite)]
+        rewrite_db: Vec<(String, String)>,
+        /// Skip the one transaction at this source position (as the
+        /// slave's error named it), once, instead of applying it.
+        #[arg(long, value_name = "POSITION")]
+        skip_at: Option<String>,
         #[command(flatten)]
         tls: ClientTlsArgs,
     },
@@ -417,6 +430,25 @@ fn print_status(s: &rowcast::net::wire::MasterStatus) {
         })
         .collect();
     print_table(&header, &rows);
+    // What operators set on a slave, below the table: rare, and long.
+    for sl in &s.slaves {
+        let set = &sl.settings;
+        if set.delay_seconds > 0 {
+            println!(
+                "{}: delayed replica, applies each transaction {}s after its primary commit (lag includes it)",
+                sl.name, set.delay_seconds
+            );
+        }
+        for (from, to) in &set.rewrite_db {
+            println!("{}: database {from} is kept as {to}", sl.name);
+        }
+        for k in &set.skipped {
+            println!(
+                "{}: skipped the transaction at {} (--skip-at, epoch {}): {}",
+                sl.name, k.position, k.at, k.reason
+            );
+        }
+    }
     if s.slaves.iter().any(|sl| sl.state == "stalled") {
         println!();
         println!("stalled: work is pending but the slave has applied nothing for the master's --stall-after; check its process and its replica (locks, disk)");
@@ -475,6 +507,18 @@ fn print_report(report: &checksum::Report) {
             "DIFFERENCES FOUND"
         }
     );
+}
+
+/// `FROM=TO` as its two database names.
+fn parse_rewrite(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() && from != to => {
+            Ok((from.to_string(), to.to_string()))
+        }
+        _ => Err(format!(
+            "`{s}` is not FROM=TO with two different database names (for example shop=shop_copy)"
+        )),
+    }
 }
 
 /// `DB.TABLE` as its two names.
@@ -584,6 +628,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log,
             resync,
             snapshot_threads,
+            delay,
+            rewrite_db,
+            skip_at,
             tls,
         } => {
             let target =
@@ -604,6 +651,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nats: log.as_deref().map(NatsUrl::parse).transpose()?,
                 resync,
                 snapshot_threads: snapshot_threads as usize,
+                delay,
+                rewrite_db,
+                skip_at,
             };
             slave::run(config, shutdown_signal()).await?;
         }

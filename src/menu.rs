@@ -311,6 +311,9 @@ pub async fn slave() -> i32 {
         nats: None,
         resync: Vec::new(),
         snapshot_threads: 2,
+        delay: Duration::ZERO,
+        rewrite_db: Vec::new(),
+        skip_at: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task =

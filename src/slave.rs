@@ -24,7 +24,7 @@ use crate::log::{ChangeLogError, Location, LogView, SlaveProgress, View};
 use crate::net::connection::ConnectionError;
 use crate::net::connection::FrameWriter;
 use crate::net::tls::{ClientTls, ConnectError};
-use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage};
+use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage, SlaveSettings};
 use crate::ops::metrics::Metrics;
 use crate::replica::apply::{Applier, ApplyError};
 use crate::replica::seed_loaders::{LoadJob, SeedLoaders};
@@ -53,6 +53,13 @@ pub struct SlaveConfig {
     pub resync: Vec<(String, String)>,
     /// Connections that load seed chunks into the replica.
     pub snapshot_threads: usize,
+    /// Apply each transaction no earlier than its primary commit time
+    /// plus this (`--delay`; zero: as soon as it arrives).
+    pub delay: Duration,
+    /// `--rewrite-db FROM=TO`: the primary's database FROM is kept as TO.
+    pub rewrite_db: Vec<(String, String)>,
+    /// `--skip-at POSITION`: skip the transaction at this position once.
+    pub skip_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,7 +274,22 @@ async fn session(
         }
         None => Feed::from_master(config, applier, connected_once).await?,
     };
+    feed.reporter
+        .send(
+            &SlaveMessage::Settings(settings_of(config, applier)),
+            applier,
+        )
+        .await?;
     apply_loop(&mut feed, applier, metrics).await
+}
+
+/// What this slave tells `rowcast status` of its delay, renames and skips.
+fn settings_of(config: &SlaveConfig, _applier: &Applier) -> SlaveSettings {
+    SlaveSettings {
+        delay_seconds: config.delay.as_secs(),
+        rewrite_db: config.rewrite_db.clone(),
+        skipped: Vec::new(),
+    }
 }
 
 impl Feed {
@@ -589,6 +611,7 @@ impl Feed {
                 source_time: 0,
                 written: None,
                 failing_since: None,
+                settings: SlaveSettings::default(),
             },
             seed_only: false,
             seed_threads: 1,
@@ -616,6 +639,8 @@ enum Reporter {
         written: Option<std::time::Instant>,
         /// Since when every progress report has failed.
         failing_since: Option<std::time::Instant>,
+        /// Stated with every report.
+        settings: SlaveSettings,
     },
 }
 
@@ -649,8 +674,13 @@ impl Reporter {
                 source_time,
                 written,
                 failing_since,
+                settings,
             } => {
                 let error = match msg {
+                    SlaveMessage::Settings(s) => {
+                        *settings = s.clone();
+                        None
+                    }
                     SlaveMessage::Ack { source_time: t, .. } => {
                         if *t != 0 {
                             *source_time = *t;
@@ -673,6 +703,7 @@ impl Reporter {
                     source_time: *source_time,
                     updated_ms: crate::net::serve::now_ms(),
                     error,
+                    settings: settings.clone(),
                 };
                 // Progress is for `rowcast status`; NATS trouble here must
                 // not stop the applying.

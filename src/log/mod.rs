@@ -349,6 +349,9 @@ pub struct SlaveProgress {
     /// When this was written, milliseconds since the epoch.
     pub updated_ms: u64,
     pub error: Option<String>,
+    /// Its delay, database renames and skips.
+    #[serde(default)]
+    pub settings: crate::net::wire::SlaveSettings,
 }
 
 /// Where a slave reading the log itself begins.

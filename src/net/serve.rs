@@ -55,7 +55,8 @@ use crate::log::{LogView, View};
 use crate::net::connection::{ConnectionError, FrameReader, FrameWriter};
 use crate::net::seed_serve::{Round, Seeder};
 use crate::net::wire::{
-    self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveStatus, SnapshotObject,
+    self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveSettings, SlaveStatus,
+    SnapshotObject,
 };
 use crate::ops::metrics::{Metrics, SlaveGauges};
 use crate::source::chunk_read::PointMethod;
@@ -109,6 +110,8 @@ pub struct SlaveInfo {
     pub snapshot_estimated_bytes: u64,
     pub snapshot_eta_seconds: Option<u64>,
     pub last_error: Option<String>,
+    /// What it said of its delay, renames and skips.
+    pub settings: SlaveSettings,
     /// Which connection this entry belongs to: a replaced connection's
     /// handler leaves a newer entry alone.
     pub conn: u64,
@@ -901,6 +904,7 @@ impl Handler {
                 snapshot_estimated_bytes: 0,
                 snapshot_eta_seconds: None,
                 last_error: None,
+                settings: SlaveSettings::default(),
                 conn: 0,
                 progress_at: Instant::now(),
                 kick: kick.clone(),
@@ -1094,6 +1098,9 @@ impl Handler {
                             info.snapshot_rows = rows;
                             info.snapshot_estimated_rows = estimated;
                         });
+                    }
+                    Ok(Some(SlaveMessage::Settings(settings))) => {
+                        state.update_conn(&ack_name, conn, |info| info.settings = settings);
                     }
                     Ok(Some(SlaveMessage::Failed { message })) => {
                         tracing::error!(slave = %ack_name, error = %message, "slave stopped with an error");
@@ -1487,6 +1494,7 @@ struct Seen {
     snapshot_estimated_bytes: u64,
     snapshot_eta_seconds: Option<u64>,
     last_error: Option<String>,
+    settings: SlaveSettings,
 }
 
 /// A slave that reports to the log whose report has not been rewritten
@@ -1529,6 +1537,7 @@ fn seen_from_reports(
                 snapshot_estimated_bytes: 0,
                 snapshot_eta_seconds: None,
                 last_error: p.error,
+                settings: p.settings,
                 name,
             }
         })
@@ -1560,6 +1569,7 @@ async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen
                     snapshot_estimated_bytes: s.snapshot_estimated_bytes,
                     snapshot_eta_seconds: s.snapshot_eta_seconds,
                     last_error: s.last_error.clone(),
+                    settings: s.settings.clone(),
                 });
             }
             continue;
@@ -1595,6 +1605,7 @@ async fn seen_from_connections(log: &View, state: &ServerState, reported: &[Seen
             snapshot_estimated_bytes: s.snapshot_estimated_bytes,
             snapshot_eta_seconds: s.snapshot_eta_seconds,
             last_error: s.last_error.clone(),
+            settings: s.settings.clone(),
             name,
         });
     }
@@ -1639,8 +1650,18 @@ pub async fn status_of(
                 None => Oldest::At(s.fallback_time),
             }
         };
+        // A delayed slave waits on purpose until the oldest pending
+        // transaction is `delay` old: only a wait past that is a stall.
+        let waits_for_delay = match oldest {
+            Oldest::At(t) if s.settings.delay_seconds > 0 => {
+                u64::from(t) + s.settings.delay_seconds + state.stall_after.as_secs()
+                    > u64::from(now)
+            }
+            _ => false,
+        };
         let stalled = s.state == "streaming"
             && lag_transactions > 0
+            && !waits_for_delay
             && s.progressed.elapsed() >= state.stall_after;
         slaves.push(SlaveStatus {
             addr: s.addr,
@@ -1655,6 +1676,7 @@ pub async fn status_of(
             snapshot_estimated_bytes: s.snapshot_estimated_bytes,
             snapshot_eta_seconds: s.snapshot_eta_seconds,
             last_error: s.last_error,
+            settings: s.settings,
             name: s.name,
         });
     }
@@ -1882,6 +1904,7 @@ mod tests {
             snapshot_estimated_bytes: 0,
             snapshot_eta_seconds: None,
             last_error: None,
+            settings: SlaveSettings::default(),
             conn: 0,
             progress_at: Instant::now(),
             kick: Arc::new(Notify::new()),

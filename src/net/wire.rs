@@ -40,9 +40,12 @@ pub const MAGIC: &[u8; 8] = b"ROWCAST\0";
 /// follows `Hello` with [`SlaveMessage::Seed`]; the master answers a new
 /// slave with [`MasterMessage::SeedBegin`] and sends
 /// [`MasterMessage::SeedChunk`] frames between transactions.
+/// Version 7: a slave states its [`SlaveSettings`] (`--delay`,
+/// `--rewrite-db`, the transactions it skipped) after `Welcome`, and
+/// [`SlaveStatus`] shows them.
 /// `Hello` must keep its layout in every version: a master can only name
 /// a version mismatch if it can decode the `Hello` that states it.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 pub const GREETING_LEN: usize = 10;
 /// Frames before the handshake completes are small; nobody gets to make
 /// the master allocate much before it knows who they are.
@@ -118,6 +121,35 @@ pub enum SlaveMessage {
         tables: Vec<SeedTable>,
         resync: Vec<(String, String)>,
     },
+    /// Sent after `Welcome`, and again whenever they change (a skip): what
+    /// the operator set on this slave that changes what it applies.
+    Settings(SlaveSettings),
+}
+
+/// What an operator set on a slave that makes its replica differ from a
+/// plain copy in time, names or content; `rowcast status` shows it so
+/// nobody mistakes it for lag, a missing database or a lost transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveSettings {
+    /// `--delay`: each transaction is applied no earlier than its primary
+    /// commit time plus this.
+    pub delay_seconds: u64,
+    /// `--rewrite-db FROM=TO`: the primary's database FROM is kept as TO.
+    pub rewrite_db: Vec<(String, String)>,
+    /// Transactions skipped by `--skip-at`, oldest first, as the replica
+    /// recorded them.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One transaction a slave skipped on purpose (`--skip-at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Its source position, as the slave's error named it.
+    pub position: String,
+    /// When it was skipped, seconds since the epoch.
+    pub at: u64,
+    /// Why it could not be applied (the error that stopped the slave).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +263,9 @@ pub struct SlaveStatus {
     pub snapshot_estimated_bytes: u64,
     pub snapshot_eta_seconds: Option<u64>,
     pub last_error: Option<String>,
+    /// Its delay, database renames and skips (see [`SlaveSettings`]).
+    #[serde(default)]
+    pub settings: SlaveSettings,
 }
 
 /// A database, table or view with the statement that creates it, as
