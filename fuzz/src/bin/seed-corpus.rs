@@ -481,6 +481,18 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         ),
         ("status", SlaveMessage::StatusRequest { auth: None }),
         (
+            "settings",
+            SlaveMessage::Settings(SlaveSettings {
+                delay_seconds: 60,
+                rewrite_db: vec![("a".into(), "b".into())],
+                skipped: vec![Skipped {
+                    position: "mysql-bin.000002:1234".into(),
+                    at: 1_700_000_003,
+                    reason: "table `a`.`t` is missing".into(),
+                }],
+            }),
+        ),
+        (
             "seed",
             SlaveMessage::Seed {
                 tables: vec![seed_table()],
@@ -571,6 +583,15 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
                     snapshot_estimated_bytes: 1 << 14,
                     snapshot_eta_seconds: Some(30),
                     last_error: None,
+                    settings: SlaveSettings {
+                        delay_seconds: 3600,
+                        rewrite_db: vec![("shop".into(), "shop_copy".into())],
+                        skipped: vec![Skipped {
+                            position: "0-1-42".into(),
+                            at: 1_700_000_002,
+                            reason: "duplicate key".into(),
+                        }],
+                    },
                 }],
             }),
         ),
