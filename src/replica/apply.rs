@@ -161,6 +161,17 @@ pub struct Applier {
     pub resync_pending: Vec<(String, String)>,
     /// A connection that only loads seed chunks (`loader`).
     pub(super) seed_loader: bool,
+    /// `--skip-at`: the transaction still to skip (`skip.rs`).
+    pub(super) skip: Option<SourcePosition>,
+    /// What `rowcast.skipped` holds for this slave, oldest first.
+    pub(super) skipped: Vec<crate::net::wire::Skipped>,
+    /// A skip happened that `rowcast status` has not heard of yet.
+    pub(super) skip_news: bool,
+    /// The first part's position of the large transaction whose parts
+    /// arrive (it names the transaction for `--skip-at`).
+    pub(super) parts_first: Option<SourcePosition>,
+    /// Skipping the parts of the transaction that began at this position.
+    pub(super) skipping_parts: Option<SourcePosition>,
 }
 
 impl Applier {
@@ -271,6 +282,9 @@ impl Applier {
             .query_first("SELECT @@GLOBAL.max_allowed_packet")
             .await
             .map_err(|e| target.classify(e))?;
+        let skipped = crate::replica::skip::load_skipped(&mut conn, name)
+            .await
+            .map_err(|e| target.classify(e))?;
         Applier {
             max_packet: max_packet.unwrap_or(u64::MAX),
             conn,
@@ -297,6 +311,11 @@ impl Applier {
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
             seed_loader: false,
+            skip: None,
+            skipped,
+            skip_news: false,
+            parts_first: None,
+            skipping_parts: None,
         }
         .with_seed()
         .await
@@ -351,6 +370,11 @@ impl Applier {
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
             seed_loader: true,
+            skip: None,
+            skipped: Vec::new(),
+            skip_news: false,
+            parts_first: None,
+            skipping_parts: None,
         })
     }
 
@@ -433,7 +457,7 @@ impl Applier {
     }
 
     /// `txn` (the last part, if in parts) and its checkpoint are committed.
-    fn applied(&mut self, seq: u64, txn: &Transaction) {
+    pub(super) fn applied(&mut self, seq: u64, txn: &Transaction) {
         if txn.is_commit() {
             self.checkpoint = Checkpoint {
                 seq,
@@ -469,6 +493,18 @@ impl Applier {
         }
         let pos = &txn.position;
         let index = self.held.iter().position(|h| &h.xid == step.xid());
+        // `--skip-at` an XA COMMIT or ROLLBACK: its held rows are dropped
+        // (a PREPARE is refused by the verdict).
+        if !done && self.skip_verdict(txn)? {
+            let removed = index.map(|i| (i, self.held.remove(i)));
+            if let Err(e) = self.skip_write(seq, txn, &txn.position).await {
+                if let Some((i, h)) = removed {
+                    self.held.insert(i, h);
+                }
+                return Err(e);
+            }
+            return Ok(());
+        }
         match step {
             XaStep::Prepare(xid) => {
                 if !self.held.iter().any(|h| h.txn.position == txn.position) {
@@ -597,6 +633,9 @@ impl Applier {
             }
         }
         self.held_complete = true;
+        if self.skip_verdict(txn)? {
+            return self.skip_write(seq, txn, &txn.position).await;
+        }
         let result = if txn.is_ddl() {
             self.apply_with_ddl(seq, txn).await
         } else {
@@ -625,6 +664,20 @@ impl Applier {
         self.held_complete = true;
         if txn.part == 0 {
             self.drop_unfinished(txn).await;
+            self.parts_first = Some(txn.position.clone());
+            self.skipping_parts = None;
+        }
+        if self.skipping_parts.is_none() && self.skip_verdict(txn)? {
+            self.skipping_parts = Some(txn.position.clone());
+        }
+        if let Some(first) = self.skipping_parts.clone() {
+            // Skipped whole: nothing is applied, the last part writes the
+            // skip and the checkpoint.
+            if txn.is_commit() {
+                self.skip_write(seq, txn, &first).await?;
+                self.skipping_parts = None;
+            }
+            return Ok(());
         }
         let pos = &txn.position;
         let result = async {
@@ -687,6 +740,7 @@ impl Applier {
     /// connection to the master broke before its last part): they arrive
     /// again, from the first, after the checkpoint.
     pub async fn abandon_parts(&mut self) {
+        self.skipping_parts = None;
         if self.open_parts.take().is_some() {
             let _ = self.conn.query_drop("ROLLBACK").await;
         }
@@ -751,7 +805,12 @@ impl Applier {
     pub async fn apply_batch(&mut self, batch: &[(u64, Transaction)]) -> Result<(), ApplyError> {
         // XA steps, and everything while held XA transactions are being
         // found again, go one by one.
-        if !self.held_complete || batch.iter().any(|(_, t)| t.xa.is_some()) {
+        // So does everything while a `--skip-at` is still to meet: the
+        // skipped one commits alone, and none after it passes unchecked.
+        if !self.held_complete
+            || self.skip.is_some()
+            || batch.iter().any(|(_, t)| t.xa.is_some())
+        {
             for (seq, txn) in batch {
                 self.apply(*seq, txn).await?;
             }

@@ -118,6 +118,38 @@ pub enum ApplyError {
         holder_info: String,
         waited_secs: u64,
     },
+    #[error(
+        "--skip-at `{text}` is not a source position: write it as the slave's error names it, \
+         FILE:OFFSET (or FILE:OFFSET@EPOCH), e.g. --skip-at mariadb-bin.000002:1234"
+    )]
+    SkipUnreadable { text: String },
+    #[error(
+        "--skip-at {skip} names no transaction this slave applies: the next one ends at {next}, \
+         after it (a mistyped position, another primary's, or one inside a transaction). Nothing \
+         was skipped and nothing after {skip} applied; the slave stopped before {next}. Pass the \
+         position the slave's error named, or drop --skip-at"
+    )]
+    SkipMissed { skip: String, next: String },
+    #[error(
+        "--skip-at {skip} is inside a large transaction sent in parts, which begins at {first}: \
+         nothing was skipped. A transaction is skipped whole: pass --skip-at {first}"
+    )]
+    SkipInside { skip: String, first: String },
+    #[error(
+        "--skip-at {skip} is the XA PREPARE of {xid}: nothing was skipped. Its rows are applied at \
+         its XA COMMIT, and that is the transaction to skip: pass the XA COMMIT's position (the \
+         one the slave's error names)"
+    )]
+    SkipPrepare { skip: String, xid: String },
+    #[error(
+        "--skip-at {skip}: the transaction there has GTID {have}, not {want}: nothing was \
+         skipped. Check the position against the slave's error"
+    )]
+    SkipGtid {
+        skip: String,
+        want: String,
+        have: String,
+    },
 }
 
 impl ApplyError {
@@ -125,6 +157,20 @@ impl ApplyError {
         match self {
             ApplyError::Target(e) => e.is_retryable(),
             ApplyError::Lost(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether `--skip-at` is a way on past this error: the replica cannot
+    /// run one transaction (a diverged row, a missing table, a statement
+    /// that fails). Not a full disk, a packet limit or a missing XA
+    /// prepare, whose fixes are elsewhere, nor a seed that cannot go on.
+    pub fn skippable(&self) -> bool {
+        match self {
+            ApplyError::Conflict { .. } | ApplyError::Ddl { .. } | ApplyError::Positional { .. } => {
+                true
+            }
+            ApplyError::Sql { position, .. } => position != "seed",
             _ => false,
         }
     }

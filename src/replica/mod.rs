@@ -4,7 +4,8 @@
 //! protocol (checkpoint, parts, the pending-DDL marker, held XA rows) and
 //! its public API; [`apply_error`] its errors and how a server's answer is
 //! classified; [`session_lock`] the server lock that lets one session at a
-//! time apply for a slave name. What runs inside its local transactions, each an
+//! time apply for a slave name; [`skip`] the one transaction an operator
+//! skips on purpose (`--skip-at`), on record. What runs inside its local transactions, each an
 //! `impl Applier` of its own: `rows` (one change: the per-table plan
 //! cache, statements or the replica's row-event applier), `positional`
 //! (a schema without column names mapped onto the replica's table by
@@ -37,6 +38,7 @@ pub mod seed_gate;
 pub mod seed_load;
 pub mod seed_loaders;
 pub mod session_lock;
+pub mod skip;
 mod snapshot_load;
 pub mod statements;
 mod table_facts;
