@@ -12,6 +12,7 @@
 //! master, incompatible protocol, purged position, a diverged replica)
 //! stop it with the reason.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,22 @@ pub enum SlaveError {
          `rowcast slave --resnapshot`"
     )]
     SequenceGap { last: u64, found: u64 },
+    #[error(
+        "{error}. Fix the replica and restart the slave, or skip this one transaction with \
+         `rowcast slave ... --skip-at {at}` (the replica then lacks its changes; the skip is \
+         recorded in rowcast.skipped and shown by `rowcast status`)"
+    )]
+    Stopped { error: ApplyError, at: String },
+    #[error(
+        "{error}. The slave stopped at {at}, before reaching --skip-at {skip}: nothing was \
+         skipped. Fix the replica for this transaction and restart with the same flag, or skip \
+         this one instead (`--skip-at {at}`)"
+    )]
+    StoppedBefore {
+        error: ApplyError,
+        at: String,
+        skip: String,
+    },
 }
 
 impl SlaveError {
@@ -99,6 +116,10 @@ pub async fn run(
     config: SlaveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
+    // A mistyped --skip-at is refused before anything is done.
+    if let Some(text) = &config.skip_at {
+        crate::replica::skip::parse_skip_at(text)?;
+    }
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
         crate::ops::metrics::serve(addr.clone(), metrics.clone(), "slave")
@@ -125,6 +146,7 @@ pub async fn run(
     if applier.checkpoint().position.is_some() {
         applier.resync_pending = config.resync.clone();
     }
+    applier.set_skip(config.skip_at.as_deref())?;
     if !applier.seed().is_empty() {
         tracing::info!(
             tables = applier.seed().tables().count(),
@@ -173,6 +195,7 @@ pub async fn run(
                         match applier.reconnect().await {
                             Ok(mut a) => {
                                 a.resync_pending = resync;
+                                a.set_skip(config.skip_at.as_deref())?;
                                 break a;
                             }
                             Err(err) if err.is_retryable() => {
@@ -280,15 +303,15 @@ async fn session(
             applier,
         )
         .await?;
-    apply_loop(&mut feed, applier, metrics).await
+    apply_loop(&mut feed, applier, metrics, config).await
 }
 
 /// What this slave tells `rowcast status` of its delay, renames and skips.
-fn settings_of(config: &SlaveConfig, _applier: &Applier) -> SlaveSettings {
+fn settings_of(config: &SlaveConfig, applier: &Applier) -> SlaveSettings {
     SlaveSettings {
         delay_seconds: config.delay.as_secs(),
         rewrite_db: config.rewrite_db.clone(),
-        skipped: Vec::new(),
+        skipped: applier.skipped().to_vec(),
     }
 }
 
@@ -844,6 +867,133 @@ fn seq_next(batch: &[(u64, Transaction)]) -> u64 {
     batch.last().map_or(0, |(s, _)| s + 1)
 }
 
+/// Applies `batch`; when that fails for good and it holds several
+/// transactions, applies them one by one (each with its checkpoint), so
+/// the error is that of the exact transaction that fails (its index) and
+/// the ones before it are in.
+async fn apply_exactly(
+    applier: &mut Applier,
+    batch: &[(u64, Transaction)],
+) -> Result<(), (ApplyError, usize)> {
+    let e = match applier.apply_batch_watched(batch).await {
+        Ok(()) => return Ok(()),
+        Err(e) => applier.explain_failure(e, batch),
+    };
+    if e.is_retryable() || batch.len() == 1 {
+        return Err((e, batch.len() - 1));
+    }
+    tracing::debug!(cause = %e, transactions = batch.len(), "a batch failed; applying its transactions one by one to find the one that fails");
+    for (i, one) in batch.chunks(1).enumerate() {
+        if let Err(e) = applier.apply_batch_watched(one).await {
+            return Err((applier.explain_failure(e, one), i));
+        }
+    }
+    Ok(())
+}
+
+/// The error the slave stops with when `txn` cannot be applied: one the
+/// replica cannot run names the transaction as `--skip-at` takes it (and
+/// the replica notes it, for the skip's record).
+async fn stopped_at(applier: &mut Applier, e: ApplyError, txn: &Transaction) -> SlaveError {
+    if !e.skippable() {
+        return e.into();
+    }
+    let at = crate::replica::skip::skip_form(&applier.skip_identity(txn));
+    applier.record_failure(&at, &e.to_string()).await;
+    match applier.skip_pending() {
+        Some(skip) if skip == at => e.into(),
+        Some(skip) => SlaveError::StoppedBefore { error: e, at, skip },
+        None => SlaveError::Stopped { error: e, at },
+    }
+}
+
+/// Whether a transaction committed on the primary at `timestamp` may be
+/// applied by a replica delayed by `delay`.
+fn is_due(timestamp: u32, delay: Duration) -> bool {
+    delay.is_zero() || crate::net::serve::now_ms() >= due_ms(timestamp, delay)
+}
+
+fn due_ms(timestamp: u32, delay: Duration) -> u64 {
+    (u64::from(timestamp) * 1000).saturating_add(delay.as_millis() as u64)
+}
+
+/// Waits until a transaction committed on the primary at `timestamp` is
+/// `delay` old (`--delay`, as MASTER_DELAY's SQL thread sleeps while its
+/// IO thread reads on). Meanwhile what arrives is taken into `queue`, so
+/// the link is read and the master's heartbeats never pile up (a run of
+/// heartbeats is kept as its last one; transactions keep their share of
+/// the receive budget, so what is read ahead stays bounded and the
+/// master's log keeps the rest); the replica session is kept alive and
+/// the master told every second where this slave is, so neither takes it
+/// for dead. Dropping this future (shutdown) loses nothing: the
+/// transaction is not applied, and comes again after the checkpoint.
+async fn wait_due(
+    timestamp: u32,
+    delay: Duration,
+    rx: &mut mpsc::Receiver<Received>,
+    queue: &mut VecDeque<Received>,
+    applier: &mut Applier,
+    reporter: &mut Reporter,
+) -> Result<(), SlaveError> {
+    let due = due_ms(timestamp, delay);
+    let mut open = true;
+    let mut beat = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let now = crate::net::serve::now_ms();
+        if now >= due {
+            return Ok(());
+        }
+        if !told {
+            tracing::debug!(
+                wait_ms = due - now,
+                commit_time = timestamp,
+                "delayed replica: waiting until the transaction is due"
+            );
+            told = true;
+        }
+        let nap = Duration::from_millis((due - now).min(1000));
+        if open {
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                item = rx.recv() => match item {
+                    Some(item) => enqueue(queue, item),
+                    None => open = false,
+                },
+            }
+        } else {
+            tokio::time::sleep(nap).await;
+        }
+        if beat.elapsed() >= Duration::from_secs(1) {
+            beat = std::time::Instant::now();
+            applier.keep_alive().await?;
+            let cp = applier.checkpoint();
+            if let Some(position) = cp.position.clone() {
+                let ack = SlaveMessage::Ack {
+                    seq: cp.seq,
+                    position,
+                    source_time: 0,
+                    keep_from: applier.keep_from(),
+                };
+                reporter.send(&ack, applier).await?;
+            }
+        }
+    }
+}
+
+/// Queues an item read ahead, a heartbeat in place of one just before it
+/// (a later heartbeat says at least as much).
+fn enqueue(queue: &mut VecDeque<Received>, item: Received) {
+    if let (Ok(Incoming::Heartbeat(new)), _) = &item {
+        if let Some((Ok(Incoming::Heartbeat(old)), _)) = queue.back() {
+            if new.is_some() || old.is_none() {
+                queue.pop_back();
+            }
+        }
+    }
+    queue.push_back(item);
+}
+
 /// Applies what arrives on `rx` (batching what is queued into one local
 /// commit) and reports progress. With `seed_only`, returns once a
 /// snapshot is loaded.
@@ -851,7 +1001,9 @@ async fn apply_loop(
     feed: &mut Feed,
     applier: &mut Applier,
     metrics: &Metrics,
+    config: &SlaveConfig,
 ) -> Result<(), SlaveError> {
+    let delay = config.delay;
     let Feed {
         rx,
         reporter,
@@ -869,8 +1021,9 @@ async fn apply_loop(
     let mut progress = (0u64, 0u64, std::time::Instant::now());
     // Whether snapshot progress still reaches the master.
     let mut progress_reported = true;
-    // An item taken from the queue that ended a batch, handled next.
-    let mut held: Option<Received> = None;
+    // Items taken from the channel but not handled yet, in order: the one
+    // that ended a batch, and what arrived while a delay was waited out.
+    let mut queue: VecDeque<Received> = VecDeque::new();
     // Within one master stream, every transaction follows the one
     // before: a sequence number that jumps means some never arrived. (On
     // NATS a record's number is its last message's, so records of several
@@ -878,7 +1031,7 @@ async fn apply_loop(
     let numbered = reporter.numbered();
     let mut last_seq: Option<u64> = None;
     loop {
-        let (item, permit) = match held.take() {
+        let (item, permit) = match queue.pop_front() {
             Some(i) => i,
             None => match rx.recv().await {
                 Some(i) => i,
@@ -897,7 +1050,19 @@ async fn apply_loop(
                     return Err(e);
                 }
                 last_seq = Some(seq);
-                // Take what is already queued into one local commit
+                // A delayed replica: nothing is applied before it is due.
+                // Not while seeding: the chunks hold the primary's rows as
+                // they are now, so holding the stream back would only
+                // slow the copy (the delay begins once it is done).
+                let delay = if applier.seed().is_empty() {
+                    delay
+                } else {
+                    Duration::ZERO
+                };
+                if !delay.is_zero() {
+                    wait_due(txn.timestamp, delay, rx, &mut queue, applier, reporter).await?;
+                }
+                // Take what is already queued (and due) into one local commit
                 // (a DDL statement or a part of a large transaction
                 // goes alone).
                 let alone = |t: &Transaction| t.is_ddl() || t.is_part() || t.xa.is_some();
@@ -905,9 +1070,15 @@ async fn apply_loop(
                 let mut batch = vec![(seq, txn)];
                 let mut rows = batch[0].1.row_count();
                 while batch.len() < MAX_BATCH_TXNS && rows < MAX_BATCH_ROWS && !alone(&batch[0].1) {
-                    match rx.try_recv() {
+                    let next = match queue.pop_front() {
+                        Some(i) => Ok(i),
+                        None => rx.try_recv(),
+                    };
+                    match next {
                         Ok((Ok(Incoming::Txn(s, t)), p))
-                            if !alone(&t) && (!numbered || s == seq_next(&batch)) =>
+                            if !alone(&t)
+                                && (!numbered || s == seq_next(&batch))
+                                && is_due(t.timestamp, delay) =>
                         {
                             last_seq = Some(s);
                             rows += t.row_count();
@@ -915,7 +1086,7 @@ async fn apply_loop(
                             permits.push(p);
                         }
                         Ok(other) => {
-                            held = Some(other);
+                            queue.push_front(other);
                             break;
                         }
                         Err(_) => break,
@@ -936,8 +1107,8 @@ async fn apply_loop(
                         }
                     }
                 }
-                if let Err(e) = applier.apply_batch_watched(&batch).await {
-                    let e = applier.explain_failure(e, &batch);
+                if let Err((e, i)) = apply_exactly(applier, &batch).await {
+                    let e = stopped_at(applier, e, &batch[i].1).await;
                     if !e.is_retryable() {
                         // Tell the master (and so `rowcast status`) why.
                         metrics.errors.add(1);
@@ -950,9 +1121,18 @@ async fn apply_loop(
                             )
                             .await;
                     }
-                    return Err(e.into());
+                    return Err(e);
                 }
                 drop(permits);
+                if applier.take_skip_news() {
+                    // `rowcast status` shows the skip at once.
+                    reporter
+                        .send(
+                            &SlaveMessage::Settings(settings_of(config, applier)),
+                            applier,
+                        )
+                        .await?;
+                }
                 if !applier.seed().is_empty() {
                     if let Some(e) = batch.iter().find_map(|(_, t)| applier.seed().renamed_by(t)) {
                         return Err(stop(reporter, applier, metrics, "seed".into(), e).await);
@@ -973,13 +1153,13 @@ async fn apply_loop(
                 metrics.rows.add(rows as u64);
                 metrics.last_seq.set(*seq);
                 let now = crate::net::serve::now_ms() / 1000;
-                metrics.lag_seconds.set(if rx.is_empty() {
+                metrics.lag_seconds.set(if rx.is_empty() && queue.is_empty() {
                     0
                 } else {
                     now.saturating_sub(u64::from(txn.timestamp))
                 });
                 // Ack when the queue is drained, not per transaction.
-                if rx.is_empty() && held.is_none() {
+                if rx.is_empty() && queue.is_empty() {
                     let cp = applier.checkpoint();
                     if let Some(position) = cp.position.clone() {
                         let ack = SlaveMessage::Ack {
