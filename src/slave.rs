@@ -84,11 +84,17 @@ pub enum SlaveError {
     )]
     SequenceGap { last: u64, found: u64 },
     #[error(
-        "{error}. Fix the replica and restart the slave, or skip this one transaction with \
-         `rowcast slave ... --skip-at {at}` (the replica then lacks its changes; the skip is \
-         recorded in rowcast.skipped and shown by `rowcast status`)"
+        "{error}. Fix the replica and restart the slave, or skip this one transaction{named} \
+         with `rowcast slave ... --skip-at {at}` (the replica then lacks its changes; the skip \
+         is recorded in rowcast.skipped and shown by `rowcast status`)"
     )]
-    Stopped { error: ApplyError, at: String },
+    Stopped {
+        error: ApplyError,
+        at: String,
+        /// How the transaction is named when not by the failing change's
+        /// own position.
+        named: &'static str,
+    },
     #[error(
         "{error}. The slave stopped at {at}, before reaching --skip-at {skip}: nothing was \
          skipped. Fix the replica for this transaction and restart with the same flag, or skip \
@@ -900,10 +906,21 @@ async fn stopped_at(applier: &mut Applier, e: ApplyError, txn: &Transaction) -> 
     }
     let at = crate::replica::skip::skip_form(&applier.skip_identity(txn));
     applier.record_failure(&at, &e.to_string()).await;
+    let named = if txn.is_part() {
+        " (a large transaction, sent in parts, is named by its first part)"
+    } else if txn.xa.is_some() {
+        " (an XA transaction is named by its XA COMMIT, where its prepared rows are applied)"
+    } else {
+        ""
+    };
     match applier.skip_pending() {
         Some(skip) if skip == at => e.into(),
         Some(skip) => SlaveError::StoppedBefore { error: e, at, skip },
-        None => SlaveError::Stopped { error: e, at },
+        None => SlaveError::Stopped {
+            error: e,
+            at,
+            named,
+        },
     }
 }
 

@@ -251,7 +251,6 @@ impl Applier {
             skip_at = %form,
             checkpoint = %skip_form(pos),
             seq,
-            rows = txn.row_count(),
             ddl = txn.is_ddl(),
             xa = txn.xa.is_some(),
             %reason,
