@@ -138,3 +138,49 @@ fn a_delayed_replica_applies_each_transaction_after_its_commit_time_plus_the_del
     assert!(waited >= DELAY as f64, "applied {waited}s after its commit");
     assert!(again.is_running(), "{}", again.log_text());
 }
+
+/// A slave reading the change log from JetStream itself waits the same
+/// way, and its progress report (status) shows the delay.
+#[test]
+fn a_delayed_replica_reading_jetstream_waits_the_same() {
+    let nats = Nats::start();
+    let url = nats.url("DELAYED");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY, v INT)");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master_with(&primary, data.path(), &listen, &["--log", &url]);
+    let delay = DELAY.to_string();
+    let slave = Rowcast::slave_with(
+        &listen,
+        &replica,
+        "late",
+        &["--log", &url, "--delay", &delay],
+    );
+    wait_caught_up(&primary, &replica, "late");
+
+    let t0 = primary_now(&primary);
+    primary.sql("INSERT INTO d.t VALUES (1, 10)");
+    std::thread::sleep(Duration::from_secs(2));
+    absent_while_waiting(&replica, 1, t0 + DELAY);
+    let s = status_json(&listen);
+    let late = slave_status(&s, "late");
+    assert_eq!(late["settings"]["delay_seconds"], DELAY, "{late}");
+    assert_ne!(late["state"], "stalled", "{late}");
+    assert_ne!(late["state"], "disconnected", "{late}");
+
+    assert!(
+        wait_until(Duration::from_secs(60), || has_row(&replica, 1)),
+        "the delayed row never arrived:\n{}",
+        slave.log_text()
+    );
+    let waited: f64 = replica
+        .sql("SELECT UNIX_TIMESTAMP(applied_at) - source_time FROM rowcast.checkpoint WHERE slave_name = 'late'")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(waited >= DELAY as f64, "applied {waited}s after its commit");
+    wait_caught_up(&primary, &replica, "late");
+    assert_same_table(&primary, &replica, "d.t");
+}
