@@ -89,7 +89,7 @@ pub enum SlaveError {
          is recorded in rowcast.skipped and shown by `rowcast status`)"
     )]
     Stopped {
-        error: ApplyError,
+        error: Box<ApplyError>,
         at: String,
         /// How the transaction is named when not by the failing change's
         /// own position.
@@ -101,7 +101,7 @@ pub enum SlaveError {
          this one instead (`--skip-at {at}`)"
     )]
     StoppedBefore {
-        error: ApplyError,
+        error: Box<ApplyError>,
         at: String,
         skip: String,
     },
@@ -873,8 +873,8 @@ fn seq_next(batch: &[(u64, Transaction)]) -> u64 {
     batch.last().map_or(0, |(s, _)| s + 1)
 }
 
-/// Applies `batch`; when that fails for good and it holds several
-/// transactions, applies them one by one (each with its checkpoint), so
+/// Applies `batch`; when a transaction in it cannot be run on the
+/// replica and it holds several, applies them one by one (each with its checkpoint), so
 /// the error is that of the exact transaction that fails (its index) and
 /// the ones before it are in.
 async fn apply_exactly(
@@ -885,7 +885,9 @@ async fn apply_exactly(
         Ok(()) => return Ok(()),
         Err(e) => applier.explain_failure(e, batch),
     };
-    if e.is_retryable() || batch.len() == 1 {
+    // Only a transaction the replica cannot run is worth finding: a lost
+    // connection, a full disk or a packet limit is about the whole batch.
+    if !e.skippable() || batch.len() == 1 {
         return Err((e, batch.len() - 1));
     }
     tracing::debug!(cause = %e, transactions = batch.len(), "a batch failed; applying its transactions one by one to find the one that fails");
@@ -915,9 +917,13 @@ async fn stopped_at(applier: &mut Applier, e: ApplyError, txn: &Transaction) -> 
     };
     match applier.skip_pending() {
         Some(skip) if skip == at => e.into(),
-        Some(skip) => SlaveError::StoppedBefore { error: e, at, skip },
+        Some(skip) => SlaveError::StoppedBefore {
+            error: Box::new(e),
+            at,
+            skip,
+        },
         None => SlaveError::Stopped {
-            error: e,
+            error: Box::new(e),
             at,
             named,
         },
@@ -1170,11 +1176,13 @@ async fn apply_loop(
                 metrics.rows.add(rows as u64);
                 metrics.last_seq.set(*seq);
                 let now = crate::net::serve::now_ms() / 1000;
-                metrics.lag_seconds.set(if rx.is_empty() && queue.is_empty() {
-                    0
-                } else {
-                    now.saturating_sub(u64::from(txn.timestamp))
-                });
+                metrics
+                    .lag_seconds
+                    .set(if rx.is_empty() && queue.is_empty() {
+                        0
+                    } else {
+                        now.saturating_sub(u64::from(txn.timestamp))
+                    });
                 // Ack when the queue is drained, not per transaction.
                 if rx.is_empty() && queue.is_empty() {
                     let cp = applier.checkpoint();

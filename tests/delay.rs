@@ -14,7 +14,11 @@ const DELAY: u64 = 6;
 /// The primary's clock, whole seconds (a transaction it commits after
 /// this has a commit time at least this).
 fn primary_now(primary: &MariaDb) -> u64 {
-    primary.sql("SELECT UNIX_TIMESTAMP()").trim().parse().unwrap()
+    primary
+        .sql("SELECT UNIX_TIMESTAMP()")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn unix_now() -> f64 {
@@ -87,7 +91,9 @@ fn a_delayed_replica_applies_each_transaction_after_its_commit_time_plus_the_del
     let text = run_rowcast(&["status", "--master", &listen], Duration::from_secs(60));
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(
-        text.contains(&format!("late: delayed replica, applies each transaction {DELAY}s")),
+        text.contains(&format!(
+            "late: delayed replica, applies each transaction {DELAY}s"
+        )),
         "{text}"
     );
 

@@ -76,7 +76,10 @@ fn a_transaction_the_replica_cannot_apply_is_skipped_once_on_purpose_and_on_reco
     primary.sql("BEGIN; INSERT INTO s.t VALUES (3, 3); INSERT INTO s.t VALUES (2, 2); COMMIT");
     let failing = primary_position(&primary);
     let (at, log) = stopped_with_hint(&mut slave);
-    assert_eq!(at, failing, "the error names the transaction's position:\n{log}");
+    assert_eq!(
+        at, failing,
+        "the error names the transaction's position:\n{log}"
+    );
     assert!(log.contains("Fix the replica and restart"), "{log}");
     let s = status_json(&listen);
     let sk = slave_status(&s, "sk");
@@ -94,13 +97,19 @@ fn a_transaction_the_replica_cannot_apply_is_skipped_once_on_purpose_and_on_reco
     primary.sql("INSERT INTO s.t VALUES (4, 4)");
     let mut slave = Rowcast::slave_with(&listen, &replica, "sk", &["--skip-at", &at]);
     wait_caught_up(&primary, &replica, "sk");
-    assert_eq!(rows(&replica, "SELECT id, v FROM s.t ORDER BY id"), "1\t1\n2\t99\n4\t4");
+    assert_eq!(
+        rows(&replica, "SELECT id, v FROM s.t ORDER BY id"),
+        "1\t1\n2\t99\n4\t4"
+    );
     let record = rows(
         &replica,
         "SELECT position, reason FROM rowcast.skipped WHERE slave_name = 'sk'",
     );
     assert!(record.starts_with(&format!("{at}\t")), "{record}");
-    assert!(record.contains("Duplicate entry"), "the reason is the error: {record}");
+    assert!(
+        record.contains("Duplicate entry"),
+        "the reason is the error: {record}"
+    );
     let log = strip_ansi(&slave.log_text());
     assert!(log.contains("skipped one transaction on purpose"), "{log}");
     // Status shows the skip.
@@ -200,7 +209,10 @@ fn a_transaction_in_parts_and_an_xa_transaction_are_skipped_whole() {
     // Named by its first part, which ends before its commit: it did
     // travel in parts.
     let offset = |p: &str| p.rsplit_once(':').unwrap().1.parse::<u64>().unwrap();
-    assert!(offset(&at) < offset(&big_commit), "{at} vs {big_commit}:\n{log}");
+    assert!(
+        offset(&at) < offset(&big_commit),
+        "{at} vs {big_commit}:\n{log}"
+    );
     assert!(log.contains("named by its first part"), "{log}");
     let mut slave = Rowcast::slave_with(&listen, &replica, "sk", &["--skip-at", &at]);
     wait_caught_up(&primary, &replica, "sk");
@@ -235,7 +247,9 @@ fn a_transaction_in_parts_and_an_xa_transaction_are_skipped_whole() {
     let mut slave = Rowcast::slave_with(&listen, &replica, "sk", &["--skip-at", &later]);
     let log = stopped(&mut slave);
     assert!(
-        log.contains(&format!("The slave stopped at {at2}, before reaching --skip-at {later}")),
+        log.contains(&format!(
+            "The slave stopped at {at2}, before reaching --skip-at {later}"
+        )),
         "{log}"
     );
 

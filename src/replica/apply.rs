@@ -667,8 +667,16 @@ impl Applier {
             self.parts_first = Some(txn.position.clone());
             self.skipping_parts = None;
         }
-        if self.skipping_parts.is_none() && self.skip_verdict(txn)? {
-            self.skipping_parts = Some(txn.position.clone());
+        if self.skipping_parts.is_none() {
+            let verdict = self.skip_verdict(txn);
+            if verdict.is_err() {
+                // Named inside this transaction, or passed: it is not
+                // applied either.
+                self.abandon_parts().await;
+            }
+            if verdict? {
+                self.skipping_parts = Some(txn.position.clone());
+            }
         }
         if let Some(first) = self.skipping_parts.clone() {
             // Skipped whole: nothing is applied, the last part writes the
@@ -807,10 +815,7 @@ impl Applier {
         // found again, go one by one.
         // So does everything while a `--skip-at` is still to meet: the
         // skipped one commits alone, and none after it passes unchecked.
-        if !self.held_complete
-            || self.skip.is_some()
-            || batch.iter().any(|(_, t)| t.xa.is_some())
-        {
+        if !self.held_complete || self.skip.is_some() || batch.iter().any(|(_, t)| t.xa.is_some()) {
             for (seq, txn) in batch {
                 self.apply(*seq, txn).await?;
             }
@@ -1011,6 +1016,16 @@ impl Applier {
             )
             .await
             .map_err(|e| sql_error(&at, e))?;
+        // A new copy holds every transaction the primary has: the skips
+        // no longer make this replica differ (`skip.rs`).
+        self.conn
+            .exec_drop(
+                "DELETE FROM rowcast.skipped WHERE slave_name = ?",
+                (&self.name,),
+            )
+            .await
+            .map_err(|e| sql_error(&at, e))?;
+        self.skipped.clear();
         self.checkpoint = Checkpoint {
             seq: 0,
             position: None,

@@ -167,9 +167,9 @@ impl ApplyError {
     /// prepare, whose fixes are elsewhere, nor a seed that cannot go on.
     pub fn skippable(&self) -> bool {
         match self {
-            ApplyError::Conflict { .. } | ApplyError::Ddl { .. } | ApplyError::Positional { .. } => {
-                true
-            }
+            ApplyError::Conflict { .. }
+            | ApplyError::Ddl { .. }
+            | ApplyError::Positional { .. } => true,
             ApplyError::Sql { position, .. } => position != "seed",
             _ => false,
         }

@@ -29,8 +29,7 @@ use crate::source::position::{Gtid, SourcePosition};
 
 /// The reason recorded when the skipped transaction had not stopped the
 /// slave (an operator skipping, say, a statement they do not want).
-const NOT_FAILED: &str =
-    "skipped on purpose with --skip-at; it had not failed on this replica";
+const NOT_FAILED: &str = "skipped on purpose with --skip-at; it had not failed on this replica";
 
 /// How `--skip-at` takes a position, and how errors name one for it.
 pub fn skip_form(p: &SourcePosition) -> String {
