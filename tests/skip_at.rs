@@ -179,9 +179,53 @@ fn a_transaction_the_replica_cannot_apply_is_skipped_once_on_purpose_and_on_reco
     assert!(err.contains("is not a source position"), "{err}");
 
     // Without the flag, the slave goes on with what it had not applied.
-    let _slave = Rowcast::slave(&listen, &replica, "sk");
+    let mut slave = Rowcast::slave(&listen, &replica, "sk");
     wait_caught_up(&primary, &replica, "sk");
     assert_eq!(rows(&replica, "SELECT COUNT(*) FROM s.t WHERE id = 6"), "1");
+    assert!(slave.stop().is_some_and(|s| s.success()));
+
+    // A backlog, applied in batches: the error still names the exact
+    // transaction that fails, and the ones before it are in.
+    replica.sql("INSERT INTO s.t VALUES (12, 99)");
+    primary.sql("INSERT INTO s.t VALUES (10, 10)");
+    primary.sql("INSERT INTO s.t VALUES (11, 11)");
+    let before_bad = primary_position(&primary);
+    primary.sql("INSERT INTO s.t VALUES (12, 12)");
+    let bad = primary_position(&primary);
+    primary.sql("INSERT INTO s.t VALUES (13, 13)");
+    let mut slave = Rowcast::slave(&listen, &replica, "sk");
+    let (at, log) = stopped_with_hint(&mut slave);
+    assert_eq!(at, bad, "{log}");
+    assert_eq!(slave_position(&replica, "sk"), before_bad);
+    assert_eq!(
+        rows(&replica, "SELECT id, v FROM s.t WHERE id >= 10 ORDER BY id"),
+        "10\t10\n11\t11\n12\t99"
+    );
+
+    // A table missing on the replica: the same way out.
+    let mut slave = Rowcast::slave_with(&listen, &replica, "sk", &["--skip-at", &at]);
+    primary.sql("CREATE TABLE s.gone (id INT PRIMARY KEY)");
+    wait_caught_up(&primary, &replica, "sk");
+    assert_eq!(
+        rows(&replica, "SELECT COUNT(*) FROM s.t WHERE id = 13"),
+        "1"
+    );
+    replica.sql("DROP TABLE s.gone");
+    primary.sql("INSERT INTO s.gone VALUES (1)");
+    let missing = primary_position(&primary);
+    let (at, log) = stopped_with_hint(&mut slave);
+    assert_eq!(at, missing, "{log}");
+    primary.sql("INSERT INTO s.t VALUES (14, 14)");
+    let _slave = Rowcast::slave_with(&listen, &replica, "sk", &["--skip-at", &at]);
+    wait_caught_up(&primary, &replica, "sk");
+    assert_eq!(
+        rows(&replica, "SELECT COUNT(*) FROM s.t WHERE id = 14"),
+        "1"
+    );
+    assert_eq!(
+        rows(&replica, "SELECT position FROM rowcast.skipped ORDER BY id"),
+        format!("{}\n{bad}\n{missing}", failing)
+    );
 }
 
 /// A large transaction sent in parts is skipped whole, named by its
