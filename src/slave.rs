@@ -1176,9 +1176,10 @@ async fn apply_loop(
                 metrics.rows.add(rows as u64);
                 metrics.last_seq.set(*seq);
                 let now = crate::net::serve::now_ms() / 1000;
+                // A delayed replica is always behind by about its delay.
                 metrics
                     .lag_seconds
-                    .set(if rx.is_empty() && queue.is_empty() {
+                    .set(if rx.is_empty() && queue.is_empty() && delay.is_zero() {
                         0
                     } else {
                         now.saturating_sub(u64::from(txn.timestamp))
