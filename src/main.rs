@@ -336,6 +336,28 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
 }
 
 /// `90`, `90s`, `5m` or `1h`.
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the civil
+/// calendar from a day count, as in Howard Hinnant's `civil_from_days`).
+fn utc_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -444,8 +466,11 @@ fn print_status(s: &rowcast::net::wire::MasterStatus) {
         }
         for k in &set.skipped {
             println!(
-                "{}: skipped the transaction at {} (--skip-at, epoch {}): {}",
-                sl.name, k.position, k.at, k.reason
+                "{}: skipped the transaction at {} (--skip-at, {}): {}",
+                sl.name,
+                k.position,
+                utc_time(k.at),
+                k.reason
             );
         }
     }
@@ -778,5 +803,16 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             failure
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn skip_times_print_in_the_civil_calendar() {
+        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc_time(1_796_654_897), "2026-12-07 14:48:17 UTC");
+        assert_eq!(super::utc_time(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 }
