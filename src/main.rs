@@ -196,6 +196,10 @@ enum Command {
         /// slave's error named it), once, instead of applying it.
         #[arg(long, value_name = "POSITION")]
         skip_at: Option<String>,
+        /// `/readyz` (on --metrics) answers 503 once the lag is over this
+        /// (`30s`, `5m`); with --delay, the lag minus the delay counts.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        max_lag: Duration,
         #[command(flatten)]
         tls: ClientTlsArgs,
     },
@@ -631,6 +635,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             delay,
             rewrite_db,
             skip_at,
+            max_lag,
             tls,
         } => {
             let target =
@@ -654,6 +659,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 delay,
                 rewrite_db,
                 skip_at,
+                max_lag,
             };
             slave::run(config, shutdown_signal()).await?;
         }

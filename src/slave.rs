@@ -25,6 +25,8 @@ use crate::net::connection::ConnectionError;
 use crate::net::connection::FrameWriter;
 use crate::net::tls::{ClientTls, ConnectError};
 use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage, SlaveSettings};
+use crate::ops::health::{SlaveHealth, SlaveState};
+use crate::ops::http::Endpoint;
 use crate::ops::metrics::Metrics;
 use crate::replica::apply::{Applier, ApplyError};
 use crate::replica::seed_loaders::{LoadJob, SeedLoaders};
@@ -60,6 +62,8 @@ pub struct SlaveConfig {
     pub rewrite_db: Vec<(String, String)>,
     /// `--skip-at POSITION`: skip the transaction at this position once.
     pub skip_at: Option<String>,
+    /// `/readyz` answers 503 once the lag (minus `delay`) is over this.
+    pub max_lag: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +104,21 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
     let metrics = Metrics::new();
+    metrics.set_slave_name(&config.name);
+    let health = Arc::new(SlaveHealth::new(
+        &config.name,
+        &config.master,
+        config.max_lag,
+        config.delay,
+    ));
     if let Some(addr) = &config.metrics {
-        crate::ops::metrics::serve(addr.clone(), metrics.clone(), "slave")
+        let endpoint = Endpoint::new(metrics.clone(), "slave");
+        endpoint.set_probe(health.clone());
+        crate::ops::http::serve(addr, endpoint)
             .await
             .map_err(|e| SlaveError::Unavailable {
                 addr: addr.clone(),
-                reason: format!("cannot serve metrics: {e}"),
+                reason: format!("cannot serve metrics and health (--metrics): {e}"),
             })?;
     }
     let mut applier = Applier::connect(&config.target, &config.name).await?;
@@ -148,8 +161,14 @@ pub async fn run(
         let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            r = session(&config, from_stream, &mut applier, &mut connected_once, &metrics) => r,
+            r = session(&config, from_stream, &mut applier, &mut connected_once, &metrics, &health) => r,
         };
+        health.set_state(match &result {
+            Ok(()) if config.nats.is_some() && from_stream.is_none() => SlaveState::Starting,
+            Ok(()) => SlaveState::Disconnected("the master closed the connection".into()),
+            Err(e) if e.is_retryable() => SlaveState::Disconnected(e.to_string()),
+            Err(e) => SlaveState::Failed(e.to_string()),
+        });
         match result {
             // Seeded: go on with the stream at once.
             Ok(()) if config.nats.is_some() && from_stream.is_none() => continue,
@@ -263,6 +282,7 @@ async fn session(
     applier: &mut Applier,
     connected_once: &mut bool,
     metrics: &Metrics,
+    health: &SlaveHealth,
 ) -> Result<(), SlaveError> {
     let mut feed = match direct {
         Some(url) => {
@@ -274,13 +294,19 @@ async fn session(
         }
         None => Feed::from_master(config, applier, connected_once).await?,
     };
+    let settings = settings_of(config, applier);
+    health.set_settings(settings.clone());
+    health.connected(seeding(applier));
     feed.reporter
-        .send(
-            &SlaveMessage::Settings(settings_of(config, applier)),
-            applier,
-        )
+        .send(&SlaveMessage::Settings(settings), applier)
         .await?;
-    apply_loop(&mut feed, applier, metrics).await
+    apply_loop(&mut feed, applier, metrics, health).await
+}
+
+/// Whether the replica is still being copied (a seed, or a snapshot not
+/// yet loaded), for `/readyz`.
+fn seeding(applier: &Applier) -> bool {
+    applier.checkpoint().position.is_none() || !applier.seed().is_empty()
 }
 
 /// What this slave tells `rowcast status` of its delay, renames and skips.
@@ -851,6 +877,7 @@ async fn apply_loop(
     feed: &mut Feed,
     applier: &mut Applier,
     metrics: &Metrics,
+    health: &SlaveHealth,
 ) -> Result<(), SlaveError> {
     let Feed {
         rx,
@@ -921,6 +948,8 @@ async fn apply_loop(
                         Err(_) => break,
                     }
                 }
+                // Lag counts from here, while the batch waits and commits.
+                health.applying(batch[0].1.timestamp);
                 if !applier.seed().is_empty() {
                     if let Some(l) = loaders.as_mut() {
                         l.barrier().await?;
@@ -968,16 +997,18 @@ async fn apply_loop(
                 }
                 let (seq, txn) = batch.last().expect("batch is not empty");
                 metrics
-                    .transactions
+                    .applied_transactions
                     .add(batch.iter().filter(|(_, t)| t.is_commit()).count() as u64);
-                metrics.rows.add(rows as u64);
-                metrics.last_seq.set(*seq);
-                let now = crate::net::serve::now_ms() / 1000;
-                metrics.lag_seconds.set(if rx.is_empty() {
-                    0
-                } else {
-                    now.saturating_sub(u64::from(txn.timestamp))
-                });
+                metrics.applied_rows.add(rows as u64);
+                metrics.applied_seq.set(*seq);
+                // More is queued: it committed no earlier than this batch.
+                let more = !rx.is_empty() || held.is_some();
+                health.applied(
+                    *seq,
+                    applier.checkpoint().position.clone(),
+                    more.then_some(txn.timestamp),
+                    seeding(applier),
+                );
                 // Ack when the queue is drained, not per transaction.
                 if rx.is_empty() && held.is_none() {
                     let cp = applier.checkpoint();
@@ -1002,6 +1033,12 @@ async fn apply_loop(
                 // An idle applier's session must not look like a zombie
                 // to another slave waiting for its session lock.
                 applier.keep_alive().await?;
+                health.applied(
+                    applier.checkpoint().seq,
+                    applier.checkpoint().position.clone(),
+                    None,
+                    seeding(applier),
+                );
                 // Keep the master's view current even if the last
                 // batch ended without a drained queue.
                 let cp = applier.checkpoint();
