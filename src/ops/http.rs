@@ -240,6 +240,20 @@ async fn handle(endpoint: Arc<Endpoint>, mut stream: TcpStream) {
         let _ = stream.shutdown().await;
     })
     .await;
+    // Closing with unread input would reset the connection, and the
+    // client could lose the answer (a refused oversized head, say): read
+    // a little more, briefly, until it closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut sink = [0u8; 4096];
+        let mut left = 64usize << 10;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Binds `addr` and serves the endpoint on its own task until the process
