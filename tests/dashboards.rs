@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn docker(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docker").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docker")
+        .join(path)
 }
 
 /// Every `rowcast_*` name in `text` (a name runs on over lowercase
@@ -27,7 +29,9 @@ fn names_in(text: &str) -> BTreeSet<String> {
         };
         let mut end = start + "rowcast_".len();
         while end < bytes.len()
-            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
         {
             end += 1;
         }
@@ -89,7 +93,10 @@ fn the_dashboard_uses_only_exported_metrics_and_shows_what_operators_need() {
         "rowcast_errors_total",
         "rowcast_reconnects_total",
     ] {
-        assert!(used.contains(needed), "the dashboard has no panel on {needed}");
+        assert!(
+            used.contains(needed),
+            "the dashboard has no panel on {needed}"
+        );
     }
     let mut queries = Vec::new();
     dashboard_queries(&d, &mut queries);
@@ -141,9 +148,7 @@ fn every_dashboard_query_is_valid_promql() {
     // As recording rules, Grafana's variables filled in as Grafana would.
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, q) in queries.iter().enumerate() {
-        let q = q
-            .replace("$__rate_interval", "1m")
-            .replace("$slave", ".*");
+        let q = q.replace("$__rate_interval", "1m").replace("$slave", ".*");
         // label_values(...) is Grafana's, not PromQL: check its metric.
         let q = match q.strip_prefix("label_values(") {
             Some(rest) => rest.split(',').next().unwrap().trim().to_string(),

@@ -42,7 +42,8 @@ fn send_raw(addr: &str, request: &[u8]) -> Answer {
 fn get(addr: &str, path: &str) -> Answer {
     send_raw(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: rowcast-tests\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: rowcast-tests\r\n\r\n")
+            .as_bytes(),
     )
 }
 
@@ -197,9 +198,16 @@ fn master_readiness_follows_its_primary_and_bad_requests_are_refused() {
     // 404, a wrong method, garbage, an oversized head: each its answer,
     // and the server goes on.
     assert_eq!(get(&http, "/nope").code, 404);
-    assert_eq!(send_raw(&http, b"DELETE /readyz HTTP/1.1\r\n\r\n").code, 405);
     assert_eq!(
-        send_raw(&http, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n").code,
+        send_raw(&http, b"DELETE /readyz HTTP/1.1\r\n\r\n").code,
+        405
+    );
+    assert_eq!(
+        send_raw(
+            &http,
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n"
+        )
+        .code,
         400
     );
     let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
