@@ -49,15 +49,24 @@ fn get(addr: &str, path: &str) -> Answer {
 
 /// Polls `path` until it answers `code`; returns the last answer.
 fn wait_for(addr: &str, path: &str, code: u16, limit: Duration) -> Answer {
+    wait_body(addr, path, code, "", limit)
+}
+
+/// Polls `path` until it answers `code` with a body starting with
+/// `prefix`; returns that answer.
+fn wait_body(addr: &str, path: &str, code: u16, prefix: &str, limit: Duration) -> Answer {
     let mut last = None;
     let ok = wait_until(limit, || {
         let a = get(addr, path);
-        let done = a.code == code;
+        let done = a.code == code && a.body.starts_with(prefix);
         last = Some(a);
         done
     });
     let last = last.unwrap();
-    assert!(ok, "{path} on {addr} never answered {code}; last: {last:?}");
+    assert!(
+        ok,
+        "{path} on {addr} never answered {code} {prefix:?}; last: {last:?}"
+    );
     last
 }
 
@@ -87,19 +96,41 @@ fn slave_readiness_follows_connection_and_lag_and_status_is_json() {
     wait_http(&shttp);
     let h = get(&shttp, "/healthz");
     assert_eq!((h.code, h.body.as_str()), (200, "ok\n"));
-    let r = wait_for(&shttp, "/readyz", 503, CONVERGE);
-    assert!(
-        r.body.starts_with("starting") || r.body.starts_with("disconnected"),
-        "{r:?}"
-    );
+    // (Once it says so, it has its replica connection and has tried the
+    // master.)
+    let r = wait_body(&shttp, "/readyz", 503, "disconnected", CONVERGE);
+    assert!(r.body.contains(&listen), "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&get(&shttp, "/status").body).unwrap();
     assert_eq!(v["name"], "hs");
+    assert_eq!(v["state"], "disconnected");
     assert_eq!(v["ready"], false);
 
+    // Seeding: held there by a global read lock on the replica, which
+    // the seed's CREATE waits for.
+    let mut read_lock = std::process::Command::new("mariadb")
+        .args(["--no-defaults", "-h127.0.0.1", "-uroot"])
+        .arg(format!("-P{}", replica.port))
+        .args(["-e", "FLUSH TABLES WITH READ LOCK; SELECT SLEEP(600);"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        replica
+            .sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(600)%'")
+            .trim()
+            == "1"
+    }));
     let data = tempfile::tempdir().unwrap();
     let mhttp = listen_addr();
     let mut master = Rowcast::master_with(&primary, data.path(), &listen, &["--metrics", &mhttp]);
     wait_for(&mhttp, "/readyz", 200, CONVERGE);
+    wait_body(&shttp, "/readyz", 503, "seeding", CONVERGE);
+    // Its session ended, the lock goes.
+    let id = replica
+        .sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(600)%'");
+    replica.sql(&format!("KILL {}", id.trim()));
+    let _ = read_lock.wait();
     // Seeded and streaming: ready.
     let r = wait_for(&shttp, "/readyz", 200, CONVERGE);
     assert_eq!(r.body, "ready\n");
@@ -141,6 +172,7 @@ fn slave_readiness_follows_connection_and_lag_and_status_is_json() {
         .arg(format!("-P{}", replica.port))
         .args(["-e", "LOCK TABLES h.t WRITE; SELECT SLEEP(20);"])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(10), || {
