@@ -381,11 +381,11 @@ impl Probe for MasterProbe {
         Box::pin(async move { self.state.readiness(files) })
     }
 
-    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+    fn status(&self) -> BoxFuture<'_, String> {
         Box::pin(async move {
             let mut primary = self.primary.lock().await;
             let status = status_of(&self.log, &self.state, &self.origin, &mut primary).await;
-            serde_json::to_value(&status).unwrap_or_default()
+            crate::ops::health::json_text(&status)
         })
     }
 }

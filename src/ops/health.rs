@@ -273,6 +273,12 @@ impl SlaveHealth {
     }
 }
 
+/// `value` as pretty JSON (what `rowcast status --json` prints).
+pub fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode the status: {e}\"}}"))
+}
+
 fn now_secs() -> u64 {
     crate::net::serve::now_ms() / 1000
 }
@@ -282,8 +288,8 @@ impl Probe for SlaveHealth {
         Box::pin(async move { SlaveHealth::readiness(self, now_secs()) })
     }
 
-    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
-        Box::pin(async move { serde_json::to_value(self.view(now_secs())).unwrap_or_default() })
+    fn status(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move { json_text(&self.view(now_secs())) })
     }
 
     fn refresh(&self, metrics: &Metrics) {
