@@ -303,3 +303,21 @@ fn status_watch_redraws_until_killed() {
     assert!(text.contains("master log"), "{text}");
     assert!(text.contains("\n\n"), "{text}");
 }
+
+#[test]
+fn a_master_reading_binlog_files_is_ready() {
+    let (archive, _) = archive_of("rust_mysql_common/mariadb-bin.000001");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let http = listen_addr();
+    let _master =
+        Rowcast::master_on_files(archive.path(), data.path(), &listen, &["--metrics", &http]);
+    let r = wait_for(&http, "/readyz", 200, CONVERGE);
+    assert_eq!(r.body, "ready\n");
+    let v: serde_json::Value = serde_json::from_str(&get(&http, "/status").body).unwrap();
+    assert!(v["log_last_seq"].as_u64().unwrap() >= 1, "{v}");
+    // Idle at the files' end, it stays ready (the reader looks again and
+    // again).
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(get(&http, "/readyz").code, 200);
+}
