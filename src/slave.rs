@@ -296,7 +296,8 @@ async fn session(
     };
     let settings = settings_of(config, applier);
     health.set_settings(settings.clone());
-    health.connected(seeding(applier));
+    let cp = applier.checkpoint();
+    health.connected(seeding(applier), cp.seq, cp.position.clone());
     feed.reporter
         .send(&SlaveMessage::Settings(settings), applier)
         .await?;

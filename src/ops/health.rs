@@ -167,13 +167,17 @@ impl SlaveHealth {
         inner.state = state;
     }
 
-    /// A session began to apply: seeding or streaming.
-    pub fn connected(&self, seeding: bool) {
+    /// A session began to apply, seeding or streaming, from checkpoint
+    /// `seq` at `position`.
+    pub fn connected(&self, seeding: bool, seq: u64, position: Option<SourcePosition>) {
         self.set_state(if seeding {
             SlaveState::Seeding
         } else {
             SlaveState::Streaming
         });
+        let mut inner = self.inner.lock().unwrap();
+        inner.applied_seq = seq;
+        inner.applied_position = position;
     }
 
     pub fn set_settings(&self, settings: SlaveSettings) {
@@ -321,9 +325,9 @@ mod tests {
     fn a_slave_is_ready_only_streaming_within_max_lag() {
         let h = health(0);
         assert!(h.readiness(1000).unwrap_err().starts_with("starting"));
-        h.connected(true);
+        h.connected(true, 0, None);
         assert!(h.readiness(1000).unwrap_err().starts_with("seeding"));
-        h.connected(false);
+        h.connected(false, 5, None);
         assert_eq!(h.readiness(1000), Ok(()));
         // Blocked in a commit: the lag grows while the batch waits.
         h.applying(900);
@@ -354,7 +358,7 @@ mod tests {
     #[test]
     fn a_delayed_slave_counts_its_lag_minus_the_delay() {
         let h = health(3600);
-        h.connected(false);
+        h.connected(false, 5, None);
         h.applying(1000);
         // An hour and a half behind, an hour of it on purpose.
         assert_eq!(h.readiness(1000 + 3600 + 59), Ok(()));
