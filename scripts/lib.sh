@@ -31,6 +31,10 @@ ensure_deps() {
   # The network-fault tests make namespaces, veth pairs and DROP rules.
   [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null || need+=(iproute2)
   [ -x /usr/sbin/iptables ] || [ -x /sbin/iptables ] || command -v iptables >/dev/null || need+=(iptables)
+  # promtool (in Debian's prometheus package; its service is not started)
+  # checks and unit-tests docker/prometheus/alerts.yml and the dashboard's
+  # queries.
+  command -v promtool >/dev/null || need+=(prometheus)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
   if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

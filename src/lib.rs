@@ -10,7 +10,8 @@
 //!   (segment files or NATS JetStream).
 //! - [`net`]: the master–slave protocol and the master's listener.
 //! - [`replica`]: the slave's exactly-once applier and what it needs.
-//! - [`ops`]: status, show, checksum, metrics and the configuration file.
+//! - [`ops`]: status, show, checksum, the HTTP endpoint (metrics, health,
+//!   readiness, status) and the configuration file.
 //! - [`master`] and [`slave`] wire the stages into the two processes.
 //!
 //! [`sql`] (quoting and parameter values) is shared by the stages that

@@ -196,6 +196,10 @@ enum Command {
         /// slave's error named it), once, instead of applying it.
         #[arg(long, value_name = "POSITION")]
         skip_at: Option<String>,
+        /// `/readyz` (on --metrics) answers 503 once the lag is over this
+        /// (`30s`, `5m`); with --delay, the lag minus the delay counts.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        max_lag: Duration,
         #[command(flatten)]
         tls: ClientTlsArgs,
     },
@@ -207,6 +211,14 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Keep showing it, refreshed every --interval, until Ctrl-C (on a
+        /// terminal the screen is redrawn; otherwise successive snapshots
+        /// are printed, a blank line between them).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes (`2s`, `1m`).
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
         /// File holding the master's shared secret.
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
@@ -480,6 +492,52 @@ fn print_status(s: &rowcast::net::wire::MasterStatus) {
     }
 }
 
+/// `status --watch`: the status again every `interval` until Ctrl-C. On a
+/// terminal each one replaces the last (cursor home, clear screen: plain
+/// ANSI); otherwise snapshots follow each other, a blank line between. A
+/// master that cannot be reached shows as an error line and is asked
+/// again: a watch outlives a master restart.
+async fn watch_status(
+    master: &str,
+    token: Option<&[u8]>,
+    tls: Option<&rowcast::net::tls::ClientTls>,
+    json: bool,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tty = std::io::stdout().is_terminal();
+    let interval = interval.max(Duration::from_secs(1));
+    let mut first = true;
+    loop {
+        let status = rowcast::ops::status::fetch(master, token, tls).await;
+        if tty {
+            print!("\x1b[H\x1b[2J");
+        } else if !first {
+            println!();
+        }
+        first = false;
+        if tty {
+            println!(
+                "rowcast status --master {master}, every {}s (Ctrl-C to stop)\n",
+                interval.as_secs()
+            );
+        }
+        match status {
+            Ok(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+            Ok(s) => print_status(&s),
+            Err(e) => println!("error: {e}"),
+        }
+        // A closed pipe ends the watch (`| head`).
+        if std::io::stdout().flush().is_err() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 fn print_report(report: &checksum::Report) {
     println!(
         "checksum run {} (primary at {})",
@@ -656,6 +714,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             delay,
             rewrite_db,
             skip_at,
+            max_lag,
             tls,
         } => {
             let target =
@@ -679,12 +738,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 delay,
                 rewrite_db,
                 skip_at,
+                max_lag,
             };
             slave::run(config, shutdown_signal()).await?;
         }
         Command::Status {
             master,
             json,
+            watch,
+            interval,
             token_file,
             tls,
         } => {
@@ -693,6 +755,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(rowcast::net::auth::load_token)
                 .transpose()?;
             let tls = tls.build()?;
+            if watch {
+                watch_status(&master, token.as_deref(), tls.as_ref(), json, interval).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let status =
                 rowcast::ops::status::fetch(&master, token.as_deref(), tls.as_ref()).await?;
             if json {

@@ -22,7 +22,8 @@ use crate::log::codec::CodecError;
 use crate::log::jetstream::NatsUrl;
 use crate::log::segments::{EncodedTxn, Retention};
 use crate::log::{ChangeLogError, Location, LogView, LogWriter, View, Writer, WriterOptions};
-use crate::net::serve::{Listener, ServerState, SnapshotSource};
+use crate::net::serve::{status_of, Listener, PrimaryProbe, ServerState, SnapshotSource};
+use crate::ops::http::{BoxFuture, Endpoint, Probe};
 use crate::ops::metrics::Metrics;
 use crate::source::binlog_dir::{BinlogDirError, FileEvent, FileEvents};
 use crate::source::continuity::StreamOrder;
@@ -112,13 +113,20 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), MasterError> {
     let metrics = Metrics::new();
+    // Served from the start: /healthz answers while the primary is checked.
+    let endpoint = Endpoint::new(metrics.clone(), "master");
     if let Some(addr) = &config.metrics {
-        crate::ops::metrics::serve(addr.clone(), metrics.clone(), "master")
+        crate::ops::http::serve(addr, endpoint.clone())
             .await
             .map_err(|e| MasterError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: format!("{e} (the --metrics address)"),
             })?;
+    }
+    if config.nats.is_none() {
+        metrics
+            .log_retention_limit_bytes
+            .set(config.retention.max_bytes);
     }
     let mut primary = match &config.origin {
         Origin::Primary(source) => {
@@ -213,6 +221,12 @@ pub async fn run(
         }
     }
     let state = Arc::new(ServerState::new(metrics.clone(), config.stall_after));
+    endpoint.set_probe(Arc::new(MasterProbe {
+        log: view.clone(),
+        state: state.clone(),
+        origin: config.origin.clone(),
+        primary: tokio::sync::Mutex::new(PrimaryProbe::default()),
+    }));
     // Lag needs the newest record's commit time from the start, not only
     // after the next append.
     *state.log_tip.lock().unwrap() = log.tip();
@@ -352,6 +366,30 @@ fn spawn_server(
     tokio::spawn(Listener::new(listener, log, state.clone(), snapshots, shutdown.clone()).run())
 }
 
+/// What a master says on `/readyz` and `/status`.
+struct MasterProbe {
+    log: View,
+    state: Arc<ServerState>,
+    origin: Origin,
+    /// One primary connection for every `/status`, kept between them.
+    primary: tokio::sync::Mutex<PrimaryProbe>,
+}
+
+impl Probe for MasterProbe {
+    fn readiness(&self) -> BoxFuture<'_, Result<(), String>> {
+        let files = matches!(self.origin, Origin::BinlogDir(_));
+        Box::pin(async move { self.state.readiness(files) })
+    }
+
+    fn status(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let mut primary = self.primary.lock().await;
+            let status = status_of(&self.log, &self.state, &self.origin, &mut primary).await;
+            crate::ops::health::json_text(&status)
+        })
+    }
+}
+
 /// What reading the binlog into the log writer's queue needs.
 struct BinlogReading<'a> {
     config: &'a MasterConfig,
@@ -391,6 +429,7 @@ impl BinlogReading<'_> {
                     match e {
                         MasterError::Source(ref s) if s.is_retryable() => {
                             self.state.metrics.reconnects.add(1);
+                            self.state.source_lost(s.to_string());
                             // After a stream that had been working, start
                             // afresh: a link that breaks now and then must
                             // not be rejoined ever more slowly.
@@ -446,6 +485,7 @@ async fn stream_once(
         ),
     };
     tracing::info!(from = %from, "streaming binlog");
+    state.source_reading();
     let mut decoder = Decoder::with_epoch(
         if by_gtid {
             String::new()

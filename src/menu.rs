@@ -314,6 +314,7 @@ pub async fn slave() -> i32 {
         delay: Duration::ZERO,
         rewrite_db: Vec::new(),
         skip_at: None,
+        max_lag: Duration::from_secs(60),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let task =

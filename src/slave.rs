@@ -26,6 +26,8 @@ use crate::net::connection::ConnectionError;
 use crate::net::connection::FrameWriter;
 use crate::net::tls::{ClientTls, ConnectError};
 use crate::net::wire::{self, ErrorKind, MasterMessage, SlaveMessage, SlaveSettings};
+use crate::ops::health::{SlaveHealth, SlaveState};
+use crate::ops::http::Endpoint;
 use crate::ops::metrics::Metrics;
 use crate::replica::apply::{Applier, ApplyError};
 use crate::replica::seed_loaders::{LoadJob, SeedLoaders};
@@ -61,6 +63,8 @@ pub struct SlaveConfig {
     pub rewrite_db: Vec<(String, String)>,
     /// `--skip-at POSITION`: skip the transaction at this position once.
     pub skip_at: Option<String>,
+    /// `/readyz` answers 503 once the lag (minus `delay`) is over this.
+    pub max_lag: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +131,21 @@ pub async fn run(
         crate::replica::skip::parse_skip_at(text)?;
     }
     let metrics = Metrics::new();
+    metrics.set_slave_name(&config.name);
+    let health = Arc::new(SlaveHealth::new(
+        &config.name,
+        &config.master,
+        config.max_lag,
+        config.delay,
+    ));
     if let Some(addr) = &config.metrics {
-        crate::ops::metrics::serve(addr.clone(), metrics.clone(), "slave")
+        let endpoint = Endpoint::new(metrics.clone(), "slave");
+        endpoint.set_probe(health.clone());
+        crate::ops::http::serve(addr, endpoint)
             .await
             .map_err(|e| SlaveError::Unavailable {
                 addr: addr.clone(),
-                reason: format!("cannot serve metrics: {e}"),
+                reason: format!("cannot serve metrics and health (--metrics): {e}"),
             })?;
     }
     let mut applier = Applier::connect(&config.target, &config.name).await?;
@@ -176,8 +189,14 @@ pub async fn run(
         let began = std::time::Instant::now();
         let result = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            r = session(&config, from_stream, &mut applier, &mut connected_once, &metrics) => r,
+            r = session(&config, from_stream, &mut applier, &mut connected_once, &metrics, &health) => r,
         };
+        health.set_state(match &result {
+            Ok(()) if config.nats.is_some() && from_stream.is_none() => SlaveState::Starting,
+            Ok(()) => SlaveState::Disconnected("the master closed the connection".into()),
+            Err(e) if e.is_retryable() => SlaveState::Disconnected(e.to_string()),
+            Err(e) => SlaveState::Failed(e.to_string()),
+        });
         match result {
             // Seeded: go on with the stream at once.
             Ok(()) if config.nats.is_some() && from_stream.is_none() => continue,
@@ -292,6 +311,7 @@ async fn session(
     applier: &mut Applier,
     connected_once: &mut bool,
     metrics: &Metrics,
+    health: &SlaveHealth,
 ) -> Result<(), SlaveError> {
     let mut feed = match direct {
         Some(url) => {
@@ -303,13 +323,20 @@ async fn session(
         }
         None => Feed::from_master(config, applier, connected_once).await?,
     };
+    let settings = settings_of(config, applier);
+    health.set_settings(settings.clone());
+    let cp = applier.checkpoint();
+    health.connected(seeding(applier), cp.seq, cp.position.clone());
     feed.reporter
-        .send(
-            &SlaveMessage::Settings(settings_of(config, applier)),
-            applier,
-        )
+        .send(&SlaveMessage::Settings(settings), applier)
         .await?;
-    apply_loop(&mut feed, applier, metrics, config).await
+    apply_loop(&mut feed, applier, metrics, config, health).await
+}
+
+/// Whether the replica is still being copied (a seed, or a snapshot not
+/// yet loaded), for `/readyz`.
+fn seeding(applier: &Applier) -> bool {
+    applier.checkpoint().position.is_none() || !applier.seed().is_empty()
 }
 
 /// What this slave tells `rowcast status` of its delay, renames and skips.
@@ -1025,6 +1052,7 @@ async fn apply_loop(
     applier: &mut Applier,
     metrics: &Metrics,
     config: &SlaveConfig,
+    health: &SlaveHealth,
 ) -> Result<(), SlaveError> {
     let delay = config.delay;
     let Feed {
@@ -1082,6 +1110,9 @@ async fn apply_loop(
                 } else {
                     Duration::ZERO
                 };
+                // Lag counts from here: while the batch waits out a delay,
+                // and while it commits.
+                health.applying(txn.timestamp);
                 if !delay.is_zero() {
                     wait_due(txn.timestamp, delay, rx, &mut queue, applier, reporter).await?;
                 }
@@ -1171,19 +1202,18 @@ async fn apply_loop(
                 }
                 let (seq, txn) = batch.last().expect("batch is not empty");
                 metrics
-                    .transactions
+                    .applied_transactions
                     .add(batch.iter().filter(|(_, t)| t.is_commit()).count() as u64);
-                metrics.rows.add(rows as u64);
-                metrics.last_seq.set(*seq);
-                let now = crate::net::serve::now_ms() / 1000;
-                // A delayed replica is always behind by about its delay.
-                metrics
-                    .lag_seconds
-                    .set(if rx.is_empty() && queue.is_empty() && delay.is_zero() {
-                        0
-                    } else {
-                        now.saturating_sub(u64::from(txn.timestamp))
-                    });
+                metrics.applied_rows.add(rows as u64);
+                metrics.applied_seq.set(*seq);
+                // More is queued: it committed no earlier than this batch.
+                let more = !rx.is_empty() || !queue.is_empty();
+                health.applied(
+                    *seq,
+                    applier.checkpoint().position.clone(),
+                    more.then_some(txn.timestamp),
+                    seeding(applier),
+                );
                 // Ack when the queue is drained, not per transaction.
                 if rx.is_empty() && queue.is_empty() {
                     let cp = applier.checkpoint();
@@ -1208,6 +1238,12 @@ async fn apply_loop(
                 // An idle applier's session must not look like a zombie
                 // to another slave waiting for its session lock.
                 applier.keep_alive().await?;
+                health.applied(
+                    applier.checkpoint().seq,
+                    applier.checkpoint().position.clone(),
+                    None,
+                    seeding(applier),
+                );
                 // Keep the master's view current even if the last
                 // batch ended without a drained queue.
                 let cp = applier.checkpoint();

@@ -116,7 +116,7 @@ fn status_shows_lag_and_failures_and_metrics_count() {
     // Metrics count what went through.
     wait_caught_up(&primary, &fast, "fast");
     let m = http_get(&mport);
-    assert!(metric(&m, "rowcast_transactions_total") >= 7, "{m}");
+    assert!(metric(&m, "rowcast_log_transactions_total") >= 7, "{m}");
     assert!(metric(&m, "rowcast_slaves_connected") >= 1, "{m}");
     // Per-slave series, labelled with the slave's name.
     let mut m = String::new();
@@ -130,7 +130,7 @@ fn status_shows_lag_and_failures_and_metrics_count() {
         "{m}"
     );
     let m = http_get(&sport);
-    assert!(metric(&m, "rowcast_transactions_total") >= 6, "{m}");
+    assert!(metric(&m, "rowcast_applied_transactions_total") >= 6, "{m}");
     assert!(metric(&m, "rowcast_snapshot_rows_total") >= 1, "{m}");
 }
 

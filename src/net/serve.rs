@@ -58,6 +58,7 @@ use crate::net::wire::{
     self, ErrorKind, MasterMessage, MasterStatus, SlaveMessage, SlaveSettings, SlaveStatus,
     SnapshotObject,
 };
+use crate::ops::health::{master_readiness, SourceState};
 use crate::ops::metrics::{Metrics, SlaveGauges};
 use crate::source::chunk_read::PointMethod;
 use crate::source::filter::Filter;
@@ -204,6 +205,8 @@ pub struct ServerState {
     /// heartbeat; ms since the epoch, 0: never): the primary was reachable
     /// and streaming to it then.
     reader_seen_ms: AtomicU64,
+    /// What the binlog reader is doing, for `/readyz`.
+    source_state: Mutex<SourceState>,
 }
 
 impl ServerState {
@@ -219,7 +222,28 @@ impl ServerState {
             nats_seen: Mutex::new(HashMap::new()),
             nats_written: Mutex::new(HashMap::new()),
             reader_seen_ms: AtomicU64::new(0),
+            source_state: Mutex::new(SourceState::Starting),
         }
+    }
+
+    /// The binlog reader opened its stream (or the files).
+    pub fn source_reading(&self) {
+        *self.source_state.lock().unwrap() = SourceState::Reading;
+        self.metrics.source_up.set(1);
+    }
+
+    /// The binlog reader lost its stream with `cause`; it reconnects.
+    pub fn source_lost(&self, cause: String) {
+        *self.source_state.lock().unwrap() = SourceState::Lost(cause);
+        self.metrics.source_up.set(0);
+    }
+
+    /// Whether the master is ready (`/readyz`): see [`master_readiness`].
+    pub fn readiness(&self, files: bool) -> Result<(), String> {
+        let heard = self.reader_seen_ms.load(Ordering::Relaxed);
+        let ago = (heard > 0).then(|| Duration::from_millis(now_ms().saturating_sub(heard)));
+        let state = self.source_state.lock().unwrap().clone();
+        master_readiness(&state, ago, files)
     }
 
     /// A binlog heartbeat arrived: the master had read the primary's
@@ -1620,6 +1644,18 @@ pub async fn status_of(
     source: &Origin,
     probe: &mut PrimaryProbe,
 ) -> MasterStatus {
+    status_and_freshness(log, state, source, probe).await.0
+}
+
+/// [`status_of`], with how many seconds the master itself is behind its
+/// primary (what a slave that applied the whole log lags by: 0 when the
+/// master has read the primary's whole binlog).
+async fn status_and_freshness(
+    log: &View,
+    state: &ServerState,
+    source: &Origin,
+    probe: &mut PrimaryProbe,
+) -> (MasterStatus, u64) {
     let primary_position = probe.position(source).await;
     let (log_position, tip_time) = state.log_tip.lock().unwrap().clone();
     let stats = log.stats().await;
@@ -1681,7 +1717,8 @@ pub async fn status_of(
         });
     }
     slaves.sort_by(|a, b| a.name.cmp(&b.name));
-    MasterStatus {
+    let behind = lag_seconds(now, fresh.oldest());
+    let status = MasterStatus {
         primary: source.endpoint(),
         primary_position,
         log_position,
@@ -1692,7 +1729,8 @@ pub async fn status_of(
         log_bytes: stats.bytes,
         log_dir: log.location(),
         slaves,
-    }
+    };
+    (status, behind)
 }
 
 /// Keeps the per-slave metrics (lag, stalled) current, and for JetStream
@@ -1713,7 +1751,9 @@ async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Origi
             }
             continue;
         }
-        let status = status_of(&log, &state, &source, &mut probe).await;
+        let (status, behind) = status_and_freshness(&log, &state, &source, &mut probe).await;
+        state.metrics.behind_primary_seconds.set(behind);
+        state.metrics.log_size_bytes.set(status.log_bytes);
         state.metrics.set_slaves(
             status
                 .slaves
@@ -1724,6 +1764,8 @@ async fn refresh_slave_metrics(log: View, state: Arc<ServerState>, source: Origi
                     lag_transactions: s.lag_transactions,
                     stalled: s.state == "stalled",
                     connected: matches!(s.state.as_str(), "streaming" | "stalled" | "snapshotting"),
+                    failed: s.state == "failed",
+                    delay_seconds: s.settings.delay_seconds,
                     snapshot_rows: s.snapshot_rows,
                     snapshot_estimated_rows: s.snapshot_estimated_rows,
                     snapshot_bytes: s.snapshot_bytes,
