@@ -24,6 +24,7 @@
 pub mod apply;
 pub mod apply_error;
 pub mod catalog_fingerprint;
+pub mod db_rewrite;
 pub mod ddl;
 mod ddl_apply;
 pub mod migrations;
