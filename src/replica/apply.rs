@@ -161,6 +161,9 @@ pub struct Applier {
     pub resync_pending: Vec<(String, String)>,
     /// A connection that only loads seed chunks (`loader`).
     pub(super) seed_loader: bool,
+    /// `--rewrite-db` (`rewrite_rules.rs`): what arrives is already in the
+    /// replica's names; the checksum query a chunk row carries is not.
+    pub(super) rewrite: Arc<crate::replica::db_rewrite::DbRewrite>,
 }
 
 impl Applier {
@@ -185,7 +188,9 @@ impl Applier {
     /// frozen, or still alive (a retried deadlock): if it still holds the
     /// lock, it is killed, and waited for until it is gone.
     pub async fn reconnect(&self) -> Result<Applier, ApplyError> {
-        Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await
+        let mut a = Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await?;
+        a.rewrite = self.rewrite.clone();
+        Ok(a)
     }
 
     async fn connect_after(
@@ -297,6 +302,7 @@ impl Applier {
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
             seed_loader: false,
+            rewrite: Arc::default(),
         }
         .with_seed()
         .await
@@ -351,6 +357,7 @@ impl Applier {
             seed: SeedGate::default(),
             resync_pending: Vec::new(),
             seed_loader: true,
+            rewrite: self.rewrite.clone(),
         })
     }
 

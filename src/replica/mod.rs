@@ -33,6 +33,7 @@ pub mod net_effect;
 pub mod packet_size;
 mod positional;
 pub mod replay;
+pub mod rewrite_rules;
 mod rows;
 pub mod seed_gate;
 pub mod seed_load;
