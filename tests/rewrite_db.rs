@@ -1,0 +1,231 @@
+//! `--rewrite-db shop=shop_copy`: the replica keeps the primary's `shop`
+//! as `shop_copy`, and every other database under its own name.
+//!
+//! A live slave (started on an empty primary, so everything reaches it
+//! through the stream) and a seeded one (started once the schema and rows
+//! exist) follow a primary with two databases: rows on every apply path
+//! (statements and net effects for plain tables, the replica's row-event
+//! applier for a table with a trigger, one in a foreign key and one
+//! without a key), DDL with qualified names (CREATE TABLE shop.t2 from
+//! another default database, ALTER TABLE with FOREIGN KEY REFERENCES
+//! shop.p, RENAME TABLE, a view, a trigger and a procedure over shop.t),
+//! a cross-database statement, and CREATE/DROP DATABASE of a second
+//! renamed database. Every row and object of `shop` must equal the
+//! replica's `shop_copy` (SHOW CREATE with the name mapped), nothing may
+//! land in a `shop` database on the replica, `rowcast checksum` must say
+//! equal, and a restart with other rules must be refused.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const SCHEMA: &str = "
+CREATE DATABASE shop; CREATE DATABASE other;
+CREATE TABLE shop.p (id INT PRIMARY KEY, name VARCHAR(20));
+CREATE TABLE shop.t (id INT PRIMARY KEY, p INT, qty INT, note VARCHAR(30));
+CREATE TABLE shop.nokey (a INT, b VARCHAR(10));
+CREATE TABLE shop.log (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(40));
+CREATE TABLE other.o (id INT PRIMARY KEY, v VARCHAR(20));
+CREATE TRIGGER shop.t_ai AFTER INSERT ON shop.t FOR EACH ROW
+  INSERT INTO shop.log (note) VALUES (CONCAT('shop.t ', NEW.id));
+CREATE VIEW shop.v AS SELECT t.id, t.qty, p.name FROM shop.t JOIN shop.p ON p.id = t.p;
+CREATE PROCEDURE shop.bump(IN n INT) UPDATE shop.t SET qty = qty + 1 WHERE id = n;
+";
+
+const ROWS: &str = "
+INSERT INTO shop.p VALUES (1, 'one'), (2, 'two'), (3, 'three');
+INSERT INTO shop.t VALUES (1, 1, 10, 'shop.t in a string'), (2, 2, 20, NULL), (3, 3, 30, NULL);
+INSERT INTO shop.nokey VALUES (1, 'a'), (1, 'a'), (2, 'b');
+INSERT INTO other.o VALUES (1, 'x'), (2, 'y');
+";
+
+/// After both slaves run: rows on every path, and DDL naming `shop`.
+const WORKLOAD: &str = "
+USE other;
+CREATE TABLE shop.t2 (id INT PRIMARY KEY, p INT);
+ALTER TABLE shop.t2 ADD CONSTRAINT t2_p FOREIGN KEY (p) REFERENCES shop.p (id) ON DELETE CASCADE;
+INSERT INTO shop.t2 VALUES (1, 1), (2, 2), (3, 3);
+RENAME TABLE shop.t2 TO shop.t3;
+INSERT INTO shop.t3 VALUES (4, 1);
+DELETE FROM shop.p WHERE id = 3;
+CREATE TABLE other.copy LIKE shop.t;
+INSERT INTO other.copy SELECT * FROM shop.t;
+UPDATE other.o JOIN shop.t ON t.id = o.id SET o.v = CONCAT(o.v, t.qty), t.qty = t.qty + 100;
+USE shop;
+CREATE TABLE plain (id INT PRIMARY KEY, n INT);
+INSERT INTO plain VALUES (1, 1), (2, 2);
+UPDATE plain SET n = n * 10;
+INSERT INTO t VALUES (4, 1, 40, NULL);
+CALL shop.bump(1);
+UPDATE shop.nokey SET b = 'c' WHERE a = 2;
+DELETE FROM shop.t WHERE id = 2;
+CREATE OR REPLACE VIEW shop.v AS SELECT t.id, t.qty + 1 AS q1, p.name FROM shop.t JOIN shop.p ON p.id = t.p;
+CREATE TRIGGER shop.t_bu BEFORE UPDATE ON shop.t FOR EACH ROW SET NEW.note = CONCAT('u', NEW.id);
+UPDATE shop.t SET qty = qty + 1;
+CREATE DATABASE gone;
+CREATE TABLE gone.x (id INT PRIMARY KEY);
+INSERT INTO gone.x VALUES (1);
+DROP DATABASE gone;
+";
+
+const SHOP_TABLES: &[&str] = &["p", "t", "t3", "nokey", "log", "plain"];
+const OTHER_TABLES: &[&str] = &["o", "copy"];
+
+fn count(server: &MariaDb, sql: &str) -> u64 {
+    server.sql(sql).trim().parse().unwrap()
+}
+
+fn assert_replica_equal(primary: &MariaDb, replica: &MariaDb) {
+    for t in SHOP_TABLES {
+        assert_eq!(
+            primary.dump(&format!("shop.{t}")),
+            replica.dump(&format!("shop_copy.{t}")),
+            "rows of shop.{t} (shop_copy.{t} on the replica) differ"
+        );
+    }
+    for t in OTHER_TABLES {
+        assert_same_table(primary, replica, &format!("other.{t}"));
+    }
+    assert_eq!(
+        primary.dump("shop.v"),
+        replica.dump("shop_copy.v"),
+        "the view's rows differ"
+    );
+    assert_same_objects_renamed(primary, "shop", replica, "shop_copy");
+    assert_same_objects(primary, replica, "other");
+    assert_eq!(
+        count(
+            replica,
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('shop', 'gone', 'gone_copy')"
+        ),
+        0,
+        "nothing may land in the primary's names of renamed databases on the replica"
+    );
+}
+
+#[test]
+fn a_renamed_database_is_replicated_whole_live_and_seeded() {
+    let primary = MariaDb::primary();
+    let live_replica = MariaDb::replica();
+    let seeded_replica = MariaDb::replica();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let rules = [
+        "--rewrite-db",
+        "shop=shop_copy",
+        "--rewrite-db",
+        "gone=gone_copy",
+    ];
+    let _live = Rowcast::slave_with(&listen, &live_replica, "live", &rules);
+    assert!(wait_seeded(&live_replica, "live"), "the live slave started");
+
+    primary.sql(SCHEMA);
+    primary.sql(ROWS);
+    wait_caught_up(&primary, &live_replica, "live");
+    let mut seeded = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &rules[..2]);
+    assert!(
+        wait_seeded(&seeded_replica, "seeded"),
+        "the seeded slave was seeded"
+    );
+    primary.sql(WORKLOAD);
+    // A backlog applied as one batch (net effects) on plain tables.
+    let mut batch = String::new();
+    for i in 10..200 {
+        batch.push_str(&format!(
+            "INSERT INTO shop.plain VALUES ({i}, {i}); UPDATE shop.plain SET n = n + 1 WHERE id = {}; INSERT INTO other.o VALUES ({i}, 'b');",
+            i - 1
+        ));
+    }
+    primary.sql(&batch);
+    wait_caught_up(&primary, &live_replica, "live");
+    wait_caught_up(&primary, &seeded_replica, "seeded");
+
+    // Sanity of the setup: the cascade and the triggers did something.
+    assert_eq!(count(&primary, "SELECT COUNT(*) FROM shop.t3"), 3);
+    assert!(count(&primary, "SELECT COUNT(*) FROM shop.log") >= 4);
+    for replica in [&live_replica, &seeded_replica] {
+        assert_replica_equal(&primary, replica);
+    }
+
+    // `rowcast checksum` reads each slave's stored rules.
+    let (p, l, s) = (primary.url(), live_replica.url(), seeded_replica.url());
+    let out = run_rowcast(
+        &[
+            "checksum", "--source", &p, "--target", &l, "--target", &s, "--tables", "shop.*",
+            "--tables", "other.*", "--wait", "120",
+        ],
+        Duration::from_secs(300),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "checksum: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("shop.t (as shop_copy)"), "{text}");
+    assert!(!text.contains("DIFFERS") && !text.contains("NOT CHECKED"), "{text}");
+
+    // A real difference in the renamed database is found and named.
+    seeded_replica.sql("SET GLOBAL read_only = 0; UPDATE shop_copy.p SET name = 'changed' WHERE id = 2;");
+    let out = run_rowcast(
+        &[
+            "checksum", "--source", &p, "--target", &s, "--tables", "shop.p", "--wait", "120",
+        ],
+        Duration::from_secs(300),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("DIFFERS") && text.contains("2' differs"), "{text}");
+    seeded_replica.sql("UPDATE shop_copy.p SET name = 'two' WHERE id = 2;");
+
+    // `rowcast show` names the primary's database.
+    let out = run_rowcast(&["show", "--target", &s], Duration::from_secs(60));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("database `shop_copy` holds the primary's `shop`"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("shop_copy") && l.trim_end().ends_with("shop")),
+        "{shown}"
+    );
+
+    // Other rules than those applied with: refused, the replica untouched.
+    seeded.stop();
+    let at = slave_position(&seeded_replica, "seeded");
+    for other in [
+        &["--rewrite-db", "shop=elsewhere"][..],
+        &[][..],
+        &["--rewrite-db", "shop=shop_copy", "--rewrite-db", "other=o2"][..],
+    ] {
+        let mut args = vec![
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &s,
+            "--name",
+            "seeded",
+        ];
+        args.extend_from_slice(other);
+        let out = run_rowcast(&args, Duration::from_secs(120));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{other:?} was accepted: {err}");
+        assert!(
+            err.contains("applied its checkpoint with --rewrite-db shop=shop_copy")
+                && err.contains("--resnapshot"),
+            "{other:?}: {err}"
+        );
+    }
+    assert_eq!(slave_position(&seeded_replica, "seeded"), at);
+    // With the rules it applied with, it goes on.
+    primary.sql("INSERT INTO shop.p VALUES (7, 'seven')");
+    let _again = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &rules[..2]);
+    wait_caught_up(&primary, &seeded_replica, "seeded");
+    assert_replica_equal(&primary, &seeded_replica);
+}
