@@ -166,10 +166,14 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("shop.t (as shop_copy)"), "{text}");
-    assert!(!text.contains("DIFFERS") && !text.contains("NOT CHECKED"), "{text}");
+    assert!(
+        !text.contains("DIFFERS") && !text.contains("NOT CHECKED"),
+        "{text}"
+    );
 
     // A real difference in the renamed database is found and named.
-    seeded_replica.sql("SET GLOBAL read_only = 0; UPDATE shop_copy.p SET name = 'changed' WHERE id = 2;");
+    seeded_replica
+        .sql("SET GLOBAL read_only = 0; UPDATE shop_copy.p SET name = 'changed' WHERE id = 2;");
     let out = run_rowcast(
         &[
             "checksum", "--source", &p, "--target", &s, "--tables", "shop.p", "--wait", "120",
@@ -178,7 +182,10 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("DIFFERS") && text.contains("2' differs"), "{text}");
+    assert!(
+        text.contains("DIFFERS") && text.contains("2' differs"),
+        "{text}"
+    );
     seeded_replica.sql("UPDATE shop_copy.p SET name = 'two' WHERE id = 2;");
 
     // `rowcast show` names the primary's database.
@@ -204,13 +211,7 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
         &["--rewrite-db", "shop=shop_copy", "--rewrite-db", "other=o2"][..],
     ] {
         let mut args = vec![
-            "slave",
-            "--master",
-            &listen,
-            "--target",
-            &s,
-            "--name",
-            "seeded",
+            "slave", "--master", &listen, "--target", &s, "--name", "seeded",
         ];
         args.extend_from_slice(other);
         let out = run_rowcast(&args, Duration::from_secs(120));

@@ -56,7 +56,9 @@ pub enum RewriteError {
         to: String,
         name: String,
     },
-    #[error("--rewrite-db names database `{0}` as FROM twice; give each primary database one rule")]
+    #[error(
+        "--rewrite-db names database `{0}` as FROM twice; give each primary database one rule"
+    )]
     FromTwice(String),
     #[error("--rewrite-db maps two databases to `{0}`: their tables would land in one database on the replica; give each its own TO")]
     ToTwice(String),
@@ -271,7 +273,10 @@ impl DbRewrite {
         if self.is_empty() {
             return;
         }
-        let post_header = txn.events.as_ref().map(|e| table_map_post_header(&e.format));
+        let post_header = txn
+            .events
+            .as_ref()
+            .map(|e| table_map_post_header(&e.format));
         for (i, t) in txn.tables.iter_mut().enumerate() {
             if !self.map_in_place(&mut t.database) {
                 continue;
@@ -467,7 +472,9 @@ fn tokenize(sql: &[u8], flavor: SqlFlavor) -> Vec<Token> {
         } else if b == b'#'
             || (b == b'-'
                 && sql.get(i + 1) == Some(&b'-')
-                && sql.get(i + 2).is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()))
+                && sql
+                    .get(i + 2)
+                    .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()))
         {
             while i < n && sql[i] != b'\n' {
                 i += 1;
@@ -578,8 +585,9 @@ fn names_database(sql: &[u8], tokens: &[Token], i: usize) -> bool {
     }
     // `DATABASE [IF [NOT] EXISTS] shop`, `SCHEMA ...`.
     let word = |t: usize| -> Option<String> {
-        (tokens[t].kind == Kind::Word)
-            .then(|| String::from_utf8_lossy(&sql[tokens[t].start..tokens[t].end]).to_ascii_uppercase())
+        (tokens[t].kind == Kind::Word).then(|| {
+            String::from_utf8_lossy(&sql[tokens[t].start..tokens[t].end]).to_ascii_uppercase()
+        })
     };
     let mut p = prev;
     if p.and_then(word).as_deref() == Some("EXISTS") {
@@ -593,8 +601,7 @@ fn names_database(sql: &[u8], tokens: &[Token], i: usize) -> bool {
         p = p.and_then(|x| prev_significant(tokens, x));
     }
     matches!(p.and_then(word).as_deref(), Some("DATABASE" | "SCHEMA"))
-        && p
-            .and_then(|x| prev_significant(tokens, x))
+        && p.and_then(|x| prev_significant(tokens, x))
             .and_then(word)
             .is_some_and(|w| matches!(w.as_str(), "CREATE" | "DROP" | "ALTER" | "REPLACE"))
 }
@@ -694,23 +701,36 @@ mod tests {
 
     fn ansi(sql: &str) -> String {
         let f = SqlFlavor::of_mode(MODE_ANSI_QUOTES);
-        String::from_utf8(rw().sql(sql.as_bytes(), f).unwrap_or(sql.as_bytes().to_vec())).unwrap()
+        String::from_utf8(
+            rw().sql(sql.as_bytes(), f)
+                .unwrap_or(sql.as_bytes().to_vec()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn qualified_names_are_rewritten_in_every_quoting() {
-        assert_eq!(r("CREATE TABLE shop.t2 (id INT)"), "CREATE TABLE shop_copy.t2 (id INT)");
+        assert_eq!(
+            r("CREATE TABLE shop.t2 (id INT)"),
+            "CREATE TABLE shop_copy.t2 (id INT)"
+        );
         assert_eq!(
             r("CREATE TABLE `shop`.`t2` (id INT)"),
             "CREATE TABLE `shop_copy`.`t2` (id INT)"
         );
         assert_eq!(r("DROP TABLE shop . t"), "DROP TABLE shop_copy . t");
-        assert_eq!(r("DROP TABLE shop/* x */.t"), "DROP TABLE shop_copy/* x */.t");
+        assert_eq!(
+            r("DROP TABLE shop/* x */.t"),
+            "DROP TABLE shop_copy/* x */.t"
+        );
         assert_eq!(
             r("select `shop`.`t`.`id` AS `id` from `shop`.`t`"),
             "select `shop_copy`.`t`.`id` AS `id` from `shop_copy`.`t`"
         );
-        assert_eq!(ansi("CREATE TABLE \"shop\".\"t\" (a INT)"), "CREATE TABLE \"shop_copy\".\"t\" (a INT)");
+        assert_eq!(
+            ansi("CREATE TABLE \"shop\".\"t\" (a INT)"),
+            "CREATE TABLE \"shop_copy\".\"t\" (a INT)"
+        );
     }
 
     #[test]
@@ -744,9 +764,18 @@ mod tests {
             r("CREATE DATABASE IF NOT EXISTS `shop` /*!40100 DEFAULT CHARACTER SET utf8mb4 */"),
             "CREATE DATABASE IF NOT EXISTS `shop_copy` /*!40100 DEFAULT CHARACTER SET utf8mb4 */"
         );
-        assert_eq!(r("drop schema if exists shop"), "drop schema if exists shop_copy");
-        assert_eq!(r("ALTER DATABASE shop CHARACTER SET latin1"), "ALTER DATABASE shop_copy CHARACTER SET latin1");
-        assert_eq!(r("CREATE OR REPLACE DATABASE shop"), "CREATE OR REPLACE DATABASE shop_copy");
+        assert_eq!(
+            r("drop schema if exists shop"),
+            "drop schema if exists shop_copy"
+        );
+        assert_eq!(
+            r("ALTER DATABASE shop CHARACTER SET latin1"),
+            "ALTER DATABASE shop_copy CHARACTER SET latin1"
+        );
+        assert_eq!(
+            r("CREATE OR REPLACE DATABASE shop"),
+            "CREATE OR REPLACE DATABASE shop_copy"
+        );
         assert_eq!(r("DROP DATABASE shopx"), "DROP DATABASE shopx");
     }
 
@@ -772,7 +801,8 @@ mod tests {
         // Without NO_BACKSLASH_ESCAPES `\'` does not end a string; with it, it does.
         let nbe = SqlFlavor::of_mode(MODE_NO_BACKSLASH_ESCAPES);
         assert_eq!(
-            rw().sql(b"SELECT 'a\\' , shop.t.x FROM shop.t", nbe).unwrap(),
+            rw().sql(b"SELECT 'a\\' , shop.t.x FROM shop.t", nbe)
+                .unwrap(),
             b"SELECT 'a\\' , shop_copy.t.x FROM shop_copy.t".to_vec()
         );
         // Without ANSI_QUOTES a double-quoted text is a string.
@@ -801,9 +831,18 @@ mod tests {
     #[test]
     fn rules_are_checked() {
         let one = |f: &str, t: &str| DbRewrite::new(&[(f.into(), t.into())]);
-        assert!(matches!(one("mysql", "x"), Err(RewriteError::Reserved { .. })));
-        assert!(matches!(one("x", "rowcast"), Err(RewriteError::Reserved { .. })));
-        assert!(matches!(one("x", &"y".repeat(65)), Err(RewriteError::BadName { .. })));
+        assert!(matches!(
+            one("mysql", "x"),
+            Err(RewriteError::Reserved { .. })
+        ));
+        assert!(matches!(
+            one("x", "rowcast"),
+            Err(RewriteError::Reserved { .. })
+        ));
+        assert!(matches!(
+            one("x", &"y".repeat(65)),
+            Err(RewriteError::BadName { .. })
+        ));
         assert!(matches!(
             DbRewrite::new(&[("a".into(), "b".into()), ("a".into(), "c".into())]),
             Err(RewriteError::FromTwice(_))
@@ -893,7 +932,9 @@ mod tests {
         let ev = txn.events.as_ref().unwrap();
         assert_eq!(ev.table_maps[0], table_map("shop_copy", "t"));
         assert_eq!(ev.table_maps[1], table_map("other", "t"));
-        let Change::Ddl(d) = &txn.changes[1] else { panic!() };
+        let Change::Ddl(d) = &txn.changes[1] else {
+            panic!()
+        };
         assert_eq!(d.database.as_deref(), Some("shop_copy"));
         assert_eq!(d.sql, b"CREATE TABLE other.x LIKE shop_copy.t".to_vec());
     }

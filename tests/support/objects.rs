@@ -76,14 +76,22 @@ pub fn assert_same_objects(primary: &MariaDb, replica: &MariaDb, db: &str) {
 /// [`assert_same_objects`] for a database the replica keeps under another
 /// name (`--rewrite-db db=on_replica`): the primary's definitions with
 /// every `` `db`. `` and `db.` qualifier read as the replica's name.
-pub fn assert_same_objects_renamed(primary: &MariaDb, db: &str, replica: &MariaDb, on_replica: &str) {
+pub fn assert_same_objects_renamed(
+    primary: &MariaDb,
+    db: &str,
+    replica: &MariaDb,
+    on_replica: &str,
+) {
     let renamed = |text: String| -> String {
         if db == on_replica {
             return text;
         }
-        text.replace(&format!("{}.", ident(db)), &format!("{}.", ident(on_replica)))
-            .replace(&format!(" {db}."), &format!(" {on_replica}."))
-            .replace(&format!("({db}."), &format!("({on_replica}."))
+        text.replace(
+            &format!("{}.", ident(db)),
+            &format!("{}.", ident(on_replica)),
+        )
+        .replace(&format!(" {db}."), &format!(" {on_replica}."))
+        .replace(&format!("({db}."), &format!("({on_replica}."))
     };
     for kind in [
         "TABLE",
