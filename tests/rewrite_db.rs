@@ -186,7 +186,6 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
         text.contains("DIFFERS") && text.contains("2' differs"),
         "{text}"
     );
-    seeded_replica.sql("UPDATE shop_copy.p SET name = 'two' WHERE id = 2;");
 
     // `rowcast show` names the primary's database.
     let out = run_rowcast(&["show", "--target", &s], Duration::from_secs(60));
@@ -224,9 +223,74 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
         );
     }
     assert_eq!(slave_position(&seeded_replica, "seeded"), at);
-    // With the rules it applied with, it goes on.
+    // With the rules it applied with, it goes on; `--resync` names the
+    // primary's table and repairs the diverged one in `shop_copy`.
     primary.sql("INSERT INTO shop.p VALUES (7, 'seven')");
-    let _again = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &rules[..2]);
+    let resync = ["--rewrite-db", "shop=shop_copy", "--resync", "shop.p"];
+    let _again = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &resync);
+    assert!(
+        wait_until(CONVERGE, || seeded_replica
+            .try_sql("SELECT name FROM shop_copy.p WHERE id = 2")
+            .is_ok_and(|n| n.trim() == "two")),
+        "--resync shop.p repaired shop_copy.p"
+    );
     wait_caught_up(&primary, &seeded_replica, "seeded");
     assert_replica_equal(&primary, &seeded_replica);
+}
+
+/// A primary that logs no column names (`binlog_row_metadata=MINIMAL`):
+/// rows are mapped by position onto the replica's renamed tables, whose
+/// facts (key, signedness, triggers) come from `shop_copy`.
+#[test]
+fn positional_rows_land_in_the_renamed_database() {
+    let primary = MariaDb::start_with(&[
+        "--log-bin=binlog",
+        "--binlog_format=ROW",
+        "--binlog_row_image=FULL",
+        "--binlog-row-metadata=MINIMAL",
+    ]);
+    let replica = MariaDb::replica();
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let _slave = Rowcast::slave_with(&listen, &replica, "s", &["--rewrite-db", "shop=shop_copy"]);
+    assert!(wait_seeded(&replica, "s"), "the slave started");
+    primary.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.k (id INT UNSIGNED PRIMARY KEY, b BINARY(4), v VARCHAR(10));
+         CREATE TABLE shop.nokey (a INT UNSIGNED, b VARCHAR(5));
+         CREATE TABLE shop.trg (id INT PRIMARY KEY, n INT);
+         CREATE TABLE shop.trg_log (n INT);
+         CREATE TRIGGER shop.trg_ai AFTER INSERT ON shop.trg FOR EACH ROW INSERT INTO shop.trg_log VALUES (NEW.n);
+         INSERT INTO shop.k VALUES (4294967295, x'01', 'a'), (1, x'', 'b');
+         INSERT INTO shop.nokey VALUES (4294967295, 'a'), (4294967295, 'a'), (0, 'b');
+         INSERT INTO shop.trg VALUES (1, 10), (2, 20);
+         UPDATE shop.k SET v = 'c' WHERE id = 1;
+         UPDATE shop.nokey SET b = 'z' WHERE a = 0;
+         DELETE FROM shop.trg WHERE id = 2;",
+    );
+    let mut batch = String::new();
+    for i in 10..150 {
+        batch.push_str(&format!(
+            "INSERT INTO shop.k VALUES ({i}, x'02', 'n'); UPDATE shop.k SET v = 'm' WHERE id = {};",
+            i - 1
+        ));
+    }
+    primary.sql(&batch);
+    wait_caught_up(&primary, &replica, "s");
+    for t in ["k", "nokey", "trg", "trg_log"] {
+        assert_eq!(
+            primary.dump(&format!("shop.{t}")),
+            replica.dump(&format!("shop_copy.{t}")),
+            "rows of shop.{t} differ"
+        );
+    }
+    assert_same_objects_renamed(&primary, "shop", &replica, "shop_copy");
+    assert_eq!(
+        count(
+            &replica,
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'shop'"
+        ),
+        0
+    );
 }
