@@ -294,3 +294,34 @@ fn positional_rows_land_in_the_renamed_database() {
         0
     );
 }
+
+/// A slave of a JetStream master: its snapshot (`SnapshotBegin`/`Rows`)
+/// and the stream it then reads itself are renamed the same way.
+#[test]
+fn a_jetstream_slave_keeps_the_renamed_database_too() {
+    let nats = Nats::start();
+    let url = nats.url("rw");
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(SCHEMA);
+    primary.sql(ROWS);
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master_with(&primary, data.path(), &listen, &["--log", &url]);
+    let slave = Rowcast::slave_with(
+        &listen,
+        &replica,
+        "js",
+        &["--log", &url, "--rewrite-db", "shop=shop_copy"],
+    );
+    assert!(
+        wait_until(CONVERGE, || slave
+            .log_text()
+            .contains("reading the change log from NATS JetStream")),
+        "{}",
+        slave.log_text()
+    );
+    primary.sql(WORKLOAD);
+    wait_caught_up(&primary, &replica, "js");
+    assert_replica_equal(&primary, &replica);
+}
