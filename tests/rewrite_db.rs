@@ -325,3 +325,66 @@ fn a_jetstream_slave_keeps_the_renamed_database_too() {
     wait_caught_up(&primary, &replica, "js");
     assert_replica_equal(&primary, &replica);
 }
+
+/// Rows the slave process loaded from seed chunks (its `seed complete` line).
+fn rows_loaded(slave: &Rowcast) -> u64 {
+    let log = slave.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("seed complete"))
+        .unwrap_or_else(|| panic!("no `seed complete` in the slave's log:\n{log}"));
+    let plain = strip_ansi(line);
+    let at = plain
+        .find("rows_loaded=")
+        .unwrap_or_else(|| panic!("no rows_loaded in {plain}"));
+    plain[at + "rows_loaded=".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The seed progress a slave stores is in the replica's names and goes
+/// back to the master in the primary's: a slave killed half way through
+/// seeding `shop_copy` goes on from its last chunk.
+#[test]
+fn a_renamed_seed_resumes_from_its_last_chunk() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.big (id INT PRIMARY KEY, name VARCHAR(100));
+         INSERT INTO shop.big SELECT seq, CONCAT('row ', MD5(seq)) FROM shop.seq_1_to_300000;",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let rules = ["--rewrite-db", "shop=shop_copy"];
+    let mut slave = Rowcast::slave_with(&listen, &replica, "s", &rules);
+    let count = || {
+        replica
+            .try_sql("SELECT COUNT(*) FROM shop_copy.big")
+            .ok()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(CONVERGE, || count() >= 100_000),
+        "seed rows never arrived"
+    );
+    slave.kill9();
+    let loaded = count();
+    assert!(loaded < 300_000, "killed half way ({loaded} rows)");
+    assert!(!seed_done(&replica, "s"), "progress is left");
+    primary.sql("UPDATE shop.big SET name = 'after' WHERE id <= 10 OR id > 299990");
+    let slave = Rowcast::slave_with(&listen, &replica, "s", &rules);
+    wait_caught_up(&primary, &replica, "s");
+    assert_eq!(primary.dump("shop.big"), replica.dump("shop_copy.big"));
+    let again = rows_loaded(&slave);
+    assert!(
+        again + loaded < 300_000 * 16 / 10 && again < 300_000 * 7 / 10,
+        "after a kill at {loaded} rows the seed copied {again} rows more"
+    );
+}
