@@ -887,6 +887,70 @@ mod tests {
     }
 
     #[test]
+    fn the_table_map_post_header_comes_from_the_format_description() {
+        let mut fde = vec![0u8; 76 + 40];
+        assert_eq!(table_map_post_header(&fde), 8);
+        fde[76 + 18] = 6;
+        assert_eq!(table_map_post_header(&fde), 6);
+        assert_eq!(table_map_post_header(&[]), 8);
+        let mut old = table_map("shop", "t");
+        old.drain(19 + 4..19 + 6); // a 4-byte table id
+        let new = rewrite_table_map(&old, "s2", 6).unwrap();
+        assert_eq!(table_map_database(&new, 6), Some(&b"s2"[..]));
+    }
+
+    #[test]
+    fn seed_messages_are_renamed_and_progress_goes_back() {
+        use crate::source::position::SourcePosition;
+        use crate::source::seed_plan::SeedChunk;
+        let schema = TableSchema {
+            database: "shop".into(),
+            name: "t".into(),
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+        };
+        let mut m = MasterMessage::SeedChunk(SeedChunk {
+            database: "shop".into(),
+            name: "t".into(),
+            range: 0,
+            schema,
+            rows: Vec::new(),
+            position: SourcePosition::new("b.000001", 4),
+            first: true,
+            done: true,
+            upto: None,
+        });
+        rw().master_message(&mut m);
+        let MasterMessage::SeedChunk(c) = &m else {
+            panic!()
+        };
+        assert_eq!(
+            (c.database.as_str(), c.schema.database.as_str()),
+            ("shop_copy", "shop_copy")
+        );
+        let db = |name: &str| SnapshotObject {
+            database: name.into(),
+            name: name.into(),
+            create_sql: format!("CREATE DATABASE `{name}`").into_bytes(),
+            charset: None,
+        };
+        let mut dbs = vec![db("shop"), db("other")];
+        rw().databases(&mut dbs);
+        assert_eq!(dbs[0], db("shop_copy"));
+        assert_eq!(dbs[1], db("other"));
+        let plan = SeedTable {
+            database: "shop_copy".into(),
+            name: "t".into(),
+            key: None,
+            group: 0,
+            ranges: Vec::new(),
+            estimated_rows: 0,
+            estimated_bytes: 0,
+        };
+        assert_eq!(rw().seed_table_to_source(plan).database, "shop");
+    }
+
+    #[test]
     fn a_transaction_is_rewritten_whole() {
         use crate::log::change::{ColumnDef, ColumnKind, Ddl, Value};
         use crate::source::position::SourcePosition;
