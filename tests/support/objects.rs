@@ -92,6 +92,7 @@ pub fn assert_same_objects_renamed(
         )
         .replace(&format!(" {db}."), &format!(" {on_replica}."))
         .replace(&format!("({db}."), &format!("({on_replica}."))
+        .replace(&format!("\"{db}\"."), &format!("\"{on_replica}\"."))
     };
     for kind in [
         "TABLE",
