@@ -241,7 +241,7 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
     // primary's table and repairs the diverged one in `shop_copy`.
     primary.sql("INSERT INTO shop.p VALUES (7, 'seven')");
     let resync = ["--rewrite-db", "shop=shop_copy", "--resync", "shop.p"];
-    let _again = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &resync);
+    let mut again = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &resync);
     assert!(
         wait_until(CONVERGE, || seeded_replica
             .try_sql("SELECT name FROM shop_copy.p WHERE id = 2")
@@ -250,6 +250,27 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
     );
     wait_caught_up(&primary, &seeded_replica, "seeded");
     assert_replica_equal(&primary, &seeded_replica);
+
+    // New rules take a new seed: --resnapshot with them.
+    again.stop();
+    let renew = ["--rewrite-db", "shop=shop_new", "--resnapshot"];
+    let _renewed = Rowcast::slave_with(&listen, &seeded_replica, "seeded", &renew);
+    primary.sql("INSERT INTO shop.p VALUES (8, 'eight')");
+    wait_caught_up(&primary, &seeded_replica, "seeded");
+    for t in SHOP_TABLES {
+        assert_eq!(
+            primary.dump(&format!("shop.{t}")),
+            seeded_replica.dump(&format!("shop_new.{t}")),
+            "rows of shop.{t} (shop_new.{t} after --resnapshot) differ"
+        );
+    }
+    assert_same_objects_renamed(&primary, "shop", &seeded_replica, "shop_new");
+    assert_eq!(
+        seeded_replica
+            .sql("SELECT from_db, to_db FROM rowcast.rewrite_db WHERE slave_name = 'seeded'")
+            .trim(),
+        "shop\tshop_new"
+    );
 }
 
 /// A primary that logs no column names (`binlog_row_metadata=MINIMAL`):
