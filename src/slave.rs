@@ -100,6 +100,8 @@ pub async fn run(
     config: SlaveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
+    // Rules that cannot work stop the slave before it touches anything.
+    let rewrite = DbRewrite::new(&config.rewrite_db).map_err(ApplyError::from)?;
     let metrics = Metrics::new();
     if let Some(addr) = &config.metrics {
         crate::ops::metrics::serve(addr.clone(), metrics.clone(), "slave")
@@ -122,7 +124,6 @@ pub async fn run(
     }
     // --rewrite-db: stored for a fresh replica, else the rules it applied
     // with (db_rewrite.rs, rewrite_rules.rs).
-    let rewrite = DbRewrite::new(&config.rewrite_db).map_err(ApplyError::from)?;
     applier.adopt_rewrite(rewrite).await?;
     // Each start with --resync copies those tables again (once: a
     // reconnect goes on with the copy); without a checkpoint the whole

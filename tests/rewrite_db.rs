@@ -236,6 +236,35 @@ fn a_renamed_database_is_replicated_whole_live_and_seeded() {
             "{other:?}: {err}"
         );
     }
+    // Rules that cannot work are refused before anything is touched.
+    for (bad, says) in [
+        (
+            &["--rewrite-db", "mysql=m2"][..],
+            "system or rowcast schema",
+        ),
+        (
+            &["--rewrite-db", "shop=x", "--rewrite-db", "other=x"][..],
+            "maps two databases to `x`",
+        ),
+    ] {
+        let mut args = vec![
+            "slave",
+            "--master",
+            &listen,
+            "--target",
+            &s,
+            "--name",
+            "seeded",
+            "--resnapshot",
+        ];
+        args.extend_from_slice(bad);
+        let out = run_rowcast(&args, Duration::from_secs(120));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{bad:?}: {err}"
+        );
+    }
     assert_eq!(slave_position(&seeded_replica, "seeded"), at);
     // With the rules it applied with, it goes on; `--resync` names the
     // primary's table and repairs the diverged one in `shop_copy`.
