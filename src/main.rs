@@ -262,6 +262,11 @@ enum Command {
         /// Seconds to wait for a replica to apply the run.
         #[arg(long, default_value_t = 300)]
         wait: u64,
+        /// The replicas keep the primary's database FROM as TO
+        /// (`FROM=TO`, repeatable). By default each replica's slave's
+        /// stored `--rewrite-db` rules are used; this overrides them.
+        #[arg(long, value_name = "FROM=TO", value_parser = parse_rewrite)]
+        rewrite_db: Vec<(String, String)>,
     },
 }
 
@@ -552,7 +557,16 @@ fn print_report(report: &checksum::Report) {
         let width = t
             .tables
             .iter()
-            .map(|r| r.database.len() + r.table.len() + 1)
+            .map(|r| {
+                r.database.len()
+                    + r.table.len()
+                    + 1
+                    + if r.replica_database == r.database {
+                        0
+                    } else {
+                        r.replica_database.len() + 6
+                    }
+            })
             .max()
             .unwrap_or(5)
             .max(5);
@@ -561,7 +575,11 @@ fn print_report(report: &checksum::Report) {
             "TABLE", "ROWS", "CHUNKS"
         );
         for r in &t.tables {
-            let name = format!("{}.{}", r.database, r.table);
+            let name = if r.replica_database == r.database {
+                format!("{}.{}", r.database, r.table)
+            } else {
+                format!("{}.{} (as {})", r.database, r.table, r.replica_database)
+            };
             println!(
                 "  {:<width$}  {:>12}  {:>7}  {}",
                 name,
@@ -791,6 +809,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             chunk_ms,
             wait,
+            rewrite_db,
         } => {
             let opts = checksum::ChecksumOptions {
                 source: Source::from_url(&source)?,
@@ -801,6 +820,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tables,
                 chunk_time: Duration::from_millis(chunk_ms.max(10)),
                 wait: Duration::from_secs(wait),
+                rewrite_db,
                 // A one-line progress display on a terminal.
                 progress: std::io::stderr().is_terminal().then(|| {
                     Box::new(|table: &str, chunks: u32, rows: u64| {

@@ -365,6 +365,7 @@ pub async fn slave() -> i32 {
                     chunk_time: Duration::from_millis(200),
                     wait: Duration::from_secs(120),
                     progress: None,
+                    rewrite_db: Vec::new(),
                 };
                 match rowcast::ops::checksum::run(&opts).await {
                     Ok(r) => {

@@ -30,6 +30,7 @@ use crate::ops::health::{SlaveHealth, SlaveState};
 use crate::ops::http::Endpoint;
 use crate::ops::metrics::Metrics;
 use crate::replica::apply::{Applier, ApplyError};
+use crate::replica::db_rewrite::DbRewrite;
 use crate::replica::seed_loaders::{LoadJob, SeedLoaders};
 use crate::source::Source;
 
@@ -130,6 +131,8 @@ pub async fn run(
     if let Some(text) = &config.skip_at {
         crate::replica::skip::parse_skip_at(text)?;
     }
+    // Rules that cannot work stop the slave before it touches anything.
+    let rewrite = DbRewrite::new(&config.rewrite_db).map_err(ApplyError::from)?;
     let metrics = Metrics::new();
     metrics.set_slave_name(&config.name);
     let health = Arc::new(SlaveHealth::new(
@@ -159,6 +162,9 @@ pub async fn run(
         applier.forget_checkpoint().await?;
         applier.forget_seed().await?;
     }
+    // --rewrite-db: stored for a fresh replica, else the rules it applied
+    // with (db_rewrite.rs, rewrite_rules.rs).
+    applier.adopt_rewrite(rewrite).await?;
     // Each start with --resync copies those tables again (once: a
     // reconnect goes on with the copy); without a checkpoint the whole
     // seed copies them anyway.
@@ -463,8 +469,14 @@ impl Feed {
         // as stored, not as the last session believed (its loads in
         // flight when it ended may not have committed).
         applier.load_seed().await?;
+        // The master knows the primary's database names only.
         let seed = SlaveMessage::Seed {
-            tables: applier.seed().tables().cloned().collect(),
+            tables: applier
+                .seed()
+                .tables()
+                .cloned()
+                .map(|t| applier.rewrite().seed_table_to_source(t))
+                .collect(),
             resync: applier.resync_pending.clone(),
         };
         writer
@@ -528,6 +540,7 @@ impl Feed {
         let timeout = config.master_timeout;
         let reader_addr = addr.clone();
         let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
+        let rewrite = applier.rewrite().clone();
         let reader_task = tokio::spawn(async move {
             loop {
                 let (message, permit) = match tokio::time::timeout(timeout, reader.read_frame())
@@ -543,7 +556,11 @@ impl Feed {
                         };
                         (
                             crate::log::codec::decode::<MasterMessage>(&frame)
-                                .map(Some)
+                                .map(|mut m| {
+                                    // From here on only the replica's names.
+                                    rewrite.master_message(&mut m);
+                                    Some(m)
+                                })
                                 .map_err(ConnectionError::from),
                             Some(permit),
                         )
@@ -629,6 +646,7 @@ impl Feed {
         let mut reader = log.reader_from(start).await?;
         let (tx, rx) = mpsc::channel::<Received>(256);
         let budget = Arc::new(Semaphore::new(RECEIVE_QUEUE_BYTES >> 10));
+        let rewrite = applier.rewrite().clone();
         let reader_task = tokio::spawn(async move {
             loop {
                 // A second without a record lets the applier report progress.
@@ -643,7 +661,8 @@ impl Feed {
                         }
                         continue;
                     }
-                    Ok(Some((seq, txn, bytes))) => {
+                    Ok(Some((seq, mut txn, bytes))) => {
+                        rewrite.transaction(&mut txn);
                         let kib = (bytes >> 10).clamp(1, RECEIVE_QUEUE_BYTES >> 10) as u32;
                         let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
                             return;
@@ -1328,9 +1347,11 @@ async fn apply_loop(
                 if let Some(l) = loaders.as_mut() {
                     l.barrier().await?;
                 }
-                applier
-                    .resync_pending
-                    .retain(|(d, t)| !(d == &table.database && t == &table.name));
+                // --resync names the primary's database, the table comes renamed.
+                let rewrite = applier.rewrite().clone();
+                applier.resync_pending.retain(|(d, t)| {
+                    !(rewrite.to_replica(d) == table.database && t == &table.name)
+                });
                 applier.seed_table_begin(&database, &table, plan).await?;
                 ddl_generation += 1;
             }

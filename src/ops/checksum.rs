@@ -29,6 +29,7 @@ use mysql_async::{Conn, Value as MyValue};
 use serde::Serialize;
 
 use crate::log::change::{Row, TableSchema, Value};
+use crate::replica::db_rewrite::DbRewrite;
 use crate::source::filter::{glob, Filter};
 use crate::source::position::SourcePosition;
 use crate::source::{self, Source, SourceError};
@@ -54,6 +55,8 @@ pub enum VerifyError {
     },
     #[error("replica {endpoint} has no rowcast slave checkpoint: point --target at a database that a `rowcast slave` writes to")]
     NotAReplica { endpoint: String },
+    #[error(transparent)]
+    Rewrite(#[from] crate::replica::db_rewrite::RewriteError),
 }
 
 /// A progress callback: `(table, chunks done, rows done)`.
@@ -70,11 +73,17 @@ pub struct ChecksumOptions {
     pub wait: Duration,
     /// Called after each chunk on the primary: `(table, chunks, rows)`.
     pub progress: Option<Box<Progress>>,
+    /// `--rewrite-db FROM=TO` on the replicas; empty: the rules each
+    /// replica's slave stored (`rowcast.rewrite_db`).
+    pub rewrite_db: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableReport {
+    /// The primary's database.
     pub database: String,
+    /// Its name on the replica (`--rewrite-db`; else the same).
+    pub replica_database: String,
     pub table: String,
     pub rows: u64,
     pub chunks: u32,
@@ -374,9 +383,10 @@ async fn row_hashes(
     conn: &mut Conn,
     endpoint: &str,
     t: &TableInfo,
+    database: &str,
     where_sql: &str,
 ) -> Result<BTreeMap<String, (String, u64)>, VerifyError> {
-    let name = sql::table(&t.database, &t.table);
+    let name = sql::table(database, &t.table);
     let hash = row_hash(&t.columns);
     let key = if t.key.is_empty() {
         hash.clone()
@@ -479,6 +489,23 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let lag_seconds = started.elapsed().as_secs_f64();
+        // Which database on the replica holds each primary database: the
+        // slave's stored rules unless --rewrite-db says otherwise. (The
+        // slave checksums its chunks under its own rules; the names here
+        // are for narrowing a difference down and for the report.)
+        let rewrite = if opts.rewrite_db.is_empty() {
+            let rules: Vec<(String, String)> =
+                crate::replica::rewrite_rules::stored_rules(&mut conn)
+                    .await
+                    .map_err(query_err(&ep))?
+                    .into_iter()
+                    .filter(|(s, _, _)| s == &slave)
+                    .map(|(_, f, t)| (f, t))
+                    .collect();
+            DbRewrite::new(&rules)?
+        } else {
+            DbRewrite::new(&opts.rewrite_db)?
+        };
         let results: Vec<ResultRow> = conn
             .exec(
                 "SELECT db, tbl, chunk, cnt, CAST(crc AS CHAR) FROM rowcast.checksum_results WHERE slave_name = ? AND run_id = ?",
@@ -492,8 +519,10 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
             .collect();
         let mut reports = Vec::new();
         for (t, chunks) in &primary {
+            let replica_db = rewrite.to_replica(&t.database).to_string();
             let mut r = TableReport {
                 database: t.database.clone(),
+                replica_database: replica_db.clone(),
                 table: t.table.clone(),
                 rows: chunks.iter().map(|c| c.cnt).sum(),
                 chunks: chunks.len() as u32,
@@ -510,8 +539,8 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
             }
             for &i in &r.differing_chunks {
                 let c = &chunks[i as usize];
-                let a = row_hashes(&mut src, &src_ep, t, &c.where_sql).await?;
-                let b = row_hashes(&mut conn, &ep, t, &c.where_sql).await?;
+                let a = row_hashes(&mut src, &src_ep, t, &t.database, &c.where_sql).await?;
+                let b = row_hashes(&mut conn, &ep, t, &replica_db, &c.where_sql).await?;
                 for k in a
                     .keys()
                     .chain(b.keys())
@@ -558,6 +587,7 @@ pub fn is_chunk_table(schema: &TableSchema) -> bool {
 pub async fn check_replicated_chunk(
     conn: &mut Conn,
     slave: &str,
+    rewrite: &DbRewrite,
     schema: &TableSchema,
     row: &Row,
 ) -> Result<(), mysql_async::Error> {
@@ -583,7 +613,9 @@ pub async fn check_replicated_chunk(
         text(col("tbl")),
         num(col("chunk")),
     );
-    let check_sql = text(col("check_sql"));
+    // The primary's query names the primary's database; results are
+    // stored under the primary's names, as the tool compares them.
+    let check_sql = rewrite.sql_text(&text(col("check_sql"))).into_owned();
     // Same session settings as the primary's run, then back to the
     // applier's (binary strings).
     conn.query_drop(SESSION).await?;

@@ -67,6 +67,22 @@ pub async fn show(
     if freshness.is_empty() {
         freshness.push("no rowcast slave has written to this database yet".into());
     }
+    // `--rewrite-db`: replica database -> the primary's name.
+    let renamed: Vec<(String, String, String)> =
+        crate::replica::rewrite_rules::stored_rules(&mut conn)
+            .await
+            .unwrap_or_default();
+    let source_of = |db: &str| -> Option<String> {
+        renamed
+            .iter()
+            .find(|(_, _, to)| to == db)
+            .map(|(_, from, _)| from.clone())
+    };
+    for (slave, from, to) in &renamed {
+        freshness.push(format!(
+            "database `{to}` holds the primary's `{from}` (slave `{slave}`, --rewrite-db {from}={to})"
+        ));
+    }
     let (header, rows) = match what.map(|w| {
         w.split_once('.')
             .map(|(d, t)| (d, Some(t)))
@@ -81,12 +97,18 @@ pub async fn show(
                 )
                 .await
                 .map_err(q)?;
-            let rows = dbs
+            let rows: Vec<Vec<String>> = dbs
                 .into_iter()
                 .filter(|(d, _)| !Filter::is_system(d))
-                .map(|(d, n)| vec![d, n.to_string()])
+                .map(|(d, n)| {
+                    let source = source_of(&d).unwrap_or_else(|| d.clone());
+                    vec![d, n.to_string(), source]
+                })
                 .collect();
-            (vec!["DATABASE".into(), "TABLES".into()], rows)
+            (
+                vec!["DATABASE".into(), "TABLES".into(), "ON THE PRIMARY".into()],
+                rows,
+            )
         }
         Some((db, None)) => {
             let tables: Vec<(String, String)> = conn

@@ -172,6 +172,9 @@ pub struct Applier {
     pub(super) parts_first: Option<SourcePosition>,
     /// Skipping the parts of the transaction that began at this position.
     pub(super) skipping_parts: Option<SourcePosition>,
+    /// `--rewrite-db` (`rewrite_rules.rs`): what arrives is already in the
+    /// replica's names; the checksum query a chunk row carries is not.
+    pub(super) rewrite: Arc<crate::replica::db_rewrite::DbRewrite>,
 }
 
 impl Applier {
@@ -196,7 +199,9 @@ impl Applier {
     /// frozen, or still alive (a retried deadlock): if it still holds the
     /// lock, it is killed, and waited for until it is gone.
     pub async fn reconnect(&self) -> Result<Applier, ApplyError> {
-        Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await
+        let mut a = Self::connect_after(&self.target, &self.name, Some(self.conn.id())).await?;
+        a.rewrite = self.rewrite.clone();
+        Ok(a)
     }
 
     async fn connect_after(
@@ -316,6 +321,7 @@ impl Applier {
             skip_news: false,
             parts_first: None,
             skipping_parts: None,
+            rewrite: Arc::default(),
         }
         .with_seed()
         .await
@@ -375,6 +381,7 @@ impl Applier {
             skip_news: false,
             parts_first: None,
             skipping_parts: None,
+            rewrite: self.rewrite.clone(),
         })
     }
 

@@ -150,6 +150,20 @@ pub enum ApplyError {
         want: String,
         have: String,
     },
+    #[error(
+        "slave `{name}` applied its checkpoint with --rewrite-db {stored}, but was started with \
+         {given}: changing the rules would write the primary's databases under other names from \
+         here on and split their history. Start it with the rules it applied with, or seed it \
+         again under the new ones (`rowcast slave --resnapshot` with the new --rewrite-db; drop \
+         the old TO databases on the replica yourself)"
+    )]
+    RewriteChanged {
+        name: String,
+        stored: String,
+        given: String,
+    },
+    #[error(transparent)]
+    RewriteRules(#[from] crate::replica::db_rewrite::RewriteError),
 }
 
 impl ApplyError {

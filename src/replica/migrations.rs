@@ -20,6 +20,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("../../migrations/0005_xa_resume.sql")),
     (6, include_str!("../../migrations/0006_seed.sql")),
     (7, include_str!("../../migrations/0007_skipped.sql")),
+    (8, include_str!("../../migrations/0008_rewrite_db.sql")),
 ];
 
 pub async fn run(conn: &mut Conn) -> Result<(), mysql_async::Error> {

@@ -25,6 +25,7 @@
 pub mod apply;
 pub mod apply_error;
 pub mod catalog_fingerprint;
+pub mod db_rewrite;
 pub mod ddl;
 mod ddl_apply;
 pub mod migrations;
@@ -33,6 +34,7 @@ pub mod net_effect;
 pub mod packet_size;
 mod positional;
 pub mod replay;
+pub mod rewrite_rules;
 mod rows;
 pub mod seed_gate;
 pub mod seed_load;

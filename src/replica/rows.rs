@@ -222,7 +222,7 @@ impl Applier {
         row: &Row,
         pos: &SourcePosition,
     ) -> Result<(), ApplyError> {
-        checksum::check_replicated_chunk(&mut self.conn, &self.name, schema, row)
+        checksum::check_replicated_chunk(&mut self.conn, &self.name, &self.rewrite, schema, row)
             .await
             .map_err(|e| sql_error(pos, e))
     }

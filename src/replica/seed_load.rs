@@ -211,6 +211,50 @@ impl Applier {
                 .await?;
         }
         let p = at();
+        // The replica's triggers on the table must not fire on emptying it
+        // nor on the copied rows (the copy already holds what the
+        // primary's triggers wrote): they go now and come back with the
+        // seed's end, like a new seed's. The list is stored with the
+        // table's progress first, so a crash in between loses none.
+        let triggers =
+            crate::source::objects::triggers_of(&mut self.conn, &table.database, &table.name)
+                .await
+                .map_err(|e| sql_error(&p, e))?;
+        if !triggers.is_empty() {
+            for t in &triggers {
+                if !self
+                    .snapshot_triggers
+                    .iter()
+                    .any(|k| k.database == t.database && k.name == t.name)
+                {
+                    self.snapshot_triggers.push(t.clone());
+                }
+            }
+            let list =
+                codec::encode(&self.snapshot_triggers).map_err(|e| corrupt("trigger list", e))?;
+            self.local("START TRANSACTION", &p).await?;
+            self.conn
+                .exec_drop(
+                    "REPLACE INTO rowcast.seed_triggers (slave_name, triggers) VALUES (?, ?)",
+                    (&self.name, list),
+                )
+                .await
+                .map_err(|e| sql_error(&p, e))?;
+            for (i, r) in plan.ranges.iter().enumerate() {
+                self.store_range(&plan, i as u32, r).await?;
+            }
+            self.local("COMMIT", &p).await?;
+            for t in &triggers {
+                self.conn
+                    .query_drop(format!(
+                        "DROP TRIGGER IF EXISTS {}",
+                        sql::table(&t.database, &t.name)
+                    ))
+                    .await
+                    .map_err(|e| sql_error(&p, e))?;
+            }
+            tracing::info!(database = %table.database, table = %table.name, triggers = triggers.len(), "the table's triggers are set aside until its copy is in");
+        }
         self.local("START TRANSACTION", &p).await?;
         self.conn
             .query_drop(format!(

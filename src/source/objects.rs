@@ -184,6 +184,29 @@ pub async fn discover(
     Ok(found)
 }
 
+/// The triggers of one table, in the order to create them (as
+/// [`discover`] lists them), on a `NAMES binary` connection.
+pub async fn triggers_of(
+    conn: &mut Conn,
+    db: &str,
+    table: &str,
+) -> Result<Vec<StoredObject>, mysql_async::Error> {
+    let names: Vec<Vec<u8>> = conn
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? \
+             ORDER BY EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER",
+            (db, table),
+        )
+        .await?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let name = String::from_utf8_lossy(&name).into_owned();
+        out.push(show_create(conn, db, &name, ObjectKind::Trigger).await?);
+    }
+    Ok(out)
+}
+
 /// `SHOW CREATE <kind>`: name, sql_mode, [time_zone,] statement,
 /// character_set_client, collation_connection, Database Collation.
 async fn show_create(

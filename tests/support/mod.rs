@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 pub mod objects;
 #[allow(unused_imports)]
-pub use objects::assert_same_objects;
+pub use objects::{assert_same_objects, assert_same_objects_renamed};
 
 pub const ROWCAST: &str = env!("CARGO_BIN_EXE_rowcast");
 

@@ -70,6 +70,30 @@ fn show_create(server: &MariaDb, db: &str, kind: &str, name: &str) -> String {
 /// on both servers, that sequences are in the same state, and that every
 /// event on the replica is SLAVESIDE_DISABLED and has never run there.
 pub fn assert_same_objects(primary: &MariaDb, replica: &MariaDb, db: &str) {
+    assert_same_objects_renamed(primary, db, replica, db);
+}
+
+/// [`assert_same_objects`] for a database the replica keeps under another
+/// name (`--rewrite-db db=on_replica`): the primary's definitions with
+/// every `` `db`. `` and `db.` qualifier read as the replica's name.
+pub fn assert_same_objects_renamed(
+    primary: &MariaDb,
+    db: &str,
+    replica: &MariaDb,
+    on_replica: &str,
+) {
+    let renamed = |text: String| -> String {
+        if db == on_replica {
+            return text;
+        }
+        text.replace(
+            &format!("{}.", ident(db)),
+            &format!("{}.", ident(on_replica)),
+        )
+        .replace(&format!(" {db}."), &format!(" {on_replica}."))
+        .replace(&format!("({db}."), &format!("({on_replica}."))
+        .replace(&format!("\"{db}\"."), &format!("\"{on_replica}\"."))
+    };
     for kind in [
         "TABLE",
         "VIEW",
@@ -82,40 +106,42 @@ pub fn assert_same_objects(primary: &MariaDb, replica: &MariaDb, db: &str) {
         let list = objects(primary, db, kind);
         assert_eq!(
             list,
-            objects(replica, db, kind),
+            objects(replica, on_replica, kind),
             "the {kind}s of `{db}` differ"
         );
         for name in &list {
             assert_eq!(
-                show_create(primary, db, kind, name),
-                show_create(replica, db, kind, name),
+                renamed(show_create(primary, db, kind, name)),
+                show_create(replica, on_replica, kind, name),
                 "SHOW CREATE {kind} {db}.{name} differs"
             );
             if kind == "SEQUENCE" {
-                let state = format!("SELECT * FROM {}.{}", ident(db), ident(name));
+                let state = |d: &str| format!("SELECT * FROM {}.{}", ident(d), ident(name));
                 assert_eq!(
-                    primary.sql(&state),
-                    replica.sql(&state),
+                    primary.sql(&state(db)),
+                    replica.sql(&state(on_replica)),
                     "the state of sequence {db}.{name} differs"
                 );
             }
         }
     }
     // Several triggers of one kind run in the same order.
-    let order = format!(
-        "SELECT EVENT_OBJECT_TABLE, EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER, TRIGGER_NAME \
-         FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{}' ORDER BY 1, 2, 3, 4",
-        lit(db)
-    );
+    let order = |d: &str| {
+        format!(
+            "SELECT EVENT_OBJECT_TABLE, EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER, TRIGGER_NAME \
+             FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{}' ORDER BY 1, 2, 3, 4",
+            lit(d)
+        )
+    };
     assert_eq!(
-        primary.sql(&order),
-        replica.sql(&order),
+        primary.sql(&order(db)),
+        replica.sql(&order(on_replica)),
         "trigger order in `{db}` differs"
     );
     let events = format!(
         "SELECT EVENT_NAME, STATUS, LAST_EXECUTED FROM information_schema.EVENTS \
          WHERE EVENT_SCHEMA = '{}' AND (STATUS <> 'SLAVESIDE_DISABLED' OR LAST_EXECUTED IS NOT NULL)",
-        lit(db)
+        lit(on_replica)
     );
     assert_eq!(
         replica.sql(&events),
