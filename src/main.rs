@@ -774,6 +774,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             let tls = tls.build()?;
             if watch {
+                // `status --watch | head`: a closed pipe ends the process
+                // quietly, as it does any Unix filter, instead of
+                // println!'s panic.
+                // SAFETY: called before any other thread writes to stdout;
+                // SIG_DFL is a valid disposition for SIGPIPE.
+                unsafe {
+                    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                }
                 watch_status(&master, token.as_deref(), tls.as_ref(), json, interval).await?;
                 return Ok(ExitCode::SUCCESS);
             }
