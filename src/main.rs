@@ -352,7 +352,6 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
     }
 }
 
-/// `90`, `90s`, `5m` or `1h`.
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the civil
 /// calendar from a day count, as in Howard Hinnant's `civil_from_days`).
 fn utc_time(secs: u64) -> String {
@@ -375,6 +374,7 @@ fn utc_time(secs: u64) -> String {
     )
 }
 
+/// `90`, `90s`, `5m` or `1h`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),

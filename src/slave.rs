@@ -89,6 +89,13 @@ pub enum SlaveError {
     )]
     SequenceGap { last: u64, found: u64 },
     #[error(
+        "--resync cannot run on a replica delayed by --delay: the copy holds the table as it is \
+         now, and the stream must catch up with it, which would apply every delayed \
+         transaction at once (a DROP the delay is there to catch included). Restart once without \
+         --delay to resync (the whole replica catches up), or without --resync to keep the delay"
+    )]
+    ResyncDelayed,
+    #[error(
         "{error}. Fix the replica and restart the slave, or skip this one transaction{named} \
          with `rowcast slave ... --skip-at {at}` (the replica then lacks its changes; the skip \
          is recorded in rowcast.skipped and shown by `rowcast status`)"
@@ -127,6 +134,9 @@ pub async fn run(
     config: SlaveConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SlaveError> {
+    if !config.resync.is_empty() && !config.delay.is_zero() {
+        return Err(SlaveError::ResyncDelayed);
+    }
     // A mistyped --skip-at is refused before anything is done.
     if let Some(text) = &config.skip_at {
         crate::replica::skip::parse_skip_at(text)?;
@@ -1003,10 +1013,10 @@ async fn wait_due(
     queue: &mut VecDeque<Received>,
     applier: &mut Applier,
     reporter: &mut Reporter,
+    last_ack: &mut std::time::Instant,
 ) -> Result<(), SlaveError> {
     let due = due_ms(timestamp, delay);
     let mut open = true;
-    let mut beat = std::time::Instant::now();
     let mut told = false;
     loop {
         let now = crate::net::serve::now_ms();
@@ -1033,8 +1043,8 @@ async fn wait_due(
         } else {
             tokio::time::sleep(nap).await;
         }
-        if beat.elapsed() >= Duration::from_secs(1) {
-            beat = std::time::Instant::now();
+        if last_ack.elapsed() >= ACK_EVERY {
+            *last_ack = std::time::Instant::now();
             applier.keep_alive().await?;
             let cp = applier.checkpoint();
             if let Some(position) = cp.position.clone() {
@@ -1049,6 +1059,9 @@ async fn wait_due(
         }
     }
 }
+
+/// How often at least a busy slave tells the master where it is.
+const ACK_EVERY: Duration = Duration::from_secs(1);
 
 /// Queues an item read ahead, a heartbeat in place of one just before it
 /// (a later heartbeat says at least as much).
@@ -1100,6 +1113,12 @@ async fn apply_loop(
     // messages jump: the NATS reader checks every message instead.)
     let numbered = reporter.numbered();
     let mut last_seq: Option<u64> = None;
+    // When the master last heard where this slave is. A queue that never
+    // drains (a delayed replica under steady writes, a long catch-up)
+    // still acks every ACK_EVERY, or the master would keep its whole log
+    // for it and call it stalled.
+    let mut last_ack = std::time::Instant::now();
+    let mut delay_suspended_told = false;
     loop {
         let (item, permit) = match queue.pop_front() {
             Some(i) => i,
@@ -1123,17 +1142,38 @@ async fn apply_loop(
                 // A delayed replica: nothing is applied before it is due.
                 // Not while seeding: the chunks hold the primary's rows as
                 // they are now, so holding the stream back would only
-                // slow the copy (the delay begins once it is done).
+                // slow the copy (the delay begins once it is done). A
+                // seed of a table a wider filter lets in suspends it for
+                // the whole stream, so that is said loudly (--resync and
+                // --delay together are refused at start).
                 let delay = if applier.seed().is_empty() {
                     delay
                 } else {
+                    if !delay.is_zero() && !delay_suspended_told {
+                        tracing::warn!(
+                            delay_seconds = delay.as_secs(),
+                            tables = applier.seed().tables().count(),
+                            "a seed is under way: --delay is suspended until it completes, and the \
+                             stream is applied as it arrives meanwhile"
+                        );
+                        delay_suspended_told = true;
+                    }
                     Duration::ZERO
                 };
                 // Lag counts from here: while the batch waits out a delay,
                 // and while it commits.
                 health.applying(txn.timestamp);
                 if !delay.is_zero() {
-                    wait_due(txn.timestamp, delay, rx, &mut queue, applier, reporter).await?;
+                    wait_due(
+                        txn.timestamp,
+                        delay,
+                        rx,
+                        &mut queue,
+                        applier,
+                        reporter,
+                        &mut last_ack,
+                    )
+                    .await?;
                 }
                 // Take what is already queued (and due) into one local commit
                 // (a DDL statement or a part of a large transaction
@@ -1233,8 +1273,10 @@ async fn apply_loop(
                     more.then_some(txn.timestamp),
                     seeding(applier),
                 );
-                // Ack when the queue is drained, not per transaction.
-                if rx.is_empty() && queue.is_empty() {
+                // Ack when the queue is drained, not per transaction, or
+                // when the last ack is ACK_EVERY old.
+                if (rx.is_empty() && queue.is_empty()) || last_ack.elapsed() >= ACK_EVERY {
+                    last_ack = std::time::Instant::now();
                     let cp = applier.checkpoint();
                     if let Some(position) = cp.position.clone() {
                         let ack = SlaveMessage::Ack {

@@ -56,6 +56,14 @@ pub enum ApplyError {
     #[error("applying the transaction at source position {position} failed: {reason}")]
     Sql { position: String, reason: String },
     #[error(
+        "the replica refused the transaction at source position {position}: {reason}. This is \
+         about the replica's user or settings, not its data: skipping would lose this \
+         transaction and the next would fail the same way. Fix the cause (grant the slave's \
+         user what it lacks, lift the read-only setting, or let the statement run) and restart \
+         the slave"
+    )]
+    Refused { position: String, reason: String },
+    #[error(
         "cannot map the rows of {table} at source position {position} onto the replica's \
          table by column position: {reason}. The primary logs no column names \
          (binlog_row_metadata is not FULL), so the replica's table must have the primary's \
@@ -190,6 +198,18 @@ impl ApplyError {
     }
 }
 
+/// Server errors that say the replica's user or settings stand in the way,
+/// whatever the transaction: access denied (1044, 1045, 1142, 1143, 1227,
+/// 1370), an option such as read_only (1290, 1836), a read-only transaction
+/// (1792), routine creation refused without SUPER (1419), an interrupted
+/// statement (1317). `--skip-at` is no way past them.
+fn is_refusal(code: u16) -> bool {
+    matches!(
+        code,
+        1044 | 1045 | 1142 | 1143 | 1227 | 1370 | 1290 | 1836 | 1792 | 1419 | 1317
+    )
+}
+
 pub(super) fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> ApplyError {
     match e {
         // Another session held a lock (a reader on the replica, say):
@@ -201,6 +221,10 @@ pub(super) fn sql_error(position: &SourcePosition, e: mysql_async::Error) -> App
         }
         mysql_async::Error::Server(s) if is_disk_full(s.code, &s.message) => ApplyError::DiskFull {
             replica: None,
+            position: position.to_string(),
+            reason: format!("{} (error {})", s.message, s.code),
+        },
+        mysql_async::Error::Server(s) if is_refusal(s.code) => ApplyError::Refused {
             position: position.to_string(),
             reason: format!("{} (error {})", s.message, s.code),
         },
@@ -312,5 +336,37 @@ mod tests {
         assert!(matches!(e, ApplyError::DiskFull { .. }));
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("no space left"), "{e}");
+    }
+
+    #[test]
+    fn only_what_a_transaction_does_to_the_data_is_skippable() {
+        let err = |code: u16, message: &str| {
+            sql_error(
+                &SourcePosition::new("b.000001", 4),
+                mysql_async::Error::Server(mysql_async::ServerError {
+                    code,
+                    message: message.into(),
+                    state: "HY000".into(),
+                }),
+            )
+        };
+        let dup = err(ER_DUP_ENTRY, "Duplicate entry '1' for key 'PRIMARY'");
+        assert!(dup.skippable(), "{dup}");
+        for (code, message) in [
+            (
+                1142,
+                "INSERT command denied to user 'r'@'h' for table `d`.`t`",
+            ),
+            (
+                1290,
+                "The MariaDB server is running with the --read-only option",
+            ),
+            (1317, "Query execution was interrupted"),
+        ] {
+            let e = err(code, message);
+            assert!(matches!(e, ApplyError::Refused { .. }), "{e}");
+            assert!(!e.skippable(), "{e}");
+            assert!(e.to_string().contains("restart the slave"), "{e}");
+        }
     }
 }
