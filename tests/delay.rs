@@ -190,3 +190,57 @@ fn a_delayed_replica_reading_jetstream_waits_the_same() {
     wait_caught_up(&primary, &replica, "late");
     assert_same_table(&primary, &replica, "d.t");
 }
+
+/// Under steady writes a delayed replica's queue never drains: it must
+/// still tell the master where it is, or the master keeps its whole log
+/// for it and status shows its position frozen at the connection's start.
+#[test]
+fn a_delayed_replica_under_steady_writes_keeps_reporting_its_position() {
+    let primary = MariaDb::primary();
+    let replica = MariaDb::replica();
+    primary.sql("CREATE DATABASE d; CREATE TABLE d.t (id INT PRIMARY KEY, v INT)");
+    let data = tempfile::tempdir().unwrap();
+    let listen = listen_addr();
+    let _master = Rowcast::master(&primary, data.path(), &listen);
+    let slave = Rowcast::slave_with(&listen, &replica, "busy", &["--delay", "3"]);
+    wait_caught_up(&primary, &replica, "busy");
+    let applied =
+        |s: &serde_json::Value| slave_status(s, "busy")["applied_seq"].as_u64().unwrap_or(0);
+    let before = applied(&status_json(&listen));
+
+    // A write every 100 ms for at least 12 s: after the first 3 s,
+    // something is always due and always more queued behind it.
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let (mid, later, later_status, still_writing) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for id in 1..=120 {
+                primary.sql(&format!("INSERT INTO d.t VALUES ({id}, {id})"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            writing.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        // Well inside the writes, the master has heard of progress twice.
+        std::thread::sleep(Duration::from_secs(7));
+        let mid = applied(&status_json(&listen));
+        std::thread::sleep(Duration::from_secs(3));
+        let later_status = status_json(&listen);
+        let still_writing = writing.load(std::sync::atomic::Ordering::SeqCst);
+        (mid, applied(&later_status), later_status, still_writing)
+    });
+    if still_writing {
+        assert!(
+            mid > before && later > mid,
+            "the master's view of the slave did not move under load: {before} -> {mid} -> {later}\n{}",
+            slave.log_text()
+        );
+        assert_ne!(
+            slave_status(&later_status, "busy")["state"],
+            "stalled",
+            "{later_status}"
+        );
+    } else {
+        eprintln!("the writes ended before the checks (a fast machine?): nothing to judge");
+    }
+    wait_caught_up(&primary, &replica, "busy");
+    assert_same_table(&primary, &replica, "d.t");
+}
