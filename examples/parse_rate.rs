@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if end > bytes.len() || start < 4 || start > end {
         return Err(format!("{file} has {} bytes: START..END does not fit", bytes.len()).into());
     }
-    let size_at = |at: usize| u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
+    let size_at =
+        |at: usize| u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
     let mut rates = Vec::new();
     let mut events = 0;
     for _ in 0..3 {
@@ -34,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         while at < end {
             let size = size_at(at);
             let event = reader.read(&bytes[at..at + size])?.ok_or("a short event")?;
-            if let (Some(stored), Ok(Some(alg))) = (event.checksum(), event.footer().get_checksum_alg()) {
+            if let (Some(stored), Ok(Some(alg))) =
+                (event.checksum(), event.footer().get_checksum_alg())
+            {
                 if alg == BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32
                     && event.calc_checksum(alg) != u32::from_le_bytes(stored)
                 {

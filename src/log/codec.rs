@@ -167,7 +167,10 @@ mod tests {
             rows: events.rows.clone(),
         };
         assert_eq!(encode(&events).unwrap(), encode(&seq).unwrap());
-        assert_eq!(decode::<RowEvents>(&encode(&events).unwrap()).unwrap(), events);
+        assert_eq!(
+            decode::<RowEvents>(&encode(&events).unwrap()).unwrap(),
+            events
+        );
         // Value::Bytes is variant 6 and Value::Json variant 15.
         for (value, tag) in [
             (Value::Bytes(long.clone()), 6u8),

@@ -102,7 +102,10 @@ pub fn read_rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> io::Resul
 /// Each column's type, metadata and signedness; fails where
 /// `mysql_common`'s row reader fails on the table map (a column without a
 /// type, unreadable optional metadata).
-fn column_plan<'a>(tme: &'a TableMapEvent<'_>, num_columns: usize) -> io::Result<Vec<ColumnPlan<'a>>> {
+fn column_plan<'a>(
+    tme: &'a TableMapEvent<'_>,
+    num_columns: usize,
+) -> io::Result<Vec<ColumnPlan<'a>>> {
     let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
     let mut signedness = meta.iter_signedness();
     let mut charsets = meta.iter_charset();
@@ -113,9 +116,7 @@ fn column_plan<'a>(tme: &'a TableMapEvent<'_>, num_columns: usize) -> io::Result
     for i in 0..num_columns {
         let column_type = match tme.get_column_type(i) {
             Ok(Some(t)) => t,
-            Ok(None) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "No column type"))
-            }
+            Ok(None) => return Err(io::Error::new(io::ErrorKind::InvalidData, "No column type")),
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         };
         let unsigned = column_type
