@@ -141,6 +141,53 @@ mod tests {
         assert_eq!(decode::<Transaction>(&bytes).unwrap(), txn);
     }
 
+    /// Byte strings are written as serde bytes (one copy), which must be
+    /// the very encoding of the derived `Vec<u8>` (a sequence of `u8`) that
+    /// earlier logs and peers hold.
+    #[test]
+    fn byte_strings_keep_the_sequence_encoding() {
+        #[derive(serde::Serialize)]
+        struct AsSeq {
+            format: Vec<u8>,
+            crc32: bool,
+            table_maps: Vec<Vec<u8>>,
+            rows: Vec<Vec<Vec<u8>>>,
+        }
+        let long: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let events = RowEvents {
+            format: long.clone(),
+            crc32: true,
+            table_maps: vec![vec![], vec![1, 2, 3]],
+            rows: vec![vec![], vec![long.clone(), vec![9]]],
+        };
+        let seq = AsSeq {
+            format: events.format.clone(),
+            crc32: true,
+            table_maps: events.table_maps.clone(),
+            rows: events.rows.clone(),
+        };
+        assert_eq!(encode(&events).unwrap(), encode(&seq).unwrap());
+        assert_eq!(
+            decode::<RowEvents>(&encode(&events).unwrap()).unwrap(),
+            events
+        );
+        // Value::Bytes is variant 6 and Value::Json variant 15.
+        for (value, tag) in [
+            (Value::Bytes(long.clone()), 6u8),
+            (Value::Json(b"{}".to_vec()), 15u8),
+        ] {
+            let inner = match &value {
+                Value::Bytes(b) | Value::Json(b) => b.clone(),
+                _ => unreachable!(),
+            };
+            let mut expected = vec![tag];
+            expected.extend(encode(&inner).unwrap());
+            let bytes = encode(&value).unwrap();
+            assert_eq!(bytes, expected);
+            assert_eq!(decode::<Value>(&bytes).unwrap(), value);
+        }
+    }
+
     #[test]
     fn trailing_and_truncated_bytes_are_errors() {
         let mut bytes = encode(&Value::Bytes(vec![1, 2, 3])).unwrap();

@@ -218,7 +218,19 @@ impl EncodedTxn {
             part: txn.part,
             more: txn.more,
             rows: txn.row_count(),
-            bytes: codec::encode(txn)?,
+            bytes: {
+                // Sized up front: growing the buffer as bincode writes was
+                // a good part of encoding. The rows decoded are about as
+                // many bytes as their raw events.
+                let raw = txn.events.as_ref().map_or(0, |e| {
+                    e.format.len()
+                        + e.table_maps.iter().map(Vec::len).sum::<usize>()
+                        + e.rows.iter().flatten().map(Vec::len).sum::<usize>()
+                });
+                let mut bytes = Vec::with_capacity(2 * raw + 512);
+                codec::encode_into(txn, &mut bytes)?;
+                bytes
+            },
         })
     }
 }

@@ -847,9 +847,13 @@ impl Decoder {
             position: position(),
             source,
         };
-        let images: Vec<ImagePair> = if row_image::needs_own_reader(tme) {
-            let unsigned: Vec<bool> = schema.columns.iter().map(|c| c.unsigned).collect();
-            row_image::read_rows(rows, tme, &unsigned).map_err(event_error)?
+        // rowcast's own reader is mysql_common's without its per-row
+        // overhead; only MySQL's partial JSON images (which it refuses)
+        // need mysql_common's, unless the table has a column that one
+        // misreads.
+        let partial_json = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));
+        let images: Vec<ImagePair> = if !partial_json || row_image::needs_own_reader(tme) {
+            row_image::read_rows(rows, tme).map_err(event_error)?
         } else {
             rows.rows(tme)
                 .map(|item| item.map(|(b, a)| (b.map(BinlogRow::unwrap), a.map(BinlogRow::unwrap))))
