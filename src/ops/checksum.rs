@@ -651,7 +651,8 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
             }
             for &i in &r.differing_chunks {
                 let c = &chunks[i as usize];
-                let a = row_hashes(&mut src, &src_ep, t, &t.database, &c.where_sql, hash_kind).await?;
+                let a =
+                    row_hashes(&mut src, &src_ep, t, &t.database, &c.where_sql, hash_kind).await?;
                 let b = row_hashes(&mut conn, &ep, t, &replica_db, &c.where_sql, hash_kind).await?;
                 for k in a
                     .keys()
