@@ -175,3 +175,52 @@ fn checksum_errors_exit_2() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rowcast slave checkpoint"));
 }
+
+/// A replica still being seeded holds only part of its rows: the checksum
+/// waits for the seed (up to --wait) and then refuses, instead of naming
+/// rows the copy has not reached as differences.
+#[test]
+fn a_replica_still_being_seeded_is_waited_for_then_refused() {
+    let s = setup();
+    // A seed in progress, as the slave records one: a row per key range.
+    s.replica.sql(
+        "INSERT INTO rowcast.seed (slave_name, database_name, table_name, range_no, meta, state) \
+         VALUES ('s', 'c', 't', 0, '', '')",
+    );
+    let (code, out) = checksum_waiting(&s, "3");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("still being seeded") && out.contains("c.t"),
+        "{out}"
+    );
+    // Once the seed is over, the same replica passes.
+    s.replica.sql("DELETE FROM rowcast.seed");
+    let (code, out) = checksum_waiting(&s, "120");
+    assert_eq!(code, 0, "{out}");
+}
+
+fn checksum_waiting(s: &Setup, wait: &str) -> (i32, String) {
+    let (src, dst) = (s.primary.url(), s.replica.url());
+    let out = run_rowcast(
+        &[
+            "checksum",
+            "--source",
+            &src,
+            "--target",
+            &dst,
+            "--chunk-ms",
+            "20",
+            "--wait",
+            wait,
+        ],
+        Duration::from_secs(300),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

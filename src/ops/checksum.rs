@@ -79,6 +79,12 @@ pub enum VerifyError {
     },
     #[error("replica {endpoint} has no rowcast slave checkpoint: point --target at a database that a `rowcast slave` writes to")]
     NotAReplica { endpoint: String },
+    #[error("replica {endpoint} is still being seeded (slave {slaves}, tables {tables} not fully copied yet): a checksum now would report rows the copy has not reached as differences. Wait until `rowcast status` shows the seed complete, then run the checksum again")]
+    Seeding {
+        endpoint: String,
+        slaves: String,
+        tables: String,
+    },
     #[error(transparent)]
     Rewrite(#[from] crate::replica::db_rewrite::RewriteError),
 }
@@ -452,6 +458,62 @@ async fn checksum_table(
 }
 
 /// Checkpoints on a replica: `(slave name, position)`.
+/// A replica whose seed is under way holds only part of its tables' rows:
+/// its checksum would differ where nothing diverged. Waits up to `wait`
+/// for the seed to end, then refuses.
+async fn wait_seeded(conn: &mut Conn, endpoint: &str, wait: Duration) -> Result<(), VerifyError> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match seeding(conn, endpoint).await {
+            Err(_) if started.elapsed() < wait => {
+                if !told {
+                    tracing::info!(replica = %endpoint, "waiting for the replica's seed to complete before the checksum");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `rowcast.seed` holds a row per key range while a seed (or `--resync`)
+/// is under way.
+async fn seeding(conn: &mut Conn, endpoint: &str) -> Result<(), VerifyError> {
+    // A replica whose slave predates seeding v2 has no such table: then
+    // nothing is being seeded the way this can tell.
+    let Ok(rows) = conn
+        .query::<(String, String, String), _>(
+            "SELECT DISTINCT slave_name, database_name, table_name FROM rowcast.seed \
+             ORDER BY 1, 2, 3",
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut slaves: Vec<&str> = rows.iter().map(|(s, _, _)| s.as_str()).collect();
+    slaves.dedup();
+    let tables: Vec<String> = rows
+        .iter()
+        .take(10)
+        .map(|(_, d, t)| format!("{d}.{t}"))
+        .collect();
+    let more = rows.len().saturating_sub(10);
+    Err(VerifyError::Seeding {
+        endpoint: endpoint.to_string(),
+        slaves: slaves.join(", "),
+        tables: if more > 0 {
+            format!("{} and {more} more", tables.join(", "))
+        } else {
+            tables.join(", ")
+        },
+    })
+}
+
 async fn checkpoints(
     conn: &mut Conn,
     endpoint: &str,
@@ -533,6 +595,7 @@ pub async fn run(opts: &ChecksumOptions) -> Result<Report, VerifyError> {
         let ep = target.endpoint().to_string();
         let mut conn = target.connect().await?;
         conn.query_drop(SESSION).await.map_err(query_err(&ep))?;
+        wait_seeded(&mut conn, &ep, opts.wait).await?;
         replicas.push((ep, conn));
     }
     let hash_kind = {
