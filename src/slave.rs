@@ -528,9 +528,9 @@ impl Feed {
         applier.abandon_parts().await;
         // Holding prepared XA transactions, say at once what retention must
         // keep and where this slave is: until a first ack the master keeps
-        // everything for it, and during a backlog no other ack comes for
-        // long. (Without held prepares the first ack comes once the queue
-        // drains; its sequence is then surely one of this master's log.)
+        // everything for it. (Without held prepares the first ack comes
+        // once the queue drains or ACK_EVERY into applying; its sequence
+        // is then surely one of this master's log.)
         if let (Some(keep_from), Some(position)) = (
             applier.held_keep_from(),
             applier.checkpoint().position.clone(),
@@ -1046,18 +1046,31 @@ async fn wait_due(
         if last_ack.elapsed() >= ACK_EVERY {
             *last_ack = std::time::Instant::now();
             applier.keep_alive().await?;
-            let cp = applier.checkpoint();
-            if let Some(position) = cp.position.clone() {
-                let ack = SlaveMessage::Ack {
-                    seq: cp.seq,
-                    position,
-                    source_time: 0,
-                    keep_from: applier.keep_from(),
-                };
-                reporter.send(&ack, applier).await?;
-            }
+            send_ack(reporter, applier, 0).await?;
         }
     }
+}
+
+/// Tells the master (or the JetStream report) where this slave is: its
+/// checkpoint, and from where the log must be kept for it. `source_time`
+/// is the primary commit time of the last transaction applied, 0 if none
+/// was just applied.
+async fn send_ack(
+    reporter: &mut Reporter,
+    applier: &Applier,
+    source_time: u32,
+) -> Result<(), SlaveError> {
+    let cp = applier.checkpoint();
+    let Some(position) = cp.position.clone() else {
+        return Ok(());
+    };
+    let ack = SlaveMessage::Ack {
+        seq: cp.seq,
+        position,
+        source_time,
+        keep_from: applier.keep_from(),
+    };
+    reporter.send(&ack, applier).await
 }
 
 /// How often at least a busy slave tells the master where it is.
@@ -1277,16 +1290,7 @@ async fn apply_loop(
                 // when the last ack is ACK_EVERY old.
                 if (rx.is_empty() && queue.is_empty()) || last_ack.elapsed() >= ACK_EVERY {
                     last_ack = std::time::Instant::now();
-                    let cp = applier.checkpoint();
-                    if let Some(position) = cp.position.clone() {
-                        let ack = SlaveMessage::Ack {
-                            seq: cp.seq,
-                            position,
-                            source_time: txn.timestamp,
-                            keep_from: applier.keep_from(),
-                        };
-                        reporter.send(&ack, applier).await?;
-                    }
+                    send_ack(reporter, applier, txn.timestamp).await?;
                 }
             }
             Incoming::Heartbeat(position) => {
@@ -1307,16 +1311,7 @@ async fn apply_loop(
                 );
                 // Keep the master's view current even if the last
                 // batch ended without a drained queue.
-                let cp = applier.checkpoint();
-                if let Some(position) = cp.position.clone() {
-                    let ack = SlaveMessage::Ack {
-                        seq: cp.seq,
-                        position,
-                        source_time: 0,
-                        keep_from: applier.keep_from(),
-                    };
-                    reporter.send(&ack, applier).await?;
-                }
+                send_ack(reporter, applier, 0).await?;
             }
             Incoming::Snapshot(MasterMessage::SnapshotBegin {
                 position,

@@ -46,6 +46,12 @@ fn setup() -> Setup {
 }
 
 fn checksum(s: &Setup, extra: &[&str]) -> (i32, String) {
+    checksum_waiting(s, "120", extra)
+}
+
+/// `rowcast checksum` of the setup's replica, waiting up to `wait` seconds
+/// for it: exit code and everything printed.
+fn checksum_waiting(s: &Setup, wait: &str, extra: &[&str]) -> (i32, String) {
     let (src, dst) = (s.primary.url(), s.replica.url());
     let mut args = vec![
         "checksum",
@@ -56,7 +62,7 @@ fn checksum(s: &Setup, extra: &[&str]) -> (i32, String) {
         "--chunk-ms",
         "20",
         "--wait",
-        "120",
+        wait,
     ];
     args.extend_from_slice(extra);
     let out = run_rowcast(&args, Duration::from_secs(300));
@@ -187,7 +193,7 @@ fn a_replica_still_being_seeded_is_waited_for_then_refused() {
         "INSERT INTO rowcast.seed (slave_name, database_name, table_name, range_no, meta, state) \
          VALUES ('s', 'c', 't', 0, '', '')",
     );
-    let (code, out) = checksum_waiting(&s, "3");
+    let (code, out) = checksum_waiting(&s, "3", &[]);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("still being seeded") && out.contains("c.t"),
@@ -195,32 +201,6 @@ fn a_replica_still_being_seeded_is_waited_for_then_refused() {
     );
     // Once the seed is over, the same replica passes.
     s.replica.sql("DELETE FROM rowcast.seed");
-    let (code, out) = checksum_waiting(&s, "120");
+    let (code, out) = checksum_waiting(&s, "120", &[]);
     assert_eq!(code, 0, "{out}");
-}
-
-fn checksum_waiting(s: &Setup, wait: &str) -> (i32, String) {
-    let (src, dst) = (s.primary.url(), s.replica.url());
-    let out = run_rowcast(
-        &[
-            "checksum",
-            "--source",
-            &src,
-            "--target",
-            &dst,
-            "--chunk-ms",
-            "20",
-            "--wait",
-            wait,
-        ],
-        Duration::from_secs(300),
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
