@@ -59,11 +59,10 @@ use std::sync::Arc;
 
 use crate::log::change::{Transaction, XaStep, Xid};
 use crate::net::wire::SnapshotObject;
-use crate::ops::checksum;
 use crate::replica::apply_error::sql_error;
 pub use crate::replica::apply_error::ApplyError;
 use crate::replica::migrations;
-use crate::replica::net_effect::{self, NetTable};
+use crate::replica::net_effect::NetEffect;
 use crate::replica::positional::ReplicaTable;
 use crate::replica::seed_gate::SeedGate;
 use crate::replica::session_lock::{session_lock_name, take_session_lock, AliveMarker};
@@ -852,26 +851,30 @@ impl Applier {
         }
         let txns: Vec<&Transaction> = resolved.iter().map(|t| t.as_ref()).collect();
         self.drop_unfinished(txns[0]).await;
-        let result = match net_effect::net_effect(&txns, checksum::is_chunk_table) {
-            Some(net) => match self.net_in_one_commit(&net, last_seq, last).await {
-                Ok(true) => {
-                    tracing::debug!(
-                        transactions = txns.len(),
-                        tables = net.len(),
-                        "batch applied as its net effect"
-                    );
-                    Ok(())
+        let result = match self.split(&txns, &last.position).await {
+            Ok(Some(net)) if !net.tables.is_empty() => {
+                match self.split_in_one_commit(&txns, &net, last_seq, last).await {
+                    Ok(true) => {
+                        tracing::debug!(
+                            transactions = txns.len(),
+                            net_tables = net.tables.len(),
+                            ordered_tables = net.ordered_tables(),
+                            "batch applied as its net effect"
+                        );
+                        Ok(())
+                    }
+                    Ok(false) => {
+                        tracing::debug!(transactions = txns.len(), "the batch could not be applied as its net effect (rows not as expected on the replica); applying it statement by statement");
+                        // Something on the replica was not as the batch
+                        // expects: the exact path finds and names it.
+                        let _ = self.conn.query_drop("ROLLBACK").await;
+                        self.rows_in_one_commit(&txns, last_seq).await
+                    }
+                    Err(e) => Err(e),
                 }
-                Ok(false) => {
-                    tracing::debug!(transactions = txns.len(), "the batch could not be applied as its net effect (a replica table with triggers, history or other columns, or rows not as expected); applying it statement by statement");
-                    // Something on the replica was not as the batch
-                    // expects: the exact path finds and names it.
-                    let _ = self.conn.query_drop("ROLLBACK").await;
-                    self.rows_in_one_commit(&txns, last_seq).await
-                }
-                Err(e) => Err(e),
-            },
-            None => self.rows_in_one_commit(&txns, last_seq).await,
+            }
+            Ok(_) => self.rows_in_one_commit(&txns, last_seq).await,
+            Err(e) => Err(e),
         };
         if result.is_err() {
             let _ = self.conn.query_drop("ROLLBACK").await;
@@ -903,20 +906,20 @@ impl Applier {
         self.local("COMMIT", pos).await
     }
 
-    /// Applies the net effect of a batch (see `compact.rs`) and the
-    /// checkpoint of its last transaction in one local transaction: per
-    /// table one multi-key DELETE of the rows that existed, then multi-row
-    /// INSERTs of the final rows. `Ok(false)` when the replica surprised it
-    /// (a key missing or already present); the caller rolls back.
-    async fn net_in_one_commit(
+    /// Applies a batch split by table (`net_apply.rs`) and the checkpoint
+    /// of its last transaction in one local transaction. `Ok(false)` when
+    /// the replica surprised the net effect (a key missing or already
+    /// present); the caller rolls back.
+    async fn split_in_one_commit(
         &mut self,
-        net: &[NetTable],
+        txns: &[&Transaction],
+        net: &NetEffect,
         seq: u64,
         last: &Transaction,
     ) -> Result<bool, ApplyError> {
         let pos = &last.position;
         self.local("START TRANSACTION", pos).await?;
-        if !self.apply_net(net, pos).await? {
+        if !self.apply_split(txns, net, pos).await? {
             return Ok(false);
         }
         self.write_checkpoint(seq, last).await?;

@@ -9,14 +9,27 @@
 //! intermediate state can trip a unique key: the rows being rewritten are
 //! all gone before any final row goes in.
 //!
+//! A batch is split by table. Tables this module cannot reason about
+//! (without a primary key, with partial images, partial JSON updates or
+//! ENUM empty values, described two ways in one batch, or refused by the
+//! caller because the replica's copy needs the row-event applier) are
+//! *ordered*: their changes are applied one by one in the batch's order,
+//! in the same local transaction as the net effect of the others. That
+//! reordering between tables is safe because nothing on the replica links
+//! a netted table to another: a table in a foreign key is never netted
+//! (its cascades need the changes in order, so all tables of a foreign key
+//! are ordered together), and the row-event applier that ordered tables
+//! with triggers go through fires no triggers.
+//!
 //! The no-silent-skip rule still holds: the DELETE must remove exactly the
 //! keys that existed and the INSERT must not hit a duplicate; any surprise
 //! makes the applier roll back and apply the batch statement by statement,
-//! which names the conflicting key. Batches this module cannot reason
-//! about (DDL, tables without a primary key, partial JSON updates, rows of
-//! rowcast's checksum table) return `None` and take that exact path too.
+//! which names the conflicting key. Batches whose order across tables
+//! matters (DDL, rows of rowcast's checksum table, which hash other tables
+//! at their point in the stream) return `None` and take that exact path
+//! whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::log::change::{Change, Row, TableSchema, Transaction, Value};
 use crate::log::codec;
@@ -30,6 +43,27 @@ pub struct NetTable {
     pub deletes: Vec<Row>,
     /// The final image of each key that exists after the batch.
     pub inserts: Vec<Row>,
+}
+
+/// A batch split by table: the net change of the tables that allow one,
+/// and the tables whose changes are applied in order.
+#[derive(Debug, Default)]
+pub struct NetEffect {
+    pub tables: Vec<NetTable>,
+    ordered: HashSet<(String, String)>,
+}
+
+impl NetEffect {
+    /// The changes of `schema`'s table are not in `tables` and are applied
+    /// one by one, in the batch's order.
+    pub fn is_ordered(&self, schema: &TableSchema) -> bool {
+        self.ordered
+            .contains(&(schema.database.clone(), schema.name.clone()))
+    }
+
+    pub fn ordered_tables(&self) -> usize {
+        self.ordered.len()
+    }
 }
 
 struct Entry {
@@ -138,14 +172,19 @@ fn plain(rows: &[Row]) -> bool {
 }
 
 /// The net effect of `txns` (in order), or `None` when the batch must be
-/// applied statement by statement. `is_special` marks tables whose rows
-/// need the applier's own handling (rowcast's checksum table).
+/// applied statement by statement in its order. `is_special` marks tables
+/// whose rows need the applier's own handling at their point in the stream
+/// (rowcast's checksum table); `may_net` says whether the replica's copy
+/// of a table may be written as a net effect (`TableFacts::net_ok`).
 pub fn net_effect(
     txns: &[&Transaction],
     is_special: impl Fn(&TableSchema) -> bool,
-) -> Option<Vec<NetTable>> {
-    let mut tables: Vec<TableState> = Vec::new();
-    let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
+    may_net: impl Fn(&TableSchema) -> bool,
+) -> Option<NetEffect> {
+    // First every table that must be ordered, whichever change says so:
+    // a table's state is only worth building once it is known to net.
+    let mut seen: HashMap<(&str, &str), &TableSchema> = HashMap::new();
+    let mut ordered: HashSet<(&str, &str)> = HashSet::new();
     for txn in txns {
         for change in &txn.changes {
             let (slot, rows_ok) = match change {
@@ -159,25 +198,44 @@ pub fn net_effect(
                     }),
                 ),
                 // Its rows are not known: only its raw events apply it.
-                Change::PartialImage { .. } | Change::Ddl(_) => return None,
+                Change::PartialImage { table, .. } => (*table, false),
+                Change::Ddl(_) => return None,
             };
             let schema = txn.tables.get(slot as usize)?;
-            if !rows_ok || schema.primary_key.is_empty() || is_special(schema) {
+            if is_special(schema) {
                 return None;
             }
-            let i = *by_name
-                .entry((schema.database.as_str(), schema.name.as_str()))
-                .or_insert_with(|| {
-                    tables.push(TableState::default());
-                    tables.len() - 1
-                });
-            let state = &mut tables[i];
-            match &state.schema {
-                None => state.schema = Some(schema.clone()),
-                // Same name, other columns: not something to merge.
-                Some(s) if s != schema => return None,
-                Some(_) => {}
+            let name = (schema.database.as_str(), schema.name.as_str());
+            // Same name, other columns: not something to merge.
+            let same = *seen.entry(name).or_insert(schema) == schema;
+            if !same || !rows_ok || schema.primary_key.is_empty() || !may_net(schema) {
+                ordered.insert(name);
             }
+        }
+    }
+    let mut tables: Vec<TableState> = Vec::new();
+    let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
+    for txn in txns {
+        for change in &txn.changes {
+            let slot = match change {
+                Change::Insert { table, .. }
+                | Change::Delete { table, .. }
+                | Change::Update { table, .. } => *table,
+                Change::PartialImage { .. } | Change::Ddl(_) => continue,
+            };
+            let schema = txn.tables.get(slot as usize)?;
+            let name = (schema.database.as_str(), schema.name.as_str());
+            if ordered.contains(&name) {
+                continue;
+            }
+            let i = *by_name.entry(name).or_insert_with(|| {
+                tables.push(TableState {
+                    schema: Some(schema.clone()),
+                    ..TableState::default()
+                });
+                tables.len() - 1
+            });
+            let state = &mut tables[i];
             match change {
                 Change::Insert { rows, .. } => {
                     for r in rows {
@@ -194,33 +252,38 @@ pub fn net_effect(
                         state.update(b, a)?;
                     }
                 }
-                Change::PartialImage { .. } | Change::Ddl(_) => return None,
+                Change::PartialImage { .. } | Change::Ddl(_) => continue,
             }
         }
     }
-    Some(
-        tables
-            .into_iter()
-            .filter_map(|t| {
-                let schema = t.schema?;
-                let mut deletes = Vec::new();
-                let mut inserts = Vec::new();
-                for e in t.entries {
-                    if e.existed {
-                        deletes.push(e.key_row);
-                    }
-                    if let Some(row) = e.last {
-                        inserts.push(row);
-                    }
+    let tables = tables
+        .into_iter()
+        .filter_map(|t| {
+            let schema = t.schema?;
+            let mut deletes = Vec::new();
+            let mut inserts = Vec::new();
+            for e in t.entries {
+                if e.existed {
+                    deletes.push(e.key_row);
                 }
-                Some(NetTable {
-                    schema,
-                    deletes,
-                    inserts,
-                })
+                if let Some(row) = e.last {
+                    inserts.push(row);
+                }
+            }
+            Some(NetTable {
+                schema,
+                deletes,
+                inserts,
             })
+        })
+        .collect();
+    Some(NetEffect {
+        tables,
+        ordered: ordered
+            .into_iter()
+            .map(|(d, n)| (d.to_owned(), n.to_owned()))
             .collect(),
-    )
+    })
 }
 
 #[cfg(test)]
@@ -252,21 +315,28 @@ mod tests {
                 rows: vec![enum_row(e)],
             }])
         };
-        assert!(net_effect(&[&with(0)], |_| false).is_none());
-        assert!(net_effect(&[&with(1)], |_| false).is_some());
+        // The table's changes are replayed in order.
+        let net = net_effect(&[&with(0)], |_| false, |_| true).unwrap();
+        assert!(net.tables.is_empty() && net.is_ordered(&schema("t", true)));
+        let net = net_effect(&[&with(1)], |_| false, |_| true).unwrap();
+        assert!(net.tables.len() == 1 && net.ordered_tables() == 0);
     }
 
     #[test]
     fn partial_images_have_no_net_effect() {
-        // Rows rowcast does not know can only be replayed, in order.
+        // Rows rowcast does not know can only be replayed, in order, and so
+        // is every change of their table, before the partial one or after.
         let full = txn(vec![Change::Insert {
             table: 0,
             rows: vec![row(1, 1)],
         }]);
         let partial = txn(vec![Change::PartialImage { table: 0, rows: 1 }]);
-        assert!(net_effect(&[&full, &partial], |_| false).is_none());
-        assert!(net_effect(&[&partial], |_| false).is_none());
-        assert!(net_effect(&[&full], |_| false).is_some());
+        for batch in [[&full, &partial], [&partial, &full]] {
+            let net = net_effect(&batch, |_| false, |_| true).unwrap();
+            assert!(net.tables.is_empty() && net.is_ordered(&schema("t", true)));
+        }
+        let net = net_effect(&[&full], |_| false, |_| true).unwrap();
+        assert!(net.tables.len() == 1 && !net.is_ordered(&schema("t", true)));
     }
 
     #[test]
@@ -305,9 +375,9 @@ mod tests {
                 rows: vec![(row(4, 40), row(5, 40))],
             },
         ]);
-        let net = net_effect(&[&a, &b], |_| false).unwrap();
-        assert_eq!(net.len(), 1);
-        let t = &net[0];
+        let net = net_effect(&[&a, &b], |_| false, |_| true).unwrap();
+        assert_eq!(net.tables.len(), 1);
+        let t = &net.tables[0];
         let ids = |rows: &[Row]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
         // 1, 2 and 4 existed before; 3 and 5 did not.
         assert_eq!(
@@ -323,19 +393,22 @@ mod tests {
             table: 1,
             rows: vec![row(1, 1)],
         }]);
-        assert!(net_effect(&[&nokey], |_| false).is_none());
+        let net = net_effect(&[&nokey], |_| false, |_| true).unwrap();
+        assert!(net.tables.is_empty() && net.is_ordered(&schema("nokey", false)));
+        // Rows of the checksum table hash other tables where they stand in
+        // the stream: nothing in their batch may move.
         let special = txn(vec![Change::Insert {
             table: 0,
             rows: vec![row(1, 1)],
         }]);
-        assert!(net_effect(&[&special], |s| s.name == "t").is_none());
+        assert!(net_effect(&[&special, &nokey], |s| s.name == "t", |_| true).is_none());
         // Inserting a key the batch already holds, or deleting one it
         // already deleted, is a conflict for the exact path to name.
         let twice = txn(vec![Change::Insert {
             table: 0,
             rows: vec![row(1, 1), row(1, 2)],
         }]);
-        assert!(net_effect(&[&twice], |_| false).is_none());
+        assert!(net_effect(&[&twice], |_| false, |_| true).is_none());
         let gone = txn(vec![
             Change::Delete {
                 table: 0,
@@ -346,12 +419,49 @@ mod tests {
                 rows: vec![(row(1, 1), row(1, 2))],
             },
         ]);
-        assert!(net_effect(&[&gone], |_| false).is_none());
+        assert!(net_effect(&[&gone], |_| false, |_| true).is_none());
         let json = txn(vec![Change::Update {
             table: 0,
             rows: vec![(row(1, 1), vec![Value::Int(1), Value::JsonDiff(vec![])])],
         }]);
-        assert!(net_effect(&[&json], |_| false).is_none());
+        let net = net_effect(&[&json], |_| false, |_| true).unwrap();
+        assert!(net.tables.is_empty() && net.is_ordered(&schema("t", true)));
+    }
+
+    #[test]
+    fn a_mixed_batch_nets_what_it_can_and_orders_the_rest() {
+        let t = txn(vec![
+            Change::Insert {
+                table: 1,
+                rows: vec![row(1, 1)],
+            },
+            Change::Update {
+                table: 0,
+                rows: vec![(row(1, 1), row(1, 2))],
+            },
+            Change::Update {
+                table: 0,
+                rows: vec![(row(1, 2), row(1, 3))],
+            },
+            Change::Delete {
+                table: 1,
+                rows: vec![row(1, 1)],
+            },
+        ]);
+        let net = net_effect(&[&t], |_| false, |_| true).unwrap();
+        assert_eq!(net.tables.len(), 1);
+        assert_eq!(net.tables[0].inserts, vec![row(1, 3)]);
+        assert!(!net.is_ordered(&schema("t", true)));
+        assert!(net.is_ordered(&schema("nokey", false)));
+        // A table the replica may not take as a net effect (triggers,
+        // foreign keys, other columns) is ordered too.
+        let net = net_effect(&[&t], |_| false, |s| s.name != "t").unwrap();
+        assert!(net.tables.is_empty() && net.ordered_tables() == 2);
+        // One table described two ways in one batch is not merged.
+        let mut other = t.clone();
+        other.tables[0] = TableSchema::of_ints("t", &["id", "w"], vec![0]);
+        let net = net_effect(&[&t, &other], |_| false, |_| true).unwrap();
+        assert!(net.is_ordered(&schema("t", true)));
     }
 
     #[test]
@@ -366,7 +476,7 @@ mod tests {
                 rows: vec![row(7, 1)],
             },
         ]);
-        let net = net_effect(&[&t], |_| false).unwrap();
-        assert!(net[0].deletes.is_empty() && net[0].inserts.is_empty());
+        let net = net_effect(&[&t], |_| false, |_| true).unwrap();
+        assert!(net.tables[0].deletes.is_empty() && net.tables[0].inserts.is_empty());
     }
 }
