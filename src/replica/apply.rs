@@ -913,7 +913,7 @@ impl Applier {
     async fn split_in_one_commit(
         &mut self,
         txns: &[&Transaction],
-        net: &NetEffect,
+        net: &NetEffect<'_>,
         seq: u64,
         last: &Transaction,
     ) -> Result<bool, ApplyError> {

@@ -29,11 +29,11 @@ impl Applier {
     /// `txns` split into net and ordered tables, the replica's copy of
     /// each table having its say (`TablePlan::net_ok`); `None` when the
     /// batch must go in order whole.
-    pub(super) async fn split(
+    pub(super) async fn split<'a>(
         &mut self,
-        txns: &[&Transaction],
+        txns: &[&'a Transaction],
         pos: &SourcePosition,
-    ) -> Result<Option<NetEffect>, ApplyError> {
+    ) -> Result<Option<NetEffect<'a>>, ApplyError> {
         // Few distinct tables, many transactions naming them.
         let mut asked: Vec<&TableSchema> = Vec::new();
         let mut refused = HashSet::new();
@@ -62,7 +62,7 @@ impl Applier {
     pub(super) async fn apply_split(
         &mut self,
         txns: &[&Transaction],
-        net: &NetEffect,
+        net: &NetEffect<'_>,
         pos: &SourcePosition,
     ) -> Result<bool, ApplyError> {
         if !self.apply_net(&net.tables, pos).await? {
@@ -91,12 +91,12 @@ impl Applier {
     /// already present); the caller then undoes what was written.
     pub(super) async fn apply_net(
         &mut self,
-        net: &[NetTable],
+        net: &[NetTable<'_>],
         pos: &SourcePosition,
     ) -> Result<bool, ApplyError> {
         let mut plans = Vec::with_capacity(net.len());
         for table in net {
-            let plan = self.plan(&table.schema, pos).await?;
+            let plan = self.plan(table.schema, pos).await?;
             if !plan.net_ok {
                 return Ok(false);
             }

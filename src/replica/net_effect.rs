@@ -34,26 +34,27 @@ use std::collections::{HashMap, HashSet};
 use crate::log::change::{Change, Row, TableSchema, Transaction, Value};
 use crate::log::codec;
 
-/// The net change of one table.
+/// The net change of one table, borrowing the batch's rows (a batch holds
+/// up to 20k of them: copying each was most of the applier's own work).
 #[derive(Debug, Clone, PartialEq)]
-pub struct NetTable {
-    pub schema: TableSchema,
+pub struct NetTable<'a> {
+    pub schema: &'a TableSchema,
     /// A row (only its key columns matter) for each key that existed
     /// before the batch and was changed or deleted by it.
-    pub deletes: Vec<Row>,
+    pub deletes: Vec<&'a Row>,
     /// The final image of each key that exists after the batch.
-    pub inserts: Vec<Row>,
+    pub inserts: Vec<&'a Row>,
 }
 
 /// A batch split by table: the net change of the tables that allow one,
 /// and the tables whose changes are applied in order.
 #[derive(Debug, Default)]
-pub struct NetEffect {
-    pub tables: Vec<NetTable>,
+pub struct NetEffect<'a> {
+    pub tables: Vec<NetTable<'a>>,
     ordered: HashSet<(String, String)>,
 }
 
-impl NetEffect {
+impl NetEffect<'_> {
     /// The changes of `schema`'s table are not in `tables` and are applied
     /// one by one, in the batch's order.
     pub fn is_ordered(&self, schema: &TableSchema) -> bool {
@@ -66,24 +67,23 @@ impl NetEffect {
     }
 }
 
-struct Entry {
+struct Entry<'a> {
     existed: bool,
     /// A row carrying the key, to delete it by.
-    key_row: Row,
-    last: Option<Row>,
+    key_row: &'a Row,
+    last: Option<&'a Row>,
 }
 
-#[derive(Default)]
-struct TableState {
-    schema: Option<TableSchema>,
-    entries: Vec<Entry>,
+struct TableState<'a> {
+    schema: &'a TableSchema,
+    entries: Vec<Entry<'a>>,
     index: HashMap<Vec<u8>, usize>,
 }
 
-impl TableState {
+impl<'a> TableState<'a> {
     fn key(&self, row: &Row) -> Option<Vec<u8>> {
-        let schema = self.schema.as_ref()?;
-        let key: Vec<&Value> = schema
+        let key: Vec<&Value> = self
+            .schema
             .primary_key
             .iter()
             .map(|&i| row.get(i as usize))
@@ -91,7 +91,7 @@ impl TableState {
         codec::encode(&key).ok()
     }
 
-    fn insert(&mut self, row: &Row) -> Option<()> {
+    fn insert(&mut self, row: &'a Row) -> Option<()> {
         let key = self.key(row)?;
         match self.index.get(&key) {
             Some(&i) => {
@@ -101,21 +101,21 @@ impl TableState {
                 if e.last.is_some() {
                     return None;
                 }
-                e.last = Some(row.clone());
+                e.last = Some(row);
             }
             None => {
                 self.index.insert(key, self.entries.len());
                 self.entries.push(Entry {
                     existed: false,
-                    key_row: row.clone(),
-                    last: Some(row.clone()),
+                    key_row: row,
+                    last: Some(row),
                 });
             }
         }
         Some(())
     }
 
-    fn remove(&mut self, row: &Row) -> Option<()> {
+    fn remove(&mut self, row: &'a Row) -> Option<()> {
         let key = self.key(row)?;
         match self.index.get(&key) {
             Some(&i) => {
@@ -127,7 +127,7 @@ impl TableState {
                 self.index.insert(key, self.entries.len());
                 self.entries.push(Entry {
                     existed: true,
-                    key_row: row.clone(),
+                    key_row: row,
                     last: None,
                 });
             }
@@ -135,7 +135,7 @@ impl TableState {
         Some(())
     }
 
-    fn update(&mut self, before: &Row, after: &Row) -> Option<()> {
+    fn update(&mut self, before: &'a Row, after: &'a Row) -> Option<()> {
         let (kb, ka) = (self.key(before)?, self.key(after)?);
         if kb != ka {
             // A changed primary key: the old row goes, the new one comes.
@@ -146,14 +146,14 @@ impl TableState {
             Some(&i) => {
                 let e = &mut self.entries[i];
                 e.last.as_ref()?;
-                e.last = Some(after.clone());
+                e.last = Some(after);
             }
             None => {
                 self.index.insert(kb, self.entries.len());
                 self.entries.push(Entry {
                     existed: true,
-                    key_row: before.clone(),
-                    last: Some(after.clone()),
+                    key_row: before,
+                    last: Some(after),
                 });
             }
         }
@@ -176,11 +176,11 @@ fn plain(rows: &[Row]) -> bool {
 /// whose rows need the applier's own handling at their point in the stream
 /// (rowcast's checksum table); `may_net` says whether the replica's copy
 /// of a table may be written as a net effect (`TableFacts::net_ok`).
-pub fn net_effect(
-    txns: &[&Transaction],
+pub fn net_effect<'a>(
+    txns: &[&'a Transaction],
     is_special: impl Fn(&TableSchema) -> bool,
     may_net: impl Fn(&TableSchema) -> bool,
-) -> Option<NetEffect> {
+) -> Option<NetEffect<'a>> {
     // First every table that must be ordered, whichever change says so:
     // a table's state is only worth building once it is known to net.
     let mut seen: HashMap<(&str, &str), &TableSchema> = HashMap::new();
@@ -213,7 +213,7 @@ pub fn net_effect(
             }
         }
     }
-    let mut tables: Vec<TableState> = Vec::new();
+    let mut tables: Vec<TableState<'a>> = Vec::new();
     let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
     for txn in txns {
         for change in &txn.changes {
@@ -230,8 +230,9 @@ pub fn net_effect(
             }
             let i = *by_name.entry(name).or_insert_with(|| {
                 tables.push(TableState {
-                    schema: Some(schema.clone()),
-                    ..TableState::default()
+                    schema,
+                    entries: Vec::new(),
+                    index: HashMap::new(),
                 });
                 tables.len() - 1
             });
@@ -258,8 +259,7 @@ pub fn net_effect(
     }
     let tables = tables
         .into_iter()
-        .filter_map(|t| {
-            let schema = t.schema?;
+        .map(|t| {
             let mut deletes = Vec::new();
             let mut inserts = Vec::new();
             for e in t.entries {
@@ -270,11 +270,11 @@ pub fn net_effect(
                     inserts.push(row);
                 }
             }
-            Some(NetTable {
-                schema,
+            NetTable {
+                schema: t.schema,
                 deletes,
                 inserts,
-            })
+            }
         })
         .collect();
     Some(NetEffect {
@@ -316,9 +316,10 @@ mod tests {
             }])
         };
         // The table's changes are replayed in order.
-        let net = net_effect(&[&with(0)], |_| false, |_| true).unwrap();
+        let (empty, valid) = (with(0), with(1));
+        let net = net_effect(&[&empty], |_| false, |_| true).unwrap();
         assert!(net.tables.is_empty() && net.is_ordered(&schema("t", true)));
-        let net = net_effect(&[&with(1)], |_| false, |_| true).unwrap();
+        let net = net_effect(&[&valid], |_| false, |_| true).unwrap();
         assert!(net.tables.len() == 1 && net.ordered_tables() == 0);
     }
 
@@ -378,13 +379,13 @@ mod tests {
         let net = net_effect(&[&a, &b], |_| false, |_| true).unwrap();
         assert_eq!(net.tables.len(), 1);
         let t = &net.tables[0];
-        let ids = |rows: &[Row]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
+        let ids = |rows: &[&Row]| rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>();
         // 1, 2 and 4 existed before; 3 and 5 did not.
         assert_eq!(
             ids(&t.deletes),
             vec![Value::Int(1), Value::Int(2), Value::Int(4)]
         );
-        assert_eq!(t.inserts, vec![row(1, 12), row(3, 31), row(5, 40)]);
+        assert_eq!(t.inserts, vec![&row(1, 12), &row(3, 31), &row(5, 40)]);
     }
 
     #[test]
@@ -450,7 +451,7 @@ mod tests {
         ]);
         let net = net_effect(&[&t], |_| false, |_| true).unwrap();
         assert_eq!(net.tables.len(), 1);
-        assert_eq!(net.tables[0].inserts, vec![row(1, 3)]);
+        assert_eq!(net.tables[0].inserts, vec![&row(1, 3)]);
         assert!(!net.is_ordered(&schema("t", true)));
         assert!(net.is_ordered(&schema("nokey", false)));
         // A table the replica may not take as a net effect (triggers,

@@ -260,11 +260,11 @@ impl Applier {
 
     /// Inserts `rows` in multi-row INSERTs; on error, also the rows of the
     /// failed statement.
-    pub(super) async fn insert_rows<'r>(
+    pub(super) async fn insert_rows<'r, R: std::borrow::Borrow<Row> + Sync>(
         &mut self,
         plan: &TablePlan,
-        rows: &'r [Row],
-    ) -> Result<(), (mysql_async::Error, &'r [Row])> {
+        rows: &'r [R],
+    ) -> Result<(), (mysql_async::Error, &'r [R])> {
         let mut rest = rows;
         let mut params = Vec::new();
         while !rest.is_empty() {

@@ -15,7 +15,7 @@
 //! MariaDB's JSON is LONGTEXT and never on that list: its statements keep
 //! plain placeholders.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashSet;
 
 use mysql_async::Value as MyValue;
@@ -134,12 +134,17 @@ impl TablePlan {
     /// How many of `rows` (from the front) go into one multi-row INSERT:
     /// bounded by rows, by placeholders (the protocol allows 65,535) and by
     /// bytes, so one statement stays well under `max_allowed_packet`.
-    pub fn insert_batch_len(&self, rows: &[Row], max_rows: usize, max_bytes: usize) -> usize {
+    pub fn insert_batch_len<R: Borrow<Row>>(
+        &self,
+        rows: &[R],
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> usize {
         let by_placeholders = (60_000 / self.written.len().max(1)).max(1);
         let limit = max_rows.min(by_placeholders).min(rows.len());
         let mut bytes = 0;
         for (n, row) in rows[..limit].iter().enumerate() {
-            bytes += row_bytes(row);
+            bytes += row_bytes(row.borrow());
             if n > 0 && bytes > max_bytes {
                 return n;
             }
@@ -147,8 +152,9 @@ impl TablePlan {
         limit
     }
 
-    pub fn insert_params(&self, rows: &[Row], out: &mut Vec<MyValue>) {
+    pub fn insert_params<R: Borrow<Row>>(&self, rows: &[R], out: &mut Vec<MyValue>) {
         for row in rows {
+            let row = row.borrow();
             out.extend(self.written.iter().map(|&i| sql::param(&row[i])));
         }
     }
