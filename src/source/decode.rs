@@ -405,12 +405,25 @@ impl Pending {
 /// Default size (row event bytes) at which a transaction is cut into parts.
 pub const DEFAULT_PART_BYTES: usize = 4 << 20;
 
+/// The latest TABLE_MAP event for one table id. A primary writes the same
+/// map before every transaction that touches the table, so the schema read
+/// from it is kept while the map's body stays the same: reading the
+/// optional metadata again for every transaction was a tenth of decode.
+struct TableMap {
+    tme: TableMapEvent<'static>,
+    /// The event's body, which is what decides that a map is the same.
+    body: Vec<u8>,
+    /// The whole event, as the replica's row-event applier is given it.
+    raw: Vec<u8>,
+    schema: Option<TableSchema>,
+}
+
 /// The binlog-to-transaction state machine. Feed it every event in order.
 pub struct Decoder {
     epoch: u32,
     file: String,
     pending: Option<Pending>,
-    table_maps: HashMap<u64, (TableMapEvent<'static>, Vec<u8>)>,
+    table_maps: HashMap<u64, TableMap>,
     /// The stream's FORMAT_DESCRIPTION event (whole) and whether its events
     /// carry CRC32 checksums: the replica's row-event applier needs it
     /// before the raw events (see `RowEvents`).
@@ -578,8 +591,19 @@ impl Decoder {
             }
             EventData::QueryEvent(q) => self.query(event, &q),
             EventData::TableMapEvent(tme) => {
-                self.table_maps
-                    .insert(tme.table_id(), (tme.into_owned(), raw_event(event)));
+                let raw = raw_event(event);
+                match self.table_maps.get_mut(&tme.table_id()) {
+                    Some(map) if map.body == event.data() => map.raw = raw,
+                    _ => {
+                        let map = TableMap {
+                            body: event.data().to_vec(),
+                            tme: tme.into_owned(),
+                            raw,
+                            schema: None,
+                        };
+                        self.table_maps.insert(map.tme.table_id(), map);
+                    }
+                }
                 Ok(None)
             }
             EventData::RowsEvent(rows) => {
@@ -812,13 +836,12 @@ impl Decoder {
 
     fn rows(&mut self, event: &Event, rows: &RowsEventData<'_>) -> Result<(), DecodeError> {
         let table_id = rows.table_id();
-        let (tme, raw_map) =
-            self.table_maps
-                .get(&table_id)
-                .ok_or_else(|| DecodeError::UnknownTable {
-                    position: self.position(event).to_string(),
-                    table_id,
-                })?;
+        let Some(map) = self.table_maps.get_mut(&table_id) else {
+            return Err(DecodeError::UnknownTable {
+                position: self.position(event).to_string(),
+                table_id,
+            });
+        };
         let pending = self
             .pending
             .get_or_insert_with(|| Pending::new(None, false));
@@ -826,18 +849,31 @@ impl Decoder {
         let slot = match pending.table_slots.get(&table_id) {
             Some(s) => *s,
             None => {
-                let schema = table_schema(tme).map_err(|reason| DecodeError::TableMetadata {
-                    table: format!("{}.{}", tme.database_name(), tme.table_name()),
-                    position: format!("{}:{}", self.file, event.header().log_pos()),
-                    reason,
-                })?;
+                let schema = match &map.schema {
+                    Some(schema) => schema.clone(),
+                    None => {
+                        let schema = table_schema(&map.tme).map_err(|reason| {
+                            DecodeError::TableMetadata {
+                                table: format!(
+                                    "{}.{}",
+                                    map.tme.database_name(),
+                                    map.tme.table_name()
+                                ),
+                                position: format!("{}:{}", self.file, event.header().log_pos()),
+                                reason,
+                            }
+                        })?;
+                        map.schema.insert(schema).clone()
+                    }
+                };
                 pending.tables.push(schema);
-                pending.table_maps.push(raw_map.clone());
+                pending.table_maps.push(map.raw.clone());
                 let slot = (pending.tables.len() - 1) as u32;
                 pending.table_slots.insert(table_id, slot);
                 slot
             }
         };
+        let tme = &map.tme;
         let schema = &pending.tables[slot as usize];
         let pads = binary_pad_lengths(tme, schema);
         let position = || format!("{}:{}", self.file, event.header().log_pos());
