@@ -612,7 +612,7 @@ async fn live_event(
         .expect("a live stream has a primary");
     // An event already read ahead needs no timer: arming one (a clock
     // read, which is a system call on some virtual machines) for each of
-    // a backlog's millions of events cost a tenth of the decode.
+    // a backlog's millions of events was about 5% of the decode's time.
     let mut next = stream.next();
     let ready = std::future::poll_fn(|cx| {
         std::task::Poll::Ready(std::future::Future::poll(std::pin::Pin::new(&mut next), cx))

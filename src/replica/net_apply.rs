@@ -68,15 +68,17 @@ impl Applier {
         if !self.apply_net(&net.tables, pos).await? {
             return Ok(false);
         }
-        if net.ordered_tables() == 0 {
-            return Ok(true);
-        }
         for txn in txns {
             for (i, change) in txn.changes.iter().enumerate() {
-                let ordered = change
-                    .table()
-                    .and_then(|slot| txn.tables.get(slot as usize))
-                    .is_some_and(|schema| net.is_ordered(schema));
+                // What the net effect did not take is applied here, so a
+                // change of no known table (never split) is not dropped.
+                let ordered = match change.table() {
+                    Some(slot) => txn
+                        .tables
+                        .get(slot as usize)
+                        .is_none_or(|schema| net.is_ordered(schema)),
+                    None => true,
+                };
                 if ordered {
                     self.apply_change(txn, i, change).await?;
                 }
@@ -86,7 +88,7 @@ impl Applier {
     }
 
     /// Writes the net effect `net` inside the caller's local transaction
-    /// (for a batch, `Applier::net_in_one_commit`'s). `false` when a table
+    /// (for a batch, `Applier::split_in_one_commit`'s). `false` when a table
     /// may not take it or the replica surprised it (a key missing or
     /// already present); the caller then undoes what was written.
     pub(super) async fn apply_net(

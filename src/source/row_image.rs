@@ -43,13 +43,30 @@ fn short_fraction_time(tme: &TableMapEvent<'_>, i: usize) -> bool {
 }
 
 /// How to read one column's values: what `mysql_common`'s row reader
-/// derives per column of every row, derived once per event here.
-struct ColumnPlan<'a> {
+/// derives per column of every row, derived once per table map here.
+struct ColumnPlan {
     column_type: ColumnType,
-    meta: &'a [u8],
+    meta: Box<[u8]>,
     unsigned: bool,
     /// TIME(1) or TIME(2): read by [`time_with_hundredths`].
     short_time: bool,
+}
+
+/// How to read the row images of one table map's ROWS events. The decoder
+/// keeps it with the map while the map stays the same, so the optional
+/// metadata is not walked again for every event.
+pub struct RowPlan {
+    columns: Vec<ColumnPlan>,
+}
+
+impl RowPlan {
+    /// Fails where `mysql_common`'s row reader fails on the table map (a
+    /// column without a type, unreadable optional metadata).
+    pub fn new(tme: &TableMapEvent<'_>) -> io::Result<RowPlan> {
+        Ok(RowPlan {
+            columns: column_plan(tme, tme.columns_count() as usize)?,
+        })
+    }
 }
 
 /// Every row of `rows`, read column by column, with each value read by
@@ -58,7 +75,7 @@ struct ColumnPlan<'a> {
 /// rowcast never uses (a named `Column` per value, the table map's
 /// optional metadata parsed again for every row): the metadata is read
 /// and checked once per event, with the same errors.
-pub fn read_rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> io::Result<Vec<ImagePair>> {
+pub fn read_rows(rows: &RowsEventData<'_>, plan: &RowPlan) -> io::Result<Vec<ImagePair>> {
     if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
         // MySQL's partial JSON images carry a shared-image header this
         // reader does not parse; refusing is better than misreading.
@@ -73,7 +90,10 @@ pub fn read_rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> io::Resul
         return Ok(Vec::new());
     }
     let num_columns = rows.num_columns() as usize;
-    let plan = column_plan(tme, num_columns)?;
+    // More columns than the map describes: as mysql_common's reader says.
+    let Some(plan) = plan.columns.get(..num_columns) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "No column type"));
+    };
     let before: Option<Vec<usize>> = rows.columns_before_image().map(|b| {
         (0..num_columns)
             .filter(|&i| b.get(i).is_some_and(|x| *x))
@@ -102,10 +122,7 @@ pub fn read_rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>) -> io::Resul
 /// Each column's type, metadata and signedness; fails where
 /// `mysql_common`'s row reader fails on the table map (a column without a
 /// type, unreadable optional metadata).
-fn column_plan<'a>(
-    tme: &'a TableMapEvent<'_>,
-    num_columns: usize,
-) -> io::Result<Vec<ColumnPlan<'a>>> {
+fn column_plan(tme: &TableMapEvent<'_>, num_columns: usize) -> io::Result<Vec<ColumnPlan>> {
     let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
     let mut signedness = meta.iter_signedness();
     let mut charsets = meta.iter_charset();
@@ -136,7 +153,7 @@ fn column_plan<'a>(
             .transpose()?;
         plan.push(ColumnPlan {
             column_type,
-            meta: tme.get_column_metadata(i).unwrap_or(&[]),
+            meta: tme.get_column_metadata(i).unwrap_or(&[]).into(),
             unsigned,
             short_time: short_fraction_time(tme, i),
         });
@@ -147,7 +164,7 @@ fn column_plan<'a>(
 fn read_image(
     buf: &mut ParseBuf<'_>,
     cols: &[usize],
-    plan: &[ColumnPlan<'_>],
+    plan: &[ColumnPlan],
 ) -> io::Result<Vec<BinlogValue<'static>>> {
     let nulls = take(buf, cols.len().div_ceil(8))?;
     let mut values = Vec::with_capacity(cols.len());
@@ -163,7 +180,7 @@ fn read_image(
             values.push(BinlogValue::Value(time_with_hundredths(bytes)));
             continue;
         }
-        let ctx = (column.column_type, column.meta, column.unsigned, false);
+        let ctx = (column.column_type, &column.meta[..], column.unsigned, false);
         // The value reader ties the column's metadata to the buffer's
         // lifetime, so it reads from a short-lived view that is then
         // consumed from `buf`.
