@@ -107,11 +107,11 @@ pub fn read_rows(rows: &RowsEventData<'_>, plan: &RowPlan) -> io::Result<Vec<Ima
     let mut out = Vec::new();
     while !buf.is_empty() {
         let b = match &before {
-            Some(cols) => Some(read_image(&mut buf, cols, &plan)?),
+            Some(cols) => Some(read_image(&mut buf, cols, plan)?),
             None => None,
         };
         let a = match &after {
-            Some(cols) => Some(read_image(&mut buf, cols, &plan)?),
+            Some(cols) => Some(read_image(&mut buf, cols, plan)?),
             None => None,
         };
         out.push((b, a));
