@@ -74,7 +74,7 @@ impl RowPlan {
 /// This is `mysql_common`'s row iterator without its per-row work that
 /// rowcast never uses (a named `Column` per value, the table map's
 /// optional metadata parsed again for every row): the metadata is read
-/// and checked once per event, with the same errors.
+/// and checked once per table map ([`RowPlan`]), with the same errors.
 pub fn read_rows(rows: &RowsEventData<'_>, plan: &RowPlan) -> io::Result<Vec<ImagePair>> {
     if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
         // MySQL's partial JSON images carry a shared-image header this
