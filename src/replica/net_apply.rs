@@ -111,7 +111,13 @@ impl Applier {
                 for row in chunk {
                     params.extend(plan.key_params(row));
                 }
-                let stmt = plan.delete_keys_sql(chunk.len());
+                let named = plan.padded_keys(chunk.len());
+                if let Some(last) = chunk.last() {
+                    for _ in chunk.len()..named {
+                        params.extend(plan.key_params(last));
+                    }
+                }
+                let stmt = plan.delete_keys_sql(named);
                 self.conn
                     .exec_drop(stmt, Params::Positional(std::mem::take(&mut params)))
                     .await
