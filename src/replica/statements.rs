@@ -226,7 +226,6 @@ impl TablePlan {
         )
     }
 
-    /// Keys per multi-key DELETE, within the protocol's 65,535 placeholders.
     /// How many keys the multi-key DELETE for `keys` of them names: padded
     /// (by naming the last key again, which deletes nothing more) to a
     /// multiple of [`SIZE_STEP`], so its text repeats from batch to batch
@@ -237,6 +236,7 @@ impl TablePlan {
             .max(keys)
     }
 
+    /// Keys per multi-key DELETE, within the protocol's 65,535 placeholders.
     pub fn keys_per_delete(&self) -> usize {
         (60_000 / self.key.len().max(1)).clamp(1, 1000)
     }
