@@ -51,7 +51,9 @@ pub struct NetTable<'a> {
 #[derive(Debug, Default)]
 pub struct NetEffect<'a> {
     pub tables: Vec<NetTable<'a>>,
-    ordered: HashSet<(String, String)>,
+    /// Borrowed from the batch's schemas: asked once per change while the
+    /// batch is applied, so no name is copied to ask it.
+    ordered: HashSet<(&'a str, &'a str)>,
 }
 
 impl NetEffect<'_> {
@@ -59,7 +61,7 @@ impl NetEffect<'_> {
     /// one by one, in the batch's order.
     pub fn is_ordered(&self, schema: &TableSchema) -> bool {
         self.ordered
-            .contains(&(schema.database.clone(), schema.name.clone()))
+            .contains(&(schema.database.as_str(), schema.name.as_str()))
     }
 
     pub fn ordered_tables(&self) -> usize {
@@ -184,7 +186,7 @@ pub fn net_effect<'a>(
     // First every table that must be ordered, whichever change says so:
     // a table's state is only worth building once it is known to net.
     let mut seen: HashMap<(&str, &str), &TableSchema> = HashMap::new();
-    let mut ordered: HashSet<(&str, &str)> = HashSet::new();
+    let mut ordered: HashSet<(&'a str, &'a str)> = HashSet::new();
     for txn in txns {
         for change in &txn.changes {
             let (slot, rows_ok) = match change {
@@ -217,12 +219,8 @@ pub fn net_effect<'a>(
     let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
     for txn in txns {
         for change in &txn.changes {
-            let slot = match change {
-                Change::Insert { table, .. }
-                | Change::Delete { table, .. }
-                | Change::Update { table, .. } => *table,
-                Change::PartialImage { .. } | Change::Ddl(_) => continue,
-            };
+            // (A partial image's table is ordered: skipped below.)
+            let Some(slot) = change.table() else { continue };
             let schema = txn.tables.get(slot as usize)?;
             let name = (schema.database.as_str(), schema.name.as_str());
             if ordered.contains(&name) {
@@ -277,13 +275,7 @@ pub fn net_effect<'a>(
             }
         })
         .collect();
-    Some(NetEffect {
-        tables,
-        ordered: ordered
-            .into_iter()
-            .map(|(d, n)| (d.to_owned(), n.to_owned()))
-            .collect(),
-    })
+    Some(NetEffect { tables, ordered })
 }
 
 #[cfg(test)]
