@@ -18,6 +18,8 @@ use mysql_common::binlog::EventStreamReader;
 use rowcast::log::codec;
 use rowcast::source::decode::Decoder;
 
+mod binlog_range;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let (file, start, end, passes) = match &args[..] {
@@ -25,17 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         [_, file, start, end, passes] => (file, start, end, passes.parse()?),
         _ => return Err("usage: decode_rate FILE START END [PASSES]".into()),
     };
-    let (start, end): (usize, usize) = (start.parse()?, end.parse()?);
-    let bytes = std::fs::read(file)?;
-    if end > bytes.len() || start < 4 || start > end {
-        return Err(format!("{file} has {} bytes: START..END does not fit", bytes.len()).into());
-    }
+    let range = binlog_range::BinlogRange::load(file, start, end)?;
     let name = std::path::Path::new(file)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let size_at =
-        |at: usize| u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
     let (mut rates, mut txns) = (Vec::new(), 0);
     let mut buf = Vec::new();
     for _ in 0..passes.max(1) {
@@ -44,23 +40,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The FORMAT_DESCRIPTION at offset 4: how the rest is checksummed,
         // and what the decoder keeps for the replica's row-event applier.
         let format = reader
-            .read(&bytes[4..4 + size_at(4)])?
+            .read(range.event_at(4))?
             .ok_or("no FORMAT_DESCRIPTION event at offset 4")?;
         decoder.feed(&format)?;
         let t = Instant::now();
-        let (mut at, mut n) = (start, 0);
-        while at < end {
-            let size = size_at(at);
-            let event = reader.read(&bytes[at..at + size])?.ok_or("a short event")?;
+        let (mut at, mut n) = (range.start, 0);
+        while at < range.end {
+            let bytes = range.event_at(at);
+            let event = reader.read(bytes)?.ok_or("a short event")?;
             if let Some(txn) = decoder.feed(&event)? {
                 buf.clear();
                 codec::encode_into(&txn, &mut buf)?;
                 std::hint::black_box(&buf);
                 n += 1;
             }
-            at += size;
+            at += bytes.len();
         }
-        rates.push((end - start) as f64 / 1048576.0 / t.elapsed().as_secs_f64());
+        rates.push(range.megabytes() / t.elapsed().as_secs_f64());
         txns = n;
     }
     rates.sort_by(f64::total_cmp);

@@ -12,29 +12,25 @@ use std::time::Instant;
 use mysql_common::binlog::consts::{BinlogChecksumAlg, BinlogVersion};
 use mysql_common::binlog::EventStreamReader;
 
+mod binlog_range;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, file, start, end] = &args[..] else {
         return Err("usage: parse_rate FILE START END".into());
     };
-    let (start, end): (usize, usize) = (start.parse()?, end.parse()?);
-    let bytes = std::fs::read(file)?;
-    if end > bytes.len() || start < 4 || start > end {
-        return Err(format!("{file} has {} bytes: START..END does not fit", bytes.len()).into());
-    }
-    let size_at =
-        |at: usize| u32::from_le_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
+    let range = binlog_range::BinlogRange::load(file, start, end)?;
     let mut rates = Vec::new();
     let mut events = 0;
     for _ in 0..3 {
         // The FORMAT_DESCRIPTION at offset 4 says how the rest is checksummed.
         let mut reader = EventStreamReader::new(BinlogVersion::Version4);
-        reader.read(&bytes[4..4 + size_at(4)])?;
+        reader.read(range.event_at(4))?;
         let t = Instant::now();
-        let (mut at, mut n) = (start, 0);
-        while at < end {
-            let size = size_at(at);
-            let event = reader.read(&bytes[at..at + size])?.ok_or("a short event")?;
+        let (mut at, mut n) = (range.start, 0);
+        while at < range.end {
+            let bytes = range.event_at(at);
+            let event = reader.read(bytes)?.ok_or("a short event")?;
             if let (Some(stored), Ok(Some(alg))) =
                 (event.checksum(), event.footer().get_checksum_alg())
             {
@@ -45,10 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let _ = std::hint::black_box(event.read_data());
-            at += size;
+            at += bytes.len();
             n += 1;
         }
-        rates.push((end - start) as f64 / 1048576.0 / t.elapsed().as_secs_f64());
+        rates.push(range.megabytes() / t.elapsed().as_secs_f64());
         events = n;
     }
     rates.sort_by(f64::total_cmp);
